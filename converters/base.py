@@ -1,0 +1,127 @@
+"""Shared export machinery: torch (retained subgraph) → OpenVINO IR, checked against torch.
+
+A family's converter supplies only what export adds to the family: a traceable wrapper with
+named inputs (:meth:`Converter.export_module`). Conversion, saving, naming the outputs, version
+stamping and the parity check are shared here and never overridden.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_vl.architectures.base import ArchitectureFamily, InputSpec
+from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.errors import ExportError
+
+#: FP32 parity tolerance between torch and OpenVINO logits (max absolute difference)
+FP32_TOLERANCE = 1e-4
+_OV_TYPES = {"int64": "i64", "int32": "i32", "float32": "f32"}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    xml: Path
+    bin: Path
+    inputs: list[InputSpec]
+    outputs: list[dict[str, Any]]
+    parity_max_abs: float
+    parity_samples: int
+
+
+class Converter(ABC):
+    """Per-family export knowledge. Subclasses set ``family_name`` and implement :meth:`export_module`."""
+
+    family_name: ClassVar[str]
+    output_name: ClassVar[str] = "logits"
+
+    @abstractmethod
+    def export_module(self, family: ArchitectureFamily, model: nn.Module) -> nn.Module:
+        """A traceable ``nn.Module`` whose ``forward`` takes the inputs of ``family.input_specs``
+        positionally, by name, and returns the logits tensor."""
+
+    def export(
+        self,
+        family: ArchitectureFamily,
+        model: nn.Module,
+        inputs: Sequence[InputSpec],
+        sample: Mapping[str, torch.Tensor],
+        out_dir: Path,
+        *,
+        name: str = "model",
+        tolerance: float = FP32_TOLERANCE,
+        versions: Mapping[str, str] | None = None,
+    ) -> ExportResult:
+        """Convert ``model`` (its current skip set) to ``out_dir/name.xml`` and check parity on ``sample``.
+
+        Raises:
+            ExportError: conversion failed, or OpenVINO's logits differ from torch's by more than
+                ``tolerance`` on ``sample``.
+        """
+        import openvino as ov
+
+        model.eval()
+        module = self.export_module(family, model).eval()
+        example = {spec.name: sample[spec.name][:2] for spec in inputs}
+        try:
+            with torch.no_grad(), quiet_transformers(), warnings.catch_warnings():
+                # shape checks in HF code become constants in the trace: intended, shapes are static
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                ov_model = ov.convert_model(
+                    module,
+                    example_input=example,
+                    input=[
+                        (s.name, ov.PartialShape(list(s.shape)), getattr(ov.Type, _OV_TYPES[s.dtype]))
+                        for s in inputs
+                    ],
+                )
+        except Exception as e:  # OpenVINO raises several unrelated types here
+            raise ExportError(f"OpenVINO conversion of the {family.name} model failed: {e}") from e
+        ov_model.outputs[0].get_tensor().set_names({self.output_name})
+        for key, value in (versions or {}).items():
+            ov_model.set_rt_info(str(value), ["edge_vl", key])
+        xml = Path(out_dir) / f"{name}.xml"
+        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        max_abs = self.parity(module, xml, {k: sample[k] for k in example}, tolerance=tolerance)
+        outputs = [
+            {
+                "name": self.output_name,
+                "shape": [-1, int(ov_model.outputs[0].get_partial_shape()[1].get_length())],
+                "dtype": "float32",
+            }
+        ]
+        return ExportResult(
+            xml=xml,
+            bin=xml.with_suffix(".bin"),
+            inputs=list(inputs),
+            outputs=outputs,
+            parity_max_abs=max_abs,
+            parity_samples=len(next(iter(sample.values()))),
+        )
+
+    @staticmethod
+    def parity(
+        module: nn.Module, xml: Path, sample: Mapping[str, torch.Tensor], *, tolerance: float
+    ) -> float:
+        """Max |torch − OpenVINO| over ``sample``, OpenVINO pinned to f32; raises if above ``tolerance``."""
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        with torch.no_grad():
+            expected = module(*sample.values()).numpy()
+        got = compiled({k: v.numpy() for k, v in sample.items()})[0]
+        max_abs = float(np.max(np.abs(expected - got)))
+        if not max_abs <= tolerance:
+            raise ExportError(
+                f"{xml.name}: OpenVINO output differs from torch by {max_abs:.3g} "
+                f"(tolerance {tolerance:g}) on {len(expected)} samples"
+            )
+        return max_abs

@@ -1,0 +1,21 @@
+"""edge-vl: adapt vision-language models with DAS (parameter- and computation-efficient transfer
+learning) and run them on CPUs with OpenVINO.
+
+The top-level package is the device API and imports no torch or transformers. Build-time code
+lives in :mod:`edge_vl.build` and is imported only when used.
+"""
+
+from edge_vl._version import __version__ as __version__
+from edge_vl.bundle import Bundle as Bundle
+from edge_vl.bundle import read_bundle as read_bundle
+from edge_vl.errors import BundleError as BundleError
+from edge_vl.errors import CPUError as CPUError
+from edge_vl.errors import DataError as DataError
+from edge_vl.errors import EdgeVLError as EdgeVLError
+from edge_vl.errors import ExportError as ExportError
+from edge_vl.errors import IncompatibleBundleError as IncompatibleBundleError
+from edge_vl.errors import InputError as InputError
+from edge_vl.errors import MissingExtraError as MissingExtraError
+from edge_vl.errors import ModelError as ModelError
+from edge_vl.runtime import Prediction as Prediction
+from edge_vl.runtime import Predictor as Predictor

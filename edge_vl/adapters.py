@@ -1,0 +1,93 @@
+"""Bottleneck adapters and skippable layers, as in the DAS method spec (§3).
+
+- :class:`BottleneckAdapter`: ``A(x) = s · W_up ReLU(W_down LN(x) + b_down) + b_up``; every Linear
+  weight ~ N(0, 0.02²), biases 0, LN weight 1 / bias 0, ``s = 1``. ``W_up`` is *not* zero-initialised
+  (as in the authors' code), so adapters are not the identity at init.
+- :class:`SkippableLayer`: wraps one transformer layer (a DAS arm). When ``skipped`` it returns
+  ``h + A_skip(h)`` and the layer's own weights and PETL adapters are bypassed; otherwise it runs
+  the family's adapted forward (:meth:`forward_kept`). Families subclass it.
+
+Every module edge-vl adds carries the attribute prefix :data:`PREFIX`, so "which weights are
+ours?" is a plain name test (as peft does with its method prefixes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+#: attribute-name prefix of every module edge-vl inserts into a model
+PREFIX = "edgevl_"
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Sizes of the inserted adapters, as fractions of the hidden size (spec §7.2)."""
+
+    #: PETL adapter bottleneck = hidden_size * petl_ratio (spec: r = d/8)
+    petl_ratio: float = 1 / 8
+    #: skip adapter bottleneck = hidden_size * skip_ratio (spec: 2·d/8 for ViLT, 3·d/8 for METER)
+    skip_ratio: float = 2 / 8
+    #: initialisation std of the adapter Linear weights
+    init_std: float = 0.02
+
+    def petl_rank(self, hidden: int) -> int:
+        return max(1, round(hidden * self.petl_ratio))
+
+    def skip_rank(self, hidden: int) -> int:
+        return max(1, round(hidden * self.skip_ratio))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+class BottleneckAdapter(nn.Module):
+    """``LN → Linear(d, r) → ReLU → Linear(r, d)``, returned without the residual."""
+
+    def __init__(self, hidden: int, rank: int, *, init_std: float = 0.02, eps: float = 1e-5):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden, eps=eps)
+        self.down = nn.Linear(hidden, rank)
+        self.up = nn.Linear(rank, hidden)
+        for linear in (self.down, self.up):
+            nn.init.normal_(linear.weight, std=init_std)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(torch.relu(self.down(self.norm(x))))
+
+
+class SkippableLayer(nn.Module):
+    """A DAS arm: the original layer plus its PETL adapters, or — when skipped — a skip adapter.
+
+    Subclasses implement :meth:`forward_kept` with the family's adapter placement and keep the
+    wrapped layer's call signature and return type.
+    """
+
+    def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
+        super().__init__()
+        self.layer = layer
+        setattr(
+            self,
+            PREFIX + "skip",
+            BottleneckAdapter(hidden, config.skip_rank(hidden), init_std=config.init_std),
+        )
+        self.skipped = False
+
+    @property
+    def skip_adapter(self) -> BottleneckAdapter:
+        return getattr(self, PREFIX + "skip")
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        if self.skipped:
+            return self.wrap_output(hidden_states + self.skip_adapter(hidden_states))
+        return self.forward_kept(hidden_states, *args, **kwargs)
+
+    def forward_kept(self, hidden_states: torch.Tensor, *args, **kwargs):
+        raise NotImplementedError
+
+    def wrap_output(self, hidden_states: torch.Tensor):
+        """Package a hidden state the way the wrapped layer returns it (default: a 1-tuple)."""
+        return (hidden_states,)

@@ -1,0 +1,208 @@
+"""The contract every architecture family implements, and the generic code built on it.
+
+A family knows where a model's DAS arms (transformer layers) are, how adapters attach to them,
+how the task forward runs deterministically (the same code trains, evaluates and exports), and
+how its inputs are preprocessed. Everything else — freezing, skipping, counting, saving the
+tokenizer — is generic and lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from edge_vl.adapters import PREFIX, AdapterConfig, SkippableLayer
+from edge_vl.errors import ModelError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One named model input: ``shape`` uses -1 for the (dynamic) batch dimension."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """How logits become scores (``sigmoid`` or ``softmax``) and the label of each output."""
+
+    kind: str
+    labels: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "labels": list(self.labels)}
+
+
+class ArchitectureFamily(ABC):
+    """One model family (ViLT, METER-style, CLIP, …). Stateless: every method takes the model."""
+
+    #: stable id written to manifests
+    name: ClassVar[str]
+    #: the HF ``config.model_type`` values this family handles
+    model_types: ClassVar[tuple[str, ...]]
+    #: substrings of parameter names that train besides the inserted adapters (head, pooler, …)
+    trainable_patterns: ClassVar[tuple[str, ...]] = ()
+    #: adapter sizes used unless the caller overrides them
+    default_adapters: ClassVar[AdapterConfig] = AdapterConfig()
+
+    # -- what each family provides ----------------------------------------------------------
+    @abstractmethod
+    def load(self, model_dir: Path, labels: Sequence[str]) -> nn.Module:
+        """Load the checkpoint offline with a freshly initialised head over ``labels``."""
+
+    @abstractmethod
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        """The ``ModuleList`` whose entries are the DAS arms, in arm order."""
+
+    @abstractmethod
+    def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
+        """Wrap one layer with the family's PETL adapters and a skip adapter."""
+
+    @abstractmethod
+    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic, traceable task forward: named input tensors → logits."""
+
+    @abstractmethod
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Task loss for integer class ``targets``."""
+
+    @abstractmethod
+    def head(self, model: nn.Module) -> HeadSpec:
+        """The head's score function and labels."""
+
+    @abstractmethod
+    def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
+        """Names, shapes and dtypes of the exported model's inputs."""
+
+    @abstractmethod
+    def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
+        """Image and text preprocessing settings as plain data (manifest ``preprocessing``)."""
+
+    @abstractmethod
+    def random_checkpoint(
+        self,
+        out_dir: Path,
+        *,
+        vocab: Sequence[str],
+        labels: Sequence[str],
+        preset: str = "tiny",
+        seed: int = 0,
+    ) -> Path:
+        """Write a random-weight checkpoint (config, safetensors, tokenizer) for tests and demos."""
+
+    # -- generic behaviour ------------------------------------------------------------------
+    def arm_names(self, model: nn.Module) -> list[str]:
+        """Dotted module paths of the arms, in arm order."""
+        layers = self.layer_list(model)
+        prefix = next(name for name, module in model.named_modules() if module is layers)
+        return [f"{prefix}.{i}" for i in range(len(layers))]
+
+    def insert_adapters(self, model: nn.Module, config: AdapterConfig | None = None) -> list[SkippableLayer]:
+        """Wrap every arm in place; returns the wrappers. Idempotent guard: refuses to wrap twice."""
+        config = config or self.default_adapters
+        layers = self.layer_list(model)
+        if any(isinstance(layer, SkippableLayer) for layer in layers):
+            raise ModelError("adapters are already inserted in this model")
+        for i, layer in enumerate(layers):
+            layers[i] = self.wrap_layer(layer, config)
+        return list(layers)
+
+    def arms(self, model: nn.Module) -> list[SkippableLayer]:
+        """The wrapped arms (after :meth:`insert_adapters`)."""
+        layers = list(self.layer_list(model))
+        if not all(isinstance(layer, SkippableLayer) for layer in layers):
+            raise ModelError("call insert_adapters() before using the arms")
+        return layers
+
+    def set_skipped(self, model: nn.Module, skipped: Sequence[int]) -> None:
+        """Bypass exactly the arms in ``skipped`` with their skip adapters."""
+        arms = self.arms(model)
+        bad = [i for i in skipped if not 0 <= int(i) < len(arms)]
+        if bad:
+            raise ModelError(f"skip index(es) {bad} out of range: this model has arms 0..{len(arms) - 1}")
+        chosen = {int(i) for i in skipped}
+        for i, arm in enumerate(arms):
+            arm.skipped = i in chosen
+
+    def skipped(self, model: nn.Module) -> list[int]:
+        return [i for i, arm in enumerate(self.arms(model)) if arm.skipped]
+
+    def is_trainable(self, name: str) -> bool:
+        """True for inserted adapters and the family's head/pooler-like parameters."""
+        return PREFIX in name or any(p in name for p in self.trainable_patterns)
+
+    def freeze(self, model: nn.Module) -> list[str]:
+        """Freeze everything but :meth:`is_trainable` parameters; returns the trainable names."""
+        names = []
+        for name, param in model.named_parameters():
+            param.requires_grad_(self.is_trainable(name))
+            if param.requires_grad:
+                names.append(name)
+        return names
+
+    def active_trainable_parameters(self, model: nn.Module) -> int:
+        """Trainable parameters actually used by the current skip set: the PETL adapters of
+        skipped arms and the skip adapters of kept arms are not counted (spec §6.12)."""
+        unused = set()
+        for arm in self.arms(model):
+            dead = [arm.layer] if arm.skipped else [arm.skip_adapter]
+            if arm.skipped:
+                dead += [
+                    m for n, m in arm.named_children() if n.startswith(PREFIX) and m is not arm.skip_adapter
+                ]
+            for module in dead:
+                unused.update(id(p) for p in module.parameters())
+        return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in unused)
+
+    def save_tokenizer(self, model_dir: Path, out_dir: Path, max_length: int) -> dict[str, Any]:
+        """Save the checkpoint's tokenizer as ``tokenizer.json``; return the manifest text spec."""
+        from transformers import AutoTokenizer
+
+        try:
+            tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{model_dir}: cannot load a tokenizer ({e})") from e
+        if not getattr(tok, "is_fast", False):
+            raise ModelError(f"{model_dir}: the tokenizer has no fast (tokenizer.json) version")
+        tok.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
+        return {
+            "tokenizer": "tokenizer.json",
+            "max_length": int(max_length),
+            "pad_id": int(tok.pad_token_id),
+            "pad_token": str(tok.pad_token),
+        }
+
+
+def read_image_processor_config(model_dir: Path) -> dict[str, Any]:
+    """The image-processor settings saved with a checkpoint (transformers 5 ``processor_config.json``
+    or the older ``preprocessor_config.json``), or ``{}``."""
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        path = model_dir / name
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return data.get("image_processor", data)
+    return {}
+
+
+def write_wordpiece_tokenizer(out_dir: Path, vocab: Sequence[str]) -> None:
+    """Save a lower-casing BERT WordPiece tokenizer over ``vocab`` (for random test checkpoints)."""
+    from transformers import BertTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = specials + sorted({w for w in vocab if w not in specials})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab_file = out_dir / "vocab.txt"
+    vocab_file.write_text("\n".join(words) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True).save_pretrained(out_dir)

@@ -1,0 +1,219 @@
+"""ViLT (single-stream fusion transformer, the paper's first model): arms = the encoder blocks.
+
+Everything ViLT-specific lives here: which blocks are arms, where the two parallel adapters go in
+the pre-LN block (spec §3.3), the deterministic image embedding, the VQA head and loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edge_vl.adapters import PREFIX, AdapterConfig, BottleneckAdapter, SkippableLayer
+from edge_vl.architectures.base import (
+    ArchitectureFamily,
+    HeadSpec,
+    InputSpec,
+    read_image_processor_config,
+    write_wordpiece_tokenizer,
+)
+from edge_vl.architectures.registry import register_family
+from edge_vl.errors import ModelError
+from edge_vl.runtime.preprocess import default_image_spec
+
+#: random-weight presets for tests and the stand-in demo model (not pretrained weights)
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        max_position_embeddings=16,
+    ),
+    "small": dict(
+        hidden_size=64,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=128,
+        image_size=64,
+        patch_size=8,
+        max_position_embeddings=16,
+    ),
+    # the architecture of the public dandelin/vilt-b32 checkpoints, for speed benchmarks
+    "b32": dict(
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        image_size=384,
+        patch_size=32,
+        max_position_embeddings=40,
+    ),
+}
+
+
+class ViltAdaptedLayer(SkippableLayer):
+    """A ``ViltLayer`` with two parallel adapters (spec §3.3)::
+
+    h1 = h  + Attn(LN1(h))  + A0(h)
+    h2 = h1 + MLP(LN2(h1))  + A1(h1)
+    """
+
+    def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
+        super().__init__(layer, hidden, config)
+        rank, eps = config.petl_rank(hidden), layer.layernorm_before.eps
+        setattr(self, PREFIX + "attn", BottleneckAdapter(hidden, rank, init_std=config.init_std, eps=eps))
+        setattr(self, PREFIX + "mlp", BottleneckAdapter(hidden, rank, init_std=config.init_std, eps=eps))
+
+    def forward_kept(self, hidden_states, attention_mask=None, output_attentions=False):
+        layer = self.layer
+        attn = layer.attention(layer.layernorm_before(hidden_states), attention_mask)[0]
+        h1 = hidden_states + attn + getattr(self, PREFIX + "attn")(hidden_states)
+        # ViltOutput adds its residual (h1) itself
+        h2 = layer.output(layer.intermediate(layer.layernorm_after(h1)), h1) + getattr(self, PREFIX + "mlp")(
+            h1
+        )
+        return (h2,)
+
+
+class ViltFamily(ArchitectureFamily):
+    """HF ``ViltForQuestionAnswering``: VQA as classification over a label set."""
+
+    name = "vilt"
+    model_types = ("vilt",)
+    trainable_patterns = ("classifier", "pooler", "token_type_embeddings")
+    default_adapters = AdapterConfig(petl_ratio=1 / 8, skip_ratio=2 / 8)
+
+    def load(self, model_dir: Path, labels: Sequence[str]) -> nn.Module:
+        from transformers import ViltForQuestionAnswering
+
+        try:
+            model = ViltForQuestionAnswering.from_pretrained(
+                model_dir,
+                local_files_only=True,
+                trust_remote_code=False,
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                ignore_mismatched_sizes=True,
+            )
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{model_dir}: cannot load a ViLT checkpoint ({e})") from e
+        # fresh head for the task's labels, as the method's fine-tune stage does (spec §4.1)
+        model.classifier.apply(model._init_weights)
+        return model
+
+    def layer_list(self, model: nn.Module) -> nn.ModuleList:
+        return model.vilt.encoder.layer
+
+    def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
+        return ViltAdaptedLayer(layer, layer.layernorm_before.normalized_shape[0], config)
+
+    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Deterministic ViLT forward. Unlike HF's ``visual_embed`` (which samples patches at random
+        with ``multinomial``), patches stay in order with an all-ones pixel mask; the pooled [CLS]
+        output is the same because attention is permutation-equivariant."""
+        vilt = model.vilt
+        emb = vilt.embeddings
+        input_ids, attention_mask, pixels = (
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            inputs["pixel_values"],
+        )
+        text = emb.text_embeddings(input_ids=input_ids)
+        patches = emb.patch_embeddings(pixels)
+        batch, dim, gh, gw = patches.shape
+        pos = emb.position_embeddings[:, 1:, :]
+        grid = model.config.image_size // model.config.patch_size
+        if (gh, gw) != (grid, grid):
+            pos = (
+                F.interpolate(
+                    pos.transpose(1, 2).reshape(1, dim, grid, grid),
+                    size=(gh, gw),
+                    mode="bilinear",
+                    align_corners=True,
+                )
+                .flatten(2)
+                .transpose(1, 2)
+            )
+        patches = patches.flatten(2).transpose(1, 2) + pos
+        cls = emb.cls_token.expand(batch, -1, -1) + emb.position_embeddings[:, :1, :]
+        image = emb.dropout(torch.cat([cls, patches], dim=1))
+        image_types = torch.ones_like(image[..., 0], dtype=torch.long)
+        text = text + emb.token_type_embeddings(torch.zeros_like(input_ids))
+        image = image + emb.token_type_embeddings(image_types)
+        hidden = torch.cat([text, image], dim=1)
+        mask = torch.cat([attention_mask.to(hidden.dtype), image_types.to(hidden.dtype)], dim=1)
+        additive = (1.0 - mask[:, None, None, :]) * torch.finfo(hidden.dtype).min
+        for layer in vilt.encoder.layer:
+            hidden = layer(hidden, additive)[0]
+        pooled = vilt.pooler(vilt.layernorm(hidden))
+        return model.classifier(pooled)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # VQA loss of ViLT/METER: BCE × num_labels on (one-hot) answer scores (spec §4.2, §7.2)
+        one_hot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
+
+    def head(self, model: nn.Module) -> HeadSpec:
+        id2label = model.config.id2label
+        return HeadSpec(kind="sigmoid", labels=tuple(id2label[i] for i in range(len(id2label))))
+
+    def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
+        length = preprocessing["text"]["max_length"]
+        h, w = preprocessing["image"]["size"]
+        return [
+            InputSpec("input_ids", (-1, length), "int64"),
+            InputSpec("attention_mask", (-1, length), "int64"),
+            InputSpec("pixel_values", (-1, 3, h, w), "float32"),
+        ]
+
+    def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
+        cfg = read_image_processor_config(model_dir)
+        resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(
+            cfg.get("resample", 3), "bicubic"
+        )
+        image = default_image_spec(
+            model.config.image_size,
+            mean=cfg.get("image_mean", (0.5, 0.5, 0.5)),
+            std=cfg.get("image_std", (0.5, 0.5, 0.5)),
+            resample=resample,
+            rescale_factor=cfg.get("rescale_factor", 1 / 255),
+        )
+        return {"image": image, "text": {"max_length": int(model.config.max_position_embeddings)}}
+
+    def random_checkpoint(
+        self,
+        out_dir: Path,
+        *,
+        vocab: Sequence[str],
+        labels: Sequence[str],
+        preset: str = "tiny",
+        seed: int = 0,
+    ) -> Path:
+        from transformers import ViltConfig, ViltForQuestionAnswering
+
+        if preset not in PRESETS:
+            raise ModelError(f"unknown ViLT preset {preset!r}; choose one of {sorted(PRESETS)}")
+        out_dir = Path(out_dir)
+        write_wordpiece_tokenizer(out_dir, vocab)
+        vocab_size = len((out_dir / "vocab.txt").read_text(encoding="utf-8").split())
+        config = ViltConfig(
+            vocab_size=vocab_size,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={lb: i for i, lb in enumerate(labels)},
+            **PRESETS[preset],
+        )
+        torch.manual_seed(seed)
+        ViltForQuestionAnswering(config).save_pretrained(out_dir)
+        return out_dir
+
+
+register_family(ViltFamily())

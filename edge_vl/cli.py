@@ -1,0 +1,299 @@
+"""The ``edge-vl`` command. Heavy imports (torch, transformers) happen inside the commands that
+need them, so ``predict``, ``info``, ``bench`` and ``--help`` stay light.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad input (usage, data, bundle, model).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from edge_vl._version import __version__
+from edge_vl.errors import EdgeVLError
+
+DEMO_DIR = Path("edge-vl-demo")
+
+
+class _Group(click.Group):
+    """Turns :class:`EdgeVLError` into a one-line message and the error's exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgeVLError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edge-vl")
+def cli() -> None:
+    """edge-vl: adapt a vision-language model with DAS (skip redundant layers, train light
+    adapters) and run it on CPUs with OpenVINO.
+
+    \b
+    Typical flow:
+      edge-vl build --model DIR --data train.jsonl --eval-data val.jsonl --out BUNDLE
+      edge-vl predict BUNDLE photo.png "what color is the shape?"
+      edge-vl info BUNDLE
+      edge-vl bench BUNDLE
+    """
+
+
+def _parse_layers(ctx, param, value: str | None) -> list[int]:
+    if value is None or value.strip() == "":
+        return []
+    try:
+        layers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated layer indices like '1,3', got {value!r}"
+        ) from None
+    if len(set(layers)) != len(layers):
+        raise click.BadParameter(f"layer indices must be distinct, got {value!r}")
+    return sorted(layers)
+
+
+@cli.command()
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local Hugging Face checkpoint directory (config.json, weights, tokenizer). Loaded offline.",
+)
+@click.option(
+    "--data",
+    "train_data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Training manifest: JSONL or CSV rows with 'image', 'text' and 'label'.",
+)
+@click.option(
+    "--eval-data",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Evaluation manifest, same format; its accuracy goes into the bundle's manifest.",
+)
+@click.option("--out", type=click.Path(path_type=Path), help="Bundle directory to create.")
+@click.option(
+    "--skip-layers",
+    callback=_parse_layers,
+    default=None,
+    metavar="I,J,...",
+    help="Transformer layers (DAS arms, 0-based) to replace with skip adapters, e.g. '1,3'.",
+)
+@click.option(
+    "--epochs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="Fine-tuning epochs over the training data.",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many optimizer steps (overrides --epochs).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-3,
+    show_default=True,
+    help="Adapter learning rate (the head uses 10x).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out (atomically).")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Run on the built-in demo: easy-vqa data and a random-weight stand-in ViLT "
+    "(needs the 'demo' extra). Missing --model/--data/--eval-data/--out are filled in.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build(
+    model_dir,
+    train_data,
+    eval_data,
+    out,
+    skip_layers,
+    epochs,
+    max_steps,
+    batch_size,
+    lr,
+    seed,
+    overwrite,
+    demo,
+    quiet,
+) -> None:
+    """Fine-tune adapters on a pretrained model, skip layers, export to OpenVINO and write a bundle."""
+    from edge_vl.build import BuildConfig
+    from edge_vl.build import build as run_build
+    from edge_vl.finetune import TrainConfig
+
+    if demo:
+        model_dir, train_data, eval_data, out, skip_layers = _demo_defaults(
+            model_dir, train_data, eval_data, out, skip_layers, overwrite
+        )
+    missing = [
+        name
+        for name, value in (
+            ("--model", model_dir),
+            ("--data", train_data),
+            ("--eval-data", eval_data),
+            ("--out", out),
+        )
+        if value is None
+    ]
+    if missing:
+        raise click.UsageError(f"missing option(s) {', '.join(missing)} (or use --demo)")
+    config = BuildConfig(
+        model_dir=model_dir,
+        train_data=train_data,
+        eval_data=eval_data,
+        out=out,
+        skip_layers=skip_layers,
+        train=TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed),
+        overwrite=overwrite,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    result = run_build(config, echo=click.echo)
+    metrics = result.manifest["metrics"]
+    click.echo(
+        f"\ndone: {result.bundle}  (eval accuracy {metrics['eval_accuracy']:.4f} on "
+        f"{metrics['eval_examples']} rows, skipped layers {result.manifest['architecture']['skipped']})"
+    )
+    if demo:
+        _demo_prediction(result.bundle, eval_data)
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="OpenVINO inference threads.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Scores to list (text output)."
+)
+def predict(bundle, image, text, as_json, threads, top) -> None:
+    """Answer TEXT about IMAGE with BUNDLE (runs on OpenVINO, no torch needed)."""
+    from edge_vl.runtime.predictor import Predictor
+
+    prediction = Predictor(bundle, threads=threads).predict(image, text)
+    if as_json:
+        click.echo(json.dumps(prediction.to_dict(), indent=2))
+        return
+    click.echo(f"{prediction.label}\t{prediction.score:.4f}")
+    for label, score in sorted(prediction.scores.items(), key=lambda kv: -kv[1])[:top]:
+        click.echo(f"  {score:.4f}  {label}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def info(bundle, as_json) -> None:
+    """Describe BUNDLE (verifying every file's hash) and this host's CPU."""
+    from edge_vl.bundle import read_bundle
+    from edge_vl.runtime.cpu import cpu_flags, cpu_name
+
+    b = read_bundle(bundle)
+    m = b.manifest
+    if as_json:
+        click.echo(json.dumps({"manifest": m, "host": {"cpu": cpu_name(), "flags": cpu_flags()}}, indent=2))
+        return
+    arch, model, metrics = m["architecture"], m["model"], m.get("metrics", {})
+    click.echo(
+        f"bundle        {b.path}  (format {m['format_version']}, edge-vl {m.get('edge_vl_version', '?')})"
+    )
+    click.echo(f"architecture  {arch['family']} ({arch.get('model_type')}), {len(arch['arms'])} arms")
+    click.echo(f"skipped       {arch['skipped'] or 'none'}  kept {arch['kept']}")
+    click.echo(f"precision     {model.get('precision')}")
+    click.echo("inputs        " + ", ".join(f"{i['name']}{i['shape']}:{i['dtype']}" for i in model["inputs"]))
+    click.echo(
+        f"labels        {len(m['head']['labels'])} ({m['head']['kind']}): {', '.join(m['head']['labels'])}"
+    )
+    for key, value in metrics.items():
+        click.echo(f"metric        {key} = {value}")
+    flags = cpu_flags()
+    click.echo(f"host cpu      {cpu_name()}")
+    click.echo("host flags    " + " ".join(f"{k}{'+' if v else '-'}" for k, v in flags.items()))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="OpenVINO inference threads.")
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Timed inferences at batch 1 (after one untimed warm-up).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def bench(bundle, threads, iterations, as_json) -> None:
+    """Measure BUNDLE on this machine: cold start and batch-1 latency percentiles."""
+    from edge_vl.bench import benchmark
+
+    report = benchmark(bundle, threads=threads, iterations=iterations)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    lat = report["latency_ms"]
+    click.echo(f"cpu           {report['machine']['cpu']}  ({report['machine']['cores']} cores)")
+    click.echo(f"openvino      {report['machine']['openvino']}, precision {report['precision']}")
+    click.echo(f"cold start    {report['cold_start_ms']:.1f} ms (load + first inference)")
+    click.echo(
+        f"latency (ms)  p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
+        f"over {report['iterations']} runs at batch 1"
+    )
+
+
+def _demo_defaults(model_dir, train_data, eval_data, out, skip_layers, overwrite):
+    from edge_vl.architectures import family_for
+    from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.demo import easy_vqa_vocabulary, write_easy_vqa_manifests
+
+    DEMO_DIR.mkdir(exist_ok=True)
+    if train_data is None or eval_data is None:
+        click.echo(f"demo: writing easy-vqa manifests to {DEMO_DIR}/")
+        train_default, eval_default = write_easy_vqa_manifests(DEMO_DIR, train_size=4000, eval_size=1000)
+        train_data, eval_data = train_data or train_default, eval_data or eval_default
+    if model_dir is None:
+        model_dir = DEMO_DIR / "vilt-small-random"
+        if not (model_dir / "config.json").is_file():
+            click.echo(
+                f"demo: creating a random-weight 12-layer ViLT stand-in at {model_dir}/ "
+                "(NOT pretrained: accuracy shows the pipeline works, not what the method reaches)"
+            )
+            with quiet_transformers():
+                family_for("vilt").random_checkpoint(
+                    model_dir, vocab=easy_vqa_vocabulary(), labels=["?"], preset="small"
+                )
+    if out is None:
+        out = DEMO_DIR / "bundle"
+        if out.exists() and not overwrite:
+            raise click.UsageError(f"{out} exists from an earlier demo run; add --overwrite to replace it")
+    return model_dir, train_data, eval_data, out, skip_layers or [9, 10]
+
+
+def _demo_prediction(bundle: Path, eval_data: Path) -> None:
+    from edge_vl.data import read_examples
+    from edge_vl.runtime.predictor import Predictor
+
+    example = read_examples(eval_data, check_images=False)[0]
+    prediction = Predictor(bundle).predict(example.image, example.text)
+    click.echo(
+        f"\nexample: {example.image}\n  question: {example.text}\n  expected: {example.label}\n"
+        f"  predicted: {prediction.label} ({prediction.score:.3f})"
+    )
+    click.echo(f'try it:  edge-vl predict {bundle} {example.image} "{example.text}"')
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    cli(prog_name="edge-vl")

@@ -1,0 +1,131 @@
+"""Labelled image+text data: JSONL or CSV manifests of ``{"image", "text", "label"}`` rows.
+
+Every row is checked before any work starts, so a bad row stops a build at once with a message
+that names the file, the line and the field. Relative image paths are resolved against the
+manifest's own directory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from edge_vl.errors import DataError
+
+FIELDS = ("image", "text", "label")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled pair; ``manifest`` and ``line`` locate the row it came from."""
+
+    image: Path
+    text: str
+    label: str
+    manifest: str = ""
+    line: int = 0
+
+
+def read_examples(path: str | Path, *, check_images: bool = True) -> list[Example]:
+    """Read and validate a ``.jsonl`` or ``.csv`` manifest.
+
+    Raises:
+        DataError: the file is missing or empty, a row is not an object with string ``image``,
+            ``text`` and ``label`` fields, or (with ``check_images``) an image is missing or
+            cannot be decoded. The message names the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("data manifest not found", path=str(path))
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = _jsonl_rows(path)
+    elif suffix == ".csv":
+        rows = _csv_rows(path)
+    else:
+        raise DataError(f"unsupported manifest type {suffix!r}; expected .jsonl or .csv", path=str(path))
+    examples = [_to_example(row, path, line, check_images) for line, row in rows]
+    if not examples:
+        raise DataError("manifest has no rows", path=str(path))
+    return examples
+
+
+def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
+    """Write examples as a JSONL manifest with image paths relative to the manifest when possible."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for ex in examples:
+            try:
+                image = str(ex.image.resolve().relative_to(path.parent.resolve()))
+            except ValueError:
+                image = str(ex.image)
+            f.write(json.dumps({"image": image, "text": ex.text, "label": ex.label}) + "\n")
+    return path
+
+
+def label_set(examples: Sequence[Example]) -> list[str]:
+    """The sorted distinct labels of ``examples``: the class order a head is built with."""
+    return sorted({ex.label for ex in examples})
+
+
+def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
+    with path.open("r", encoding="utf-8") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                yield line_no, json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise DataError(
+                    f"invalid JSON ({e.msg} at column {e.colno})", path=str(path), line=line_no
+                ) from e
+
+
+def _csv_rows(path: Path) -> Iterable[tuple[int, object]]:
+    with path.open("r", encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in FIELDS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(
+                f"CSV header lacks column(s) {missing}; expected {list(FIELDS)}", path=str(path), line=1
+            )
+        for row in reader:
+            yield reader.line_num, row
+
+
+def _to_example(row: object, path: Path, line: int, check_images: bool) -> Example:
+    def fail(msg: str) -> DataError:
+        return DataError(msg, path=str(path), line=line)
+
+    if not isinstance(row, dict):
+        raise fail(f"row must be an object with fields {list(FIELDS)}, got {type(row).__name__}")
+    for field in FIELDS:
+        if field not in row:
+            raise fail(f"missing field {field!r}")
+        value = row[field]
+        if not isinstance(value, str):
+            raise fail(f"field {field!r} must be a string, got {type(value).__name__} ({value!r})")
+        if not value.strip():
+            raise fail(f"field {field!r} is empty")
+    image = Path(row["image"]).expanduser()
+    if not image.is_absolute():
+        image = path.parent / image
+    if check_images:
+        _check_image(image, fail)
+    return Example(image=image, text=row["text"], label=row["label"], manifest=str(path), line=line)
+
+
+def _check_image(image: Path, fail) -> None:
+    if not image.is_file():
+        raise fail(f"field 'image': file not found: {image}")
+    try:
+        with Image.open(image) as im:
+            im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise fail(f"field 'image': cannot decode {image} as an image ({e})") from e

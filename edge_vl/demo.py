@@ -1,0 +1,55 @@
+"""The demo task, easy-vqa (PyPI package ``easy-vqa``: 64×64 shape images, 13 answers), as JSONL manifests.
+
+This is also the worked example of bringing your own data: all edge-vl needs is rows of
+``{"image": path, "text": question, "label": answer}``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from edge_vl.data import Example, write_jsonl
+from edge_vl.errors import MissingExtraError
+
+
+def easy_vqa_examples(split: str) -> list[Example]:
+    """All questions of the ``train`` or ``test`` split as examples (images ship inside the wheel)."""
+    try:
+        import easy_vqa
+    except ImportError:
+        raise MissingExtraError("the easy-vqa demo data", extra="demo") from None
+    if split == "train":
+        questions, answers, image_ids = easy_vqa.get_train_questions()
+        paths = easy_vqa.get_train_image_paths()
+    elif split == "test":
+        questions, answers, image_ids = easy_vqa.get_test_questions()
+        paths = easy_vqa.get_test_image_paths()
+    else:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    rows = zip(questions, answers, image_ids, strict=True)
+    return [Example(image=Path(paths[i]), text=q, label=a) for q, a, i in rows]
+
+
+def write_easy_vqa_manifests(
+    out_dir: str | Path, *, train_size: int | None = None, eval_size: int | None = None, seed: int = 0
+) -> tuple[Path, Path]:
+    """Write ``train.jsonl`` and ``eval.jsonl`` (random subsets of the given sizes, or all rows)."""
+    rng = random.Random(seed)
+    out_dir = Path(out_dir)
+    splits = []
+    for split, size, name in (("train", train_size, "train.jsonl"), ("test", eval_size, "eval.jsonl")):
+        rows = easy_vqa_examples(split)
+        if size is not None and size < len(rows):
+            rows = rng.sample(rows, size)
+        splits.append(write_jsonl(rows, out_dir / name))
+    return splits[0], splits[1]
+
+
+def easy_vqa_vocabulary() -> list[str]:
+    """Every word of every easy-vqa question (to build a tokenizer for a random stand-in model)."""
+    words = set()
+    for split in ("train", "test"):
+        for ex in easy_vqa_examples(split):
+            words.update(ex.text.lower().replace("?", " ?").split())
+    return sorted(words)

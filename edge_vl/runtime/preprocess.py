@@ -1,0 +1,138 @@
+"""Image preprocessing in Pillow + numpy, driven by the ``preprocessing.image`` block of a manifest.
+
+The same function runs at build time (to make training tensors) and on the device, so the model
+sees identical pixels in both places. The spec is plain data::
+
+    {"size": [H, W], "resample": "bicubic", "rescale_factor": 0.00392156862745098,
+     "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "background": [255, 255, 255]}
+
+Images are decoded, EXIF-rotated, converted to RGB (transparent pixels composited on
+``background``), resized to exactly ``size`` (aspect ratio not kept: a fixed size keeps the
+exported graph static), rescaled and normalised, and returned as float32 NCHW.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edge_vl.errors import InputError
+
+ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
+
+RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def default_image_spec(
+    size: int | Sequence[int],
+    *,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    resample: str = "bicubic",
+    rescale_factor: float = 1 / 255,
+) -> dict[str, Any]:
+    """A preprocessing spec with a fixed square (or ``[H, W]``) size."""
+    hw = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+    return {
+        "size": hw,
+        "resample": resample,
+        "rescale_factor": float(rescale_factor),
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "background": [255, 255, 255],
+    }
+
+
+def load_image(image: ImageInput, background: Sequence[int] = (255, 255, 255)) -> Image.Image:
+    """Decode any accepted input into an RGB ``PIL.Image`` (EXIF orientation applied).
+
+    Raises:
+        InputError: the file is missing or not an image, bytes are empty or undecodable, or an
+            array has the wrong shape or dtype.
+    """
+    if isinstance(image, Image.Image):
+        im = image
+    elif isinstance(image, np.ndarray):
+        im = _from_array(image)
+    elif isinstance(image, (bytes, bytearray)):
+        if not image:
+            raise InputError("image bytes are empty")
+        im = _open(io.BytesIO(bytes(image)), "image bytes")
+    elif isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"image file not found: {path}")
+        if path.stat().st_size == 0:
+            raise InputError(f"image file is empty (0 bytes): {path}")
+        im = _open(path, str(path))
+    else:
+        raise InputError(
+            f"unsupported image type {type(image).__name__}; expected a path, bytes, PIL.Image or "
+            "an HxWx3 uint8 numpy array"
+        )
+    return to_rgb(im, background)
+
+
+def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Image.Image:
+    """Convert any PIL mode to RGB as training did: EXIF rotation, alpha composited on ``background``."""
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        scale = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        im = Image.fromarray(np.clip(arr / scale * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (*[int(c) for c in background], 255))
+        bg.alpha_composite(rgba)
+        return bg.convert("RGB")
+    return im.convert("RGB")
+
+
+def preprocess_image(image: ImageInput, spec: Mapping[str, Any]) -> np.ndarray:
+    """One image → float32 array of shape ``(3, H, W)`` following ``spec``."""
+    im = load_image(image, spec.get("background", (255, 255, 255)))
+    h, w = spec["size"]
+    if im.size != (w, h):
+        im = im.resize((w, h), RESAMPLE[spec.get("resample", "bicubic")])
+    arr = np.asarray(im, dtype=np.float32) * np.float32(spec.get("rescale_factor", 1 / 255))
+    mean = np.asarray(spec["mean"], dtype=np.float32)
+    std = np.asarray(spec["std"], dtype=np.float32)
+    arr = (arr - mean) / std
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess_images(images: Sequence[ImageInput], spec: Mapping[str, Any]) -> np.ndarray:
+    """Several images → float32 ``(N, 3, H, W)``."""
+    return np.stack([preprocess_image(im, spec) for im in images])
+
+
+def _open(source, name: str) -> Image.Image:
+    try:
+        im = Image.open(source)
+        im.load()
+    except Image.DecompressionBombError as e:
+        raise InputError(f"{name}: image too large ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{name}: cannot decode image ({e})") from e
+    return im
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.dtype != np.uint8:
+        raise InputError(f"image array must have dtype uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(arr), "RGB" if arr.shape[2] == 3 else "RGBA")
+    raise InputError(f"image array must have shape HxW, HxWx3 or HxWx4, got {arr.shape}")

@@ -1,0 +1,97 @@
+"""Shared fixtures: a tiny random ViLT checkpoint, a small synthetic shapes dataset, and a bundle
+built from them with the CLI. Everything is made in code and seeded; nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageDraw
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
+SHAPES = ("circle", "rectangle")
+VOCAB = "what color is the shape ? which does image contain a circle rectangle red blue green".split()  # noqa: SIM905
+SKIP = [1, 3]
+
+
+def _draw(path: Path, shape: str, color: str, size: int, rng: random.Random) -> None:
+    im = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    m = rng.randint(4, size // 4)
+    box = (m, m, size - m, size - m)
+    (d.ellipse if shape == "circle" else d.rectangle)(box, fill=COLORS[color])
+    im.save(path)
+
+
+def make_shapes_dataset(root: Path, n_images: int = 24, seed: int = 0) -> tuple[Path, Path]:
+    """Images of one coloured shape each, with 'what color…' / 'what shape…' questions."""
+    rng = random.Random(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n_images):
+        shape, color = rng.choice(SHAPES), rng.choice(sorted(COLORS))
+        size = rng.choice([40, 48, 64])
+        rel = f"images/{i}.png"
+        _draw(root / rel, shape, color, size, rng)
+        rows.append({"image": rel, "text": "what color is the shape?", "label": color})
+        rows.append({"image": rel, "text": "which shape does the image contain?", "label": shape})
+    rng.shuffle(rows)
+    cut = int(len(rows) * 0.75)
+    train, evals = root / "train.jsonl", root / "eval.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows[:cut]))
+    evals.write_text("".join(json.dumps(r) + "\n" for r in rows[cut:]))
+    return train, evals
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> tuple[Path, Path]:
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"))
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from edge_vl.architectures import family_for
+    from edge_vl.architectures.quiet import quiet_transformers
+
+    out = tmp_path_factory.mktemp("tiny-vilt")
+    with quiet_transformers():
+        family_for("vilt").random_checkpoint(out, vocab=VOCAB, labels=["x", "y"], preset="tiny", seed=0)
+    return out
+
+
+def build_args(checkpoint: Path, data: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
+    return [
+        "build",
+        "--model",
+        str(checkpoint),
+        "--data",
+        str(data[0]),
+        "--eval-data",
+        str(data[1]),
+        "--out",
+        str(out),
+        "--max-steps",
+        "6",
+        "--batch-size",
+        "8",
+        "--quiet",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint, shapes_data) -> Path:
+    """A bundle built through the CLI with layers 1 and 3 skipped."""
+    from edge_vl.cli import cli
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1,3"))
+    assert result.exit_code == 0, result.output
+    return out

@@ -1,0 +1,168 @@
+"""`edge-vl build` end to end on a tiny ViLT, and the bundle it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+from click.testing import CliRunner
+
+from edge_vl import Predictor, read_bundle
+from edge_vl.cli import cli
+from tests.conftest import SKIP, build_args
+
+
+def test_manifest_lists_exactly_the_skipped_layers(tiny_bundle):
+    manifest = read_bundle(tiny_bundle).manifest
+    arch = manifest["architecture"]
+    assert arch["family"] == "vilt"
+    assert arch["skipped"] == SKIP
+    assert arch["kept"] == [0, 2]
+    assert arch["arms"] == [f"vilt.encoder.layer.{i}" for i in range(4)]
+    assert manifest["model"]["precision"] == "fp32"
+    assert set(manifest["files"]) == {"model.xml", "model.bin", "tokenizer.json"}
+    assert 0.0 <= manifest["metrics"]["eval_accuracy"] <= 1.0
+    assert manifest["metrics"]["parity_max_abs"] <= 1e-4
+
+
+def test_ir_holds_only_the_kept_transformer_layers(tiny_bundle):
+    model = ov.Core().read_model(str(tiny_bundle / "model.xml"))
+    # one attention softmax per transformer layer that still runs
+    softmaxes = [op for op in model.get_ops() if op.get_type_name().startswith("Softmax")]
+    assert len(softmaxes) == 4 - len(SKIP)
+    names = " ".join(op.get_friendly_name() for op in model.get_ops())
+    for i in SKIP:
+        assert f"layer.{i}.layer." not in names  # the skipped block's own weights are not in the graph
+    for i in (0, 2):
+        assert f"layer.{i}.layer." in names
+
+
+def test_predictor_matches_torch_on_eight_inputs(tmp_path, tiny_checkpoint, shapes_data):
+    """OpenVINO (with numpy/Pillow preprocessing from raw files) vs the trained torch model."""
+    import torch
+
+    from edge_vl.build import BuildConfig, build
+    from edge_vl.data import read_examples
+    from edge_vl.finetune import TrainConfig, encode_examples
+    from edge_vl.runtime.tokenize import TextEncoder
+
+    result = build(
+        BuildConfig(
+            model_dir=tiny_checkpoint,
+            train_data=shapes_data[0],
+            eval_data=shapes_data[1],
+            out=tmp_path / "b",
+            skip_layers=SKIP,
+            progress=False,
+            train=TrainConfig(max_steps=6, batch_size=8),
+        ),
+        echo=lambda _: None,
+    )
+    examples = read_examples(shapes_data[1])[:8]
+    predictor = Predictor(result.bundle)
+    got = predictor.logits([ex.image for ex in examples], [ex.text for ex in examples])
+
+    m = result.manifest
+    encoder = TextEncoder.from_spec(result.bundle, m["preprocessing"]["text"])
+    data = encode_examples(examples, m["preprocessing"], encoder, m["head"]["labels"])
+    with torch.no_grad():
+        expected = result.family.forward(result.model.eval(), data).numpy()
+    assert result.family.skipped(result.model) == SKIP
+    assert got.shape == (8, len(m["head"]["labels"]))
+    assert np.max(np.abs(got - expected)) <= 1e-4
+
+
+def test_predict_cli_text_and_json(tiny_bundle, shapes_data):
+    row = json.loads(shapes_data[1].read_text().splitlines()[0])
+    image = str(shapes_data[1].parent / row["image"])
+    runner = CliRunner()
+    result = runner.invoke(cli, ["predict", str(tiny_bundle), image, row["text"], "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    labels = read_bundle(tiny_bundle).labels
+    assert payload["label"] in labels
+    assert set(payload["scores"]) == set(labels)
+    assert payload["score"] == max(payload["scores"].values())
+    text = runner.invoke(cli, ["predict", str(tiny_bundle), image, row["text"]])
+    assert text.exit_code == 0 and text.output.split("\t")[0] == payload["label"]
+
+
+def test_info_and_bench_cli(tiny_bundle):
+    runner = CliRunner()
+    info = runner.invoke(cli, ["info", str(tiny_bundle)])
+    assert info.exit_code == 0, info.output
+    assert "skipped       [1, 3]" in info.output and "AVX2" in info.output
+    bench = runner.invoke(cli, ["bench", str(tiny_bundle), "--iterations", "5", "--json"])
+    assert bench.exit_code == 0, bench.output
+    report = json.loads(bench.output)
+    assert report["iterations"] == 5
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+
+
+def _bad_manifest(tmp_path: Path, shapes_data, bad_row: dict) -> Path:
+    good = shapes_data[0].read_text().splitlines()[:3]
+    lines = [json.loads(line) for line in good]
+    for row in lines:
+        row["image"] = str(shapes_data[0].parent / row["image"])
+    lines.insert(1, bad_row)
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "expected"),
+    [
+        ({"image": "does-not-exist.png", "text": "what color?", "label": "red"}, "file not found"),
+        ({"image": "not-an-image.png", "text": "what color?", "label": "red"}, "cannot decode"),
+        ({"image": "IMG", "text": "what color?", "label": 3}, "field 'label' must be a string"),
+    ],
+    ids=["missing-image", "unreadable-image", "non-string-label"],
+)
+def test_bad_data_row_exits_2_and_names_file_and_line(
+    tmp_path, tiny_checkpoint, shapes_data, bad_row, expected
+):
+    (tmp_path / "not-an-image.png").write_text("this is text, not a PNG")
+    if bad_row["image"] == "IMG":
+        bad_row = {**bad_row, "image": str(next((shapes_data[0].parent / "images").iterdir()))}
+    manifest = _bad_manifest(tmp_path, shapes_data, bad_row)
+    out = tmp_path / "out" / "bundle"
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, (manifest, shapes_data[1]), out))
+    assert result.exit_code == 2, result.output
+    assert f"{manifest}:2:" in result.output
+    assert expected in result.output
+    assert not out.exists()
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # no staging leftovers
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1,7"))
+    assert result.exit_code == 2
+    assert "out of range" in result.output and "0..3" in result.output
+    assert not out.exists() and not list(tmp_path.glob(".bundle.staging-*"))
+
+
+def test_existing_output_is_not_overwritten_without_flag(tmp_path, tiny_bundle, tiny_checkpoint, shapes_data):
+    before = (tiny_bundle / "manifest.json").read_bytes()
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, tiny_bundle))
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert (tiny_bundle / "manifest.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [None, "build", "predict", "info", "bench"])
+def test_help_describes_options(command):
+    args = ([command] if command else []) + ["--help"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    if command == "build":
+        for option in ("--model", "--data", "--eval-data", "--skip-layers", "--out", "--epochs", "--demo"):
+            assert option in result.output
+    elif command == "predict":
+        assert "--json" in result.output and "BUNDLE IMAGE TEXT" in result.output
+    elif command:
+        assert "BUNDLE" in result.output
