@@ -1,0 +1,97 @@
+"""Promises of the project itself: README commands = CI, a runtime-only install that works, data parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_vl import DataError
+from edge_vl.data import read_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    section = ROOT.joinpath("README.md").read_text().split("## Set-up on a fresh machine", 1)[1]
+    return re.findall(r"```bash\n(.+?)\n```", section.split("\n## ", 1)[0])
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = readme_commands()
+    assert len(commands) == 2, commands
+    assert "edge-vl build" in commands[0] and "pytest" in commands[1]
+    assert commands[1] in ROOT.joinpath(".ci/run").read_text()
+
+
+def test_runtime_only_install_predicts_without_torch(tmp_path, tiny_bundle, shapes_data):
+    """`pip install edge-vl` (no extras) into a fresh venv is enough to load a bundle and predict."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for package in ("edge_vl", "converters"):
+        shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(src)], capture_output=True, text=True
+    )
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    python = str(venv / "bin" / "python")
+    for heavy in ("torch", "transformers", "nncf"):
+        probe = subprocess.run([python, "-c", f"import {heavy}"], capture_output=True)
+        assert probe.returncode != 0, f"{heavy} got installed by the runtime-only install"
+    row = json.loads(shapes_data[1].read_text().splitlines()[0])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [
+            str(venv / "bin" / "edge-vl"),
+            "predict",
+            str(tiny_bundle),
+            str(shapes_data[1].parent / row["image"]),
+            row["text"],
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["label"]
+
+
+def test_csv_manifest_and_relative_paths(tmp_path, shapes_data):
+    image = next((shapes_data[0].parent / "images").iterdir())
+    (tmp_path / "img.png").write_bytes(image.read_bytes())
+    (tmp_path / "d.csv").write_text('image,text,label\nimg.png,"what, exactly?",red\n')
+    [example] = read_examples(tmp_path / "d.csv")
+    assert example.image == tmp_path / "img.png" and example.text == "what, exactly?" and example.line == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        ('{"image": "a.png", "text": "t"}\n', "d.jsonl", ":1: missing field 'label'"),
+        ('{"image": "a.png", "text": "t", "label": "x"}\n{oops\n', "d.jsonl", ":2: invalid JSON"),
+        ('["a.png", "t", "x"]\n', "d.jsonl", ":1: row must be an object"),
+        ('{"image": "a.png", "text": " ", "label": "x"}\n', "d.jsonl", ":1: field 'text' is empty"),
+        ("image,text\na.png,t\n", "d.csv", ":1: CSV header lacks column(s) ['label']"),
+        ("", "d.jsonl", "manifest has no rows"),
+        ("x", "d.txt", "unsupported manifest type"),
+    ],
+)
+def test_bad_manifests_name_file_line_and_field(tmp_path, content, name, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_examples(path, check_images=False)
+    assert str(path) in str(err.value) and message in str(err.value)

@@ -1,0 +1,153 @@
+"""The device runtime: no torch imported, accepted and refused inputs, threads, CPU check."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_vl import CPUError, InputError, Predictor
+from edge_vl.runtime.cpu import check_cpu
+from edge_vl.runtime.preprocess import preprocess_image
+from edge_vl.runtime.tokenize import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_bundle):
+    return Predictor(tiny_bundle, threads=1)
+
+
+@pytest.fixture(scope="module")
+def sample(shapes_data):
+    row = json.loads(shapes_data[1].read_text().splitlines()[0])
+    return shapes_data[1].parent / row["image"], row["text"]
+
+
+def test_predict_imports_no_torch_or_transformers(tiny_bundle, sample):
+    code = textwrap.dedent(f"""
+        import sys
+        import edge_vl
+        p = edge_vl.Predictor({str(tiny_bundle)!r})
+        print(p.predict({str(sample[0])!r}, {sample[1]!r}).label)
+        heavy = sorted(m for m in ("torch", "transformers", "nncf") if m in sys.modules)
+        assert not heavy, heavy
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in Predictor(tiny_bundle).labels
+
+
+def test_image_input_kinds_give_the_same_answer(predictor, sample):
+    path, text = sample
+    im = Image.open(path)
+    expected = predictor.logits([path], [text])
+    for variant in (str(path), path.read_bytes(), im, np.asarray(im.convert("RGB"))):
+        assert np.array_equal(predictor.logits([variant], [text]), expected)
+
+
+def test_transparent_and_rotated_images_are_normalised(predictor):
+    spec = predictor.image_spec
+    rgba = Image.new("RGBA", (20, 30), (255, 0, 0, 0))  # fully transparent red → white background
+    white = Image.new("RGB", (20, 30), (255, 255, 255))
+    assert np.array_equal(preprocess_image(rgba, spec), preprocess_image(white, spec))
+
+    base = Image.new("RGB", (40, 20), (0, 0, 255))
+    base.paste((255, 0, 0), (0, 0, 10, 20))  # red band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: the camera was rotated; display = rotate 90° clockwise
+    tagged, upright = io.BytesIO(), io.BytesIO()
+    base.save(tagged, format="PNG", exif=exif)
+    base.transpose(Image.Transpose.ROTATE_270).save(upright, format="PNG")
+    got = preprocess_image(tagged.getvalue(), spec)
+    assert np.array_equal(got, preprocess_image(upright.getvalue(), spec))
+    assert not np.array_equal(got, preprocess_image(base, spec))
+
+
+@pytest.mark.parametrize(
+    ("image", "text", "message"),
+    [
+        ("/nonexistent/photo.png", "what?", "not found"),
+        (b"", "what?", "empty"),
+        (b"definitely not an image", "what?", "cannot decode"),
+        (np.zeros((8, 8, 3), dtype=np.float32), "what?", "dtype uint8"),
+        (np.zeros((8, 8, 5), dtype=np.uint8), "what?", "shape"),
+        (12345, "what?", "unsupported image type"),
+        ("IMAGE", "", "empty"),
+        ("IMAGE", 42, "must be a str"),
+    ],
+    ids=["missing", "empty-bytes", "not-image", "float-array", "bad-shape", "int", "empty-text", "int-text"],
+)
+def test_bad_inputs_raise_input_error_and_predictor_keeps_working(predictor, sample, image, text, message):
+    if isinstance(image, str) and image == "IMAGE":
+        image = sample[0]
+    with pytest.raises(InputError, match=message):
+        predictor.predict(image, text)
+    assert predictor.predict(*sample).label in predictor.labels
+
+
+def test_empty_file_is_refused(predictor, tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        predictor.predict(empty, "what?")
+
+
+def test_long_text_is_truncated_to_the_model_length(predictor):
+    encoded = predictor.text_encoder.encode(["what color " * 50])
+    assert encoded["input_ids"].shape == (1, predictor.text_encoder.max_length)
+    assert encoded["attention_mask"].all()
+
+
+def test_tokenizer_matches_transformers(tiny_checkpoint, tiny_bundle):
+    from transformers import AutoTokenizer
+
+    from edge_vl import read_bundle
+
+    spec = read_bundle(tiny_bundle).manifest["preprocessing"]["text"]
+    ours = TextEncoder.from_spec(tiny_bundle, spec)
+    hf = AutoTokenizer.from_pretrained(tiny_checkpoint, local_files_only=True)
+    texts = ["What color is the shape?", "which SHAPE does the image contain", "zebra " * 30]
+    ref = hf(texts, padding="max_length", truncation=True, max_length=spec["max_length"], return_tensors="np")
+    got = ours.encode(texts)
+    assert np.array_equal(got["input_ids"], ref["input_ids"])
+    assert np.array_equal(got["attention_mask"], ref["attention_mask"])
+
+
+def test_predict_batch_equals_single_predictions(predictor, sample):
+    images = [sample[0]] * 3
+    texts = ["what color is the shape?", "which shape does the image contain?", "what color?"]
+    batch = predictor.predict_batch(images, texts)
+    singles = [predictor.predict(i, t) for i, t in zip(images, texts, strict=True)]
+    for b, s in zip(batch, singles, strict=True):
+        assert b.label == s.label and abs(b.score - s.score) < 1e-5
+
+
+def test_threads_give_the_sequential_results(predictor, shapes_data):
+    rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()][:10]
+    inputs = [(shapes_data[1].parent / r["image"], r["text"]) for r in rows]
+    expected = [predictor.predict(*x).scores for x in inputs]
+    results: dict[int, list] = {}
+
+    def worker(k: int) -> None:
+        results[k] = [predictor.predict(*x).scores for x in inputs * 3]
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert results[k] == expected * 3
+
+
+def test_cpu_without_avx2_is_refused_with_advice():
+    with pytest.raises(CPUError, match=r"lacks AVX2.*2025\.4"):
+        check_cpu({"SSE42": True, "AVX": True, "AVX2": False})
+    check_cpu({"AVX2": True})
