@@ -10,7 +10,8 @@ Hierarchy::
     ├── ModelError              a checkpoint cannot be loaded or adapted
     ├── ExportError             conversion to OpenVINO failed or failed its parity check
     ├── CPUError                this CPU lacks an instruction set the runtime needs
-    └── MissingExtraError       a build-only feature was called in a runtime-only install
+    ├── MissingExtraError       a build-only feature was called in a runtime-only install
+    └── Interrupted             a build was stopped (SIGINT/SIGTERM) after saving a checkpoint
 """
 
 from __future__ import annotations
@@ -75,3 +76,9 @@ class MissingExtraError(EdgeVLError):
             f"{feature} needs the '{extra}' extra (torch, transformers, nncf); "
             f'install it with: pip install "edge-vl[{extra}]"'
         )
+
+
+class Interrupted(EdgeVLError):
+    """A long step was stopped by a signal after its state was checkpointed; rerun to resume."""
+
+    exit_code = 130

@@ -1,16 +1,22 @@
-"""Adapter fine-tuning with a frozen backbone, and evaluation (spec §4).
+"""Adapter training with a frozen backbone (spec §4), as a resumable loop, plus evaluation.
 
 Only what :meth:`ArchitectureFamily.is_trainable` allows trains: inserted adapters, pooler,
 token-type embeddings and the head. Optimiser and schedule follow the authors' recipe: AdamW
 (β = 0.9/0.98, ε = 1e-8, weight decay 0.01 except on biases and norms), 10 % linear warm-up then
 linear decay to 0, head learning rate × ``head_lr_mult``.
+
+:class:`TrainLoop` owns every piece of training state (trainable weights, optimizer, schedule,
+data order, random generators), so a checkpoint taken between two steps and restored in a new
+process continues bit-for-bit like an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +25,7 @@ from torch import nn
 
 from edge_vl.architectures.base import ArchitectureFamily
 from edge_vl.data import Example
-from edge_vl.errors import DataError
+from edge_vl.errors import DataError, Interrupted
 from edge_vl.runtime.preprocess import preprocess_images
 from edge_vl.runtime.tokenize import TextEncoder
 
@@ -47,7 +53,6 @@ class TrainReport:
     steps: int
     epochs: float
     final_loss: float
-    losses: list[float] = field(default_factory=list)
 
 
 def encode_examples(
@@ -58,25 +63,25 @@ def encode_examples(
 ) -> dict[str, torch.Tensor]:
     """Preprocess every example once with the runtime's own code; returns named tensors + ``labels``."""
     index = {label: i for i, label in enumerate(labels)}
-    unknown = [ex for ex in examples if ex.label not in index]
-    if unknown:
-        ex = unknown[0]
-        raise DataError(
-            f"label {ex.label!r} does not occur in the training data (known labels: {sorted(index)})",
-            path=ex.manifest or None,
-            line=ex.line or None,
-        )
-    batch = {
-        "pixel_values": torch.from_numpy(
-            preprocess_images([ex.image for ex in examples], preprocessing["image"])
-        )
-    }
+    for ex in examples:
+        if ex.label not in index:
+            raise DataError(
+                f"label {ex.label!r} does not occur in the training data (known labels: {sorted(index)})",
+                path=ex.manifest or None,
+                line=ex.line or None,
+            )
+    images = preprocess_images([ex.image for ex in examples], preprocessing["image"])
+    batch = {"pixel_values": torch.from_numpy(images)}
     if text_encoder is not None:
-        batch.update(
-            {k: torch.from_numpy(v) for k, v in text_encoder.encode([ex.text for ex in examples]).items()}
-        )
+        encoded = text_encoder.encode([ex.text for ex in examples])
+        batch.update({k: torch.from_numpy(v) for k, v in encoded.items()})
     batch["labels"] = torch.tensor([index[ex.label] for ex in examples], dtype=torch.long)
     return batch
+
+
+def take(data: dict[str, torch.Tensor], index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+    """Rows ``index`` of every tensor in ``data``."""
+    return {k: v[index] for k, v in data.items()}
 
 
 def make_optimizer(family: ArchitectureFamily, model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -85,7 +90,7 @@ def make_optimizer(family: ArchitectureFamily, model: nn.Module, config: TrainCo
         if not param.requires_grad:
             continue
         no_decay = name.endswith("bias") or "norm" in name.lower()
-        is_head = any(p in name for p in family.trainable_patterns if p == "classifier")
+        is_head = "classifier" in name
         groups.setdefault((no_decay, is_head), []).append(param)
     return torch.optim.AdamW(
         [
@@ -94,22 +99,211 @@ def make_optimizer(family: ArchitectureFamily, model: nn.Module, config: TrainCo
                 "weight_decay": 0.0 if no_decay else config.weight_decay,
                 "lr": config.lr * (config.head_lr_mult if is_head else 1.0),
             }
-            for (no_decay, is_head), params in groups.items()
+            for (no_decay, is_head), params in sorted(groups.items())
         ],
         betas=(0.9, 0.98),
         eps=1e-8,
     )
 
 
-def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    warmup = max(1, int(total_steps * warmup_ratio))
+class TrainLoop:
+    """Mini-batch training of the trainable parameters of ``model`` on ``data``.
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+    ``total_steps`` defaults to ``config.max_steps`` or ``ceil(epochs × steps per epoch)``. The
+    data are reshuffled at every epoch boundary with a generator seeded by ``config.seed``.
+    """
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def __init__(
+        self,
+        family: ArchitectureFamily,
+        model: nn.Module,
+        data: dict[str, torch.Tensor],
+        config: TrainConfig,
+        *,
+        total_steps: int | None = None,
+    ):
+        self.family, self.model, self.data, self.config = family, model, data, config
+        self.n = len(data["labels"])
+        self.steps_per_epoch = math.ceil(self.n / config.batch_size)
+        self.total_steps = (
+            total_steps or config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
+        )
+        torch.manual_seed(config.seed)  # dropout
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.optimizer = make_optimizer(family, model, config)
+        warmup = max(1, int(self.total_steps * config.warmup_ratio))
+        total = self.total_steps
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
+        self.step = 0
+        self.order = torch.randperm(self.n, generator=self.generator)
+        self.cursor = 0
+        self.recent_losses: list[float] = []
+
+    @property
+    def epoch(self) -> int:
+        """Index of the epoch the next step belongs to."""
+        return self.step // self.steps_per_epoch
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        if self.cursor >= self.n:
+            self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
+        index = self.order[self.cursor : self.cursor + self.config.batch_size]
+        self.cursor += self.config.batch_size
+        return take(self.data, index)
+
+    def train_step(self) -> float:
+        """One optimizer step on the next mini-batch; returns its loss."""
+        self.model.train()
+        batch = self.next_batch()
+        loss = self.family.loss(self.family.forward(self.model, batch), batch["labels"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        self.step += 1
+        value = float(loss.detach())
+        self.recent_losses = [*self.recent_losses, value][-20:]
+        return value
+
+    def run(
+        self,
+        *,
+        before_step: Callable[[TrainLoop], None] | None = None,
+        after_step: Callable[[TrainLoop], None] | None = None,
+        progress: bool = True,
+        description: str = "fine-tune",
+    ) -> TrainReport:
+        """Train until ``total_steps``; hooks run around every step (the DAS search uses them).
+
+        A hook may raise to stop early (e.g. on an interrupt); the loop's state is then still
+        consistent at a step boundary and can be checkpointed.
+        """
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=self.total_steps, initial=self.step, desc=description, unit="step", disable=not progress
+        )
+        try:
+            while not self.done:
+                if before_step:
+                    before_step(self)
+                self.train_step()
+                if after_step:
+                    after_step(self)
+                bar.update(1)
+                bar.set_postfix(loss=f"{self.mean_loss:.4f}")
+        finally:
+            bar.close()
+        self.model.eval()
+        return TrainReport(
+            steps=self.step, epochs=self.step / self.steps_per_epoch, final_loss=self.mean_loss
+        )
+
+    @property
+    def mean_loss(self) -> float:
+        return float(np.mean(self.recent_losses)) if self.recent_losses else float("nan")
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def save(self, directory: Path, extra: dict[str, Any] | None = None) -> None:
+        """Write ``weights.safetensors`` (trainable weights) and ``state.pt`` (optimizer, schedule,
+        data order, generators; read back with ``weights_only=True``) into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.trainable_state(), str(directory / "weights.safetensors"))
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": {k: v for k, v in self.schedule.state_dict().items() if k != "lr_lambdas"},
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "order": self.order,
+                "step": self.step,
+                "cursor": self.cursor,
+                "recent_losses": self.recent_losses,
+                "extra": extra or {},
+            },
+            directory / "state.pt",
+        )
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        """Restore what :meth:`save` wrote; returns its ``extra`` dict."""
+        from safetensors.torch import load_file
+
+        weights = load_file(str(directory / "weights.safetensors"))
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+        state = torch.load(directory / "state.pt", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(
+            {**state["schedule"], "lr_lambdas": [None] * len(self.optimizer.param_groups)}
+        )
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.order, self.step, self.cursor = state["order"], state["step"], state["cursor"]
+        self.recent_losses = list(state["recent_losses"])
+        return state["extra"]
+
+
+class Checkpointer:
+    """Saves a :class:`TrainLoop` (plus ``extra()`` state) every ``every`` steps and when
+    ``should_stop()`` turns true — then raises :class:`Interrupted`. Saving goes to a sibling
+    directory that is swapped in, so a kill never leaves a half-written checkpoint."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        every: int = 50,
+        should_stop: Callable[[], bool] = lambda: False,
+        extra: Callable[[], dict[str, Any]] = dict,
+    ):
+        self.directory, self.every, self.should_stop, self.extra = Path(directory), every, should_stop, extra
+
+    def restore(self, loop: TrainLoop) -> dict[str, Any] | None:
+        """Load the latest checkpoint into ``loop``; returns its extra state, or None if there is none."""
+        old = self.directory.with_name(self.directory.name + ".old")
+        if not (self.directory / "state.pt").is_file() and (old / "state.pt").is_file():
+            old.rename(self.directory)  # killed between the two renames of a save
+        if not (self.directory / "state.pt").is_file():
+            return None
+        return loop.load(self.directory)
+
+    def save(self, loop: TrainLoop) -> None:
+        tmp = self.directory.with_name(self.directory.name + ".tmp")
+        old = self.directory.with_name(self.directory.name + ".old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        loop.save(tmp, self.extra())
+        if self.directory.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            self.directory.rename(old)
+        tmp.rename(self.directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def after_step(self, loop: TrainLoop) -> None:
+        if loop.step % self.every == 0 or loop.done:
+            self.save(loop)
+        if self.should_stop() and not loop.done:
+            self.save(loop)
+            raise Interrupted(
+                f"stopped at step {loop.step}/{loop.total_steps} after saving a checkpoint "
+                f"in {self.directory}; rerun the same command to resume"
+            )
 
 
 def train(
@@ -121,40 +315,8 @@ def train(
     progress: bool = True,
     description: str = "fine-tune",
 ) -> TrainReport:
-    """Train the trainable parameters on ``data`` (from :func:`encode_examples`)."""
-    from tqdm.auto import tqdm
-
-    n = len(data["labels"])
-    steps_per_epoch = math.ceil(n / config.batch_size)
-    total = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
-    generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
-    optimizer = make_optimizer(family, model, config)
-    schedule = linear_schedule(optimizer, total, config.warmup_ratio)
-    model.train()
-    losses: list[float] = []
-    order = torch.randperm(n, generator=generator)
-    cursor = 0
-    bar = tqdm(total=total, desc=description, unit="step", disable=not progress, leave=False)
-    for _ in range(total):
-        if cursor >= n:
-            order, cursor = torch.randperm(n, generator=generator), 0
-        idx = order[cursor : cursor + config.batch_size]
-        cursor += config.batch_size
-        batch = {k: v[idx] for k, v in data.items()}
-        loss = family.loss(family.forward(model, batch), batch["labels"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-    bar.close()
-    model.eval()
-    return TrainReport(
-        steps=total, epochs=total / steps_per_epoch, final_loss=float(np.mean(losses[-20:])), losses=losses
-    )
+    """Train the trainable parameters on ``data`` (from :func:`encode_examples`) in one go."""
+    return TrainLoop(family, model, data, config).run(progress=progress, description=description)
 
 
 @torch.no_grad()
@@ -163,13 +325,10 @@ def predict_logits(
 ) -> torch.Tensor:
     """Logits for every row of ``data`` in eval mode."""
     model.eval()
-    n = len(data["labels"])
     inputs = {k: v for k, v in data.items() if k != "labels"}
+    n = len(data["labels"])
     return torch.cat(
-        [
-            family.forward(model, {k: v[i : i + batch_size] for k, v in inputs.items()})
-            for i in range(0, n, batch_size)
-        ]
+        [family.forward(model, take(inputs, slice(i, i + batch_size))) for i in range(0, n, batch_size)]
     )
 
 

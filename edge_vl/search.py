@@ -1,0 +1,241 @@
+"""DAS search: a k-armed bandit over transformer layers (method spec §2).
+
+Per training micro-batch, k distinct arms are sampled with weights ``sigmoid(gate)`` and replaced
+by their skip adapters; adapters, skip adapters and head train under that sub-network. After the
+warm-up epoch, every ``das_turn`` micro-batches ``das_step`` distinct candidate skip sets are scored
+on a held-out batch without gradients; reward ``R = exp(-loss)``, baseline ``b = mean(R)``, and
+every arm ``i`` in candidate ``c`` moves by ``η (R_c − b) p_i (1 − p_i)`` with ``p`` frozen for the
+round. The result is the top-k of the gates.
+
+Two modes:
+
+- ``paper``: the authors' choices, quirks included — rewards computed in *train* mode (dropout
+  on) and on the *same* held-out batch every round (spec §6.1, §6.3).
+- ``clean`` (default): rewards in eval mode on a *fresh* random held-out batch each round.
+
+In both modes the held-out batches come from a split of the training data that the search never
+trains on (the authors' METER/NLVR2 "validation" overlapped training, spec §6.2 — we knowingly
+differ there). Unlike the paper, the fine-tune run is started by the caller (see
+:mod:`edge_vl.build`), which reloads the pretrained weights with fresh adapters (spec §4.1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_vl.architectures.base import ArchitectureFamily
+from edge_vl.errors import Interrupted
+from edge_vl.finetune import Checkpointer, TrainConfig, TrainLoop, take
+
+MODES = ("clean", "paper")
+
+
+@dataclass
+class SearchConfig:
+    """DAS hyper-parameters (authors' defaults, spec §2.8)."""
+
+    #: search length in epochs over the search's training split (epoch 0 is warm-up)
+    epochs: int = 3
+    #: epochs without gate updates at the start
+    warmup_epochs: int = 1
+    #: training micro-batches between two bandit rounds
+    das_turn: int = 10
+    #: distinct candidate skip sets scored per round
+    das_step: int = 3
+    #: gate learning rate η
+    gate_lr: float = 1.0
+    #: held-out batch size for rewards
+    val_batch_size: int = 64
+    mode: str = "clean"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"search mode must be one of {MODES}, got {self.mode!r}")
+        if self.epochs <= self.warmup_epochs:
+            raise ValueError(
+                f"search epochs ({self.epochs}) must exceed warm-up epochs ({self.warmup_epochs})"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class GateBandit:
+    """The redundancy gates and the update rule; knows nothing about models."""
+
+    def __init__(self, n_arms: int, k: int, *, das_step: int = 3, gate_lr: float = 1.0, seed: int = 0):
+        if not 0 < k < n_arms:
+            raise ValueError(f"k must be between 1 and {n_arms - 1} for {n_arms} arms, got {k}")
+        if das_step > math.comb(n_arms, k):
+            raise ValueError(
+                f"das_step={das_step} exceeds the {math.comb(n_arms, k)} distinct skip sets of size {k}"
+            )
+        self.n_arms, self.k, self.das_step, self.gate_lr = n_arms, k, das_step, gate_lr
+        self.gates = torch.zeros(n_arms, dtype=torch.float64)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def probs(self) -> torch.Tensor:
+        return torch.sigmoid(self.gates)
+
+    def sample(self) -> list[int]:
+        """k distinct arms, drawn without replacement with weights ``sigmoid(gates)``."""
+        drawn = torch.multinomial(self.probs(), self.k, replacement=False, generator=self.generator)
+        return sorted(drawn.tolist())
+
+    def candidates(self) -> list[tuple[int, ...]]:
+        """``das_step`` pairwise-distinct sorted skip sets."""
+        out: list[tuple[int, ...]] = []
+        while len(out) < self.das_step:
+            s = tuple(self.sample())
+            if s not in out:
+                out.append(s)
+        return out
+
+    def update(self, candidates: Sequence[Sequence[int]], losses: Sequence[float]) -> dict[str, Any]:
+        """Apply one round's rewards; returns a trace record."""
+        p = self.probs()
+        rewards = torch.exp(-torch.tensor(losses, dtype=torch.float64))
+        baseline = rewards.mean()
+        delta = torch.zeros_like(self.gates)
+        for cand, reward in zip(candidates, rewards, strict=True):
+            for i in cand:
+                delta[i] += self.gate_lr * (reward - baseline) * p[i] * (1 - p[i])
+        self.gates += delta
+        return {
+            "candidates": [list(c) for c in candidates],
+            "losses": [float(v) for v in losses],
+            "rewards": rewards.tolist(),
+            "baseline": float(baseline),
+            "gates": self.gates.tolist(),
+        }
+
+    def round(self, evaluate: Callable[[tuple[int, ...]], float]) -> dict[str, Any]:
+        """Draw candidates, score each with ``evaluate(skip_set) -> loss``, update the gates."""
+        candidates = self.candidates()
+        return self.update(candidates, [evaluate(c) for c in candidates])
+
+    def top_k(self) -> list[int]:
+        """The k arms with the largest gates (most redundant), sorted by index."""
+        return sorted(torch.topk(self.gates, self.k).indices.tolist())
+
+    def ranking(self) -> list[int]:
+        """All arms from most to least redundant (ties broken by index)."""
+        return sorted(range(self.n_arms), key=lambda i: (-float(self.gates[i]), i))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gates": self.gates.clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.gates = state["gates"].clone()
+        self.generator.set_state(state["generator"])
+
+
+@dataclass
+class SearchResult:
+    k: int
+    skipped: list[int]
+    gates: list[float]
+    ranking: list[int]
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_search(
+    family: ArchitectureFamily,
+    model: nn.Module,
+    train_data: dict[str, torch.Tensor],
+    val_data: dict[str, torch.Tensor],
+    k: int,
+    config: SearchConfig,
+    train_config: TrainConfig,
+    *,
+    progress: bool = True,
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 50,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> SearchResult:
+    """Run the DAS search on ``model`` (adapters inserted, frozen); see the module docstring.
+
+    With ``checkpoint_dir``, state is saved every ``checkpoint_every`` steps and when
+    ``should_stop()`` turns true (then :class:`Interrupted` is raised); an existing checkpoint
+    there is resumed.
+    """
+    n_arms = len(family.arms(model))
+    bandit = GateBandit(
+        n_arms, k, das_step=config.das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1
+    )
+    steps_per_epoch = math.ceil(len(train_data["labels"]) / train_config.batch_size)
+    # the search has its own length and LR schedule (spec §2.7): config.epochs over the search data
+    loop = TrainLoop(family, model, train_data, train_config, total_steps=config.epochs * steps_per_epoch)
+    val_generator = torch.Generator().manual_seed(train_config.seed + 2)
+    n_val = len(val_data["labels"])
+    fixed_val = take(val_data, torch.randperm(n_val, generator=val_generator)[: config.val_batch_size])
+    state: dict[str, Any] = {"count": 0, "rounds": []}
+
+    def extra() -> dict[str, Any]:
+        return {"bandit": bandit.state_dict(), "val_generator": val_generator.get_state(), **state}
+
+    checkpointer = None
+    if checkpoint_dir is not None:
+        checkpointer = Checkpointer(
+            checkpoint_dir, every=checkpoint_every, should_stop=should_stop, extra=extra
+        )
+        restored = checkpointer.restore(loop)
+        if restored is not None:
+            bandit.load_state_dict(restored["bandit"])
+            val_generator.set_state(restored["val_generator"])
+            state.update(count=restored["count"], rounds=restored["rounds"])
+
+    def evaluate(batch: dict[str, torch.Tensor]) -> Callable[[tuple[int, ...]], float]:
+        def loss_of(skip_set: tuple[int, ...]) -> float:
+            family.set_skipped(model, skip_set)
+            with torch.no_grad():
+                return float(family.loss(family.forward(model, batch), batch["labels"]))
+
+        return loss_of
+
+    def before_step(_: TrainLoop) -> None:
+        family.set_skipped(model, bandit.sample())
+
+    def after_step(lp: TrainLoop) -> None:
+        state["count"] += 1
+        epoch_of_step = (lp.step - 1) // lp.steps_per_epoch
+        if state["count"] >= config.das_turn and epoch_of_step >= config.warmup_epochs:
+            state["count"] = 0
+            if config.mode == "paper":
+                batch = fixed_val  # the same held-out batch every round, train mode (dropout on)
+                model.train()
+            else:
+                index = torch.randperm(n_val, generator=val_generator)[: config.val_batch_size]
+                batch = take(val_data, index)
+                model.eval()
+            record = bandit.round(evaluate(batch))
+            model.train()
+            record.update(step=lp.step, epoch=epoch_of_step)
+            state["rounds"].append(record)
+        if checkpointer is not None:
+            checkpointer.after_step(lp)
+        elif should_stop():
+            raise Interrupted(f"search interrupted at step {lp.step}/{lp.total_steps}")
+
+    loop.run(before_step=before_step, after_step=after_step, progress=progress, description="DAS search")
+    skipped = bandit.top_k()
+    family.set_skipped(model, skipped)
+    return SearchResult(
+        k=k,
+        skipped=skipped,
+        gates=bandit.gates.tolist(),
+        ranking=bandit.ranking(),
+        rounds=state["rounds"],
+        steps=loop.step,
+    )

@@ -1,0 +1,120 @@
+"""DAS search: the bandit rule (spec §7.3) and the search loop on a tiny ViLT."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from edge_vl.architectures import family_for
+from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.finetune import TrainConfig
+from edge_vl.search import GateBandit, SearchConfig, run_search
+
+
+def test_sample_returns_k_distinct_indices():
+    bandit = GateBandit(12, 4, seed=0)
+    bandit.gates = torch.linspace(-2, 2, 12, dtype=torch.float64)
+    for _ in range(200):
+        s = bandit.sample()
+        assert len(s) == 4 and len(set(s)) == 4 and all(0 <= i < 12 for i in s)
+
+
+def test_candidates_in_a_round_are_pairwise_distinct():
+    bandit = GateBandit(4, 1, das_step=4, seed=3)  # das_step = C(4, 1): every arm once
+    for _ in range(50):
+        cands = bandit.candidates()
+        assert len(cands) == 4 and len(set(cands)) == 4
+    with pytest.raises(ValueError, match="exceeds the 4 distinct skip sets"):
+        GateBandit(4, 1, das_step=5)
+
+
+def test_gate_update_equals_hand_computation():
+    """g = 0, k = 1, losses 1, 2, 3: each chosen arm moves by (e^-L − mean) · 0.25; others stay."""
+    bandit = GateBandit(5, 1, das_step=3)
+    record = bandit.update([(0,), (1,), (2,)], [1.0, 2.0, 3.0])
+    rewards = [math.exp(-1), math.exp(-2), math.exp(-3)]
+    mean = sum(rewards) / 3
+    expected = [(r - mean) * 0.25 for r in rewards] + [0.0, 0.0]
+    assert bandit.gates.tolist() == pytest.approx(expected, abs=1e-12)
+    assert record["baseline"] == pytest.approx(mean)
+    # an arm present in every candidate gets no net change (Σ (R_c − b) = 0)
+    both = GateBandit(5, 2, das_step=3)
+    both.update([(0, 1), (0, 2), (0, 3)], [1.0, 2.0, 3.0])
+    assert float(both.gates[0]) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_final_set_is_top_k_of_gates():
+    bandit = GateBandit(6, 2)
+    bandit.gates = torch.tensor([0.1, 0.9, -0.3, 0.5, 0.95, 0.0], dtype=torch.float64)
+    assert bandit.top_k() == [1, 4]
+    assert bandit.ranking() == [4, 1, 3, 0, 5, 2]
+
+
+def _toy_search(seed: int, n: int = 12, k: int = 4, rounds: int = 400) -> tuple[list[int], list[int]]:
+    """Skipping arm i costs a known penalty c_i (+ noise); the best set is the k smallest c_i.
+    Penalties are 0 … 0.5 evenly spaced in a random order; η = 1, 3 candidates per round."""
+    g = torch.Generator().manual_seed(1000 + seed)
+    penalties = torch.linspace(0.0, 0.5, n)[torch.randperm(n, generator=g)]
+    bandit = GateBandit(n, k, das_step=3, gate_lr=1.0, seed=seed)
+    for _ in range(rounds):
+        bandit.round(lambda s: float(0.3 + penalties[list(s)].sum() + 0.05 * torch.randn(1, generator=g)))
+    best = sorted(torch.topk(-penalties, k).indices.tolist())
+    return bandit.top_k(), best
+
+
+def test_toy_bandit_recovers_the_cheapest_arms_in_19_of_20_seeds():
+    hits = sum(found == best for found, best in (_toy_search(seed) for seed in range(20)))
+    assert hits >= 19, f"only {hits}/20 seeds recovered the k cheapest arms"
+
+
+@pytest.fixture
+def search_setup(tiny_checkpoint):
+    family = family_for("vilt")
+    torch.manual_seed(0)
+    with quiet_transformers():
+        model = family.load(tiny_checkpoint, ["a", "b", "c"])
+    family.insert_adapters(model)
+    family.freeze(model)
+    g = torch.Generator().manual_seed(0)
+    cfg = model.config
+
+    def data(n: int) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": torch.randint(5, cfg.vocab_size, (n, cfg.max_position_embeddings), generator=g),
+            "attention_mask": torch.ones(n, cfg.max_position_embeddings, dtype=torch.long),
+            "pixel_values": torch.randn(n, 3, cfg.image_size, cfg.image_size, generator=g),
+            "labels": torch.randint(0, 3, (n,), generator=g),
+        }
+
+    return family, model, data(40), data(16)
+
+
+def test_search_loop_warm_up_rounds_and_frozen_weights(search_setup):
+    family, model, train_data, val_data = search_setup
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    config = SearchConfig(epochs=3, das_turn=2, das_step=3, val_batch_size=8)
+    result = run_search(family, model, train_data, val_data, 2, config, TrainConfig(batch_size=8), progress=False)
+    steps_per_epoch = 5
+    assert result.steps == 3 * steps_per_epoch
+    # no round in the warm-up epoch; the first fires on the first step of epoch 1
+    assert result.rounds and all(r["epoch"] >= 1 for r in result.rounds)
+    assert result.rounds[0]["step"] == steps_per_epoch + 1
+    assert len(result.rounds) == 5  # 10 update-epoch steps / das_turn 2
+    for r in result.rounds:
+        assert len({tuple(c) for c in r["candidates"]}) == 3
+    assert result.skipped == sorted(torch.topk(torch.tensor(result.gates), 2).indices.tolist())
+    assert family.skipped(model) == result.skipped
+    for name, value in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(value, frozen[name]), name
+
+
+def test_paper_mode_uses_one_fixed_batch(search_setup):
+    family, model, train_data, val_data = search_setup
+    config = SearchConfig(epochs=2, das_turn=1, das_step=2, val_batch_size=8, mode="paper")
+    result = run_search(family, model, train_data, val_data, 1, config, TrainConfig(batch_size=8), progress=False)
+    assert len(result.rounds) == 5
+    with pytest.raises(ValueError, match="search mode"):
+        SearchConfig(mode="fast")
