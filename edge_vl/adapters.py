@@ -58,6 +58,10 @@ class BottleneckAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(torch.relu(self.down(self.norm(x))))
 
+    def macs(self, tokens: int) -> int:
+        """Multiply-accumulates of the two projections over ``tokens`` tokens."""
+        return 2 * tokens * self.down.in_features * self.down.out_features
+
 
 class SkippableLayer(nn.Module):
     """A DAS arm: the original layer plus its PETL adapters, or — when skipped — a skip adapter.
@@ -87,6 +91,10 @@ class SkippableLayer(nn.Module):
 
     def forward_kept(self, hidden_states: torch.Tensor, *args, **kwargs):
         raise NotImplementedError
+
+    def petl_adapters(self) -> list[BottleneckAdapter]:
+        """The PETL adapters used when the layer is kept."""
+        return [m for n, m in self.named_children() if n.startswith(PREFIX) and m is not self.skip_adapter]
 
     def wrap_output(self, hidden_states: torch.Tensor):
         """Package a hidden state the way the wrapped layer returns it (default: a 1-tuple)."""

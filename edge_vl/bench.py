@@ -53,3 +53,22 @@ def benchmark(bundle: str | Path, *, threads: int | None = None, iterations: int
             "openvino": ov.get_version(),
         },
     }
+
+
+def median_latency_ms(
+    xml: str | Path, feed: dict[str, np.ndarray], *, runs: int = 30, threads: int | None = None
+) -> float:
+    """Median synchronous latency (ms) of an IR on ``feed`` after one warm-up, f32 inference."""
+    import openvino as ov
+
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    request = ov.Core().compile_model(str(xml), "CPU", config).create_infer_request()
+    request.infer(feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        request.infer(feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))

@@ -1,19 +1,34 @@
-"""``build()``: labelled data + a local checkpoint → adapted, layer-skipped model → bundle.
+"""``build()``: labelled data + a local checkpoint → DAS search → adapter fine-tune → bundle.
 
-Steps: validate data → load the checkpoint (offline) → insert adapters, apply the skip set,
-freeze → fine-tune → evaluate → export the retained subgraph to OpenVINO (parity-checked) →
-write the bundle atomically. Nothing is written before the data has been validated, and a failed
-build leaves no bundle directory behind.
+Stages:
+
+1. **prepare** — validate the data (nothing is written before this passes), load the checkpoint
+   offline, save its tokenizer, preprocess every example once with the runtime's own code.
+2. **skip plan** — the skip set is given (``skip_layers``), or found by the DAS search with k from
+   ``skip``, a FLOPs budget or a latency budget (:mod:`edge_vl.budget`). The search trains on
+   the training data minus a held-out part that scores its candidates.
+3. **fine-tune** — from the pretrained weights again, with fresh adapters and the chosen skip set
+   (spec §4.1).
+4. **export + bundle** — retained subgraph → OpenVINO IR, parity-checked; bundle written atomically.
+
+Long stages checkpoint into a work directory next to the bundle (``.<out>.work/``). Rerunning
+the same command resumes where it stopped; finished stages are not redone. SIGINT/SIGTERM stop
+a build at the next step boundary after saving a checkpoint. The work directory is removed once
+the bundle is written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import hashlib
+import json
 import os
+import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -21,30 +36,59 @@ from typing import Any
 
 from edge_vl._version import __version__
 from edge_vl.adapters import AdapterConfig
-from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.bundle import MANIFEST_NAME, finalize_manifest, staged_bundle
+from edge_vl.bundle import MANIFEST_NAME, finalize_manifest, staged_bundle, write_json_atomic
 from edge_vl.data import Example, label_set, read_examples
-from edge_vl.errors import DataError, MissingExtraError
+from edge_vl.errors import BundleError, DataError, MissingExtraError
 from edge_vl.finetune import TrainConfig
+from edge_vl.search import SearchConfig
 
-log = logging.getLogger("edge_vl.build")
+WORK_STATE = "build.json"
 
 
 @dataclass
 class BuildConfig:
-    """Everything :func:`build` needs. Paths may be relative to the working directory."""
+    """Everything :func:`build` needs. Give at most one of ``skip_layers``, ``skip``,
+    ``flops_budget``, ``latency_budget_ms``; with none, the search skips a third of the arms."""
 
     model_dir: Path
     train_data: Path
     eval_data: Path
     out: Path
-    skip_layers: Sequence[int] = ()
+    #: a fixed skip set (arm indices): no search
+    skip_layers: Sequence[int] | None = None
+    #: number of arms the search skips
+    skip: int | None = None
+    #: fraction of the full model's MACs the retained model may use
+    flops_budget: float | None = None
+    #: batch-1 latency (ms, this machine) the retained model may take
+    latency_budget_ms: float | None = None
+    search: SearchConfig = field(default_factory=SearchConfig)
+    #: fraction of training rows held out to score search candidates
+    search_holdout: float = 0.1
     train: TrainConfig = field(default_factory=TrainConfig)
     adapters: AdapterConfig | None = None
     overwrite: bool = False
+    #: discard an unfinished build's checkpoints instead of resuming
+    restart: bool = False
+    checkpoint_every: int = 50
     progress: bool = True
     #: number of eval rows used for the torch↔OpenVINO parity check
     parity_samples: int = 8
+
+    def __post_init__(self) -> None:
+        given = [
+            n
+            for n in ("skip_layers", "skip", "flops_budget", "latency_budget_ms")
+            if getattr(self, n) is not None
+        ]
+        if len(given) > 1:
+            raise ValueError(
+                f"give at most one of skip_layers, skip, flops_budget, latency_budget_ms; got {given}"
+            )
+        if self.flops_budget is not None and not 0 < self.flops_budget <= 1:
+            raise ValueError(f"flops_budget must be a fraction in (0, 1], got {self.flops_budget}")
+        if not 0 < self.search_holdout < 1:
+            raise ValueError(f"search_holdout must be in (0, 1), got {self.search_holdout}")
 
 
 @dataclass(frozen=True)
@@ -58,62 +102,212 @@ class BuildResult:
     family: Any = field(default=None, repr=False)
 
 
+@dataclass
+class Prepared:
+    """Stage 1 output: validated, preprocessed data and everything derived from the checkpoint."""
+
+    family: Any
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    train_data: dict[str, Any]
+    eval_data: dict[str, Any]
+    n_train: int
+    n_eval: int
+    arm_names: list[str]
+    costs: Any
+    tokenizer_file: Path
+    model: Any = field(repr=False)
+
+
 def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildResult:
-    """Run the whole pipeline; see the module docstring. Returns the bundle path and manifest."""
+    """Run every stage (see the module docstring). Returns the bundle path and manifest."""
+    started = time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read once when huggingface_hub is imported
     _require_build_extra()
-    import torch
+    if Path(config.out).exists() and not config.overwrite:
+        raise BundleError(f"output {config.out} already exists; choose another --out or pass --overwrite")
+    data = read_data(config)  # fails on bad data before anything is written
+    work = WorkDir.open(config, echo)
+    with stop_on_signals() as should_stop:
+        prep = prepare(config, data, work.path, echo)
+        plan = work.state.get("plan") or skip_plan(config, prep, work.path, should_stop, echo)
+        work.update(plan=plan)
+        model, report = finetune_stage(config, prep, plan["skipped"], work.path, should_stop, echo)
+        result = export_stage(config, prep, model, plan, report, started, echo)
+    work.remove()
+    return result
 
-    from converters import converter_for
+
+# -- stages -----------------------------------------------------------------------------------
+def prepare(
+    config: BuildConfig,
+    data: tuple[list[Example], list[Example], list[str]],
+    work: Path,
+    echo: Callable[[str], None],
+) -> Prepared:
+    """Load the checkpoint, save its tokenizer into ``work``, preprocess the examples (from
+    :func:`read_data`). The returned ``model`` has fresh adapters and is ready for the search."""
     from edge_vl import finetune
     from edge_vl.architectures import family_for_checkpoint
+    from edge_vl.architectures.quiet import quiet_transformers
     from edge_vl.runtime.tokenize import TextEncoder
 
-    started = time.perf_counter()
-    train_examples = read_examples(config.train_data)
-    eval_examples = read_examples(config.eval_data)
-    labels = label_set(train_examples)
-    _check_eval_labels(eval_examples, labels)
+    train_examples, eval_examples, labels = data
     echo(f"data: {len(train_examples)} training and {len(eval_examples)} eval rows, {len(labels)} labels")
-
-    model_dir = Path(config.model_dir)
-    family = family_for_checkpoint(model_dir)
-    torch.manual_seed(config.train.seed)
+    family = family_for_checkpoint(config.model_dir)
+    model = load_adapted(family, config, labels)
+    preprocessing = family.preprocessing(Path(config.model_dir), model)
     with quiet_transformers():
-        model = family.load(model_dir, labels)
-    preprocessing = family.preprocessing(model_dir, model)
-    family.insert_adapters(model, config.adapters)
-    family.set_skipped(model, list(config.skip_layers))
-    trainable = family.freeze(model)
-    arm_names = family.arm_names(model)
+        text = family.save_tokenizer(Path(config.model_dir), work, preprocessing["text"]["max_length"])
+    preprocessing["text"] = text
+    encoder = TextEncoder.from_spec(work, text)
+    echo(f"model: {family.name} from {config.model_dir}, {len(family.arms(model))} arms")
+    return Prepared(
+        family=family,
+        labels=labels,
+        preprocessing=preprocessing,
+        train_data=finetune.encode_examples(train_examples, preprocessing, encoder, labels),
+        eval_data=finetune.encode_examples(eval_examples, preprocessing, encoder, labels),
+        n_train=len(train_examples),
+        n_eval=len(eval_examples),
+        arm_names=family.arm_names(model),
+        costs=family.arm_costs(model, preprocessing),
+        tokenizer_file=work / text["tokenizer"],
+        model=model,
+    )
+
+
+def skip_plan(
+    config: BuildConfig,
+    prep: Prepared,
+    work: Path,
+    should_stop: Callable[[], bool],
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """The skip set: given, or found by the DAS search within the requested budget."""
+    from edge_vl import budget
+
+    costs = prep.costs
+    n_arms = costs.n_arms
+    if config.skip_layers is not None:
+        skipped = sorted(int(i) for i in config.skip_layers)
+        bad = [i for i in skipped if not 0 <= i < n_arms]
+        if bad:
+            from edge_vl.errors import ModelError
+
+            raise ModelError(f"skip index(es) {bad} out of range: this model has arms 0..{n_arms - 1}")
+        echo(f"skip plan: layers {skipped or 'none'} (given, no search)")
+        return {"method": "given", "skipped": skipped}
+
+    savings = [costs.saving(i) for i in range(n_arms)]
+    budget_info: dict[str, Any]
+    if config.flops_budget is not None:
+        limit = config.flops_budget * costs.full()
+        k = budget.min_arms_for(limit, costs.retained, savings, "FLOPs")
+        budget_info = {"kind": "flops", "fraction": config.flops_budget, "limit_macs": limit}
+        cost_of: Callable[[Sequence[int]], float] = costs.retained
+    elif config.latency_budget_ms is not None:
+        latency = measure_latency_model(config, prep, echo)
+        limit = config.latency_budget_ms
+        k = budget.min_arms_for(limit, latency.predict, savings, "latency")
+        budget_info = {"kind": "latency", "limit_ms": limit, **asdict(latency), "costs": None}
+        cost_of = latency.predict
+    else:
+        k = config.skip if config.skip is not None else n_arms // 3
+        if not 0 <= k < n_arms:
+            raise budget.BudgetError(f"--skip must be between 0 and {n_arms - 1} for {n_arms} arms, got {k}")
+        budget_info, limit, cost_of = {"kind": "count", "k": k}, float("inf"), costs.retained
+    if k == 0:
+        echo("skip plan: the budget is met without skipping; no search")
+        return {"method": "budget", "skipped": [], "budget": budget_info}
+
+    echo(f"skip plan: DAS search for k={k} of {n_arms} arms ({config.search.mode} mode)")
+    result = search_stage(config, prep, k, work, should_stop)
+    skipped = budget.select_within(result.ranking, k, limit, cost_of)
+    echo(f"search: skip {skipped}; gates {[round(g, 3) for g in result.gates]}")
+    return {
+        "method": "das",
+        "skipped": skipped,
+        "budget": budget_info,
+        "search": result.to_dict(),
+        "search_config": config.search.to_dict(),
+    }
+
+
+def search_stage(config: BuildConfig, prep: Prepared, k: int, work: Path, should_stop: Callable[[], bool]):
+    """Run the DAS search on a held-out split of the training data (resumable)."""
+    import torch
+
+    from edge_vl.finetune import take
+    from edge_vl.search import run_search
+
+    family, model = prep.family, prep.model
+    n = prep.n_train
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed))
+    n_val = max(1, round(n * config.search_holdout))
+    val_data, train_data = take(prep.train_data, order[:n_val]), take(prep.train_data, order[n_val:])
+    return run_search(
+        family, model, train_data, val_data, k, config.search, config.train,
+        progress=config.progress, checkpoint_dir=work / "search",
+        checkpoint_every=config.checkpoint_every, should_stop=should_stop,
+    )  # fmt: skip
+
+
+def finetune_stage(
+    config: BuildConfig,
+    prep: Prepared,
+    skipped: Sequence[int],
+    work: Path,
+    should_stop: Callable[[], bool],
+    echo: Callable[[str], None],
+):
+    """Fresh adapters on the pretrained weights, the chosen skip set, then training (resumable)."""
+    from edge_vl.finetune import Checkpointer, TrainLoop
+
+    family = prep.family
+    model = load_adapted(family, config, prep.labels)
+    family.set_skipped(model, skipped)
+    loop = TrainLoop(family, model, prep.train_data, config.train)
+    checkpointer = Checkpointer(work / "finetune", every=config.checkpoint_every, should_stop=should_stop)
+    if checkpointer.restore(loop) is not None:
+        echo(f"fine-tune: resuming at step {loop.step}/{loop.total_steps}")
+    report = loop.run(after_step=checkpointer.after_step, progress=config.progress)
+    return model, report
+
+
+def export_stage(
+    config: BuildConfig,
+    prep: Prepared,
+    model,
+    plan: dict[str, Any],
+    report,
+    started: float,
+    echo: Callable[[str], None],
+) -> BuildResult:
+    """Evaluate, export the retained subgraph, write the bundle atomically."""
+    from converters import converter_for
+    from edge_vl import finetune
+
+    family = prep.family
+    eval_logits = finetune.predict_logits(family, model, prep.eval_data)
+    eval_accuracy = finetune.accuracy(eval_logits, prep.eval_data["labels"])
+    echo(
+        f"fine-tune: {report.steps} steps, final loss {report.final_loss:.4f}, "
+        f"eval accuracy {eval_accuracy:.4f}"
+    )
     skipped = family.skipped(model)
-    echo(f"model: {family.name} from {model_dir}, {len(arm_names)} arms, skipping {skipped or 'none'}")
-
+    costs = prep.costs
+    versions = _versions()
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
-        with quiet_transformers():
-            preprocessing["text"] = family.save_tokenizer(
-                model_dir, staging, preprocessing["text"]["max_length"]
-            )
-        encoder = TextEncoder.from_spec(staging, preprocessing["text"])
-        train_data = finetune.encode_examples(train_examples, preprocessing, encoder, labels)
-        eval_data = finetune.encode_examples(eval_examples, preprocessing, encoder, labels)
-
-        report = finetune.train(family, model, train_data, config.train, progress=config.progress)
-        eval_logits = finetune.predict_logits(family, model, eval_data)
-        eval_accuracy = finetune.accuracy(eval_logits, eval_data["labels"])
-        echo(
-            f"fine-tune: {report.steps} steps, final loss {report.final_loss:.4f}, "
-            f"eval accuracy {eval_accuracy:.4f}"
-        )
-
-        inputs = family.input_specs(model, preprocessing)
-        versions = _versions()
-        sample = {k: v[: config.parity_samples] for k, v in eval_data.items() if k != "labels"}
+        shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
+        inputs = family.input_specs(model, prep.preprocessing)
+        sample = {k: v[: config.parity_samples] for k, v in prep.eval_data.items() if k != "labels"}
         exported = converter_for(family.name).export(
             family, model, inputs, sample, staging, versions=versions
         )
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
-
+        trainable = family.active_trainable_parameters(model)
+        total = sum(p.numel() for p in model.parameters())
         manifest = {
             "edge_vl_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -121,10 +315,10 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
             "architecture": {
                 "family": family.name,
                 "model_type": model.config.model_type,
-                "source": str(model_dir.resolve()),
-                "arms": arm_names,
+                "source": str(Path(config.model_dir).resolve()),
+                "arms": prep.arm_names,
                 "skipped": skipped,
-                "kept": [i for i in range(len(arm_names)) if i not in skipped],
+                "kept": [i for i in range(len(prep.arm_names)) if i not in skipped],
             },
             "model": {
                 "xml": exported.xml.name,
@@ -133,23 +327,31 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
                 "inputs": [spec.to_dict() for spec in exported.inputs],
                 "outputs": exported.outputs,
             },
-            "preprocessing": preprocessing,
+            "preprocessing": prep.preprocessing,
             "head": family.head(model).to_dict(),
             "metrics": {
                 "eval_accuracy": eval_accuracy,
-                "eval_examples": len(eval_examples),
-                "train_examples": len(train_examples),
+                "eval_examples": prep.n_eval,
+                "train_examples": prep.n_train,
                 "parity_max_abs": exported.parity_max_abs,
                 "parity_samples": exported.parity_samples,
             },
+            "cost": {
+                "unit": "MACs (batch 1; matmuls and convolutions)",
+                "full_model": costs.full(),
+                "retained_model": costs.retained(skipped),
+                "retained_fraction": costs.retained(skipped) / costs.full(),
+                "per_arm": costs.to_dict(),
+            },
+            "skip_plan": plan,
             "training": {
                 **config.train.to_dict(),
                 "steps": report.steps,
                 "final_loss": report.final_loss,
                 "adapters": (config.adapters or family.default_adapters).to_dict(),
-                "trainable_parameters": family.active_trainable_parameters(model),
-                "trainable_tensors": len(trainable),
-                "total_parameters": sum(p.numel() for p in model.parameters()),
+                "trainable_parameters": trainable,
+                "total_parameters": total,
+                "trainable_fraction": trainable / total,
                 "train_data": str(Path(config.train_data).resolve()),
                 "eval_data": str(Path(config.eval_data).resolve()),
                 "seconds": round(time.perf_counter() - started, 1),
@@ -160,13 +362,130 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
     return BuildResult(bundle=Path(config.out), manifest=manifest, model=model, family=family)
 
 
-def _check_eval_labels(examples: Sequence[Example], labels: Sequence[str]) -> None:
+# -- helpers ------------------------------------------------------------------------------------
+def read_data(config: BuildConfig) -> tuple[list[Example], list[Example], list[str]]:
+    """Validate both manifests; eval labels must occur in training."""
+    train_examples = read_examples(config.train_data)
+    eval_examples = read_examples(config.eval_data)
+    labels = label_set(train_examples)
     known = set(labels)
-    for ex in examples:
+    for ex in eval_examples:
         if ex.label not in known:
             raise DataError(
                 f"label {ex.label!r} does not occur in the training data", path=ex.manifest, line=ex.line
             )
+    return train_examples, eval_examples, labels
+
+
+def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
+    """Pretrained weights, fresh head and adapters (seeded), backbone frozen."""
+    import torch
+
+    from edge_vl.architectures.quiet import quiet_transformers
+
+    torch.manual_seed(config.train.seed)
+    with quiet_transformers():
+        model = family.load(Path(config.model_dir), labels)
+    family.insert_adapters(model, config.adapters)
+    family.freeze(model)
+    return model
+
+
+def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]):
+    """Time the exported graph with every arm kept and every arm skipped (batch 1, this machine)."""
+    import tempfile
+
+    from converters import converter_for
+    from edge_vl.bench import median_latency_ms
+    from edge_vl.budget import LatencyModel
+
+    family = prep.family
+    model = load_adapted(family, config, prep.labels)
+    inputs = family.input_specs(model, prep.preprocessing)
+    sample = {k: v[:2] for k, v in prep.eval_data.items() if k != "labels"}
+    endpoints = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for skipped in ([], list(range(prep.costs.n_arms))):
+            family.set_skipped(model, skipped)
+            exported = converter_for(family.name).export(family, model, inputs, sample, Path(tmp))
+            endpoints.append(median_latency_ms(exported.xml, {k: v[:1].numpy() for k, v in sample.items()}))
+    echo(f"latency: {endpoints[0]:.2f} ms with every arm kept, {endpoints[1]:.2f} ms with every arm skipped")
+    return LatencyModel(all_kept_ms=endpoints[0], all_skipped_ms=endpoints[1], costs=prep.costs)
+
+
+class WorkDir:
+    """The resumable state of one build: ``.<out>.work/`` next to the bundle."""
+
+    def __init__(self, path: Path, state: dict[str, Any]):
+        self.path, self.state = path, state
+
+    @classmethod
+    def open(cls, config: BuildConfig, echo: Callable[[str], None]) -> WorkDir:
+        """Resume the unfinished build of ``config.out`` (same fingerprint) or start a new one."""
+        out = Path(config.out)
+        path = out.parent / f".{out.name}.work"
+        fingerprint = _fingerprint(config)
+        state_file = path / WORK_STATE
+        if path.exists() and config.restart:
+            shutil.rmtree(path)
+        if state_file.is_file():
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+            if state.get("fingerprint") != fingerprint:
+                raise BundleError(
+                    f"{path} holds an unfinished build with other settings or data; rerun it with the same "
+                    "settings to resume, or pass --restart to discard it"
+                )
+            echo(f"resuming the unfinished build in {path}")
+            return cls(path, state)
+        path.mkdir(parents=True, exist_ok=True)
+        work = cls(path, {"fingerprint": fingerprint})
+        work.update()
+        return work
+
+    def update(self, **values: Any) -> None:
+        self.state.update(values)
+        write_json_atomic(self.path / WORK_STATE, self.state)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[Callable[[], bool]]:
+    """While active, SIGINT/SIGTERM only set a flag that training loops poll at step boundaries
+    (a second SIGINT interrupts at once). Yields the flag's reader."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop.is_set
+        return
+
+    def handler(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop.is_set
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _fingerprint(config: BuildConfig) -> str:
+    """What a resumed build must share with the one that started: model, data and settings."""
+    h = hashlib.sha256()
+    model_dir = Path(config.model_dir)
+    h.update((model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b"")
+    for p in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
+        h.update(f"{p.name}:{p.stat().st_size}".encode())
+    for data in (config.train_data, config.eval_data):
+        h.update(Path(data).read_bytes())
+    settings = {
+        k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "restart", "progress")
+    }
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def _require_build_extra() -> None:

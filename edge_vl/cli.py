@@ -45,9 +45,9 @@ def cli() -> None:
     """
 
 
-def _parse_layers(ctx, param, value: str | None) -> list[int]:
-    if value is None or value.strip() == "":
-        return []
+def _parse_layers(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
     try:
         layers = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
@@ -59,116 +59,239 @@ def _parse_layers(ctx, param, value: str | None) -> list[int]:
     return sorted(layers)
 
 
+def _options(*decorators):
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+input_options = _options(
+    click.option(
+        "--model",
+        "model_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Local Hugging Face checkpoint directory (config.json, weights, tokenizer). Loaded offline.",
+    ),
+    click.option(
+        "--data",
+        "train_data",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Training manifest: JSONL or CSV rows with 'image', 'text' and 'label'.",
+    ),
+    click.option(
+        "--eval-data",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Evaluation manifest, same format; its accuracy goes into the bundle's manifest.",
+    ),
+)
+
+plan_options = _options(
+    click.option(
+        "--skip",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Number of layers (DAS arms) the search skips [default: a third of the arms].",
+    ),
+    click.option(
+        "--flops-budget",
+        type=click.FloatRange(min=0, max=1, min_open=True),
+        default=None,
+        help="Skip enough layers that the retained model uses at most this fraction of the full "
+        "model's MACs; the search picks which.",
+    ),
+    click.option(
+        "--latency-budget-ms",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Skip enough layers to meet this batch-1 latency on this machine (measured on the "
+        "exported graph); the search picks which.",
+    ),
+    click.option(
+        "--search-mode",
+        type=click.Choice(["clean", "paper"]),
+        default="clean",
+        show_default=True,
+        help="clean: eval-mode rewards on a fresh held-out batch per round; paper: the authors' "
+        "train-mode rewards on one fixed batch.",
+    ),
+    click.option(
+        "--search-epochs",
+        type=click.IntRange(min=2),
+        default=3,
+        show_default=True,
+        help="Search length in epochs (the first is warm-up without gate updates).",
+    ),
+    click.option(
+        "--das-turn",
+        type=click.IntRange(min=1),
+        default=10,
+        show_default=True,
+        help="Training steps between two bandit rounds.",
+    ),
+    click.option(
+        "--das-step",
+        type=click.IntRange(min=1),
+        default=3,
+        show_default=True,
+        help="Distinct candidate skip sets scored per round.",
+    ),
+)
+
+train_options = _options(
+    click.option(
+        "--epochs",
+        type=click.FloatRange(min=0, min_open=True),
+        default=3.0,
+        show_default=True,
+        help="Fine-tuning epochs over the training data.",
+    ),
+    click.option(
+        "--max-steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Stop fine-tuning after this many optimizer steps (overrides --epochs).",
+    ),
+    click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
+    click.option(
+        "--lr",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1e-3,
+        show_default=True,
+        help="Adapter learning rate (the head uses 10x).",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+)
+
+
+def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
+    from edge_vl.build import BuildConfig
+    from edge_vl.finetune import TrainConfig
+    from edge_vl.search import SearchConfig
+
+    flags = {"model_dir": "--model", "train_data": "--data", "eval_data": "--eval-data"}
+    missing = [flag for key, flag in flags.items() if params[key] is None]
+    if missing:
+        raise click.UsageError(f"missing option(s) {', '.join(missing)} (or use --demo)")
+    try:
+        return BuildConfig(
+            model_dir=params["model_dir"],
+            train_data=params["train_data"],
+            eval_data=params["eval_data"],
+            out=out,
+            skip_layers=skip_layers,
+            skip=params["skip"],
+            flops_budget=params["flops_budget"],
+            latency_budget_ms=params["latency_budget_ms"],
+            search=SearchConfig(
+                epochs=params["search_epochs"],
+                das_turn=params["das_turn"],
+                das_step=params["das_step"],
+                mode=params["search_mode"],
+            ),
+            train=TrainConfig(
+                epochs=params["epochs"],
+                max_steps=params["max_steps"],
+                batch_size=params["batch_size"],
+                lr=params["lr"],
+                seed=params["seed"],
+            ),
+            overwrite=params.get("overwrite", False),
+            restart=params.get("restart", False),
+            checkpoint_every=params.get("checkpoint_every", 50),
+            progress=not params["quiet"] and sys.stderr.isatty(),
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
 @cli.command()
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local Hugging Face checkpoint directory (config.json, weights, tokenizer). Loaded offline.",
-)
-@click.option(
-    "--data",
-    "train_data",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Training manifest: JSONL or CSV rows with 'image', 'text' and 'label'.",
-)
-@click.option(
-    "--eval-data",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Evaluation manifest, same format; its accuracy goes into the bundle's manifest.",
-)
+@input_options
 @click.option("--out", type=click.Path(path_type=Path), help="Bundle directory to create.")
 @click.option(
     "--skip-layers",
     callback=_parse_layers,
     default=None,
     metavar="I,J,...",
-    help="Transformer layers (DAS arms, 0-based) to replace with skip adapters, e.g. '1,3'.",
+    help="Skip exactly these layers (0-based), no search; '' skips none (adapters only).",
 )
-@click.option(
-    "--epochs",
-    type=click.FloatRange(min=0, min_open=True),
-    default=3.0,
-    show_default=True,
-    help="Fine-tuning epochs over the training data.",
-)
-@click.option(
-    "--max-steps",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Stop after this many optimizer steps (overrides --epochs).",
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1e-3,
-    show_default=True,
-    help="Adapter learning rate (the head uses 10x).",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
+@plan_options
+@train_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out (atomically).")
+@click.option(
+    "--restart", is_flag=True, help="Discard an unfinished build's checkpoints instead of resuming."
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Training steps between two checkpoints of the search and the fine-tune.",
+)
 @click.option(
     "--demo",
     is_flag=True,
     help="Run on the built-in demo: easy-vqa data and a random-weight stand-in ViLT "
     "(needs the 'demo' extra). Missing --model/--data/--eval-data/--out are filled in.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bars.")
-def build(
-    model_dir,
-    train_data,
-    eval_data,
-    out,
-    skip_layers,
-    epochs,
-    max_steps,
-    batch_size,
-    lr,
-    seed,
-    overwrite,
-    demo,
-    quiet,
-) -> None:
-    """Fine-tune adapters on a pretrained model, skip layers, export to OpenVINO and write a bundle."""
-    from edge_vl.build import BuildConfig
+def build(out, skip_layers, demo, **params) -> None:
+    """Search which layers to skip (DAS), fine-tune adapters, export to OpenVINO and write a bundle.
+
+    An interrupted build (Ctrl-C, SIGTERM) saves a checkpoint; rerun the same command to resume.
+    """
     from edge_vl.build import build as run_build
-    from edge_vl.finetune import TrainConfig
 
     if demo:
-        model_dir, train_data, eval_data, out, skip_layers = _demo_defaults(
-            model_dir, train_data, eval_data, out, skip_layers, overwrite
-        )
-    missing = [
-        name
-        for name, value in (
-            ("--model", model_dir),
-            ("--data", train_data),
-            ("--eval-data", eval_data),
-            ("--out", out),
-        )
-        if value is None
-    ]
-    if missing:
-        raise click.UsageError(f"missing option(s) {', '.join(missing)} (or use --demo)")
-    config = BuildConfig(
-        model_dir=model_dir,
-        train_data=train_data,
-        eval_data=eval_data,
-        out=out,
-        skip_layers=skip_layers,
-        train=TrainConfig(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, seed=seed),
-        overwrite=overwrite,
-        progress=not quiet and sys.stderr.isatty(),
-    )
-    result = run_build(config, echo=click.echo)
-    metrics = result.manifest["metrics"]
+        out, skip_layers = _demo_defaults(params, out, skip_layers)
+    if out is None:
+        raise click.UsageError("missing option --out (or use --demo)")
+    result = run_build(_build_config(params, out, skip_layers), echo=click.echo)
+    m = result.manifest
     click.echo(
-        f"\ndone: {result.bundle}  (eval accuracy {metrics['eval_accuracy']:.4f} on "
-        f"{metrics['eval_examples']} rows, skipped layers {result.manifest['architecture']['skipped']})"
+        f"\ndone: {result.bundle}  (eval accuracy {m['metrics']['eval_accuracy']:.4f} on "
+        f"{m['metrics']['eval_examples']} rows; skipped layers {m['architecture']['skipped']}; "
+        f"{m['cost']['retained_fraction']:.1%} of the full model's MACs)"
     )
     if demo:
-        _demo_prediction(result.bundle, eval_data)
+        _demo_prediction(result.bundle, params["eval_data"])
+
+
+@cli.command()
+@input_options
+@plan_options
+@train_options
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the gates, ranking, chosen set and per-round trace to this JSON file.",
+)
+def search(out, **params) -> None:
+    """Run only the DAS search and print the gates (which layers are most redundant)."""
+    import tempfile
+
+    from edge_vl.build import prepare, read_data, skip_plan, stop_on_signals
+
+    config = _build_config(params, Path(tempfile.gettempdir()) / "edge-vl-search")
+    with tempfile.TemporaryDirectory(prefix="edge-vl-search-") as work, stop_on_signals() as should_stop:
+        prep = prepare(config, read_data(config), Path(work), click.echo)
+        plan = skip_plan(config, prep, Path(work), should_stop, click.echo)
+    result = plan.get("search")
+    if result is None:
+        click.echo(f"no search needed: skip {plan['skipped']}")
+    else:
+        click.echo("arm  gate      layer")
+        for i in result["ranking"]:
+            mark = "  skip" if i in plan["skipped"] else ""
+            click.echo(f"{i:>3}  {result['gates'][i]:+.5f}  {prep.arm_names[i]}{mark}")
+    if out is not None:
+        from edge_vl.bundle import write_json_atomic
+
+        write_json_atomic(out, {"arms": prep.arm_names, **plan})
+        click.echo(f"saved: {out}")
 
 
 @cli.command()
@@ -253,32 +376,33 @@ def bench(bundle, threads, iterations, as_json) -> None:
     )
 
 
-def _demo_defaults(model_dir, train_data, eval_data, out, skip_layers, overwrite):
+def _demo_defaults(params: dict, out, skip_layers):
     from edge_vl.architectures import family_for
     from edge_vl.architectures.quiet import quiet_transformers
     from edge_vl.demo import easy_vqa_vocabulary, write_easy_vqa_manifests
 
     DEMO_DIR.mkdir(exist_ok=True)
-    if train_data is None or eval_data is None:
+    if params["train_data"] is None or params["eval_data"] is None:
         click.echo(f"demo: writing easy-vqa manifests to {DEMO_DIR}/")
         train_default, eval_default = write_easy_vqa_manifests(DEMO_DIR, train_size=4000, eval_size=1000)
-        train_data, eval_data = train_data or train_default, eval_data or eval_default
-    if model_dir is None:
-        model_dir = DEMO_DIR / "vilt-small-random"
-        if not (model_dir / "config.json").is_file():
+        params["train_data"] = params["train_data"] or train_default
+        params["eval_data"] = params["eval_data"] or eval_default
+    if params["model_dir"] is None:
+        params["model_dir"] = DEMO_DIR / "vilt-small-random"
+        if not (params["model_dir"] / "config.json").is_file():
             click.echo(
-                f"demo: creating a random-weight 12-layer ViLT stand-in at {model_dir}/ "
+                f"demo: creating a random-weight 12-layer ViLT stand-in at {params['model_dir']}/ "
                 "(NOT pretrained: accuracy shows the pipeline works, not what the method reaches)"
             )
             with quiet_transformers():
                 family_for("vilt").random_checkpoint(
-                    model_dir, vocab=easy_vqa_vocabulary(), labels=["?"], preset="small"
+                    params["model_dir"], vocab=easy_vqa_vocabulary(), labels=["?"], preset="small"
                 )
     if out is None:
         out = DEMO_DIR / "bundle"
-        if out.exists() and not overwrite:
+        if out.exists() and not params.get("overwrite"):
             raise click.UsageError(f"{out} exists from an earlier demo run; add --overwrite to replace it")
-    return model_dir, train_data, eval_data, out, skip_layers or [9, 10]
+    return out, skip_layers
 
 
 def _demo_prediction(bundle: Path, eval_data: Path) -> None:

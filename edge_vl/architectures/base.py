@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from edge_vl.adapters import PREFIX, AdapterConfig, SkippableLayer
+from edge_vl.budget import ArmCosts
 from edge_vl.errors import ModelError
 
 
@@ -85,6 +86,10 @@ class ArchitectureFamily(ABC):
     @abstractmethod
     def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
         """Names, shapes and dtypes of the exported model's inputs."""
+
+    @abstractmethod
+    def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
+        """Analytic MACs of the model at batch 1, split by arm (adapters inserted)."""
 
     @abstractmethod
     def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:

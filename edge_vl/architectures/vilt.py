@@ -23,6 +23,7 @@ from edge_vl.architectures.base import (
     write_wordpiece_tokenizer,
 )
 from edge_vl.architectures.registry import register_family
+from edge_vl.budget import ArmCosts
 from edge_vl.errors import ModelError
 from edge_vl.runtime.preprocess import default_image_spec
 
@@ -173,6 +174,23 @@ class ViltFamily(ArchitectureFamily):
             InputSpec("attention_mask", (-1, length), "int64"),
             InputSpec("pixel_values", (-1, 3, h, w), "float32"),
         ]
+
+    def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
+        cfg = model.config
+        d, f, p = cfg.hidden_size, cfg.intermediate_size, cfg.patch_size
+        h, w = preprocessing["image"]["size"]
+        patches = (h // p) * (w // p)
+        n = preprocessing["text"]["max_length"] + 1 + patches  # text + [CLS] + patches
+        layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * f  # QKV+O, scores+context, MLP
+        head = d * 2 * d + 2 * d * cfg.num_labels
+        base = patches * 3 * p * p * d + d * d + head  # patch projection, pooler, classifier
+        arms = self.arms(model)
+        return ArmCosts(
+            base=base,
+            layer=tuple(layer for _ in arms),
+            petl=tuple(sum(a.macs(n) for a in arm.petl_adapters()) for arm in arms),
+            skip=tuple(arm.skip_adapter.macs(n) for arm in arms),
+        )
 
     def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
         cfg = read_image_processor_config(model_dir)
