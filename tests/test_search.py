@@ -95,7 +95,9 @@ def test_search_loop_warm_up_rounds_and_frozen_weights(search_setup):
     family, model, train_data, val_data = search_setup
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     config = SearchConfig(epochs=3, das_turn=2, das_step=3, val_batch_size=8)
-    result = run_search(family, model, train_data, val_data, 2, config, TrainConfig(batch_size=8), progress=False)
+    result = run_search(
+        family, model, train_data, val_data, 2, config, TrainConfig(batch_size=8), progress=False
+    )
     steps_per_epoch = 5
     assert result.steps == 3 * steps_per_epoch
     # no round in the warm-up epoch; the first fires on the first step of epoch 1
@@ -114,7 +116,9 @@ def test_search_loop_warm_up_rounds_and_frozen_weights(search_setup):
 def test_paper_mode_uses_one_fixed_batch(search_setup):
     family, model, train_data, val_data = search_setup
     config = SearchConfig(epochs=2, das_turn=1, das_step=2, val_batch_size=8, mode="paper")
-    result = run_search(family, model, train_data, val_data, 1, config, TrainConfig(batch_size=8), progress=False)
+    result = run_search(
+        family, model, train_data, val_data, 1, config, TrainConfig(batch_size=8), progress=False
+    )
     assert len(result.rounds) == 5
     with pytest.raises(ValueError, match="search mode"):
         SearchConfig(mode="fast")

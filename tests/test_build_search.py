@@ -1,0 +1,175 @@
+"""`edge-vl build` with the DAS search: budgets, FLOPs accounting, the search trace, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.flop_counter import FlopCounterMode
+
+from edge_vl.architectures import family_for
+from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.budget import ArmCosts, BudgetError, min_arms_for, select_within
+from edge_vl.cli import cli
+from tests.conftest import build_args
+
+SEARCH = ["--search-epochs", "3", "--das-turn", "1", "--batch-size", "8"]
+
+
+def _manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def test_analytic_macs_match_a_flop_counter(tiny_checkpoint):
+    """The per-arm count agrees with torch's FlopCounterMode (ViLT attention is explicit matmuls,
+    which the counter sees; SDPA would be missed) for the full model and several skip sets."""
+    family = family_for("vilt")
+    with quiet_transformers():
+        model = family.load(tiny_checkpoint, ["a", "b", "c"]).eval()
+    cfg = model.config
+    size = cfg.image_size
+    preprocessing = {"image": {"size": [size, size]}, "text": {"max_length": cfg.max_position_embeddings}}
+    inputs = {
+        "input_ids": torch.randint(5, cfg.vocab_size, (1, cfg.max_position_embeddings)),
+        "attention_mask": torch.ones(1, cfg.max_position_embeddings, dtype=torch.long),
+        "pixel_values": torch.randn(1, 3, size, size),
+    }
+
+    def counted(fn) -> float:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            fn()
+        return counter.get_total_flops() / 2  # FLOPs → MACs
+
+    full = counted(lambda: model(**inputs, pixel_mask=torch.ones(1, size, size, dtype=torch.long)))
+    family.insert_adapters(model)
+    costs = family.arm_costs(model, preprocessing)
+    assert abs(costs.full() - full) / full < 0.02
+    for skipped in ([], [1, 3], [0, 1, 2]):
+        family.set_skipped(model, skipped)
+        retained = counted(lambda: family.forward(model, inputs))
+        assert abs(costs.retained(skipped) - retained) / retained < 0.02, skipped
+
+
+def test_budget_helpers():
+    costs = ArmCosts(base=10, layer=(100, 100, 40), petl=(5, 5, 5), skip=(2, 2, 2))
+    assert costs.full() == 250 and costs.retained([]) == 265 and costs.retained([0]) == 162
+    assert min_arms_for(170, costs.retained, [costs.saving(i) for i in range(3)], "FLOPs") == 1
+    with pytest.raises(BudgetError, match="cannot be met"):
+        min_arms_for(10, costs.retained, [costs.saving(i) for i in range(3)], "FLOPs")
+    # ranking says arm 2 is most redundant, but it saves little: extend until the budget holds
+    assert select_within([2, 0, 1], 1, 170, costs.retained) == [0, 2]
+
+
+def test_build_searches_by_default_and_records_the_trace(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip", "2", *SEARCH))
+    assert result.exit_code == 0, result.output
+    m = _manifest(out)
+    plan = m["skip_plan"]
+    assert plan["method"] == "das" and len(plan["skipped"]) == 2
+    assert m["architecture"]["skipped"] == plan["skipped"]
+    search = plan["search"]
+    assert len(search["gates"]) == 4 and search["rounds"]
+    assert all(len(r["gates"]) == 4 and len(r["rewards"]) == 3 for r in search["rounds"])
+    assert plan["skipped"] == sorted(search["ranking"][:2])
+    assert m["cost"]["retained_model"] < m["cost"]["full_model"]
+    assert 0 < m["training"]["trainable_parameters"] < m["training"]["total_parameters"]
+    assert not (tmp_path / ".b.work").exists()  # the work directory is removed once the bundle exists
+
+
+def test_flops_budget_is_met(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(
+        cli, build_args(tiny_checkpoint, shapes_data, out, "--flops-budget", "0.6", *SEARCH)
+    )
+    assert result.exit_code == 0, result.output
+    cost = _manifest(out)["cost"]
+    assert cost["retained_model"] <= 0.6 * cost["full_model"]
+    costs = ArmCosts(**{k: tuple(v) if isinstance(v, list) else v for k, v in cost["per_arm"].items()})
+    skipped = _manifest(out)["architecture"]["skipped"]
+    # the fewest arms that meet the budget: one arm fewer would not
+    assert costs.retained(skipped[:-1]) > 0.6 * cost["full_model"]
+
+
+def test_search_command_prints_and_saves_gates(tmp_path, tiny_checkpoint, shapes_data):
+    gates = tmp_path / "gates.json"
+    args = ["search", "--model", str(tiny_checkpoint), "--data", str(shapes_data[0]),
+            "--eval-data", str(shapes_data[1]), "--skip", "1", "--out", str(gates),
+            "--quiet", *SEARCH]  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(gates.read_text())
+    assert len(saved["search"]["gates"]) == 4 and len(saved["skipped"]) == 1
+    assert "vilt.encoder.layer." in result.output and "skip" in result.output
+
+
+def test_conflicting_plan_options_are_a_usage_error(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(
+        cli, build_args(tiny_checkpoint, shapes_data, out, "--skip", "1", "--flops-budget", "0.5")
+    )
+    assert result.exit_code == 2 and "at most one of" in result.output
+
+
+def _run_build(args: list[str], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "edge_vl", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, **kwargs)  # fmt: skip
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_interrupted_build_resumes_to_the_same_result(tmp_path, tiny_checkpoint, shapes_data):
+    common = ["--skip", "1", "--search-epochs", "30", "--das-turn", "2", "--batch-size", "4",
+              "--max-steps", "10", "--checkpoint-every", "5", "--quiet"]  # fmt: skip
+    reference = tmp_path / "reference"
+    done = _run_build(build_args(tiny_checkpoint, shapes_data, reference, *common))
+    assert done.wait(timeout=300) == 0, done.stdout.read()
+
+    out = tmp_path / "resumed"
+    checkpoint = tmp_path / ".resumed.work" / "search" / "state.pt"
+    first = _run_build(build_args(tiny_checkpoint, shapes_data, out, *common))
+    deadline = time.time() + 120
+    while not checkpoint.exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert first.poll() is None, "the build finished before it could be interrupted"
+    first.send_signal(signal.SIGINT)
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == 130, output
+    assert "rerun the same command to resume" in output
+    assert not out.exists() and checkpoint.exists()
+
+    second = _run_build(build_args(tiny_checkpoint, shapes_data, out, *common))
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, output
+    assert "resuming" in output
+    ref, res = _manifest(reference), _manifest(out)
+    assert res["skip_plan"]["search"]["gates"] == ref["skip_plan"]["search"]["gates"]
+    assert res["skip_plan"]["search"]["rounds"] == ref["skip_plan"]["search"]["rounds"]
+    assert res["architecture"]["skipped"] == ref["architecture"]["skipped"]
+    assert _sha(out / "model.bin") == _sha(reference / "model.bin")
+    assert not (tmp_path / ".resumed.work").exists()
+
+
+def test_changed_settings_refuse_to_resume(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    work = tmp_path / ".b.work"
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"fingerprint": "something else"}))
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1"))
+    assert result.exit_code == 2 and "--restart" in result.output
+    result = CliRunner().invoke(
+        cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--restart")
+    )
+    assert result.exit_code == 0, result.output
