@@ -13,8 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from edge_vl.errors import DataError
 
 FIELDS = ("image", "text", "label")
@@ -122,10 +120,10 @@ def _to_example(row: object, path: Path, line: int, check_images: bool) -> Examp
 
 
 def _check_image(image: Path, fail) -> None:
-    if not image.is_file():
-        raise fail(f"field 'image': file not found: {image}")
+    from edge_vl.errors import InputError
+    from edge_vl.runtime.preprocess import load_image
+
     try:
-        with Image.open(image) as im:
-            im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise fail(f"field 'image': cannot decode {image} as an image ({e})") from e
+        load_image(image)  # the same decoder, limits and checks as the device
+    except InputError as e:
+        raise fail(f"field 'image': {e}") from e

@@ -116,8 +116,8 @@ def _bad_manifest(tmp_path: Path, shapes_data, bad_row: dict) -> Path:
 @pytest.mark.parametrize(
     ("bad_row", "expected"),
     [
-        ({"image": "does-not-exist.png", "text": "what color?", "label": "red"}, "file not found"),
-        ({"image": "not-an-image.png", "text": "what color?", "label": "red"}, "cannot decode"),
+        ({"image": "does-not-exist.png", "text": "what color?", "label": "red"}, "not found"),
+        ({"image": "not-an-image.png", "text": "what color?", "label": "red"}, "not a readable image"),
         ({"image": "IMG", "text": "what color?", "label": 3}, "field 'label' must be a string"),
     ],
     ids=["missing-image", "unreadable-image", "non-string-label"],

@@ -75,7 +75,7 @@ def test_transparent_and_rotated_images_are_normalised(predictor):
     [
         ("/nonexistent/photo.png", "what?", "not found"),
         (b"", "what?", "empty"),
-        (b"definitely not an image", "what?", "cannot decode"),
+        (b"definitely not an image", "what?", "not a readable image"),
         (np.zeros((8, 8, 3), dtype=np.float32), "what?", "dtype uint8"),
         (np.zeros((8, 8, 5), dtype=np.uint8), "what?", "shape"),
         (12345, "what?", "unsupported image type"),
@@ -92,11 +92,58 @@ def test_bad_inputs_raise_input_error_and_predictor_keeps_working(predictor, sam
     assert predictor.predict(*sample).label in predictor.labels
 
 
-def test_empty_file_is_refused(predictor, tmp_path):
+def test_empty_truncated_and_oversized_files_are_refused(predictor, sample, tmp_path):
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     with pytest.raises(InputError, match="empty"):
         predictor.predict(empty, "what?")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "PNG")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(InputError, match="truncated"):
+        predictor.predict(truncated, "what?")
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 12_000)).save(bomb)  # 144 M pixels in a few kB
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(InputError, match="more than the limit of 50,000,000"):
+        predictor.predict(bomb, "what?")
+    small_limit = Predictor(predictor.bundle, max_image_pixels=100, warmup=False)
+    with pytest.raises(InputError, match="more than the limit of 100"):
+        small_limit.predict(sample[0], sample[1])
+    assert predictor.predict(*sample).label in predictor.labels
+
+
+def test_bundle_from_a_newer_openvino_line_is_refused(tiny_bundle, monkeypatch):
+    from edge_vl import IncompatibleBundleError, read_bundle
+    from edge_vl.runtime.predictor import check_runtime
+
+    manifest = read_bundle(tiny_bundle).manifest
+    check_runtime(manifest, tiny_bundle)  # the bundle's own OpenVINO is fine
+    newer = {**manifest, "versions": {**manifest["versions"], "openvino": "2099.1.0"}}
+    with pytest.raises(IncompatibleBundleError, match=r"built with OpenVINO 2099\.1\.0"):
+        check_runtime(newer, tiny_bundle)
+
+
+def test_memory_is_flat_over_2000_predictions(tiny_bundle, sample):
+    code = textwrap.dedent(f"""
+        import edge_vl
+        def rss_kb():
+            for line in open("/proc/self/status"):
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1])
+        p = edge_vl.Predictor({str(tiny_bundle)!r}, threads=1)
+        for _ in range(100):
+            p.predict({str(sample[0])!r}, {sample[1]!r})
+        after_100 = rss_kb()
+        for _ in range(1900):
+            p.predict({str(sample[0])!r}, {sample[1]!r})
+        print(after_100, rss_kb())
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    after_100, after_2000 = map(int, result.stdout.split())
+    assert after_2000 <= after_100 * 1.05, (after_100, after_2000)
 
 
 def test_long_text_is_truncated_to_the_model_length(predictor):
@@ -129,22 +176,23 @@ def test_predict_batch_equals_single_predictions(predictor, sample):
         assert b.label == s.label and abs(b.score - s.score) < 1e-5
 
 
-def test_threads_give_the_sequential_results(predictor, shapes_data):
-    rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()][:10]
+def test_8_threads_x_50_predictions_give_the_sequential_results(predictor, shapes_data):
+    rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
     inputs = [(shapes_data[1].parent / r["image"], r["text"]) for r in rows]
+    inputs = (inputs * 50)[:50]
     expected = [predictor.predict(*x).scores for x in inputs]
     results: dict[int, list] = {}
 
     def worker(k: int) -> None:
-        results[k] = [predictor.predict(*x).scores for x in inputs * 3]
+        results[k] = [predictor.predict(*x).scores for x in inputs[k:] + inputs[:k]]  # each its own order
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for k in range(4):
-        assert results[k] == expected * 3
+    for k in range(8):
+        assert results[k] == expected[k:] + expected[:k]
 
 
 def test_cpu_without_avx2_is_refused_with_advice():

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from edge_vl.bundle import Bundle, read_bundle
-from edge_vl.errors import BundleError, InputError
+from edge_vl.errors import BundleError, IncompatibleBundleError, InputError
 from edge_vl.runtime.cpu import check_cpu
-from edge_vl.runtime.preprocess import ImageInput, preprocess_images
+from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
 from edge_vl.runtime.tokenize import TextEncoder
 
 PERFORMANCE_HINTS = ("latency", "throughput")
@@ -48,6 +48,7 @@ class Predictor:
         performance_hint: ``"latency"`` (default, one request at a time) or ``"throughput"``.
         cache_dir: OpenVINO model cache directory, to make later loads faster.
         warmup: run one inference at load so the first real call is not slow.
+        max_image_pixels: images with more pixels are refused before decoding (default 50 M).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class Predictor:
         performance_hint: str = "latency",
         cache_dir: str | Path | None = None,
         warmup: bool = True,
+        max_image_pixels: int = MAX_PIXELS,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         manifest = self.bundle.manifest
@@ -65,6 +67,7 @@ class Predictor:
             raise ValueError(f"performance_hint must be one of {PERFORMANCE_HINTS}, got {performance_hint!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        self.max_image_pixels = int(max_image_pixels)
         self.labels = self.bundle.labels
         self.head_kind = manifest["head"]["kind"]
         self.image_spec = manifest["preprocessing"]["image"]
@@ -72,6 +75,7 @@ class Predictor:
         self.text_encoder = TextEncoder.from_spec(self.bundle.path, text_spec) if text_spec else None
         self.input_names = [spec["name"] for spec in manifest["model"]["inputs"]]
 
+        check_runtime(manifest, self.bundle.path)
         check_cpu()  # before OpenVINO loads any CPU kernel
         import openvino as ov
 
@@ -122,7 +126,7 @@ class Predictor:
             raise InputError("images must be a list of images; use predict() for a single image")
         if not images:
             raise InputError("no images given")
-        feed = {"pixel_values": preprocess_images(images, self.image_spec)}
+        feed = {"pixel_values": preprocess_images(images, self.image_spec, max_pixels=self.max_image_pixels)}
         if self.text_encoder is not None:
             if texts is None:
                 raise InputError("this model needs a text for every image")
@@ -157,6 +161,29 @@ class Predictor:
             score=float(row[best]),
             scores={label: float(s) for label, s in zip(self.labels, row, strict=False)},
         )
+
+
+def check_runtime(manifest: Mapping[str, Any], where: Path) -> None:
+    """Refuse a bundle whose IR was written by a newer OpenVINO release line than the installed one
+    (IR files are read by the same or newer releases; older ones are not promised to)."""
+    from importlib import metadata
+
+    built = manifest.get("versions", {}).get("openvino")
+    if not built:
+        return
+    installed = metadata.version("openvino")
+    if _release_year(installed) < _release_year(built):
+        raise IncompatibleBundleError(
+            f"{where}: built with OpenVINO {built}, but this device has OpenVINO {installed}; "
+            f"install openvino>={built.split('.')[0]}.0 here, or rebuild the bundle with that OpenVINO"
+        )
+
+
+def _release_year(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        return 0
 
 
 def _activate(logits: np.ndarray, kind: str) -> np.ndarray:

@@ -14,6 +14,7 @@ exported graph static), rescaled and normalised, and returned as float32 NCHW.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from edge_vl.errors import InputError
 
 ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
+
+#: images with more pixels than this are refused before they are decoded (decompression bombs);
+#: override per call with ``max_pixels`` or per Predictor with ``max_image_pixels``
+MAX_PIXELS = 50_000_000
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -53,12 +58,14 @@ def default_image_spec(
     }
 
 
-def load_image(image: ImageInput, background: Sequence[int] = (255, 255, 255)) -> Image.Image:
+def load_image(
+    image: ImageInput, background: Sequence[int] = (255, 255, 255), *, max_pixels: int = MAX_PIXELS
+) -> Image.Image:
     """Decode any accepted input into an RGB ``PIL.Image`` (EXIF orientation applied).
 
     Raises:
-        InputError: the file is missing or not an image, bytes are empty or undecodable, or an
-            array has the wrong shape or dtype.
+        InputError: the file is missing, empty, truncated or not an image; it has more than
+            ``max_pixels`` pixels; or an array has the wrong shape or dtype.
     """
     if isinstance(image, Image.Image):
         im = image
@@ -67,14 +74,14 @@ def load_image(image: ImageInput, background: Sequence[int] = (255, 255, 255)) -
     elif isinstance(image, (bytes, bytearray)):
         if not image:
             raise InputError("image bytes are empty")
-        im = _open(io.BytesIO(bytes(image)), "image bytes")
+        im = _open(io.BytesIO(bytes(image)), "image bytes", max_pixels)
     elif isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
             raise InputError(f"image file not found: {path}")
         if path.stat().st_size == 0:
             raise InputError(f"image file is empty (0 bytes): {path}")
-        im = _open(path, str(path))
+        im = _open(path, str(path), max_pixels)
     else:
         raise InputError(
             f"unsupported image type {type(image).__name__}; expected a path, bytes, PIL.Image or "
@@ -99,9 +106,11 @@ def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Imag
     return im.convert("RGB")
 
 
-def preprocess_image(image: ImageInput, spec: Mapping[str, Any]) -> np.ndarray:
+def preprocess_image(
+    image: ImageInput, spec: Mapping[str, Any], *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """One image → float32 array of shape ``(3, H, W)`` following ``spec``."""
-    im = load_image(image, spec.get("background", (255, 255, 255)))
+    im = load_image(image, spec.get("background", (255, 255, 255)), max_pixels=max_pixels)
     h, w = spec["size"]
     if im.size != (w, h):
         im = im.resize((w, h), RESAMPLE[spec.get("resample", "bicubic")])
@@ -112,19 +121,29 @@ def preprocess_image(image: ImageInput, spec: Mapping[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def preprocess_images(images: Sequence[ImageInput], spec: Mapping[str, Any]) -> np.ndarray:
+def preprocess_images(
+    images: Sequence[ImageInput], spec: Mapping[str, Any], *, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
     """Several images → float32 ``(N, 3, H, W)``."""
-    return np.stack([preprocess_image(im, spec) for im in images])
+    return np.stack([preprocess_image(im, spec, max_pixels=max_pixels) for im in images])
 
 
-def _open(source, name: str) -> Image.Image:
+def _open(source, name: str, max_pixels: int) -> Image.Image:
     try:
-        im = Image.open(source)
-        im.load()
+        with warnings.catch_warnings():  # edge-vl enforces its own limit just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(source)
     except Image.DecompressionBombError as e:
         raise InputError(f"{name}: image too large ({e})") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{name}: cannot decode image ({e})") from e
+        raise InputError(f"{name}: not a readable image ({e})") from e
+    width, height = im.size
+    if width * height > max_pixels:  # checked from the header, before decoding
+        raise InputError(f"{name}: image has {width}x{height} pixels, more than the limit of {max_pixels:,}")
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{name}: cannot decode image, the file may be truncated or corrupt ({e})") from e
     return im
 
 
