@@ -160,7 +160,15 @@ def test_tokenizer_matches_transformers(tiny_checkpoint, tiny_bundle):
     spec = read_bundle(tiny_bundle).manifest["preprocessing"]["text"]
     ours = TextEncoder.from_spec(tiny_bundle, spec)
     hf = AutoTokenizer.from_pretrained(tiny_checkpoint, local_files_only=True)
-    texts = ["What color is the shape?", "which SHAPE does the image contain", "zebra " * 30]
+    texts = [
+        "What color is the shape?",
+        "which SHAPE does the image contain",
+        "zebra " * 30,
+        "Ünïcode café — naïve façade?",
+        "emoji 😀 and 中文 and numbers 12345.67",
+        "  leading and trailing spaces  ",
+        "tabs\tand\nnewlines",
+    ]
     ref = hf(texts, padding="max_length", truncation=True, max_length=spec["max_length"], return_tensors="np")
     got = ours.encode(texts)
     assert np.array_equal(got["input_ids"], ref["input_ids"])
@@ -199,3 +207,12 @@ def test_cpu_without_avx2_is_refused_with_advice():
     with pytest.raises(CPUError, match=r"lacks AVX2.*2025\.4"):
         check_cpu({"SSE42": True, "AVX": True, "AVX2": False})
     check_cpu({"AVX2": True})
+
+
+def test_options_cache_dir_and_throughput_hint(tiny_bundle, sample, tmp_path):
+    cache = tmp_path / "ov-cache"
+    p = Predictor(tiny_bundle, threads=1, performance_hint="throughput", cache_dir=cache)
+    assert any(cache.iterdir())  # OpenVINO wrote its compiled-model cache
+    assert p.predict(*sample).label in p.labels
+    with pytest.raises(ValueError, match="performance_hint"):
+        Predictor(tiny_bundle, performance_hint="fastest")
