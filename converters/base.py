@@ -104,7 +104,7 @@ class Converter(ABC):
             inputs=list(inputs),
             outputs=outputs,
             parity_max_abs=max_abs,
-            parity_samples=len(next(iter(sample.values()))),
+            parity_samples=len(sample[inputs[0].name]),
         )
 
     @staticmethod

@@ -109,8 +109,8 @@ class Prepared:
     family: Any
     labels: list[str]
     preprocessing: dict[str, Any]
-    train_data: dict[str, Any]
-    eval_data: dict[str, Any]
+    train_data: Any  # EncodedData
+    eval_data: Any
     n_train: int
     n_eval: int
     arm_names: list[str]
@@ -147,9 +147,9 @@ def prepare(
 ) -> Prepared:
     """Load the checkpoint, save its tokenizer into ``work``, preprocess the examples (from
     :func:`read_data`). The returned ``model`` has fresh adapters and is ready for the search."""
-    from edge_vl import finetune
     from edge_vl.architectures import family_for_checkpoint
     from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.encoded import encode_examples
     from edge_vl.runtime.tokenize import TextEncoder
 
     train_examples, eval_examples, labels = data
@@ -166,8 +166,12 @@ def prepare(
         family=family,
         labels=labels,
         preprocessing=preprocessing,
-        train_data=finetune.encode_examples(train_examples, preprocessing, encoder, labels),
-        eval_data=finetune.encode_examples(eval_examples, preprocessing, encoder, labels),
+        train_data=family.cache_frozen_features(
+            model, encode_examples(train_examples, preprocessing, encoder, labels)
+        ),
+        eval_data=family.cache_frozen_features(
+            model, encode_examples(eval_examples, preprocessing, encoder, labels), keep_pixels=True
+        ),
         n_train=len(train_examples),
         n_eval=len(eval_examples),
         arm_names=family.arm_names(model),
@@ -238,14 +242,13 @@ def search_stage(config: BuildConfig, prep: Prepared, k: int, work: Path, should
     """Run the DAS search on a held-out split of the training data (resumable)."""
     import torch
 
-    from edge_vl.finetune import take
     from edge_vl.search import run_search
 
     family, model = prep.family, prep.model
     n = prep.n_train
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed))
     n_val = max(1, round(n * config.search_holdout))
-    val_data, train_data = take(prep.train_data, order[:n_val]), take(prep.train_data, order[n_val:])
+    val_data, train_data = prep.train_data.subset(order[:n_val]), prep.train_data.subset(order[n_val:])
     return run_search(
         family, model, train_data, val_data, k, config.search, config.train,
         progress=config.progress, checkpoint_dir=work / "search",
@@ -290,7 +293,7 @@ def export_stage(
 
     family = prep.family
     eval_logits = finetune.predict_logits(family, model, prep.eval_data)
-    eval_accuracy = finetune.accuracy(eval_logits, prep.eval_data["labels"])
+    eval_accuracy = finetune.accuracy(eval_logits, prep.eval_data.labels)
     echo(
         f"fine-tune: {report.steps} steps, final loss {report.final_loss:.4f}, "
         f"eval accuracy {eval_accuracy:.4f}"
@@ -301,7 +304,7 @@ def export_stage(
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
         shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
         inputs = family.input_specs(model, prep.preprocessing)
-        sample = {k: v[: config.parity_samples] for k, v in prep.eval_data.items() if k != "labels"}
+        sample = prep.eval_data.batch(slice(0, config.parity_samples))
         exported = converter_for(family.name).export(
             family, model, inputs, sample, staging, versions=versions
         )
@@ -402,7 +405,7 @@ def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[s
     family = prep.family
     model = load_adapted(family, config, prep.labels)
     inputs = family.input_specs(model, prep.preprocessing)
-    sample = {k: v[:2] for k, v in prep.eval_data.items() if k != "labels"}
+    sample = prep.eval_data.batch(slice(0, 2))
     endpoints = []
     with tempfile.TemporaryDirectory() as tmp:
         for skipped in ([], list(range(prep.costs.n_arms))):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,8 @@ import torch
 from torch import nn
 
 from edge_vl.architectures.base import ArchitectureFamily
-from edge_vl.data import Example
-from edge_vl.errors import DataError, Interrupted
-from edge_vl.runtime.preprocess import preprocess_images
-from edge_vl.runtime.tokenize import TextEncoder
+from edge_vl.encoded import EncodedData
+from edge_vl.errors import Interrupted
 
 
 @dataclass
@@ -53,35 +51,6 @@ class TrainReport:
     steps: int
     epochs: float
     final_loss: float
-
-
-def encode_examples(
-    examples: Sequence[Example],
-    preprocessing: dict[str, Any],
-    text_encoder: TextEncoder | None,
-    labels: Sequence[str],
-) -> dict[str, torch.Tensor]:
-    """Preprocess every example once with the runtime's own code; returns named tensors + ``labels``."""
-    index = {label: i for i, label in enumerate(labels)}
-    for ex in examples:
-        if ex.label not in index:
-            raise DataError(
-                f"label {ex.label!r} does not occur in the training data (known labels: {sorted(index)})",
-                path=ex.manifest or None,
-                line=ex.line or None,
-            )
-    images = preprocess_images([ex.image for ex in examples], preprocessing["image"])
-    batch = {"pixel_values": torch.from_numpy(images)}
-    if text_encoder is not None:
-        encoded = text_encoder.encode([ex.text for ex in examples])
-        batch.update({k: torch.from_numpy(v) for k, v in encoded.items()})
-    batch["labels"] = torch.tensor([index[ex.label] for ex in examples], dtype=torch.long)
-    return batch
-
-
-def take(data: dict[str, torch.Tensor], index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
-    """Rows ``index`` of every tensor in ``data``."""
-    return {k: v[index] for k, v in data.items()}
 
 
 def make_optimizer(family: ArchitectureFamily, model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -117,13 +86,13 @@ class TrainLoop:
         self,
         family: ArchitectureFamily,
         model: nn.Module,
-        data: dict[str, torch.Tensor],
+        data: EncodedData,
         config: TrainConfig,
         *,
         total_steps: int | None = None,
     ):
         self.family, self.model, self.data, self.config = family, model, data, config
-        self.n = len(data["labels"])
+        self.n = len(data)
         self.steps_per_epoch = math.ceil(self.n / config.batch_size)
         self.total_steps = (
             total_steps or config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
@@ -159,7 +128,7 @@ class TrainLoop:
             self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
         index = self.order[self.cursor : self.cursor + self.config.batch_size]
         self.cursor += self.config.batch_size
-        return take(self.data, index)
+        return self.data.batch(index)
 
     def train_step(self) -> float:
         """One optimizer step on the next mini-batch; returns its loss."""
@@ -309,26 +278,24 @@ class Checkpointer:
 def train(
     family: ArchitectureFamily,
     model: nn.Module,
-    data: dict[str, torch.Tensor],
+    data: EncodedData,
     config: TrainConfig,
     *,
     progress: bool = True,
     description: str = "fine-tune",
 ) -> TrainReport:
-    """Train the trainable parameters on ``data`` (from :func:`encode_examples`) in one go."""
+    """Train the trainable parameters on ``data`` in one go."""
     return TrainLoop(family, model, data, config).run(progress=progress, description=description)
 
 
 @torch.no_grad()
 def predict_logits(
-    family: ArchitectureFamily, model: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 64
+    family: ArchitectureFamily, model: nn.Module, data: EncodedData, batch_size: int = 64
 ) -> torch.Tensor:
     """Logits for every row of ``data`` in eval mode."""
     model.eval()
-    inputs = {k: v for k, v in data.items() if k != "labels"}
-    n = len(data["labels"])
     return torch.cat(
-        [family.forward(model, take(inputs, slice(i, i + batch_size))) for i in range(0, n, batch_size)]
+        [family.forward(model, data.batch(slice(i, i + batch_size))) for i in range(0, len(data), batch_size)]
     )
 
 

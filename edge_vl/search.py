@@ -31,8 +31,9 @@ import torch
 from torch import nn
 
 from edge_vl.architectures.base import ArchitectureFamily
+from edge_vl.encoded import EncodedData
 from edge_vl.errors import Interrupted
-from edge_vl.finetune import Checkpointer, TrainConfig, TrainLoop, take
+from edge_vl.finetune import Checkpointer, TrainConfig, TrainLoop
 
 MODES = ("clean", "paper")
 
@@ -153,8 +154,8 @@ class SearchResult:
 def run_search(
     family: ArchitectureFamily,
     model: nn.Module,
-    train_data: dict[str, torch.Tensor],
-    val_data: dict[str, torch.Tensor],
+    train_data: EncodedData,
+    val_data: EncodedData,
     k: int,
     config: SearchConfig,
     train_config: TrainConfig,
@@ -174,12 +175,12 @@ def run_search(
     bandit = GateBandit(
         n_arms, k, das_step=config.das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1
     )
-    steps_per_epoch = math.ceil(len(train_data["labels"]) / train_config.batch_size)
+    steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
     # the search has its own length and LR schedule (spec §2.7): config.epochs over the search data
     loop = TrainLoop(family, model, train_data, train_config, total_steps=config.epochs * steps_per_epoch)
     val_generator = torch.Generator().manual_seed(train_config.seed + 2)
-    n_val = len(val_data["labels"])
-    fixed_val = take(val_data, torch.randperm(n_val, generator=val_generator)[: config.val_batch_size])
+    n_val = len(val_data)
+    fixed_val = val_data.batch(torch.randperm(n_val, generator=val_generator)[: config.val_batch_size])
     state: dict[str, Any] = {"count": 0, "rounds": []}
 
     def extra() -> dict[str, Any]:
@@ -217,7 +218,7 @@ def run_search(
                 model.train()
             else:
                 index = torch.randperm(n_val, generator=val_generator)[: config.val_batch_size]
-                batch = take(val_data, index)
+                batch = val_data.batch(index)
                 model.eval()
             record = bandit.round(evaluate(batch))
             model.train()

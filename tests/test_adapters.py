@@ -8,6 +8,7 @@ import torch
 from edge_vl.adapters import PREFIX, AdapterConfig, BottleneckAdapter
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.encoded import EncodedData
 from edge_vl.errors import ModelError
 from edge_vl.finetune import TrainConfig, train
 
@@ -131,7 +132,9 @@ def test_training_changes_only_trainable_weights_and_skipped_layers_get_no_gradi
     assert all(p.grad is None for p in family.arms(model)[0].skip_adapter.parameters())
     model.zero_grad(set_to_none=True)
 
-    train(family, model, data, TrainConfig(max_steps=3, batch_size=4), progress=False)
+    rows = {k: v for k, v in data.items() if k != "pixel_values"}
+    encoded = EncodedData({**rows, "image_index": torch.arange(4)}, {"pixel_values": data["pixel_values"]})
+    train(family, model, encoded, TrainConfig(max_steps=3, batch_size=4), progress=False)
     after = dict(model.named_parameters())
     for name, old in before.items():
         if after[name].requires_grad:

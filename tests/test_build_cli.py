@@ -46,7 +46,8 @@ def test_predictor_matches_torch_on_eight_inputs(tmp_path, tiny_checkpoint, shap
 
     from edge_vl.build import BuildConfig, build
     from edge_vl.data import read_examples
-    from edge_vl.finetune import TrainConfig, encode_examples
+    from edge_vl.encoded import encode_examples
+    from edge_vl.finetune import TrainConfig
     from edge_vl.runtime.tokenize import TextEncoder
 
     result = build(
@@ -69,7 +70,7 @@ def test_predictor_matches_torch_on_eight_inputs(tmp_path, tiny_checkpoint, shap
     encoder = TextEncoder.from_spec(result.bundle, m["preprocessing"]["text"])
     data = encode_examples(examples, m["preprocessing"], encoder, m["head"]["labels"])
     with torch.no_grad():
-        expected = result.family.forward(result.model.eval(), data).numpy()
+        expected = result.family.forward(result.model.eval(), data.batch(slice(None))).numpy()
     assert result.family.skipped(result.model) == SKIP
     assert got.shape == (8, len(m["head"]["labels"]))
     assert np.max(np.abs(got - expected)) <= 1e-4

@@ -9,6 +9,7 @@ import torch
 
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.encoded import EncodedData
 from edge_vl.finetune import TrainConfig
 from edge_vl.search import GateBandit, SearchConfig, run_search
 
@@ -80,13 +81,16 @@ def search_setup(tiny_checkpoint):
     g = torch.Generator().manual_seed(0)
     cfg = model.config
 
-    def data(n: int) -> dict[str, torch.Tensor]:
-        return {
+    def data(n: int) -> EncodedData:
+        rows = {
             "input_ids": torch.randint(5, cfg.vocab_size, (n, cfg.max_position_embeddings), generator=g),
             "attention_mask": torch.ones(n, cfg.max_position_embeddings, dtype=torch.long),
-            "pixel_values": torch.randn(n, 3, cfg.image_size, cfg.image_size, generator=g),
             "labels": torch.randint(0, 3, (n,), generator=g),
+            "image_index": torch.arange(n) % 7,
         }
+        return EncodedData(
+            rows, {"pixel_values": torch.randn(7, 3, cfg.image_size, cfg.image_size, generator=g)}
+        )
 
     return family, model, data(40), data(16)
 

@@ -107,6 +107,11 @@ class ArchitectureFamily(ABC):
     ) -> Path:
         """Write a random-weight checkpoint (config, safetensors, tokenizer) for tests and demos."""
 
+    def cache_frozen_features(self, model: nn.Module, data, *, keep_pixels: bool = False):
+        """Replace (or, with ``keep_pixels``, complement) ``data``'s images by what a frozen image
+        encoder computes from them, where the family's forward accepts that instead. Default: no-op."""
+        return data
+
     # -- generic behaviour ------------------------------------------------------------------
     def arm_names(self, model: nn.Module) -> list[str]:
         """Dotted module paths of the arms, in arm order."""

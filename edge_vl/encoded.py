@@ -1,0 +1,79 @@
+"""Examples encoded as tensors for training: per-row text and labels, and each unique image once.
+
+Datasets like easy-vqa ask about ten questions per image; storing pixels per row would multiply
+memory by ten, so rows point into a table of unique images with ``image_index``. Families whose
+image encoder is frozen replace that table by cached features (exactly what the encoder computes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edge_vl.data import Example
+from edge_vl.errors import DataError
+from edge_vl.runtime.preprocess import preprocess_image
+from edge_vl.runtime.tokenize import TextEncoder
+
+
+@dataclass(frozen=True)
+class EncodedData:
+    """``rows``: per-example tensors (``labels``, ``image_index``, text inputs); ``images``: per
+    unique image tensors (``pixel_values`` and/or cached features)."""
+
+    rows: dict[str, torch.Tensor]
+    images: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.rows["labels"])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.rows["labels"]
+
+    def batch(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+        """Named tensors of rows ``index``, images gathered in."""
+        out = {k: v[index] for k, v in self.rows.items() if k != "image_index"}
+        image_index = self.rows["image_index"][index]
+        out.update({k: v[image_index] for k, v in self.images.items()})
+        return out
+
+    def subset(self, index: torch.Tensor) -> EncodedData:
+        """The rows ``index`` (the image table is shared)."""
+        return EncodedData({k: v[index] for k, v in self.rows.items()}, self.images)
+
+    def with_images(self, images: dict[str, torch.Tensor]) -> EncodedData:
+        return EncodedData(self.rows, images)
+
+
+def encode_examples(
+    examples: Sequence[Example],
+    preprocessing: dict[str, Any],
+    text_encoder: TextEncoder | None,
+    labels: Sequence[str],
+) -> EncodedData:
+    """Preprocess with the runtime's own code (each distinct image file once) and tokenize."""
+    index = {label: i for i, label in enumerate(labels)}
+    for ex in examples:
+        if ex.label not in index:
+            raise DataError(
+                f"label {ex.label!r} does not occur in the training data (known labels: {sorted(index)})",
+                path=ex.manifest or None,
+                line=ex.line or None,
+            )
+    unique: dict[Path, int] = {}
+    for ex in examples:
+        unique.setdefault(ex.image.resolve(), len(unique))
+    pixels = torch.stack([torch.from_numpy(preprocess_image(p, preprocessing["image"])) for p in unique])
+    rows = {
+        "labels": torch.tensor([index[ex.label] for ex in examples], dtype=torch.long),
+        "image_index": torch.tensor([unique[ex.image.resolve()] for ex in examples], dtype=torch.long),
+    }
+    if text_encoder is not None:
+        encoded = text_encoder.encode([ex.text for ex in examples])
+        rows.update({k: torch.from_numpy(v) for k, v in encoded.items()})
+    return EncodedData(rows, {"pixel_values": pixels})
