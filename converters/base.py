@@ -8,7 +8,6 @@ stamping and the parity check are shared here and never overridden.
 from __future__ import annotations
 
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +36,30 @@ class ExportResult:
     parity_samples: int
 
 
-class Converter(ABC):
-    """Per-family export knowledge. Subclasses set ``family_name`` and implement :meth:`export_module`."""
+class PositionalInputs(nn.Module):
+    """Calls ``family.forward`` with named inputs received positionally, for tracing."""
+
+    def __init__(self, family: ArchitectureFamily, model: nn.Module, names: Sequence[str]):
+        super().__init__()
+        self.family, self.model, self.names = family, model, list(names)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.family.forward(self.model, dict(zip(self.names, tensors, strict=True)))
+
+
+class Converter:
+    """Per-family export knowledge over the shared conversion. A subclass sets ``family_name`` and
+    overrides :meth:`export_module` only when export needs more than the family's own forward
+    (e.g. a tower split or a patched submodule)."""
 
     family_name: ClassVar[str]
     output_name: ClassVar[str] = "logits"
 
-    @abstractmethod
-    def export_module(self, family: ArchitectureFamily, model: nn.Module) -> nn.Module:
-        """A traceable ``nn.Module`` whose ``forward`` takes the inputs of ``family.input_specs``
-        positionally, by name, and returns the logits tensor."""
+    def export_module(
+        self, family: ArchitectureFamily, model: nn.Module, inputs: Sequence[InputSpec]
+    ) -> nn.Module:
+        """A traceable module taking ``inputs`` positionally and returning the logits."""
+        return PositionalInputs(family, model, [spec.name for spec in inputs])
 
     def export(
         self,
@@ -69,8 +82,8 @@ class Converter(ABC):
         import openvino as ov
 
         model.eval()
-        module = self.export_module(family, model).eval()
-        example = {spec.name: sample[spec.name][:2] for spec in inputs}
+        module = self.export_module(family, model, inputs).eval()
+        example = tuple(sample[spec.name][:2] for spec in inputs)
         try:
             with torch.no_grad(), quiet_transformers(), warnings.catch_warnings():
                 # shape checks in HF code become constants in the trace: intended, shapes are static
@@ -79,18 +92,19 @@ class Converter(ABC):
                     module,
                     example_input=example,
                     input=[
-                        (s.name, ov.PartialShape(list(s.shape)), getattr(ov.Type, _OV_TYPES[s.dtype]))
-                        for s in inputs
+                        (ov.PartialShape(list(s.shape)), getattr(ov.Type, _OV_TYPES[s.dtype])) for s in inputs
                     ],
                 )
         except Exception as e:  # OpenVINO raises several unrelated types here
             raise ExportError(f"OpenVINO conversion of the {family.name} model failed: {e}") from e
+        for port, spec in zip(ov_model.inputs, inputs, strict=True):
+            port.get_tensor().set_names({spec.name})
         ov_model.outputs[0].get_tensor().set_names({self.output_name})
         for key, value in (versions or {}).items():
             ov_model.set_rt_info(str(value), ["edge_vl", key])
         xml = Path(out_dir) / f"{name}.xml"
         ov.save_model(ov_model, str(xml), compress_to_fp16=False)
-        max_abs = self.parity(module, xml, {k: sample[k] for k in example}, tolerance=tolerance)
+        max_abs = self.parity(module, xml, {s.name: sample[s.name] for s in inputs}, tolerance=tolerance)
         outputs = [
             {
                 "name": self.output_name,

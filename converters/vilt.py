@@ -1,40 +1,21 @@
-"""ViLT export: a traceable wrapper with named inputs ``input_ids``, ``attention_mask``, ``pixel_values``.
+"""ViLT export: inputs ``input_ids``, ``attention_mask`` (text length fixed), ``pixel_values``
+(fixed image size), output ``logits``.
 
-The deterministic image embedding itself (patches in order, all-ones pixel mask, fixed size) is
-the family's forward (:meth:`edge_vl.architectures.vilt.ViltFamily.forward`), which training uses
-too; the converter only gives it a fixed positional signature for tracing. Skipped blocks take the
-``h + A_skip(h)`` branch while tracing, so their weights never enter the IR: the IR is the
-retained subgraph.
+No patch is needed at export time: HF's ``ViltEmbeddings.visual_embed`` samples patches at random
+with ``multinomial`` and cannot be traced, so the ViLT family's own forward
+(:meth:`edge_vl.architectures.vilt.ViltFamily.forward`) embeds patches in order with an all-ones
+pixel mask — for training as well, so the exported graph computes what was trained. Skipped
+blocks take the ``h + A_skip(h)`` branch while tracing, so their weights never enter the IR.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from converters.base import Converter
 from converters.registry import register_converter
-from edge_vl.architectures.base import ArchitectureFamily
-
-
-class ViltExportModule(nn.Module):
-    def __init__(self, family: ArchitectureFamily, model: nn.Module):
-        super().__init__()
-        self.family = family
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor):
-        return self.family.forward(
-            self.model,
-            {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values},
-        )
 
 
 class ViltConverter(Converter):
     family_name = "vilt"
-
-    def export_module(self, family: ArchitectureFamily, model: nn.Module) -> nn.Module:
-        return ViltExportModule(family, model)
 
 
 register_converter(ViltConverter())

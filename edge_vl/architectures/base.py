@@ -64,8 +64,8 @@ class ArchitectureFamily(ABC):
         """Load the checkpoint offline with a freshly initialised head over ``labels``."""
 
     @abstractmethod
-    def layer_list(self, model: nn.Module) -> nn.ModuleList:
-        """The ``ModuleList`` whose entries are the DAS arms, in arm order."""
+    def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+        """The ``ModuleList``s whose entries are the DAS arms; arms are numbered across them in order."""
 
     @abstractmethod
     def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
@@ -115,23 +115,22 @@ class ArchitectureFamily(ABC):
     # -- generic behaviour ------------------------------------------------------------------
     def arm_names(self, model: nn.Module) -> list[str]:
         """Dotted module paths of the arms, in arm order."""
-        layers = self.layer_list(model)
-        prefix = next(name for name, module in model.named_modules() if module is layers)
-        return [f"{prefix}.{i}" for i in range(len(layers))]
+        paths = {id(module): name for name, module in model.named_modules()}
+        return [f"{paths[id(layers)]}.{i}" for layers in self.layer_lists(model) for i in range(len(layers))]
 
     def insert_adapters(self, model: nn.Module, config: AdapterConfig | None = None) -> list[SkippableLayer]:
-        """Wrap every arm in place; returns the wrappers. Idempotent guard: refuses to wrap twice."""
+        """Wrap every arm in place; returns the wrappers. Refuses to wrap twice."""
         config = config or self.default_adapters
-        layers = self.layer_list(model)
-        if any(isinstance(layer, SkippableLayer) for layer in layers):
+        if any(isinstance(layer, SkippableLayer) for layers in self.layer_lists(model) for layer in layers):
             raise ModelError("adapters are already inserted in this model")
-        for i, layer in enumerate(layers):
-            layers[i] = self.wrap_layer(layer, config)
-        return list(layers)
+        for layers in self.layer_lists(model):
+            for i, layer in enumerate(layers):
+                layers[i] = self.wrap_layer(layer, config)
+        return self.arms(model)
 
     def arms(self, model: nn.Module) -> list[SkippableLayer]:
         """The wrapped arms (after :meth:`insert_adapters`)."""
-        layers = list(self.layer_list(model))
+        layers = [layer for group in self.layer_lists(model) for layer in group]
         if not all(isinstance(layer, SkippableLayer) for layer in layers):
             raise ModelError("call insert_adapters() before using the arms")
         return layers
@@ -176,16 +175,21 @@ class ArchitectureFamily(ABC):
                 unused.update(id(p) for p in module.parameters())
         return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in unused)
 
+    def tokenizer_dir(self, model_dir: Path) -> Path:
+        """Where the checkpoint's tokenizer files are (default: the checkpoint directory)."""
+        return model_dir
+
     def save_tokenizer(self, model_dir: Path, out_dir: Path, max_length: int) -> dict[str, Any]:
         """Save the checkpoint's tokenizer as ``tokenizer.json``; return the manifest text spec."""
         from transformers import AutoTokenizer
 
+        source = self.tokenizer_dir(model_dir)
         try:
-            tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError) as e:
-            raise ModelError(f"{model_dir}: cannot load a tokenizer ({e})") from e
+            raise ModelError(f"{source}: cannot load a tokenizer ({e})") from e
         if not getattr(tok, "is_fast", False):
-            raise ModelError(f"{model_dir}: the tokenizer has no fast (tokenizer.json) version")
+            raise ModelError(f"{source}: the tokenizer has no fast (tokenizer.json) version")
         tok.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
         return {
             "tokenizer": "tokenizer.json",
@@ -193,6 +197,13 @@ class ArchitectureFamily(ABC):
             "pad_id": int(tok.pad_token_id),
             "pad_token": str(tok.pad_token),
         }
+
+
+def vqa_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The VQA loss of ViLT/METER: BCE × num_labels on (one-hot) answer scores (spec §4.2, §7.2);
+    the × num_labels factor sets the scale of the search's exp(−loss) rewards."""
+    one_hot = torch.nn.functional.one_hot(targets, logits.shape[-1]).to(logits.dtype)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
 
 
 def read_image_processor_config(model_dir: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from edge_vl.architectures.base import (
     HeadSpec,
     InputSpec,
     read_image_processor_config,
+    vqa_loss,
     write_wordpiece_tokenizer,
 )
 from edge_vl.architectures.registry import register_family
@@ -110,8 +111,8 @@ class ViltFamily(ArchitectureFamily):
         model.classifier.apply(model._init_weights)
         return model
 
-    def layer_list(self, model: nn.Module) -> nn.ModuleList:
-        return model.vilt.encoder.layer
+    def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+        return [model.vilt.encoder.layer]
 
     def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
         return ViltAdaptedLayer(layer, layer.layernorm_before.normalized_shape[0], config)
@@ -158,9 +159,7 @@ class ViltFamily(ArchitectureFamily):
         return model.classifier(pooled)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # VQA loss of ViLT/METER: BCE × num_labels on (one-hot) answer scores (spec §4.2, §7.2)
-        one_hot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
-        return F.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
+        return vqa_loss(logits, targets)
 
     def head(self, model: nn.Module) -> HeadSpec:
         id2label = model.config.id2label

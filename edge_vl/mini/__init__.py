@@ -1,0 +1,29 @@
+"""edge-vl-mini, the embedded default model (build-time only: imports torch and transformers)."""
+
+from pathlib import Path
+
+from edge_vl.mini.modeling import MODEL_TYPE as MODEL_TYPE
+from edge_vl.mini.modeling import EdgeVLMiniConfig as EdgeVLMiniConfig
+from edge_vl.mini.modeling import EdgeVLMiniModel as EdgeVLMiniModel
+
+
+def _register_with_transformers() -> None:
+    """Make ``AutoConfig``/``AutoModel.from_pretrained`` recognise edge-vl-mini directories."""
+    from transformers import AutoConfig, AutoModel
+
+    try:
+        AutoConfig.register(MODEL_TYPE, EdgeVLMiniConfig)
+        AutoModel.register(EdgeVLMiniConfig, EdgeVLMiniModel)
+    except ValueError:  # already registered (module reloaded)
+        pass
+
+
+_register_with_transformers()
+
+#: the name users give to ``--model``
+MODEL_NAME = "edge-vl-mini"
+
+
+def checkpoint_dir() -> Path:
+    """The shipped checkpoint (config.json, model.safetensors, README.md with provenance)."""
+    return Path(__file__).parent / "checkpoint"
