@@ -43,11 +43,11 @@ class EdgeVLMiniConfig(PretrainedConfig):
         hidden_size: int = 384,
         num_fusion_layers: int = 6,
         num_attention_heads: int = 12,
-        intermediate_size: int = 1536,
+        intermediate_size: int = 768,
         hidden_dropout_prob: float = 0.1,
         attention_probs_dropout_prob: float = 0.1,
         layer_norm_eps: float = 1e-12,
-        max_text_length: int = 32,
+        max_text_length: int = 16,
         initializer_range: float = 0.02,
         load_pretrained_encoders: bool = True,
         attention: str = "sdpa",
@@ -175,6 +175,20 @@ class EdgeVLMiniModel(PreTrainedModel):
         return self
 
     # -- forward ----------------------------------------------------------------------------
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states after the text encoder's layers (the arms 0…5 of edge-vl-mini)."""
+        text = self.text_encoder.embeddings(input_ids=input_ids)
+        text_mask = _additive_mask(attention_mask, text.dtype)
+        for layer in self.text_encoder.encoder.layer:
+            text = layer(text, text_mask)
+        return text
+
+    def embed_image(self, image_features: torch.Tensor) -> torch.Tensor:
+        """Grid features → image tokens in the fusion width (projection, position, modality, LN)."""
+        image = self.image_proj(image_features) + self.image_pos
+        image_types = torch.ones_like(image[..., 0], dtype=torch.long)
+        return self.dropout(self.image_norm(image + self.modality_embeddings(image_types)))
+
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` → ``(B, grid², 320)`` grid features of the (frozen) image encoder."""
         return self.vision_encoder(pixel_values).flatten(2).transpose(1, 2)
@@ -186,19 +200,17 @@ class EdgeVLMiniModel(PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         head: str = "classifier",
+        text_states: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits of ``head`` (``classifier`` or ``itm``). ``image_features`` (cached encoder
-        output) may replace ``pixel_values``."""
+        """Logits of ``head`` (``classifier`` or ``itm``). Cached encoder outputs may replace the
+        inputs: ``image_features`` for ``pixel_values``, ``text_states`` (from :meth:`encode_text`,
+        for pretraining with a frozen text encoder) for running the text layers."""
         if image_features is None:
             image_features = self.image_features(pixel_values)
-        text = self.text_encoder.embeddings(input_ids=input_ids)
-        text_mask = _additive_mask(attention_mask, text.dtype)
-        for layer in self.text_encoder.encoder.layer:
-            text = layer(text, text_mask)
+        text = self.encode_text(input_ids, attention_mask) if text_states is None else text_states
         text = text + self.modality_embeddings(torch.zeros_like(input_ids))
-        image = self.image_proj(image_features) + self.image_pos
+        image = self.embed_image(image_features)
         image_types = torch.ones_like(image[..., 0], dtype=torch.long)
-        image = self.dropout(self.image_norm(image + self.modality_embeddings(image_types)))
         hidden = torch.cat([text, image], dim=1)
         mask = _additive_mask(
             torch.cat([attention_mask, image_types.to(attention_mask.dtype)], dim=1), hidden.dtype

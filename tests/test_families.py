@@ -1,0 +1,98 @@
+"""The architecture-family contract, run for every registered family on its tiny random config:
+arms, adapters, freezing, analytic MACs vs a FLOP counter, and build → export parity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.flop_counter import FlopCounterMode
+
+from edge_vl import Predictor
+from edge_vl.adapters import PREFIX
+from edge_vl.architectures import family_for
+from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.cli import cli
+from edge_vl.data import read_examples
+from tests.conftest import VOCAB, build_args
+
+FAMILIES = {"vilt": "vilt", "meter": "edge_vl_mini"}  # family name → a model_type it handles
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def checkpoint(request, tmp_path_factory):
+    family = family_for(FAMILIES[request.param])
+    out = tmp_path_factory.mktemp(f"tiny-{request.param}")
+    with quiet_transformers():
+        family.random_checkpoint(out, vocab=VOCAB, labels=["x", "y"], preset="tiny", seed=0)
+    return family, out
+
+
+def _load(family, directory, labels=("a", "b", "c")):
+    torch.manual_seed(0)
+    with quiet_transformers():
+        model = family.load(directory, list(labels))
+    family.insert_adapters(model)
+    family.freeze(model)
+    return model
+
+
+def test_arms_adapters_and_freezing(checkpoint):
+    family, directory = checkpoint
+    model = _load(family, directory)
+    names = family.arm_names(model)
+    assert len(names) == len(family.arms(model)) >= 2
+    assert len(set(names)) == len(names)
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (PREFIX in name or any(p in name for p in family.trainable_patterns)), (
+            name
+        )
+    family.set_skipped(model, [1])
+    assert family.skipped(model) == [1]
+
+
+def test_analytic_macs_match_the_flop_counter(checkpoint, tmp_path):
+    family, directory = checkpoint
+    eager = tmp_path / "eager"
+    eager.mkdir()
+    for f in directory.iterdir():
+        (eager / f.name).write_bytes(f.read_bytes())
+    config = json.loads((eager / "config.json").read_text())
+    config.update(attention="eager", attn_implementation="eager")  # the counter misses SDPA on CPU
+    (eager / "config.json").write_text(json.dumps(config))
+    model = _load(family, eager).eval()
+    preprocessing = family.preprocessing(eager, model)
+    preprocessing["text"] = {"max_length": preprocessing["text"]["max_length"]}
+    length = preprocessing["text"]["max_length"]
+    h, w = preprocessing["image"]["size"]
+    inputs = {
+        "input_ids": torch.randint(5, len(VOCAB), (1, length)),
+        "attention_mask": torch.ones(1, length, dtype=torch.long),
+        "pixel_values": torch.randn(1, 3, h, w),
+    }
+    costs = family.arm_costs(model, preprocessing)
+    for skipped in ([], [1], [0, len(costs.layer) - 1]):
+        family.set_skipped(model, skipped)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            family.forward(model, inputs)
+        counted = counter.get_total_flops() / 2
+        assert abs(costs.retained(skipped) - counted) / counted < 0.02, (
+            skipped,
+            costs.retained(skipped),
+            counted,
+        )
+
+
+def test_build_export_and_predict(checkpoint, shapes_data, tmp_path):
+    family, directory = checkpoint
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli, build_args(directory, shapes_data, out, "--skip-layers", "1"))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["architecture"]["family"] == family.name
+    assert manifest["architecture"]["skipped"] == [1]
+    assert manifest["metrics"]["parity_max_abs"] <= 1e-4
+    example = read_examples(shapes_data[1])[0]
+    assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]
