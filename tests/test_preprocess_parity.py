@@ -4,8 +4,9 @@ edge-vl's ViLT policy is a fixed-size resize (bicubic, aspect ratio not kept, so
 graph stays static), rescale by 1/255 and normalise. That is exactly what transformers'
 ``ViTImageProcessorPil(size={"height": S, "width": S}, resample=BICUBIC, ...)`` does; for square
 inputs it is also what ``ViltImageProcessorPil`` does (its shortest-edge resize keeps them square).
-Inputs are real photos shipped with scikit-image, emoji-like RGBA PNGs, palette/LA/CMYK images,
-odd sizes and an EXIF-rotated JPEG. HF gets the image upright, as its ``load_image`` would make it.
+Inputs are real photos shipped with scikit-image, real emoji PNGs (Noto and Twemoji, RGBA), emoji-like
+palette/LA images, CMYK, odd sizes and an EXIF-rotated JPEG. HF gets the image upright, as its
+``load_image`` would make it.
 """
 
 from __future__ import annotations
@@ -68,9 +69,13 @@ def _generated() -> dict[str, bytes]:
     return out
 
 
+EMOJI_DIR = Path(__file__).parent / "data" / "emoji"  # real Noto and Twemoji PNGs, see its README
+
+
 def _cases() -> list[tuple[str, bytes]]:
     photos = [(name, (_skimage_dir() / name).read_bytes()) for name in SKIMAGE_PHOTOS]
-    return photos + sorted(_generated().items())
+    emoji = [(p.name, p.read_bytes()) for p in sorted(EMOJI_DIR.glob("*.png"))]
+    return photos + emoji + sorted(_generated().items())
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +92,7 @@ def hf_processor():
 def test_parity_with_the_hf_pil_processor_on_real_and_odd_images(hf_processor):
     spec = default_image_spec(64)
     cases = _cases()
-    assert len(cases) >= 20
+    assert len(cases) >= 40
     for name, data in cases:
         ours = preprocess_image(data, spec)
         upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
