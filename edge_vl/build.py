@@ -228,7 +228,8 @@ def skip_plan(
     echo(f"skip plan: DAS search for k={k} of {n_arms} arms ({config.search.mode} mode)")
     result = search_stage(config, prep, k, work, should_stop)
     skipped = budget.select_within(result.ranking, k, limit, cost_of)
-    echo(f"search: skip {skipped}; gates {[round(g, 3) for g in result.gates]}")
+    gates = ", ".join(f"{i}:{result.gates[i]:+.2e}" for i in result.ranking)
+    echo(f"search: skip {skipped}; gates, most redundant first: {gates}")
     return {
         "method": "das",
         "skipped": skipped,

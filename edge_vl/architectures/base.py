@@ -60,8 +60,22 @@ class ArchitectureFamily(ABC):
 
     # -- what each family provides ----------------------------------------------------------
     @abstractmethod
+    def model_class(self) -> type:
+        """The HF model class (with a ``classifier`` head) this family loads."""
+
     def load(self, model_dir: Path, labels: Sequence[str]) -> nn.Module:
-        """Load the checkpoint offline with a freshly initialised head over ``labels``."""
+        """Load the checkpoint offline (fp32, ``trust_remote_code=False``) with a freshly
+        initialised ``classifier`` over ``labels``, as the method's fine-tune stage does (spec §4.1)."""
+        cls = self.model_class()
+        try:
+            model = cls.from_pretrained(
+                model_dir, local_files_only=True, trust_remote_code=False, dtype=torch.float32,
+                ignore_mismatched_sizes=True, **label_maps(labels),
+            )  # fmt: skip
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{model_dir}: cannot load a {cls.__name__} checkpoint ({e})") from e
+        model.classifier.apply(model._init_weights)
+        return model
 
     @abstractmethod
     def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
@@ -75,17 +89,24 @@ class ArchitectureFamily(ABC):
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic, traceable task forward: named input tensors → logits."""
 
-    @abstractmethod
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Task loss for integer class ``targets``."""
+        """Task loss for integer class ``targets`` (default: the VQA loss of ViLT/METER)."""
+        return vqa_loss(logits, targets)
 
-    @abstractmethod
     def head(self, model: nn.Module) -> HeadSpec:
-        """The head's score function and labels."""
+        """The head's score function (sigmoid, as trained by :func:`vqa_loss`) and labels."""
+        id2label = model.config.id2label
+        return HeadSpec(kind="sigmoid", labels=tuple(id2label[i] for i in range(len(id2label))))
 
-    @abstractmethod
     def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
-        """Names, shapes and dtypes of the exported model's inputs."""
+        """Exported inputs (default: token ids and mask at the fixed text length, fixed-size pixels)."""
+        length = preprocessing["text"]["max_length"]
+        h, w = preprocessing["image"]["size"]
+        return [
+            InputSpec("input_ids", (-1, length), "int64"),
+            InputSpec("attention_mask", (-1, length), "int64"),
+            InputSpec("pixel_values", (-1, 3, h, w), "float32"),
+        ]
 
     @abstractmethod
     def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
@@ -95,7 +116,13 @@ class ArchitectureFamily(ABC):
     def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
         """Image and text preprocessing settings as plain data (manifest ``preprocessing``)."""
 
+    #: named random-weight configurations for tests and demos (family-specific settings)
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
     @abstractmethod
+    def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
+        """A randomly initialised HF model from a preset's ``settings``."""
+
     def random_checkpoint(
         self,
         out_dir: Path,
@@ -105,7 +132,16 @@ class ArchitectureFamily(ABC):
         preset: str = "tiny",
         seed: int = 0,
     ) -> Path:
-        """Write a random-weight checkpoint (config, safetensors, tokenizer) for tests and demos."""
+        """Write a random-weight checkpoint (config, safetensors, WordPiece tokenizer over ``vocab``)
+        for tests and demos — never mistake it for a pretrained model."""
+        if preset not in self.presets:
+            raise ModelError(f"unknown {self.name} preset {preset!r}; choose one of {sorted(self.presets)}")
+        out_dir = Path(out_dir)
+        write_wordpiece_tokenizer(out_dir, vocab)
+        vocab_size = len((out_dir / "vocab.txt").read_text(encoding="utf-8").split())
+        torch.manual_seed(seed)
+        self.random_model(dict(self.presets[preset]), vocab_size, labels).save_pretrained(out_dir)
+        return out_dir
 
     def cache_frozen_features(self, model: nn.Module, data, *, keep_pixels: bool = False):
         """Replace (or, with ``keep_pixels``, complement) ``data``'s images by what a frozen image
@@ -204,6 +240,11 @@ def vqa_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     the × num_labels factor sets the scale of the search's exp(−loss) rewards."""
     one_hot = torch.nn.functional.one_hot(targets, logits.shape[-1]).to(logits.dtype)
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
+
+
+def label_maps(labels: Sequence[str]) -> dict[str, dict]:
+    """``id2label``/``label2id`` keyword arguments for an HF config."""
+    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
 
 
 def read_image_processor_config(model_dir: Path) -> dict[str, Any]:

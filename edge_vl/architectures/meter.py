@@ -24,21 +24,17 @@ from torch import nn
 from edge_vl.adapters import PREFIX, AdapterConfig, BottleneckAdapter, SkippableLayer
 from edge_vl.architectures.base import (
     ArchitectureFamily,
-    HeadSpec,
-    InputSpec,
-    vqa_loss,
-    write_wordpiece_tokenizer,
+    label_maps,
 )
 from edge_vl.architectures.registry import register_family
 from edge_vl.budget import ArmCosts
-from edge_vl.errors import ModelError
 from edge_vl.runtime.preprocess import default_image_spec
 
 #: EfficientNet-Lite's TF-Lite input convention, (x − 127) / 128, as rescale/mean/std
 LITE_MEAN, LITE_STD = 127 / 255, 128 / 255
 
 #: random-weight configurations for tests (the encoders are small and random too)
-PRESETS: dict[str, dict[str, Any]] = {
+_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=32, num_fusion_layers=2, num_attention_heads=4, intermediate_size=64, max_text_length=12,
         image_size=64, load_pretrained_encoders=False,
@@ -80,20 +76,12 @@ class MeterFamily(ArchitectureFamily):
     trainable_patterns = ("classifier", "pooler", "modality_embeddings")
     # METER: PETL r = d/8, skip adapter r = 3d/8 (96 and 288 at d = 768; spec §3.2)
     default_adapters = AdapterConfig(petl_ratio=1 / 8, skip_ratio=3 / 8)
+    presets = _PRESETS
 
-    def load(self, model_dir: Path, labels: Sequence[str]) -> nn.Module:
+    def model_class(self) -> type:
         from edge_vl.mini import EdgeVLMiniModel
 
-        try:
-            model = EdgeVLMiniModel.from_pretrained(
-                model_dir, local_files_only=True, trust_remote_code=False, dtype=torch.float32,
-                ignore_mismatched_sizes=True,
-                id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-            )  # fmt: skip
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{model_dir}: cannot load an edge-vl-mini checkpoint ({e})") from e
-        model.classifier.apply(model._init_weights)  # fresh head for the task's labels (spec §4.1)
-        return model
+        return EdgeVLMiniModel
 
     def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
         return [model.text_encoder.encoder.layer, model.fusion]
@@ -108,22 +96,6 @@ class MeterFamily(ArchitectureFamily):
             pixel_values=inputs.get("pixel_values"),
             image_features=inputs.get("image_features"),
         )
-
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return vqa_loss(logits, targets)
-
-    def head(self, model: nn.Module) -> HeadSpec:
-        id2label = model.config.id2label
-        return HeadSpec(kind="sigmoid", labels=tuple(id2label[i] for i in range(len(id2label))))
-
-    def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
-        length = preprocessing["text"]["max_length"]
-        h, w = preprocessing["image"]["size"]
-        return [
-            InputSpec("input_ids", (-1, length), "int64"),
-            InputSpec("attention_mask", (-1, length), "int64"),
-            InputSpec("pixel_values", (-1, 3, h, w), "float32"),
-        ]
 
     def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
         image = default_image_spec(
@@ -175,32 +147,11 @@ class MeterFamily(ArchitectureFamily):
         base = conv_macs(model.vision_encoder, (1, 3, h, w)) + grid * cfg.image_features * d + d * d + head
         return ArmCosts(base=base, layer=tuple(layer), petl=tuple(petl), skip=tuple(skip))
 
-    def random_checkpoint(
-        self,
-        out_dir: Path,
-        *,
-        vocab: Sequence[str],
-        labels: Sequence[str],
-        preset: str = "tiny",
-        seed: int = 0,
-    ) -> Path:
+    def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
         from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
 
-        if preset not in PRESETS:
-            raise ModelError(f"unknown edge-vl-mini preset {preset!r}; choose one of {sorted(PRESETS)}")
-        out_dir = Path(out_dir)
-        write_wordpiece_tokenizer(out_dir, vocab)
-        vocab_size = len((out_dir / "vocab.txt").read_text(encoding="utf-8").split())
-        settings = {
-            **PRESETS[preset],
-            "text_config": {**PRESETS[preset]["text_config"], "vocab_size": vocab_size},
-        }
-        config = EdgeVLMiniConfig(
-            id2label=dict(enumerate(labels)), label2id={lb: i for i, lb in enumerate(labels)}, **settings
-        )
-        torch.manual_seed(seed)
-        EdgeVLMiniModel(config).save_pretrained(out_dir)
-        return out_dir
+        settings["text_config"] = {**settings["text_config"], "vocab_size": vocab_size}
+        return EdgeVLMiniModel(EdgeVLMiniConfig(**label_maps(labels), **settings))
 
 
 def conv_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -17,19 +17,15 @@ from torch.nn import functional as F
 from edge_vl.adapters import PREFIX, AdapterConfig, BottleneckAdapter, SkippableLayer
 from edge_vl.architectures.base import (
     ArchitectureFamily,
-    HeadSpec,
-    InputSpec,
+    label_maps,
     read_image_processor_config,
-    vqa_loss,
-    write_wordpiece_tokenizer,
 )
 from edge_vl.architectures.registry import register_family
 from edge_vl.budget import ArmCosts
-from edge_vl.errors import ModelError
 from edge_vl.runtime.preprocess import default_image_spec
 
 #: random-weight presets for tests and the stand-in demo model (not pretrained weights)
-PRESETS: dict[str, dict[str, Any]] = {
+_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=32,
         num_hidden_layers=4,
@@ -92,24 +88,12 @@ class ViltFamily(ArchitectureFamily):
     model_types = ("vilt",)
     trainable_patterns = ("classifier", "pooler", "token_type_embeddings")
     default_adapters = AdapterConfig(petl_ratio=1 / 8, skip_ratio=2 / 8)
+    presets = _PRESETS
 
-    def load(self, model_dir: Path, labels: Sequence[str]) -> nn.Module:
+    def model_class(self) -> type:
         from transformers import ViltForQuestionAnswering
 
-        try:
-            model = ViltForQuestionAnswering.from_pretrained(
-                model_dir,
-                local_files_only=True,
-                trust_remote_code=False,
-                id2label=dict(enumerate(labels)),
-                label2id={label: i for i, label in enumerate(labels)},
-                ignore_mismatched_sizes=True,
-            )
-        except (OSError, ValueError) as e:
-            raise ModelError(f"{model_dir}: cannot load a ViLT checkpoint ({e})") from e
-        # fresh head for the task's labels, as the method's fine-tune stage does (spec §4.1)
-        model.classifier.apply(model._init_weights)
-        return model
+        return ViltForQuestionAnswering
 
     def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
         return [model.vilt.encoder.layer]
@@ -158,22 +142,6 @@ class ViltFamily(ArchitectureFamily):
         pooled = vilt.pooler(vilt.layernorm(hidden))
         return model.classifier(pooled)
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return vqa_loss(logits, targets)
-
-    def head(self, model: nn.Module) -> HeadSpec:
-        id2label = model.config.id2label
-        return HeadSpec(kind="sigmoid", labels=tuple(id2label[i] for i in range(len(id2label))))
-
-    def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
-        length = preprocessing["text"]["max_length"]
-        h, w = preprocessing["image"]["size"]
-        return [
-            InputSpec("input_ids", (-1, length), "int64"),
-            InputSpec("attention_mask", (-1, length), "int64"),
-            InputSpec("pixel_values", (-1, 3, h, w), "float32"),
-        ]
-
     def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
         cfg = model.config
         d, f, p = cfg.hidden_size, cfg.intermediate_size, cfg.patch_size
@@ -205,32 +173,10 @@ class ViltFamily(ArchitectureFamily):
         )
         return {"image": image, "text": {"max_length": int(model.config.max_position_embeddings)}}
 
-    def random_checkpoint(
-        self,
-        out_dir: Path,
-        *,
-        vocab: Sequence[str],
-        labels: Sequence[str],
-        preset: str = "tiny",
-        seed: int = 0,
-    ) -> Path:
+    def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
         from transformers import ViltConfig, ViltForQuestionAnswering
 
-        if preset not in PRESETS:
-            raise ModelError(f"unknown ViLT preset {preset!r}; choose one of {sorted(PRESETS)}")
-        out_dir = Path(out_dir)
-        write_wordpiece_tokenizer(out_dir, vocab)
-        vocab_size = len((out_dir / "vocab.txt").read_text(encoding="utf-8").split())
-        config = ViltConfig(
-            vocab_size=vocab_size,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={lb: i for i, lb in enumerate(labels)},
-            **PRESETS[preset],
-        )
-        torch.manual_seed(seed)
-        ViltForQuestionAnswering(config).save_pretrained(out_dir)
-        return out_dir
+        return ViltForQuestionAnswering(ViltConfig(vocab_size=vocab_size, **label_maps(labels), **settings))
 
 
 register_family(ViltFamily())
