@@ -1,13 +1,16 @@
-"""Latency of a bundle on this machine (imports no torch).
+"""Speed and memory of a bundle on this machine (imports no torch).
 
-This first version measures cold start (bundle verification + compile + warm-up inference) and
-batch-1 synchronous latency percentiles on preprocessed dummy inputs; throughput, memory and the
-torch comparison are planned (issue: benchmarks).
+Measured in one process, warm-up excluded: cold start (bundle verification + compile + first
+inference), synchronous latency percentiles at batch ``batch``, throughput with OpenVINO's optimal
+number of asynchronous requests (THROUGHPUT hint), peak resident memory, and the machine (CPU,
+cores, ISA flags, OpenVINO version, the precision OpenVINO actually executes). Inputs are
+deterministic dummy tensors of the bundle's input spec, so preprocessing is not timed.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -17,8 +20,15 @@ import numpy as np
 from edge_vl.runtime.cpu import cpu_flags, cpu_name
 
 
-def benchmark(bundle: str | Path, *, threads: int | None = None, iterations: int = 50) -> dict[str, Any]:
-    """Cold start and latency percentiles (milliseconds) of ``bundle`` at batch 1."""
+def benchmark(
+    bundle: str | Path,
+    *,
+    threads: int | None = None,
+    batch: int = 1,
+    duration: float = 10.0,
+    min_iterations: int = 20,
+) -> dict[str, Any]:
+    """Measure ``bundle``; ``duration`` seconds each for the latency and the throughput phase."""
     import openvino as ov
 
     from edge_vl.runtime.predictor import Predictor
@@ -26,26 +36,35 @@ def benchmark(bundle: str | Path, *, threads: int | None = None, iterations: int
     start = time.perf_counter()
     predictor = Predictor(bundle, threads=threads, warmup=True)
     cold_ms = (time.perf_counter() - start) * 1e3
-    feed = predictor._dummy_inputs()
+    feed = predictor.dummy_inputs(batch)
+
     times = []
-    for _ in range(iterations):
+    deadline = time.perf_counter() + duration / 2
+    while time.perf_counter() < deadline or len(times) < min_iterations:
         t0 = time.perf_counter()
-        predictor._run(feed)
+        predictor.run(feed)
         times.append((time.perf_counter() - t0) * 1e3)
-    arr = np.asarray(times)
+    lat = np.asarray(times)
+
+    throughput = _throughput(predictor, feed, threads=threads, duration=duration / 2)
+    executed = predictor.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     return {
         "bundle": str(bundle),
         "precision": predictor.bundle.manifest["model"].get("precision", "fp32"),
+        "executed_precision": executed,
+        "batch": batch,
         "threads": threads,
-        "iterations": iterations,
         "cold_start_ms": cold_ms,
         "latency_ms": {
-            "p50": float(np.percentile(arr, 50)),
-            "p90": float(np.percentile(arr, 90)),
-            "p99": float(np.percentile(arr, 99)),
-            "mean": float(arr.mean()),
-            "min": float(arr.min()),
+            "p50": float(np.percentile(lat, 50)),
+            "p90": float(np.percentile(lat, 90)),
+            "p99": float(np.percentile(lat, 99)),
+            "mean": float(lat.mean()),
+            "min": float(lat.min()),
+            "iterations": len(lat),
         },
+        "throughput": throughput,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "machine": {
             "cpu": cpu_name(),
             "cores": os.cpu_count(),
@@ -53,6 +72,32 @@ def benchmark(bundle: str | Path, *, threads: int | None = None, iterations: int
             "openvino": ov.get_version(),
         },
     }
+
+
+def _throughput(
+    predictor, feed: dict[str, np.ndarray], *, threads: int | None, duration: float
+) -> dict[str, Any]:
+    """Inferences per second with an ``AsyncInferQueue`` of OpenVINO's optimal size."""
+    import openvino as ov
+
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = ov.Core().compile_model(str(predictor.model_path), "CPU", config)
+    queue = ov.AsyncInferQueue(compiled, 0)
+    requests = len(queue)
+    for _ in range(requests):  # warm-up, one per request
+        queue.start_async(feed)
+    queue.wait_all()
+    done = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < duration or done < requests * 2:
+        queue.start_async(feed)
+        done += 1
+    queue.wait_all()
+    elapsed = time.perf_counter() - start
+    batch = len(next(iter(feed.values())))
+    return {"requests": requests, "inferences_per_s": done / elapsed, "samples_per_s": done * batch / elapsed}
 
 
 def median_latency_ms(

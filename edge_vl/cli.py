@@ -351,29 +351,49 @@ def info(bundle, as_json) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="OpenVINO inference threads.")
 @click.option(
-    "--iterations",
-    type=click.IntRange(min=1),
-    default=50,
+    "--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Inputs per inference."
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
     show_default=True,
-    help="Timed inferences at batch 1 (after one untimed warm-up).",
+    help="Seconds of measurement, split between the latency and the throughput phase.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def bench(bundle, threads, iterations, as_json) -> None:
-    """Measure BUNDLE on this machine: cold start and batch-1 latency percentiles."""
+@click.option(
+    "--profile",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also save the figures (machine, ISA, speed) to this JSON file as a target profile.",
+)
+def bench(bundle, threads, batch, duration, as_json, profile) -> None:
+    """Measure BUNDLE on this machine: cold start, latency p50/p90/p99, throughput, peak memory."""
     from edge_vl.bench import benchmark
 
-    report = benchmark(bundle, threads=threads, iterations=iterations)
+    report = benchmark(bundle, threads=threads, batch=batch, duration=duration)
+    if profile is not None:
+        from edge_vl.bundle import write_json_atomic
+
+        write_json_atomic(profile, report)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    lat = report["latency_ms"]
-    click.echo(f"cpu           {report['machine']['cpu']}  ({report['machine']['cores']} cores)")
-    click.echo(f"openvino      {report['machine']['openvino']}, precision {report['precision']}")
-    click.echo(f"cold start    {report['cold_start_ms']:.1f} ms (load + first inference)")
+    lat, thr, machine = report["latency_ms"], report["throughput"], report["machine"]
+    flags = " ".join(k for k, v in machine["flags"].items() if v) or "none"
+    click.echo(f"cpu           {machine['cpu']}  ({machine['cores']} cores; {flags})")
+    click.echo(f"openvino      {machine['openvino']}")
+    click.echo(f"precision     bundle {report['precision']}, executed {report['executed_precision']}")
+    click.echo(f"cold start    {report['cold_start_ms']:.1f} ms (verify + compile + first inference)")
     click.echo(
         f"latency (ms)  p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  "
-        f"over {report['iterations']} runs at batch 1"
+        f"at batch {report['batch']} over {lat['iterations']} runs"
     )
+    click.echo(
+        f"throughput    {thr['samples_per_s']:.1f} samples/s ({thr['inferences_per_s']:.1f} inferences/s, "
+        f"{thr['requests']} async requests)"
+    )
+    click.echo(f"peak memory   {report['peak_rss_mb']:.0f} MB resident")
 
 
 def _demo_defaults(params: dict, out, skip_layers):

@@ -96,11 +96,18 @@ def test_info_and_bench_cli(tiny_bundle):
     info = runner.invoke(cli, ["info", str(tiny_bundle)])
     assert info.exit_code == 0, info.output
     assert "skipped       [1, 3]" in info.output and "AVX2" in info.output
-    bench = runner.invoke(cli, ["bench", str(tiny_bundle), "--iterations", "5", "--json"])
+    bench = runner.invoke(cli, ["bench", str(tiny_bundle), "--duration", "0.5", "--batch", "2", "--json"])
     assert bench.exit_code == 0, bench.output
     report = json.loads(bench.output)
-    assert report["iterations"] == 5
-    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
+    assert report["batch"] == 2 and report["latency_ms"]["iterations"] >= 20
+    assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p90"] <= report["latency_ms"]["p99"]
+    assert report["throughput"]["requests"] >= 1 and report["throughput"]["samples_per_s"] > 0
+    assert report["executed_precision"] == "f32" and report["peak_rss_mb"] > 0
+    assert report["machine"]["flags"]["AVX2"] in (True, False) and report["machine"]["openvino"]
+    text = runner.invoke(cli, ["bench", str(tiny_bundle), "--duration", "0.5"])
+    assert text.exit_code == 0, text.output
+    for label in ("cold start", "latency (ms)", "p99", "throughput", "peak memory", "openvino", "executed"):
+        assert label in text.output
 
 
 def _bad_manifest(tmp_path: Path, shapes_data, bad_row: dict) -> Path:

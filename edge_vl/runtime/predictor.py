@@ -90,14 +90,14 @@ class Predictor:
         core = ov.Core()
         if cache_dir:
             core.set_property({"CACHE_DIR": str(cache_dir)})
-        xml = self.bundle.file(manifest["model"]["xml"])
+        xml = self.model_path = self.bundle.file(manifest["model"]["xml"])
         try:
-            self._compiled = core.compile_model(str(xml), "CPU", config)
+            self.compiled = core.compile_model(str(xml), "CPU", config)
         except RuntimeError as e:
             raise BundleError(f"{xml}: OpenVINO could not load the model ({e})") from e
         self._local = threading.local()
         if warmup:
-            self._run(self._dummy_inputs())
+            self.run(self.dummy_inputs())
 
     # -- public API -----------------------------------------------------------------------
     def predict(self, image: ImageInput, text: str | None = None) -> Prediction:
@@ -112,7 +112,7 @@ class Predictor:
 
     def logits(self, images: Sequence[ImageInput], texts: Sequence[str] | None = None) -> np.ndarray:
         """Raw model outputs, shape ``(N, num_labels)``: for parity checks and custom heads."""
-        return self._run(self.prepare(images, texts))
+        return self.run(self.prepare(images, texts))
 
     def scores(self, images: Sequence[ImageInput], texts: Sequence[str] | None = None) -> np.ndarray:
         """Per-label scores (sigmoid or softmax of the logits, as the head was trained)."""
@@ -139,18 +139,20 @@ class Predictor:
     def _request(self):
         request = getattr(self._local, "request", None)
         if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
+            request = self._local.request = self.compiled.create_infer_request()
         return request
 
-    def _run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+    def run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
+        """One inference on already prepared inputs (see :meth:`prepare`); returns the logits."""
         request = self._request()
         request.infer(dict(feed))
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
-    def _dummy_inputs(self) -> dict[str, np.ndarray]:
+    def dummy_inputs(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """Deterministic inputs of the bundle's input spec (all ones), for warm-up and benchmarks."""
         feed = {}
         for spec in self.bundle.manifest["model"]["inputs"]:
-            shape = [1 if d < 0 else d for d in spec["shape"]]
+            shape = [batch if d < 0 else d for d in spec["shape"]]
             feed[spec["name"]] = np.ones(shape, dtype=np.dtype(spec["dtype"]))
         return feed
 
