@@ -132,6 +132,14 @@ plan_options = _options(
         help="Training steps between two bandit rounds.",
     ),
     click.option(
+        "--gate-lr",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1.0,
+        show_default=True,
+        help="Gate learning rate η of the bandit update (the authors' 1.0; rewards exp(-loss) are small "
+        "when the loss is large, so gates move slowly).",
+    ),
+    click.option(
         "--das-step",
         type=click.IntRange(min=1),
         default=3,
@@ -190,6 +198,7 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
                 epochs=params["search_epochs"],
                 das_turn=params["das_turn"],
                 das_step=params["das_step"],
+                gate_lr=params["gate_lr"],
                 mode=params["search_mode"],
             ),
             train=TrainConfig(
