@@ -96,7 +96,7 @@ def itm_pairs(emojis: list[Emoji], rng: random.Random, hard: float = 0.5) -> lis
         same = [j for j in by_topic[e.subcategory] if j != i]
         j = (
             rng.choice(same)
-            if same and rng.random() < 0.5
+            if same and rng.random() < hard
             else rng.choice([j for j in range(len(emojis)) if j != i])
         )
         pairs.append((i, j, 0))
