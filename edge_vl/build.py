@@ -412,7 +412,8 @@ def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[s
         for skipped in ([], list(range(prep.costs.n_arms))):
             family.set_skipped(model, skipped)
             exported = converter_for(family.name).export(family, model, inputs, sample, Path(tmp))
-            endpoints.append(median_latency_ms(exported.xml, {k: v[:1].numpy() for k, v in sample.items()}))
+            feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
+            endpoints.append(median_latency_ms(exported.xml, feed))
     echo(f"latency: {endpoints[0]:.2f} ms with every arm kept, {endpoints[1]:.2f} ms with every arm skipped")
     return LatencyModel(all_kept_ms=endpoints[0], all_skipped_ms=endpoints[1], costs=prep.costs)
 

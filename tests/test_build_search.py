@@ -173,3 +173,22 @@ def test_changed_settings_refuse_to_resume(tmp_path, tiny_checkpoint, shapes_dat
         cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--restart")
     )
     assert result.exit_code == 0, result.output
+
+
+def test_latency_budget_is_measured_on_the_exported_graph(tmp_path, tiny_checkpoint, shapes_data):
+    loose = tmp_path / "loose"
+    result = CliRunner().invoke(
+        cli, build_args(tiny_checkpoint, shapes_data, loose, "--latency-budget-ms", "1e6")
+    )
+    assert result.exit_code == 0, result.output
+    assert "with every arm kept" in result.output
+    plan = _manifest(loose)["skip_plan"]
+    assert plan["skipped"] == [] and plan["budget"]["kind"] == "latency"
+    assert plan["budget"]["all_kept_ms"] > 0 and plan["budget"]["all_skipped_ms"] > 0
+
+    impossible = tmp_path / "impossible"
+    result = CliRunner().invoke(
+        cli, build_args(tiny_checkpoint, shapes_data, impossible, "--latency-budget-ms", "1e-6")
+    )
+    assert result.exit_code == 2 and "latency budget cannot be met" in result.output
+    assert not impossible.exists()
