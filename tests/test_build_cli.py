@@ -174,3 +174,15 @@ def test_help_describes_options(command):
         assert "--json" in result.output and "BUNDLE IMAGE TEXT" in result.output
     elif command:
         assert "BUNDLE" in result.output
+
+
+def test_overwrite_replaces_a_bundle_atomically(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    first = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1"))
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(
+        cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "2", "--overwrite")
+    )
+    assert second.exit_code == 0, second.output
+    assert read_bundle(out).manifest["architecture"]["skipped"] == [2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging or backup directories left
