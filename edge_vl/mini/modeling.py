@@ -15,6 +15,7 @@ The forward is deterministic and traceable, and it is what training, evaluation 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -97,11 +98,9 @@ class EdgeVLMiniModel(PreTrainedModel):
     base_model_prefix = "edge_vl_mini"
     main_input_name = "input_ids"
     # the encoders come from their packages; the classifier is task-specific
-    _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [
-        r"^text_encoder\.",
-        r"^vision_encoder\.",
-        r"^classifier\.",
-    ]
+    #: parameter prefixes that a checkpoint does not store: package-provided encoders, task head
+    NOT_STORED: ClassVar[tuple[str, ...]] = ("text_encoder.", "vision_encoder.", "classifier.")
+    _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [rf"^{re.escape(p)}" for p in NOT_STORED]
 
     def __init__(self, config: EdgeVLMiniConfig):
         super().__init__(config)
@@ -160,12 +159,15 @@ class EdgeVLMiniModel(PreTrainedModel):
             raise RuntimeError(f"MiniLM weights lack {missing[:5]}…")
         self.vision_encoder.load_imagenet_weights()
 
-    def save_trained_parts(self, out_dir: str | Path, **kwargs: Any) -> None:
-        """``save_pretrained`` without the (package-provided) encoders."""
+    def save_trained_parts(
+        self, out_dir: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any
+    ) -> None:
+        """``save_pretrained`` of what edge-vl trains: no encoders (they come from their packages),
+        no task classifier; optionally cast (e.g. fp16 to halve the shipped size)."""
         state = {
-            k: v
+            k: (v.detach().to(dtype) if dtype else v).contiguous()
             for k, v in self.state_dict().items()
-            if not k.startswith(("text_encoder.", "vision_encoder."))
+            if not k.startswith(self.NOT_STORED)
         }
         self.save_pretrained(out_dir, state_dict=state, **kwargs)
 

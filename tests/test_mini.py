@@ -1,0 +1,50 @@
+"""edge-vl-mini pieces that need no downloaded data: pretraining pairs, what a checkpoint stores."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from edge_vl.architectures import family_for
+from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.mini import EdgeVLMiniModel
+from edge_vl.mini.pretrain import Emoji, itm_pairs
+from tests.conftest import VOCAB
+
+
+def _emojis() -> list[Emoji]:
+    topics = ["face-smiling", "animal-bird", "food-fruit", "country-flag"]
+    return [Emoji(f"emoji {i}", "Cat", topics[i % 4], {}) for i in range(40)]
+
+
+def test_itm_pairs_one_positive_one_negative_and_the_hard_fraction():
+    emojis = _emojis()
+    for hard in (0.0, 1.0):
+        pairs = itm_pairs(emojis, random.Random(0), hard=hard)
+        assert len(pairs) == 2 * len(emojis)
+        positives = [p for p in pairs if p[2] == 1]
+        negatives = [p for p in pairs if p[2] == 0]
+        assert all(i == j for i, j, _ in positives) and all(i != j for i, j, _ in negatives)
+        same = sum(emojis[i].subcategory == emojis[j].subcategory for i, j, _ in negatives)
+        if hard == 1.0:
+            assert same == len(negatives)
+        else:
+            assert same < len(negatives) / 2
+
+
+def test_checkpoint_stores_only_what_edge_vl_trains(tmp_path: Path):
+    with quiet_transformers():
+        family_for("edge_vl_mini").random_checkpoint(tmp_path / "full", vocab=VOCAB, labels=["a", "b"])
+        model = EdgeVLMiniModel.from_pretrained(tmp_path / "full")
+        model.save_trained_parts(tmp_path / "trained")
+        keys = load_file(str(tmp_path / "trained" / "model.safetensors")).keys()
+        assert keys and not any(
+            k.startswith(("text_encoder.", "vision_encoder.", "classifier.")) for k in keys
+        )
+        assert any(k.startswith("fusion.") for k in keys)
+        reloaded = EdgeVLMiniModel.from_pretrained(tmp_path / "trained")
+    fusion = dict(model.named_parameters())["fusion.0.output.dense.weight"]
+    assert torch.equal(dict(reloaded.named_parameters())["fusion.0.output.dense.weight"], fusion)
