@@ -226,13 +226,9 @@ def pretrain(
     )
     echo(f"cached encoder outputs in {time.perf_counter() - t0:.0f} s")
 
-    trainable = [
-        p
-        for n, p in model.named_parameters()
-        if not n.startswith(("text_encoder.", "vision_encoder.", "classifier."))
-    ]
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(("text_encoder.", "vision_encoder.", "classifier.")))
+    for name, p in model.named_parameters():  # what a checkpoint stores is what pretraining trains
+        p.requires_grad_(not name.startswith(model.NOT_STORED))
+    trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
