@@ -43,6 +43,23 @@ from edge_vl.finetune import TrainConfig
 from edge_vl.search import SearchConfig
 
 WORK_STATE = "build.json"
+#: models users can name instead of giving a directory (checkpoints shipped inside edge-vl)
+NAMED_MODELS = {"edge-vl-mini": Path(__file__).parent / "mini" / "checkpoint"}
+
+
+def resolve_model_dir(value: str | Path) -> Path:
+    """A checkpoint directory, or the shipped checkpoint of a named model (``edge-vl-mini``)."""
+    shipped = NAMED_MODELS.get(str(value))
+    if shipped is None:
+        return Path(value)
+    if not (shipped / "config.json").is_file():
+        from edge_vl.errors import ModelError
+
+        raise ModelError(
+            f"{value}: this edge-vl version does not ship its pretrained checkpoint yet ({shipped} is "
+            "empty); pass --model with a local checkpoint directory"
+        )
+    return shipped
 
 
 @dataclass
@@ -76,6 +93,7 @@ class BuildConfig:
     parity_samples: int = 8
 
     def __post_init__(self) -> None:
+        self.model_dir = resolve_model_dir(self.model_dir)
         given = [
             n
             for n in ("skip_layers", "skip", "flops_budget", "latency_budget_ms")

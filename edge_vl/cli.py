@@ -73,7 +73,8 @@ input_options = _options(
         "--model",
         "model_dir",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Local Hugging Face checkpoint directory (config.json, weights, tokenizer). Loaded offline.",
+        help="Local Hugging Face checkpoint directory (config.json, weights, tokenizer), loaded offline; "
+        "or a model shipped with edge-vl by name (edge-vl-mini).",
     ),
     click.option(
         "--data",

@@ -186,3 +186,14 @@ def test_overwrite_replaces_a_bundle_atomically(tmp_path, tiny_checkpoint, shape
     assert second.exit_code == 0, second.output
     assert read_bundle(out).manifest["architecture"]["skipped"] == [2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging or backup directories left
+
+
+def test_named_models_resolve_to_shipped_checkpoints(tmp_path, monkeypatch):
+    from edge_vl import ModelError, build
+
+    monkeypatch.setitem(build.NAMED_MODELS, "edge-vl-mini", tmp_path)
+    with pytest.raises(ModelError, match="does not ship its pretrained checkpoint"):
+        build.resolve_model_dir("edge-vl-mini")
+    (tmp_path / "config.json").write_text("{}")
+    assert build.resolve_model_dir("edge-vl-mini") == tmp_path
+    assert build.resolve_model_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"

@@ -1,7 +1,5 @@
 """edge-vl-mini, the embedded default model (build-time only: imports torch and transformers)."""
 
-from pathlib import Path
-
 from edge_vl.mini.modeling import MODEL_TYPE as MODEL_TYPE
 from edge_vl.mini.modeling import EdgeVLMiniConfig as EdgeVLMiniConfig
 from edge_vl.mini.modeling import EdgeVLMiniModel as EdgeVLMiniModel
@@ -19,11 +17,3 @@ def _register_with_transformers() -> None:
 
 
 _register_with_transformers()
-
-#: the name users give to ``--model``
-MODEL_NAME = "edge-vl-mini"
-
-
-def checkpoint_dir() -> Path:
-    """The shipped checkpoint (config.json, model.safetensors, README.md with provenance)."""
-    return Path(__file__).parent / "checkpoint"
