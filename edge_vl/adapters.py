@@ -84,6 +84,18 @@ class SkippableLayer(nn.Module):
     def skip_adapter(self) -> BottleneckAdapter:
         return getattr(self, PREFIX + "skip")
 
+    def add_petl_adapters(
+        self, names: tuple[str, ...], hidden: int, config: AdapterConfig, *, eps: float
+    ) -> None:
+        """Create the parallel PETL adapters ``names`` (bottleneck ``config.petl_rank(hidden)``)."""
+        for name in names:
+            adapter = BottleneckAdapter(hidden, config.petl_rank(hidden), init_std=config.init_std, eps=eps)
+            setattr(self, PREFIX + name, adapter)
+
+    def adapter(self, name: str) -> BottleneckAdapter:
+        """The PETL adapter ``name``."""
+        return getattr(self, PREFIX + name)
+
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         if self.skipped:
             return self.wrap_output(hidden_states + self.skip_adapter(hidden_states))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_vl.adapters import PREFIX, AdapterConfig, BottleneckAdapter, SkippableLayer
+from edge_vl.adapters import AdapterConfig, SkippableLayer
 from edge_vl.architectures.base import (
     ArchitectureFamily,
     label_maps,
@@ -49,9 +49,7 @@ class BertAdaptedLayer(SkippableLayer):
 
     def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
         super().__init__(layer, hidden, config)
-        rank, eps = config.petl_rank(hidden), layer.output.LayerNorm.eps
-        setattr(self, PREFIX + "attn", BottleneckAdapter(hidden, rank, init_std=config.init_std, eps=eps))
-        setattr(self, PREFIX + "ffn", BottleneckAdapter(hidden, rank, init_std=config.init_std, eps=eps))
+        self.add_petl_adapters(("attn", "ffn"), hidden, config, eps=layer.output.LayerNorm.eps)
 
     def forward_kept(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs
@@ -60,9 +58,9 @@ class BertAdaptedLayer(SkippableLayer):
         context, _ = attention.self(hidden_states, attention_mask=attention_mask)
         out = attention.output
         a = out.LayerNorm(
-            out.dropout(out.dense(context)) + hidden_states + getattr(self, PREFIX + "attn")(hidden_states)
+            out.dropout(out.dense(context)) + hidden_states + self.adapter("attn")(hidden_states)
         )
-        return self.layer.output(self.layer.intermediate(a), a) + getattr(self, PREFIX + "ffn")(a)
+        return self.layer.output(self.layer.intermediate(a), a) + self.adapter("ffn")(a)
 
     def wrap_output(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return hidden_states  # BertLayer returns a tensor

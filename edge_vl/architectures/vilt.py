@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge_vl.adapters import PREFIX, AdapterConfig, BottleneckAdapter, SkippableLayer
+from edge_vl.adapters import AdapterConfig, SkippableLayer
 from edge_vl.architectures.base import (
     ArchitectureFamily,
     label_maps,
@@ -66,18 +66,14 @@ class ViltAdaptedLayer(SkippableLayer):
 
     def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
         super().__init__(layer, hidden, config)
-        rank, eps = config.petl_rank(hidden), layer.layernorm_before.eps
-        setattr(self, PREFIX + "attn", BottleneckAdapter(hidden, rank, init_std=config.init_std, eps=eps))
-        setattr(self, PREFIX + "mlp", BottleneckAdapter(hidden, rank, init_std=config.init_std, eps=eps))
+        self.add_petl_adapters(("attn", "mlp"), hidden, config, eps=layer.layernorm_before.eps)
 
     def forward_kept(self, hidden_states, attention_mask=None, output_attentions=False):
         layer = self.layer
         attn = layer.attention(layer.layernorm_before(hidden_states), attention_mask)[0]
-        h1 = hidden_states + attn + getattr(self, PREFIX + "attn")(hidden_states)
+        h1 = hidden_states + attn + self.adapter("attn")(hidden_states)
         # ViltOutput adds its residual (h1) itself
-        h2 = layer.output(layer.intermediate(layer.layernorm_after(h1)), h1) + getattr(self, PREFIX + "mlp")(
-            h1
-        )
+        h2 = layer.output(layer.intermediate(layer.layernorm_after(h1)), h1) + self.adapter("mlp")(h1)
         return (h2,)
 
 
