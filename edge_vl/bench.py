@@ -80,9 +80,9 @@ def _throughput(
     """Inferences per second with an ``AsyncInferQueue`` of OpenVINO's optimal size."""
     import openvino as ov
 
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
+    from edge_vl.runtime.predictor import compile_config
+
+    config = compile_config("throughput", threads)
     compiled = ov.Core().compile_model(str(predictor.model_path), "CPU", config)
     queue = ov.AsyncInferQueue(compiled, 0)
     requests = len(queue)
@@ -106,10 +106,11 @@ def median_latency_ms(
     """Median synchronous latency (ms) of an IR on ``feed`` after one warm-up, f32 inference."""
     import openvino as ov
 
-    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    request = ov.Core().compile_model(str(xml), "CPU", config).create_infer_request()
+    from edge_vl.runtime.predictor import compile_config
+
+    request = (
+        ov.Core().compile_model(str(xml), "CPU", compile_config("latency", threads)).create_infer_request()
+    )
     request.infer(feed)
     times = []
     for _ in range(runs):

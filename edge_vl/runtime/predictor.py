@@ -79,14 +79,8 @@ class Predictor:
         check_cpu()  # before OpenVINO loads any CPU kernel
         import openvino as ov
 
-        config: dict[str, Any] = {
-            "PERFORMANCE_HINT": performance_hint.upper(),
-            "INFERENCE_PRECISION_HINT": _INFERENCE_PRECISION.get(
-                manifest["model"].get("precision", "fp32"), "f32"
-            ),
-        }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        precision = _INFERENCE_PRECISION.get(manifest["model"].get("precision", "fp32"), "f32")
+        config = compile_config(performance_hint, threads, precision)
         core = ov.Core()
         if cache_dir:
             core.set_property({"CACHE_DIR": str(cache_dir)})
@@ -163,6 +157,19 @@ class Predictor:
             score=float(row[best]),
             scores={label: float(s) for label, s in zip(self.labels, row, strict=False)},
         )
+
+
+def compile_config(
+    performance_hint: str = "latency", threads: int | None = None, precision: str = "f32"
+) -> dict:
+    """OpenVINO CPU compile settings used everywhere edge-vl runs or times a model."""
+    config: dict[str, Any] = {
+        "PERFORMANCE_HINT": performance_hint.upper(),
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
 
 
 def check_runtime(manifest: Mapping[str, Any], where: Path) -> None:
