@@ -40,6 +40,7 @@ from edge_vl.bundle import MANIFEST_NAME, finalize_manifest, staged_bundle, writ
 from edge_vl.data import Example, label_set, read_examples
 from edge_vl.errors import BundleError, DataError, MissingExtraError
 from edge_vl.finetune import TrainConfig
+from edge_vl.report import REPORT_HTML, write_report
 from edge_vl.search import SearchConfig
 
 WORK_STATE = "build.json"
@@ -91,6 +92,16 @@ class BuildConfig:
     progress: bool = True
     #: number of eval rows used for the torch↔OpenVINO parity check
     parity_samples: int = 8
+    #: time the retained and the full exported model (batch 1) for the manifest and report
+    measure_latency: bool = True
+    #: fp32, fp16 (weights), int8 (NNCF), or auto: the fastest within ``max_accuracy_drop`` of fp32
+    precision: str = "fp32"
+    #: accuracy (fraction) ``auto``/``int8`` may lose against fp32 on the eval data
+    max_accuracy_drop: float = 0.01
+    #: training rows used to calibrate INT8
+    calibration_size: int = 300
+    #: extra rows for the report's accuracy-vs-MACs comparison (see :mod:`edge_vl.report`)
+    report_variants: Sequence[dict[str, Any]] = ()
 
     def __post_init__(self) -> None:
         self.model_dir = resolve_model_dir(self.model_dir)
@@ -105,6 +116,10 @@ class BuildConfig:
             )
         if self.flops_budget is not None and not 0 < self.flops_budget <= 1:
             raise ValueError(f"flops_budget must be a fraction in (0, 1], got {self.flops_budget}")
+        from converters.precision import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0 < self.search_holdout < 1:
             raise ValueError(f"search_holdout must be in (0, 1), got {self.search_holdout}")
 
@@ -135,6 +150,8 @@ class Prepared:
     costs: Any
     tokenizer_file: Path
     model: Any = field(repr=False)
+    #: training rows with raw inputs (as the exported model takes them), for INT8 calibration
+    calibration_data: Any = None
 
 
 def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildResult:
@@ -180,7 +197,16 @@ def prepare(
     preprocessing["text"] = text
     encoder = TextEncoder.from_spec(work, text)
     echo(f"model: {family.name} from {config.model_dir}, {len(family.arms(model))} arms")
+    calibration = None
+    if config.precision in ("int8", "auto"):
+        import random
+
+        rows = random.Random(config.train.seed).sample(
+            train_examples, min(config.calibration_size, len(train_examples))
+        )
+        calibration = encode_examples(rows, preprocessing, encoder, labels)
     return Prepared(
+        calibration_data=calibration,
         family=family,
         labels=labels,
         preprocessing=preprocessing,
@@ -319,7 +345,7 @@ def export_stage(
     )
     skipped = family.skipped(model)
     costs = prep.costs
-    versions = _versions()
+    versions = package_versions()
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
         shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
         inputs = family.input_specs(model, prep.preprocessing)
@@ -328,6 +354,13 @@ def export_stage(
             family, model, inputs, sample, staging, versions=versions
         )
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
+        precision = choose_precision(config, prep, inputs, exported.xml, staging, echo)
+        latency = measure_latency(family, model, inputs, sample, exported.xml, config.measure_latency)
+        if latency and precision:
+            latency["precision"] = precision["chosen"]  # the full model stays fp32
+        if latency:
+            echo(f"latency: {latency['retained']:.2f} ms (batch 1, this machine); "
+                 f"{latency['full']:.2f} ms with no arm skipped")  # fmt: skip
         trainable = family.active_trainable_parameters(model)
         total = sum(p.numel() for p in model.parameters())
         manifest = {
@@ -345,7 +378,7 @@ def export_stage(
             "model": {
                 "xml": exported.xml.name,
                 "bin": exported.bin.name,
-                "precision": "fp32",
+                "precision": precision["chosen"] if precision else "fp32",
                 "inputs": [spec.to_dict() for spec in exported.inputs],
                 "outputs": exported.outputs,
             },
@@ -357,6 +390,7 @@ def export_stage(
                 "train_examples": prep.n_train,
                 "parity_max_abs": exported.parity_max_abs,
                 "parity_samples": exported.parity_samples,
+                **({"latency_ms": latency} if latency else {}),
             },
             "cost": {
                 "unit": "MACs (batch 1; matmuls and convolutions)",
@@ -366,6 +400,7 @@ def export_stage(
                 "per_arm": costs.to_dict(),
             },
             "skip_plan": plan,
+            **({"precision": precision} if precision else {}),
             "training": {
                 **config.train.to_dict(),
                 "steps": report.steps,
@@ -379,8 +414,10 @@ def export_stage(
                 "seconds": round(time.perf_counter() - started, 1),
             },
         }
+        write_report(staging, manifest, config.report_variants)
         manifest = finalize_manifest(staging, manifest)
     echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest['files'])} files)")
+    echo(f"report: {Path(config.out) / REPORT_HTML}")
     return BuildResult(bundle=Path(config.out), manifest=manifest, model=model, family=family)
 
 
@@ -411,6 +448,87 @@ def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
     family.insert_adapters(model, config.adapters)
     family.freeze(model)
     return model
+
+
+def choose_precision(
+    config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """Export, evaluate and time the precision candidates; install the chosen one as ``model.xml``.
+    None for a plain FP32 build."""
+    from converters import precision as P
+    from edge_vl.bench import median_latency_ms
+    from edge_vl.runtime.cpu import cpu_flags
+
+    if config.precision == "fp32":
+        return None
+    names = [spec.name for spec in inputs]
+    wanted = P.AUTO_CANDIDATES if config.precision == "auto" else ("fp32", config.precision)
+    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_flags()))
+
+    def batches(data, size: int):
+        return lambda: (
+            {n: v.numpy() for n, v in data.batch(slice(i, i + size)).items() if n in names}
+            for i in range(0, len(data), size)
+        )
+
+    eval_batches = batches(prep.eval_data, 64)
+    labels = prep.eval_data.labels.numpy()
+    feed = {n: v[:1] for n, v in next(iter(eval_batches())).items()}
+    candidates: list[P.Candidate] = []
+    reference = None
+    for name in wanted:
+        if name == "fp32":
+            xml = fp32_xml
+        elif name == "fp16":
+            xml = P.compress_fp16(fp32_xml, staging)
+        else:
+            echo(f"precision: NNCF INT8 calibration on {len(prep.calibration_data)} training rows "
+                 f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})")  # fmt: skip
+            xml = P.quantize_int8(fp32_xml, batches(prep.calibration_data, 1)(), staging, vnni=vnni,
+                                  size=config.calibration_size)  # fmt: skip
+        candidate, predictions = P.measure(
+            name, xml, eval_batches, labels, reference, feed, median_latency_ms
+        )
+        reference = predictions if name == "fp32" else reference
+        candidates.append(candidate)
+        echo(f"precision: {name} accuracy {candidate.accuracy:.4f}, top-1 agreement with fp32 "
+             f"{candidate.agreement_with_fp32:.4f}, {candidate.latency_ms:.2f} ms")  # fmt: skip
+    chosen, reason = P.choose(candidates, config.max_accuracy_drop)
+    if config.precision != "auto" and chosen.precision != config.precision:
+        from edge_vl.errors import ExportError
+
+        raise ExportError(f"{config.precision} was refused: {reason}; build with --precision fp32 or "
+                          "raise --max-accuracy-drop")  # fmt: skip
+    P.install(chosen, staging)
+    echo(f"precision: {reason}")
+    return {"requested": config.precision, "chosen": chosen.precision, "reason": reason,
+            "max_accuracy_drop": config.max_accuracy_drop, "vnni": vnni,
+            "candidates": [c.to_dict() for c in candidates]}  # fmt: skip
+
+
+def measure_latency(
+    family, model, inputs, sample, retained_xml: Path, enabled: bool
+) -> dict[str, Any] | None:
+    """Median batch-1 latency (ms) of the exported retained model and of the same model with no arm
+    skipped (exported to a temporary directory), on this machine."""
+    import tempfile
+
+    from converters import converter_for
+    from edge_vl.bench import median_latency_ms
+
+    if not enabled:
+        return None
+    feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
+    skipped = family.skipped(model)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            family.set_skipped(model, [])
+            full = converter_for(family.name).export(family, model, inputs, sample, Path(tmp))
+            full_ms = median_latency_ms(full.xml, feed)
+    finally:
+        family.set_skipped(model, skipped)
+    return {"retained": median_latency_ms(retained_xml, feed), "full": full_ms, "batch": 1,
+            "precision": "fp32", "threads": None}  # fmt: skip
 
 
 def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]):
@@ -504,9 +622,8 @@ def _fingerprint(config: BuildConfig) -> str:
         h.update(f"{p.name}:{p.stat().st_size}".encode())
     for data in (config.train_data, config.eval_data):
         h.update(Path(data).read_bytes())
-    settings = {
-        k: v for k, v in asdict(config).items() if k not in ("out", "overwrite", "restart", "progress")
-    }
+    unrelated = ("out", "overwrite", "restart", "progress", "measure_latency", "report_variants")
+    settings = {k: v for k, v in asdict(config).items() if k not in unrelated}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
@@ -519,7 +636,7 @@ def _require_build_extra() -> None:
             raise MissingExtraError("edge-vl build") from None
 
 
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
     out = {"edge_vl": __version__}
     for dist in ("openvino", "torch", "transformers", "tokenizers", "numpy", "nncf"):
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -17,6 +16,8 @@ from edge_vl._version import __version__
 from edge_vl.errors import EdgeVLError
 
 DEMO_DIR = Path("edge-vl-demo")
+#: the model used when --model is not given (shipped inside edge-vl)
+DEFAULT_MODEL = "edge-vl-mini"
 
 
 class _Group(click.Group):
@@ -74,7 +75,7 @@ input_options = _options(
         "model_dir",
         type=click.Path(file_okay=False, path_type=Path),
         help="Local Hugging Face checkpoint directory (config.json, weights, tokenizer), loaded offline; "
-        "or a model shipped with edge-vl by name (edge-vl-mini).",
+        "or a model shipped with edge-vl by name [default: edge-vl-mini].",
     ),
     click.option(
         "--data",
@@ -181,13 +182,13 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
     from edge_vl.finetune import TrainConfig
     from edge_vl.search import SearchConfig
 
-    flags = {"model_dir": "--model", "train_data": "--data", "eval_data": "--eval-data"}
+    flags = {"train_data": "--data", "eval_data": "--eval-data"}
     missing = [flag for key, flag in flags.items() if params[key] is None]
     if missing:
-        raise click.UsageError(f"missing option(s) {', '.join(missing)} (or use --demo)")
+        raise click.UsageError(f"missing option(s) {', '.join(missing)}")
     try:
         return BuildConfig(
-            model_dir=params["model_dir"],
+            model_dir=params["model_dir"] or DEFAULT_MODEL,
             train_data=params["train_data"],
             eval_data=params["eval_data"],
             out=out,
@@ -212,7 +213,9 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
             overwrite=params.get("overwrite", False),
             restart=params.get("restart", False),
             checkpoint_every=params.get("checkpoint_every", 50),
-            progress=not params["quiet"] and sys.stderr.isatty(),
+            precision=params.get("precision", "fp32"),
+            max_accuracy_drop=params.get("max_accuracy_drop", 0.01),
+            progress=not params["quiet"],
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None
@@ -235,6 +238,22 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
     "--restart", is_flag=True, help="Discard an unfinished build's checkpoints instead of resuming."
 )
 @click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8", "auto"]),
+    default="fp32",
+    show_default=True,
+    help="Model precision in the bundle. int8: NNCF post-training quantization calibrated on the "
+    "training data; auto: measure fp32 and int8 here (eval accuracy, batch-1 latency) and keep the "
+    "fastest within --max-accuracy-drop. fp16 halves the file; CPUs still compute in f32.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0, max=1),
+    default=0.01,
+    show_default=True,
+    help="Eval accuracy (fraction) int8/auto may lose against fp32; more is refused.",
+)
+@click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
     default=50,
@@ -244,20 +263,28 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
 @click.option(
     "--demo",
     is_flag=True,
-    help="Run on the built-in demo: easy-vqa data and a random-weight stand-in ViLT "
-    "(needs the 'demo' extra). Missing --model/--data/--eval-data/--out are filled in.",
+    help="Run the demo: edge-vl-mini on easy-vqa (needs the 'demo' extra), about 30 minutes on 2 cores. "
+    "Missing --model/--data/--eval-data/--out are filled in. Same as giving none of "
+    "--model/--data/--eval-data.",
 )
-def build(out, skip_layers, demo, **params) -> None:
-    """Search which layers to skip (DAS), fine-tune adapters, export to OpenVINO and write a bundle.
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="The demo on a small subset in a few minutes; its accuracy is not representative.",
+)
+def build(out, skip_layers, demo, quick, **params) -> None:
+    """Search which layers to skip (DAS), fine-tune adapters, export to OpenVINO and write a bundle
+    and its report. Without --model/--data/--eval-data it runs the demo (see --demo).
 
     An interrupted build (Ctrl-C, SIGTERM) saves a checkpoint; rerun the same command to resume.
     """
     from edge_vl.build import build as run_build
 
+    demo = demo or quick or all(params[k] is None for k in ("model_dir", "train_data", "eval_data"))
     if demo:
-        out, skip_layers = _demo_defaults(params, out, skip_layers)
+        out = _demo_defaults(params, out, quick)
     if out is None:
-        raise click.UsageError("missing option --out (or use --demo)")
+        raise click.UsageError("missing option --out")
     result = run_build(_build_config(params, out, skip_layers), echo=click.echo)
     m = result.manifest
     click.echo(
@@ -267,6 +294,10 @@ def build(out, skip_layers, demo, **params) -> None:
     )
     if demo:
         _demo_prediction(result.bundle, params["eval_data"])
+        if quick:
+            from edge_vl.demo import QUICK_DEMO
+
+            click.echo(f"note: {QUICK_DEMO.caveat}")
 
 
 @cli.command()
@@ -406,33 +437,34 @@ def bench(bundle, threads, batch, duration, as_json, profile) -> None:
     click.echo(f"peak memory   {report['peak_rss_mb']:.0f} MB resident")
 
 
-def _demo_defaults(params: dict, out, skip_layers):
-    from edge_vl.architectures import family_for
-    from edge_vl.architectures.quiet import quiet_transformers
-    from edge_vl.demo import easy_vqa_vocabulary, write_easy_vqa_manifests
+def _demo_defaults(params: dict, out, quick: bool):
+    """Fill what the user left out for the demo: edge-vl-mini, easy-vqa manifests, the demo's
+    training lengths (options given on the command line win)."""
+    from click.core import ParameterSource
 
-    DEMO_DIR.mkdir(exist_ok=True)
+    from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
+
+    settings = QUICK_DEMO if quick else FULL_DEMO
+    name = "quick" if quick else "full"
     if params["train_data"] is None or params["eval_data"] is None:
-        click.echo(f"demo: writing easy-vqa manifests to {DEMO_DIR}/")
-        train_default, eval_default = write_easy_vqa_manifests(DEMO_DIR, train_size=4000, eval_size=1000)
+        data_dir = DEMO_DIR / f"data-{name}"
+        click.echo(f"demo: writing easy-vqa manifests to {data_dir}/")
+        train_default, eval_default = write_easy_vqa_manifests(
+            data_dir, train_size=settings.train_size, eval_size=settings.eval_size
+        )
         params["train_data"] = params["train_data"] or train_default
         params["eval_data"] = params["eval_data"] or eval_default
-    if params["model_dir"] is None:
-        params["model_dir"] = DEMO_DIR / "vilt-small-random"
-        if not (params["model_dir"] / "config.json").is_file():
-            click.echo(
-                f"demo: creating a random-weight 12-layer ViLT stand-in at {params['model_dir']}/ "
-                "(NOT pretrained: accuracy shows the pipeline works, not what the method reaches)"
-            )
-            with quiet_transformers():
-                family_for("vilt").random_checkpoint(
-                    params["model_dir"], vocab=easy_vqa_vocabulary(), labels=["?"], preset="small"
-                )
+    ctx = click.get_current_context()
+    for key in ("epochs", "search_epochs", "batch_size"):
+        if ctx.get_parameter_source(key) == ParameterSource.DEFAULT:
+            params[key] = getattr(settings, key)
     if out is None:
-        out = DEMO_DIR / "bundle"
+        out = DEMO_DIR / f"bundle-{name}"
         if out.exists() and not params.get("overwrite"):
             raise click.UsageError(f"{out} exists from an earlier demo run; add --overwrite to replace it")
-    return out, skip_layers
+    if settings.caveat:
+        click.echo(f"demo: {settings.caveat}")
+    return out
 
 
 def _demo_prediction(bundle: Path, eval_data: Path) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -159,9 +161,17 @@ class TrainLoop:
         """
         from tqdm.auto import tqdm
 
+        interactive = sys.stderr.isatty()
         bar = tqdm(
-            total=self.total_steps, initial=self.step, desc=description, unit="step", disable=not progress
+            total=self.total_steps,
+            initial=self.step,
+            desc=description,
+            unit="step",
+            disable=not (progress and interactive),
         )
+        # without a terminal (logs, CI), a plain line at every tenth of the run instead of a bar
+        log_every = max(1, self.total_steps // 10) if progress and not interactive else 0
+        started, first = time.perf_counter(), self.step
         try:
             while not self.done:
                 if before_step:
@@ -171,6 +181,10 @@ class TrainLoop:
                     after_step(self)
                 bar.update(1)
                 bar.set_postfix(loss=f"{self.mean_loss:.4f}")
+                if log_every and (self.step % log_every == 0 or self.done):
+                    rate = (self.step - first) / (time.perf_counter() - started)
+                    print(f"{description}: step {self.step}/{self.total_steps}, loss {self.mean_loss:.4f}, "
+                          f"{rate:.2f} steps/s", file=sys.stderr, flush=True)  # fmt: skip
         finally:
             bar.close()
         self.model.eval()

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edge_vl import Predictor, read_bundle
 from edge_vl.cli import cli
+from edge_vl.data import read_examples
 from tests.conftest import SKIP, build_args
 
 
@@ -23,7 +24,8 @@ def test_manifest_lists_exactly_the_skipped_layers(tiny_bundle):
     assert arch["kept"] == [0, 2]
     assert arch["arms"] == [f"vilt.encoder.layer.{i}" for i in range(4)]
     assert manifest["model"]["precision"] == "fp32"
-    assert set(manifest["files"]) == {"model.xml", "model.bin", "tokenizer.json"}
+    bundle_files = {"model.xml", "model.bin", "tokenizer.json", "report.json", "report.html"}
+    assert set(manifest["files"]) == bundle_files
     assert 0.0 <= manifest["metrics"]["eval_accuracy"] <= 1.0
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
 
@@ -197,3 +199,18 @@ def test_named_models_resolve_to_shipped_checkpoints(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text("{}")
     assert build.resolve_model_dir("edge-vl-mini") == tmp_path
     assert build.resolve_model_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_build_without_model_uses_the_shipped_edge_vl_mini(tmp_path, shapes_data):
+    out = tmp_path / "b"
+    args = build_args(Path("unused"), shapes_data, out, "--skip-layers", "2,9", "--max-steps", "2")
+    args = args[:1] + args[3:]  # no --model
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_bundle(out).manifest
+    assert manifest["architecture"]["family"] == "meter"
+    assert manifest["architecture"]["model_type"] == "edge_vl_mini"
+    assert len(manifest["architecture"]["arms"]) == 12 and manifest["architecture"]["skipped"] == [2, 9]
+    assert manifest["metrics"]["parity_max_abs"] <= 1e-4
+    example = read_examples(shapes_data[1])[0]
+    assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]

@@ -1,0 +1,239 @@
+"""Build reports: ``report.json`` (the numbers) and a self-contained ``report.html`` (inline SVG plots).
+
+Every number comes from a bundle manifest (and, for comparisons, from the manifests or results of
+other variants), so a report cannot disagree with the bundle it describes. The HTML is well-formed
+XML (XHTML served as HTML) with no scripts and no external files: it opens in any browser offline.
+Plots: gates per arm over the search rounds, accuracy against MACs of the variants, latency table,
+and a per-arm table of what was skipped and why.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_vl.budget import ArmCosts
+
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+#: colour cycle of the plots (colour-blind safe, Okabe–Ito)
+_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+
+
+def variant_from_manifest(manifest: dict[str, Any], name: str = "this bundle") -> dict[str, Any]:
+    """One row of the accuracy-vs-MACs comparison, taken from a bundle manifest."""
+    return {
+        "variant": name,
+        "eval_accuracy": manifest["metrics"]["eval_accuracy"],
+        "retained_macs_fraction": manifest["cost"]["retained_fraction"],
+        "skipped": manifest["architecture"]["skipped"],
+        "latency_ms": manifest["metrics"].get("latency_ms"),
+    }
+
+
+def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The report's numbers: a projection of ``manifest`` plus optional comparison ``variants``."""
+    arch, cost, plan = manifest["architecture"], manifest["cost"], manifest["skip_plan"]
+    search = plan.get("search") or {}
+    gates = search.get("gates")
+    costs = ArmCosts(**cost["per_arm"])
+    arms = []
+    for i, name in enumerate(arch["arms"]):
+        skipped = i in arch["skipped"]
+        arms.append(
+            {
+                "index": i,
+                "name": name,
+                "skipped": skipped,
+                "gate": gates[i] if gates else None,
+                "rank": search["ranking"].index(i) + 1 if gates else None,
+                "saving_macs": costs.saving(i),
+                "why": _why(i, skipped, plan),
+            }
+        )
+    return {
+        "model": {"family": arch["family"], "source": arch["source"], "arms": len(arch["arms"])},
+        "metrics": manifest["metrics"],
+        "cost": {k: cost[k] for k in ("unit", "full_model", "retained_model", "retained_fraction")},
+        "training": {
+            k: manifest["training"].get(k)
+            for k in ("steps", "trainable_parameters", "total_parameters", "trainable_fraction", "seconds")
+        },
+        "plan": {"method": plan["method"], "budget": plan.get("budget"), "skipped": arch["skipped"]},
+        "arms": arms,
+        "gate_history": [r["gates"] for r in search.get("rounds", [])],
+        "variants": [variant_from_manifest(manifest), *variants],
+    }
+
+
+def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
+    if plan["method"] == "given":
+        return "skip set given by the user" if skipped else "kept (not in the given skip set)"
+    if plan["method"] == "budget":
+        return "kept: the budget is met without skipping"
+    k = len(plan["skipped"])
+    rank = plan["search"]["ranking"].index(i) + 1
+    if skipped:
+        n = len(plan["search"]["ranking"])
+        return f"gate rank {rank} of {n}: among the {k} most redundant within budget"
+    return f"gate rank {rank}: kept"
+
+
+def write_report(directory: Path, manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = ()) -> Path:
+    """Write ``report.json`` and ``report.html`` into ``directory``; returns the HTML path."""
+    data = report_data(manifest, variants)
+    (directory / REPORT_JSON).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    out = directory / REPORT_HTML
+    out.write_text(render_html(data), encoding="utf-8")
+    return out
+
+
+# -- rendering ------------------------------------------------------------------------------------
+def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> str:
+    m, c, t = data["metrics"], data["cost"], data["training"]
+    summary = [
+        ("model", f"{data['model']['family']} ({data['model']['arms']} arms) from {data['model']['source']}"),
+        ("eval accuracy", f"{m['eval_accuracy']:.4f} on {m['eval_examples']} rows"),
+        ("skipped arms", f"{data['plan']['skipped'] or 'none'} ({data['plan']['method']})"),
+        ("retained MACs", f"{c['retained_model']:,.0f} of {c['full_model']:,.0f} "
+                          f"({c['retained_fraction']:.1%})"),
+        ("trainable parameters", f"{t['trainable_parameters']:,} of {t['total_parameters']:,} "
+                                 f"({t['trainable_fraction']:.2%})"),
+        ("training", f"{t['steps']} steps; build took {t['seconds']} s"),
+        ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
+    ]  # fmt: skip
+    parts = [f"<h1>{_e(title)}</h1>", _table(["", ""], summary)]
+    history = data["gate_history"]
+    if history:
+        series = {
+            f"{a['index']}{' (skipped)' if a['skipped'] else ''}": [g[a["index"]] for g in history]
+            for a in data["arms"]
+        }
+        parts += ["<h2>Gates per arm over the search</h2>",
+                  "<p>A larger gate means the arm was more often in low-loss skip sets (more redundant).</p>",
+                  line_chart(series, "bandit round", "gate")]  # fmt: skip
+    parts += ["<h2>Accuracy against compute</h2>", scatter_chart(data["variants"])]
+    parts += ["<h2>Variants</h2>", _table(
+        ["variant", "eval accuracy", "MACs vs full", "skipped", "latency ms (batch 1)"],
+        [(v["variant"], f"{v['eval_accuracy']:.4f}", f"{v['retained_macs_fraction']:.1%}",
+          str(v.get("skipped", "")), _latency(v.get("latency_ms"))) for v in data["variants"]],
+    )]  # fmt: skip
+    lat = m.get("latency_ms")
+    if lat:
+        parts += ["<h2>Latency</h2>", _table(
+            ["model", "median ms, batch 1"],
+            [("retained (this bundle)", f"{lat['retained']:.2f}"),
+             ("full model (no arm skipped)", f"{lat['full']:.2f}")],
+        ), f"<p>OpenVINO {_e(lat.get('precision', ''))}, {lat.get('threads') or 'default'} threads, "
+           "on the build machine; run <code>edge-vl bench</code> on the target.</p>"]  # fmt: skip
+    parts += ["<h2>What was skipped and why</h2>", _table(
+        ["arm", "layer", "gate", "MACs saved", "decision"],
+        [(str(a["index"]), a["name"], "" if a["gate"] is None else f"{a['gate']:+.3e}",
+          "" if a["saving_macs"] is None else f"{a['saving_macs']:,.0f}",
+          ("skipped: " if a["skipped"] else "") + a["why"]) for a in data["arms"]],
+    )]  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
+        "text-align:left}svg{display:block;margin:1em 0}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html xmlns="http://www.w3.org/1999/xhtml" lang="en"><head><meta charset="utf-8"/>'
+        f"<title>{_e(title)}</title><style>{style}</style></head><body>\n"
+        + "\n".join(parts)
+        + "\n</body></html>\n"
+    )
+
+
+def _latency(lat: Any) -> str:
+    if isinstance(lat, dict):
+        return f"{lat['retained']:.2f}"
+    return "" if lat is None else f"{lat:.2f}"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+_W, _H, _PAD = 640, 320, 56
+
+
+def _axes(xs: tuple[float, float], ys: tuple[float, float], xlabel: str, ylabel: str) -> list[str]:
+    out = [
+        f'<line x1="{_PAD}" y1="{_H - _PAD}" x2="{_W - 16}" y2="{_H - _PAD}" stroke="#444"/>',
+        f'<line x1="{_PAD}" y1="16" x2="{_PAD}" y2="{_H - _PAD}" stroke="#444"/>',
+        f'<text x="{(_W + _PAD) / 2}" y="{_H - 12}" text-anchor="middle" font-size="12">{_e(xlabel)}</text>',
+        f'<text x="14" y="{_H / 2}" transform="rotate(-90 14 {_H / 2})" text-anchor="middle" '
+        f'font-size="12">{_e(ylabel)}</text>',
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        x = xs[0] + frac * (xs[1] - xs[0])
+        y = ys[0] + frac * (ys[1] - ys[0])
+        px, py = _px(x, xs), _py(y, ys)
+        out.append(
+            f'<text x="{px:.1f}" y="{_H - _PAD + 16}" text-anchor="middle" font-size="11">{x:.3g}</text>'
+        )
+        out.append(f'<text x="{_PAD - 6}" y="{py + 4:.1f}" text-anchor="end" font-size="11">{y:.3g}</text>')
+    return out
+
+
+def _span(values: Sequence[float]) -> tuple[float, float]:
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
+    return lo, hi
+
+
+def _px(x: float, xs: tuple[float, float]) -> float:
+    return _PAD + (x - xs[0]) / (xs[1] - xs[0]) * (_W - _PAD - 24)
+
+
+def _py(y: float, ys: tuple[float, float]) -> float:
+    return _H - _PAD - (y - ys[0]) / (ys[1] - ys[0]) * (_H - _PAD - 24)
+
+
+def line_chart(series: dict[str, list[float]], xlabel: str, ylabel: str) -> str:
+    """One polyline per series over x = 1…n, with a legend."""
+    n = max(len(v) for v in series.values())
+    xs = (1.0, float(max(n, 2)))
+    ys = _span([y for v in series.values() for y in v])
+    out = _axes(xs, ys, xlabel, ylabel)
+    for j, (name, values) in enumerate(series.items()):
+        colour = _COLOURS[j % len(_COLOURS)]
+        dash = ' stroke-dasharray="5,3"' if j >= len(_COLOURS) else ""
+        points = " ".join(f"{_px(i + 1, xs):.1f},{_py(v, ys):.1f}" for i, v in enumerate(values))
+        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5"{dash} points="{points}"/>')
+        legend = f'<text x="{_W + 8}" y="{24 + 14 * j}" font-size="11" fill="{colour}">arm {_e(name)}</text>'
+        out.append(legend)
+    return _svg(out, extra_width=120)
+
+
+def scatter_chart(variants: Sequence[dict[str, Any]]) -> str:
+    """Eval accuracy against the retained fraction of the full model's MACs, one labelled dot each."""
+    xs = _span([v["retained_macs_fraction"] for v in variants] + [1.0])
+    ys = _span([v["eval_accuracy"] for v in variants])
+    out = _axes(xs, ys, "MACs, fraction of the full model", "eval accuracy")
+    for j, v in enumerate(variants):
+        px, py = _px(v["retained_macs_fraction"], xs), _py(v["eval_accuracy"], ys)
+        colour = _COLOURS[j % len(_COLOURS)]
+        out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"/>')
+        out.append(f'<text x="{px + 6:.1f}" y="{py - 6:.1f}" font-size="11">{_e(v["variant"])}</text>')
+    return _svg(out)
+
+
+def _svg(elements: list[str], extra_width: int = 0) -> str:
+    width = _W + extra_width
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{_H}" viewBox="0 0 {width} {_H}">'
+        + "".join(elements)
+        + "</svg>"
+    )
