@@ -1,0 +1,136 @@
+"""Precision of an exported model, chosen by measurement: FP32, FP16 weights, NNCF INT8, or ``auto``.
+
+Works on the FP32 IR a family's converter wrote, so it knows nothing about architectures: adding
+a family never touches this module. Every candidate is run by OpenVINO on the build's eval inputs
+(accuracy, top-1 agreement with FP32) and timed at batch 1 on this machine; ``auto`` keeps the
+fastest candidate whose accuracy is within ``max_accuracy_drop`` of FP32.
+
+INT8 is NNCF post-training quantization calibrated on the task's own training inputs, with the
+transformer model type (attention softmax/matmuls handled as NNCF recommends) and NNCF's overflow
+fix on CPUs without VNNI (their int8 dot product saturates, see openvino-nncf-ecosystem notes).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_vl.errors import ExportError
+
+PRECISIONS = ("fp32", "fp16", "int8", "auto")
+#: what ``auto`` compares (FP16 weights only shrink the file on CPUs: OpenVINO computes in f32/bf16)
+AUTO_CANDIDATES = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One exported precision with what was measured on it."""
+
+    precision: str
+    xml: Path
+    accuracy: float
+    #: share of eval inputs whose top-1 answer equals the FP32 model's
+    agreement_with_fp32: float
+    latency_ms: float
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("xml")
+        return out
+
+
+def compress_fp16(xml: Path, out_dir: Path) -> Path:
+    """The same graph with FP16 weights (decompressed to f32 at load time on CPUs)."""
+    import openvino as ov
+
+    target = out_dir / "model-fp16.xml"
+    ov.save_model(ov.Core().read_model(str(xml)), str(target), compress_to_fp16=True)
+    return target
+
+
+def quantize_int8(
+    xml: Path, calibration: Iterable[Mapping[str, np.ndarray]], out_dir: Path, *, vnni: bool, size: int
+) -> Path:
+    """NNCF INT8 post-training quantization calibrated on ``calibration`` (batch-1 feeds)."""
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    feeds = list(calibration)
+    if not feeds:
+        raise ExportError("INT8 needs calibration inputs; the training data gave none")
+    try:
+        quantized = nncf.quantize(
+            ov.Core().read_model(str(xml)),
+            nncf.Dataset(feeds),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=min(size, len(feeds)),
+            advanced_parameters=AdvancedQuantizationParameters(
+                overflow_fix=OverflowFix.DISABLE if vnni else OverflowFix.ENABLE
+            ),
+        )
+    except Exception as e:  # NNCF raises several unrelated types
+        raise ExportError(f"NNCF INT8 quantization failed: {e}") from e
+    target = out_dir / "model-int8.xml"
+    ov.save_model(quantized, str(target), compress_to_fp16=False)
+    return target
+
+
+def evaluate(xml: Path, batches: Iterable[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """Top-1 predictions of the IR on ``batches`` (OpenVINO CPU, f32 for non-quantized ops)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.concatenate([np.argmax(compiled(dict(batch))[0], axis=-1) for batch in batches])
+
+
+def measure(
+    precision: str,
+    xml: Path,
+    batches: Callable[[], Iterable[Mapping[str, np.ndarray]]],
+    labels: np.ndarray,
+    reference: np.ndarray | None,
+    feed: Mapping[str, np.ndarray],
+    latency: Callable[[Path, Mapping[str, np.ndarray]], float],
+) -> Candidate:
+    predictions = evaluate(xml, batches())
+    return Candidate(
+        precision=precision,
+        xml=xml,
+        accuracy=float(np.mean(predictions == labels)),
+        agreement_with_fp32=1.0 if reference is None else float(np.mean(predictions == reference)),
+        latency_ms=latency(xml, feed),
+        size_bytes=xml.stat().st_size + xml.with_suffix(".bin").stat().st_size,
+    ), predictions
+
+
+def choose(candidates: Sequence[Candidate], max_accuracy_drop: float) -> tuple[Candidate, str]:
+    """The fastest candidate within ``max_accuracy_drop`` of FP32's accuracy, and why."""
+    fp32 = next(c for c in candidates if c.precision == "fp32")
+    ok = [c for c in candidates if c.accuracy >= fp32.accuracy - max_accuracy_drop]
+    best = min(ok, key=lambda c: c.latency_ms)
+    refused = [c for c in candidates if c not in ok]
+    reason = (
+        f"{best.precision}: fastest within {max_accuracy_drop:.1%} of fp32's accuracy "
+        f"({best.latency_ms:.2f} ms vs fp32 {fp32.latency_ms:.2f} ms)"
+    )
+    if refused:
+        reason += "; refused: " + ", ".join(
+            f"{c.precision} (accuracy {c.accuracy:.4f} vs fp32 {fp32.accuracy:.4f})" for c in refused
+        )
+    return best, reason
+
+
+def install(candidate: Candidate, staging: Path) -> None:
+    """Make ``candidate`` the bundle's ``model.xml``/``model.bin``; remove the other candidates."""
+    if candidate.precision != "fp32":
+        for suffix in (".xml", ".bin"):
+            shutil.move(candidate.xml.with_suffix(suffix), staging / f"model{suffix}")
+    for path in staging.glob("model-*.*"):
+        path.unlink()

@@ -1,0 +1,65 @@
+"""Precision chosen by measurement: candidates, the choice rule, and the bundle that results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openvino as ov
+from click.testing import CliRunner
+
+from converters.precision import Candidate, choose
+from edge_vl import Predictor, read_bundle
+from edge_vl.cli import cli
+from edge_vl.data import read_examples
+from tests.conftest import build_args
+
+
+def _candidate(precision: str, accuracy: float, latency: float) -> Candidate:
+    return Candidate(precision, Path(f"{precision}.xml"), accuracy, 1.0, latency, 1)
+
+
+def test_choose_keeps_the_fastest_within_the_accuracy_tolerance():
+    fp32 = _candidate("fp32", 0.90, 10.0)
+    fast_ok, fast_bad = _candidate("int8", 0.895, 6.0), _candidate("int8", 0.85, 6.0)
+    assert choose([fp32, fast_ok], 0.01)[0] is fast_ok
+    chosen, reason = choose([fp32, fast_bad], 0.01)
+    assert chosen is fp32 and "refused: int8" in reason
+    assert choose([fp32, _candidate("int8", 0.95, 12.0)], 0.01)[0] is fp32  # slower: not chosen
+
+
+def test_auto_precision_build_records_both_candidates_and_follows_its_numbers(
+    tmp_path, tiny_checkpoint, shapes_data
+):
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--precision", "auto")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_bundle(out).manifest
+    precision = manifest["precision"]
+    by_name = {c["precision"]: c for c in precision["candidates"]}
+    assert set(by_name) == {"fp32", "int8"}
+    for c in by_name.values():
+        assert 0 <= c["accuracy"] <= 1 and c["latency_ms"] > 0 and 0 <= c["agreement_with_fp32"] <= 1
+    assert by_name["fp32"]["agreement_with_fp32"] == 1.0
+    within = [c for c in by_name.values() if c["accuracy"] >= by_name["fp32"]["accuracy"] - 0.01]
+    assert precision["chosen"] == min(within, key=lambda c: c["latency_ms"])["precision"]
+    assert manifest["model"]["precision"] == precision["chosen"]
+    assert set(manifest["files"]) >= {"model.xml", "model.bin"}
+    assert not any(name.startswith("model-") for name in manifest["files"])  # losers removed
+    ops = {op.get_type_name() for op in ov.Core().read_model(str(out / "model.xml")).get_ops()}
+    assert ("FakeQuantize" in ops) == (precision["chosen"] == "int8")
+    example = read_examples(shapes_data[1])[0]
+    assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]
+
+
+def test_int8_is_refused_when_it_loses_more_than_allowed(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--precision", "int8",
+                      "--max-accuracy-drop", "0")  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    manifest_ok = result.exit_code == 0
+    if manifest_ok:  # int8 happened to lose nothing on this tiny model: then it must say so
+        c = {c["precision"]: c for c in read_bundle(out).manifest["precision"]["candidates"]}
+        assert c["int8"]["accuracy"] >= c["fp32"]["accuracy"]
+    else:
+        assert "int8 was refused" in result.output and not out.exists()
