@@ -41,6 +41,7 @@ from edge_vl.data import Example, label_set, read_examples
 from edge_vl.errors import BundleError, DataError, MissingExtraError
 from edge_vl.finetune import TrainConfig
 from edge_vl.report import REPORT_HTML, write_report
+from edge_vl.runtime.tokenize import TEXT_INPUTS
 from edge_vl.search import SearchConfig
 
 WORK_STATE = "build.json"
@@ -100,6 +101,8 @@ class BuildConfig:
     max_accuracy_drop: float = 0.01
     #: training rows used to calibrate INT8
     calibration_size: int = 300
+    #: shorter text lengths to export too; the Predictor runs each input on the shortest that fits
+    text_buckets: Sequence[int] = ()
     #: extra rows for the report's accuracy-vs-MACs comparison (see :mod:`edge_vl.report`)
     report_variants: Sequence[dict[str, Any]] = ()
 
@@ -120,6 +123,12 @@ class BuildConfig:
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.text_buckets and self.precision not in ("fp32", "fp16"):
+            raise ValueError("text buckets are exported in fp32 only for now; use --precision fp32 with them")
+        if any(int(b) < 2 for b in self.text_buckets):
+            raise ValueError(
+                f"text buckets must be lengths of at least 2 tokens, got {list(self.text_buckets)}"
+            )
         if not 0 < self.search_holdout < 1:
             raise ValueError(f"search_holdout must be in (0, 1), got {self.search_holdout}")
 
@@ -355,6 +364,7 @@ def export_stage(
         )
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
         precision = choose_precision(config, prep, inputs, exported.xml, staging, echo)
+        buckets = export_text_buckets(config, prep, model, inputs, sample, staging, versions, echo)
         latency = measure_latency(family, model, inputs, sample, exported.xml, config.measure_latency)
         if latency and precision:
             latency["precision"] = precision["chosen"]  # the full model stays fp32
@@ -381,6 +391,7 @@ def export_stage(
                 "precision": precision["chosen"] if precision else "fp32",
                 "inputs": [spec.to_dict() for spec in exported.inputs],
                 "outputs": exported.outputs,
+                **({"text_buckets": buckets} if buckets else {}),
             },
             "preprocessing": prep.preprocessing,
             "head": family.head(model).to_dict(),
@@ -448,6 +459,35 @@ def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
     family.insert_adapters(model, config.adapters)
     family.freeze(model)
     return model
+
+
+def export_text_buckets(
+    config: BuildConfig, prep: Prepared, model, inputs, sample, staging: Path, versions, echo
+) -> list[dict[str, Any]]:
+    """Export the model again at each shorter text length of ``config.text_buckets`` (parity-checked
+    like the main export); returns the manifest entries."""
+    from dataclasses import replace
+
+    from converters import converter_for
+
+    full = prep.preprocessing["text"]["max_length"]
+    lengths = sorted({int(b) for b in config.text_buckets if int(b) < full})
+    entries = []
+    for length in lengths:
+        specs = [
+            replace(spec, shape=(spec.shape[0], length)) if spec.name in TEXT_INPUTS else spec
+            for spec in inputs
+        ]
+        cut = {k: (v[:, :length] if k in TEXT_INPUTS else v) for k, v in sample.items()}
+        exported = converter_for(prep.family.name).export(
+            prep.family, model, specs, cut, staging, name=f"model-t{length}", versions=versions
+        )
+        entries.append({"length": length, "xml": exported.xml.name, "bin": exported.bin.name,
+                        "parity_max_abs": exported.parity_max_abs})  # fmt: skip
+        echo(
+            f"export: text bucket {length} tokens, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}"
+        )
+    return entries
 
 
 def choose_precision(

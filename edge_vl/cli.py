@@ -47,16 +47,15 @@ def cli() -> None:
 
 
 def _parse_layers(ctx, param, value: str | None) -> list[int] | None:
+    """Comma-separated distinct non-negative integers (layer indices, text lengths), sorted."""
     if value is None:
         return None
     try:
         layers = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated layer indices like '1,3', got {value!r}"
-        ) from None
-    if len(set(layers)) != len(layers):
-        raise click.BadParameter(f"layer indices must be distinct, got {value!r}")
+        raise click.BadParameter(f"expected comma-separated integers like '1,3', got {value!r}") from None
+    if len(set(layers)) != len(layers) or any(v < 0 for v in layers):
+        raise click.BadParameter(f"expected distinct non-negative integers, got {value!r}")
     return sorted(layers)
 
 
@@ -214,6 +213,7 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
             restart=params.get("restart", False),
             checkpoint_every=params.get("checkpoint_every", 50),
             precision=params.get("precision", "fp32"),
+            text_buckets=params.get("text_buckets") or (),
             max_accuracy_drop=params.get("max_accuracy_drop", 0.01),
             progress=not params["quiet"],
         )
@@ -245,6 +245,14 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
     help="Model precision in the bundle. int8: NNCF post-training quantization calibrated on the "
     "training data; auto: measure fp32 and int8 here (eval accuracy, batch-1 latency) and keep the "
     "fastest within --max-accuracy-drop. fp16 halves the file; CPUs still compute in f32.",
+)
+@click.option(
+    "--text-buckets",
+    callback=_parse_layers,
+    default=None,
+    metavar="L,M,...",
+    help="Also export these shorter text lengths (tokens); the Predictor runs each input on the "
+    "shortest one that holds its text. Answers are unchanged: only padding is cut.",
 )
 @click.option(
     "--max-accuracy-drop",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import openvino as ov
 from click.testing import CliRunner
 
@@ -63,3 +64,26 @@ def test_int8_is_refused_when_it_loses_more_than_allowed(tmp_path, tiny_checkpoi
         assert c["int8"]["accuracy"] >= c["fp32"]["accuracy"]
     else:
         assert "int8 was refused" in result.output and not out.exists()
+
+
+def test_text_buckets_give_the_full_length_answers(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--text-buckets", "4,8")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_bundle(out).manifest
+    assert [b["length"] for b in manifest["model"]["text_buckets"]] == [4, 8]
+    assert all(b["parity_max_abs"] <= 1e-4 for b in manifest["model"]["text_buckets"])
+
+    bucketed, full = Predictor(out), Predictor(out, text_buckets=False)
+    full_length = manifest["preprocessing"]["text"]["max_length"]
+    assert [length for length, _ in bucketed.buckets] == [4, 8, full_length]
+    rows = read_examples(shapes_data[1])
+    images = [r.image for r in rows]
+    texts = [r.text for r in rows[:-1]] + ["what " * 30 + "color ?"]  # one text needs the full length
+    for i in range(len(rows)):  # batch 1: each row on its own bucket
+        a = bucketed.logits(images[i : i + 1], texts[i : i + 1])
+        b = full.logits(images[i : i + 1], texts[i : i + 1])
+        np.testing.assert_allclose(a, b, atol=1e-4)
+        assert a.argmax() == b.argmax()
+    np.testing.assert_allclose(bucketed.logits(images, texts), full.logits(images, texts), atol=1e-4)

@@ -19,7 +19,7 @@ from edge_vl.bundle import Bundle, read_bundle
 from edge_vl.errors import BundleError, IncompatibleBundleError, InputError
 from edge_vl.runtime.cpu import check_cpu
 from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
-from edge_vl.runtime.tokenize import TextEncoder
+from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 
 PERFORMANCE_HINTS = ("latency", "throughput")
 # OpenVINO runs float ops in bf16 by itself on CPUs with AVX512_BF16/AMX. A bundle built and
@@ -49,6 +49,8 @@ class Predictor:
         cache_dir: OpenVINO model cache directory, to make later loads faster.
         warmup: run one inference at load so the first real call is not slow.
         max_image_pixels: images with more pixels are refused before decoding (default 50 M).
+        text_buckets: run each batch on the bundle's shortest text length that holds its longest
+            text (bundles built with ``--text-buckets``); False always uses the full length.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class Predictor:
         cache_dir: str | Path | None = None,
         warmup: bool = True,
         max_image_pixels: int = MAX_PIXELS,
+        text_buckets: bool = True,
     ):
         self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
         manifest = self.bundle.manifest
@@ -84,14 +87,21 @@ class Predictor:
         core = ov.Core()
         if cache_dir:
             core.set_property({"CACHE_DIR": str(cache_dir)})
-        xml = self.model_path = self.bundle.file(manifest["model"]["xml"])
-        try:
-            self.compiled = core.compile_model(str(xml), "CPU", config)
-        except RuntimeError as e:
-            raise BundleError(f"{xml}: OpenVINO could not load the model ({e})") from e
+        self.model_path = self.bundle.file(manifest["model"]["xml"])
+        self.compiled = _compile(core, self.model_path, config)
+        #: (text length, compiled model), shortest first; the full-length model is last
+        self.buckets: list[tuple[int, Any]] = []
+        if text_buckets and self.text_encoder is not None:
+            for bucket in manifest["model"].get("text_buckets", []):
+                compiled = _compile(core, self.bundle.file(bucket["xml"]), config)
+                self.buckets.append((int(bucket["length"]), compiled))
+            self.buckets.sort(key=lambda b: b[0])
+        if self.text_encoder is not None:
+            self.buckets.append((self.text_encoder.max_length, self.compiled))
         self._local = threading.local()
         if warmup:
-            self.run(self.dummy_inputs())
+            for length, _ in self.buckets or [(0, None)]:
+                self.run(self.dummy_inputs(text_length=length or None))
 
     # -- public API -----------------------------------------------------------------------
     def predict(self, image: ImageInput, text: str | None = None) -> Prediction:
@@ -130,24 +140,42 @@ class Predictor:
         return {name: feed[name] for name in self.input_names}
 
     # -- internals ------------------------------------------------------------------------
-    def _request(self):
-        request = getattr(self._local, "request", None)
+    def _request(self, compiled):
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = self._local.requests = {}
+        request = requests.get(id(compiled))
         if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
+            request = requests[id(compiled)] = compiled.create_infer_request()
         return request
 
     def run(self, feed: Mapping[str, np.ndarray]) -> np.ndarray:
-        """One inference on already prepared inputs (see :meth:`prepare`); returns the logits."""
-        request = self._request()
-        request.infer(dict(feed))
+        """One inference on already prepared inputs (see :meth:`prepare`); returns the logits.
+        With text buckets, the text inputs are cut to the shortest bucket that holds every text of
+        the batch (only padding is cut, so the answer is the full-length model's)."""
+        feed = dict(feed)
+        compiled = self.compiled
+        if len(self.buckets) > 1 and "attention_mask" in feed:
+            mask = feed["attention_mask"]
+            used = int(mask.shape[1] - np.argmax(mask[:, ::-1].any(axis=0))) if mask.any() else 1
+            length, compiled = next((b for b in self.buckets if b[0] >= used), self.buckets[-1])
+            if length < mask.shape[1]:
+                for name in TEXT_INPUTS & feed.keys():
+                    feed[name] = np.ascontiguousarray(feed[name][:, :length])
+        request = self._request(compiled)
+        request.infer(feed)
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
-    def dummy_inputs(self, batch: int = 1) -> dict[str, np.ndarray]:
-        """Deterministic inputs of the bundle's input spec (all ones), for warm-up and benchmarks."""
+    def dummy_inputs(self, batch: int = 1, *, text_length: int | None = None) -> dict[str, np.ndarray]:
+        """Deterministic inputs of the bundle's input spec (all ones; text inputs ``text_length``
+        long, default the full length), for warm-up and benchmarks."""
         feed = {}
         for spec in self.bundle.manifest["model"]["inputs"]:
             shape = [batch if d < 0 else d for d in spec["shape"]]
-            feed[spec["name"]] = np.ones(shape, dtype=np.dtype(spec["dtype"]))
+            array = np.ones(shape, dtype=np.dtype(spec["dtype"]))
+            if text_length and spec["name"] in TEXT_INPUTS:
+                array[:, text_length:] = 0
+            feed[spec["name"]] = array
         return feed
 
     def _to_prediction(self, row: np.ndarray) -> Prediction:
@@ -157,6 +185,13 @@ class Predictor:
             score=float(row[best]),
             scores={label: float(s) for label, s in zip(self.labels, row, strict=False)},
         )
+
+
+def _compile(core, xml: Path, config: Mapping[str, Any]):
+    try:
+        return core.compile_model(str(xml), "CPU", dict(config))
+    except RuntimeError as e:
+        raise BundleError(f"{xml}: OpenVINO could not load the model ({e})") from e
 
 
 def compile_config(

@@ -16,6 +16,9 @@ from tokenizers import Tokenizer
 
 from edge_vl.errors import InputError
 
+#: model inputs with one value per text token (a text bucket cuts them to its length)
+TEXT_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+
 
 class TextEncoder:
     """Encodes texts into ``input_ids`` and ``attention_mask`` (int64, shape ``(N, max_length)``)."""
