@@ -463,7 +463,7 @@ def _demo_defaults(params: dict, out, quick: bool):
         params["train_data"] = params["train_data"] or train_default
         params["eval_data"] = params["eval_data"] or eval_default
     ctx = click.get_current_context()
-    for key in ("epochs", "search_epochs", "batch_size"):
+    for key in ("epochs", "search_epochs", "batch_size", "text_buckets"):
         if ctx.get_parameter_source(key) == ParameterSource.DEFAULT:
             params[key] = getattr(settings, key)
     if out is None:

@@ -10,8 +10,9 @@ from safetensors.torch import load_file
 
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.build import resolve_model_dir
 from edge_vl.mini import EdgeVLMiniModel
-from edge_vl.mini.pretrain import Emoji, itm_pairs
+from edge_vl.mini.pretrain import Emoji, evaluate_itm, itm_pairs, load_heldout
 from tests.conftest import VOCAB
 
 
@@ -48,3 +49,28 @@ def test_checkpoint_stores_only_what_edge_vl_trains(tmp_path: Path):
         reloaded = EdgeVLMiniModel.from_pretrained(tmp_path / "trained")
     fusion = dict(model.named_parameters())["fusion.0.output.dense.weight"]
     assert torch.equal(dict(reloaded.named_parameters())["fusion.0.output.dense.weight"], fusion)
+
+
+HELDOUT = Path(__file__).parent / "data" / "emoji-heldout"
+#: ITM accuracy (random negatives; chance 0.5) the shipped checkpoint must reach on held-out emoji
+#: it never saw in pretraining; measured values are in edge_vl/mini/checkpoint/README.md
+SHIPPED_ITM_THRESHOLD = 0.70
+
+
+def test_shipped_checkpoint_matches_unseen_emoji_with_their_names():
+    """The shipped edge-vl-mini is a real vision-language model: on emoji concepts held out of its
+    pretraining it tells matching from non-matching image–name pairs far above chance, while the
+    same model with freshly initialised fusion layers is at chance (so the test can fail)."""
+    emojis = load_heldout(HELDOUT)
+    assert len(emojis) == 150
+    with quiet_transformers():
+        model = EdgeVLMiniModel.from_pretrained(resolve_model_dir("edge-vl-mini"))
+    trained = evaluate_itm(model, emojis)
+    assert trained["random"] >= SHIPPED_ITM_THRESHOLD, trained
+
+    torch.manual_seed(0)
+    for layer in model.fusion:
+        layer.apply(model._init_weights)
+    model.itm_head.apply(model._init_weights)
+    control = evaluate_itm(model, emojis)
+    assert abs(control["random"] - 0.5) < 0.1, control

