@@ -12,12 +12,13 @@ subcategory, so matching must look at the picture, not only the topic). Both enc
 frozen (their outputs are cached once); the fusion layers, image projection, pooler and ITM head
 train.
 
-Rerun (about 30 minutes on 2 cores; installs the emoji packages with npm into a cache folder)::
+Rerun (about 16 minutes on 2 cores; installs the emoji packages with npm into a cache folder)::
 
     python -m edge_vl.mini.pretrain --out edge_vl/mini/checkpoint
 
 The checkpoint's README records the command, machine, time and held-out accuracy of the shipped
-weights.
+weights. 1,000 steps, because longer training overfits the 1,525 training emoji: a 2,000-step run
+ended at 0.646 / 0.671 held-out ITM accuracy (hard / random negatives) against 0.680 / 0.771.
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ def pretrain(
     root: Path,
     out: Path,
     *,
-    steps: int = 600,
+    steps: int = 1000,
     batch_size: int = 64,
     lr: float = 5e-4,
     seed: int = 0,
@@ -340,6 +341,7 @@ def save_checkpoint(model, out: Path, report: dict[str, Any]) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes 0700; the checkpoint ships in the package
     try:
         model.save_trained_parts(staging, dtype=torch.float16)
         (staging / "pretrain_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -405,7 +407,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "checkpoint")
     parser.add_argument("--emoji-cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--seed", type=int, default=0)

@@ -84,20 +84,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            train=train_cfg, search=search_cfg, progress=False, **plan)  # fmt: skip
 
     manifests: dict[str, dict] = {}
+    partial: list[dict[str, Any]] = []
+    args.out.mkdir(parents=True, exist_ok=True)
 
     def variant(name: str, **plan) -> dict[str, Any]:
         started = time.perf_counter()
         result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
         m = manifests[name] = result.manifest
-        return {"variant": name, "eval_accuracy": m["metrics"]["eval_accuracy"],
+        row = {"variant": name, "eval_accuracy": m["metrics"]["eval_accuracy"],
                 "retained_macs_fraction": m["cost"]["retained_fraction"],
                 "skipped": m["architecture"]["skipped"],
                 "latency_ms": m["metrics"].get("latency_ms", {}).get("retained"),
                 "trainable_parameters": m["training"]["trainable_parameters"],
                 "trainable_fraction": m["training"]["trainable_fraction"],
                 "seconds": round(time.perf_counter() - started)}  # fmt: skip
+        partial.append(row)  # a crash later on keeps what was measured
+        (args.out / "variants.partial.json").write_text(
+            json.dumps(partial, indent=2) + "\n", encoding="utf-8"
+        )
+        return row
 
-    das = variant("das", skip=args.k)
+    das = variant("das", skip=args.k, text_buckets=settings.text_buckets)  # exactly the demo's bundle
     rows = [majority(train, evals), variant("petl-only", skip_layers=[]), das]
     n_arms = len(manifests["das"]["architecture"]["arms"])
     rng = random.Random(args.seed)
@@ -126,7 +133,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     others = [{k: r.get(k) for k in ("variant", "eval_accuracy", "retained_macs_fraction", "skipped",
                                      "latency_ms")} for r in rows if r["variant"] != "das"]  # fmt: skip
     write_report(args.out, manifests["das"], others)
-    shutil.rmtree(work, ignore_errors=True)
+    (args.out / "variants.partial.json").unlink(missing_ok=True)
+    if args.keep is not None:
+        shutil.rmtree(args.keep, ignore_errors=True)
+        shutil.move(work, args.keep)
+        print(f"kept the bundles and data in {args.keep}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return report
 
 
@@ -181,6 +194,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="the --quick demo settings (smoke run)")
     p.add_argument("--no-full-finetune", action="store_true")
+    p.add_argument("--keep", type=Path, default=None, help="move the bundles and manifests here")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "edge-vl-mini")
     args = p.parse_args()
     report = run(args)
