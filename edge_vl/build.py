@@ -546,52 +546,54 @@ def choose_precision(
             "candidates": [c.to_dict() for c in candidates]}  # fmt: skip
 
 
-def measure_latency(
-    family, model, inputs, sample, retained_xml: Path, enabled: bool
-) -> dict[str, Any] | None:
-    """Median batch-1 latency (ms) of the exported retained model and of the same model with no arm
-    skipped (exported to a temporary directory), on this machine."""
+def latency_with_skipped(family, model, inputs, sample, skipped: Sequence[int]) -> float:
+    """Median batch-1 latency (ms, this machine) of ``model`` exported with ``skipped`` arms, to a
+    temporary directory; the model's own skip set is restored afterwards."""
     import tempfile
 
     from converters import converter_for
     from edge_vl.bench import median_latency_ms
 
+    feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
+    before = family.skipped(model)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            family.set_skipped(model, skipped)
+            exported = converter_for(family.name).export(family, model, inputs, sample, Path(tmp))
+            return median_latency_ms(exported.xml, feed)
+    finally:
+        family.set_skipped(model, before)
+
+
+def measure_latency(
+    family, model, inputs, sample, retained_xml: Path, enabled: bool
+) -> dict[str, Any] | None:
+    """Median batch-1 latency (ms) of the exported retained model and of the same model with no arm
+    skipped, on this machine."""
+    from edge_vl.bench import median_latency_ms
+
     if not enabled:
         return None
     feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
-    skipped = family.skipped(model)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            family.set_skipped(model, [])
-            full = converter_for(family.name).export(family, model, inputs, sample, Path(tmp))
-            full_ms = median_latency_ms(full.xml, feed)
-    finally:
-        family.set_skipped(model, skipped)
+    full_ms = latency_with_skipped(family, model, inputs, sample, [])
     return {"retained": median_latency_ms(retained_xml, feed), "full": full_ms, "batch": 1,
             "precision": "fp32", "threads": None}  # fmt: skip
 
 
 def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]):
     """Time the exported graph with every arm kept and every arm skipped (batch 1, this machine)."""
-    import tempfile
-
-    from converters import converter_for
-    from edge_vl.bench import median_latency_ms
     from edge_vl.budget import LatencyModel
 
     family = prep.family
     model = load_adapted(family, config, prep.labels)
     inputs = family.input_specs(model, prep.preprocessing)
     sample = prep.eval_data.batch(slice(0, 2))
-    endpoints = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for skipped in ([], list(range(prep.costs.n_arms))):
-            family.set_skipped(model, skipped)
-            exported = converter_for(family.name).export(family, model, inputs, sample, Path(tmp))
-            feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
-            endpoints.append(median_latency_ms(exported.xml, feed))
-    echo(f"latency: {endpoints[0]:.2f} ms with every arm kept, {endpoints[1]:.2f} ms with every arm skipped")
-    return LatencyModel(all_kept_ms=endpoints[0], all_skipped_ms=endpoints[1], costs=prep.costs)
+    kept, skipped = (
+        latency_with_skipped(family, model, inputs, sample, arms)
+        for arms in ([], list(range(prep.costs.n_arms)))
+    )
+    echo(f"latency: {kept:.2f} ms with every arm kept, {skipped:.2f} ms with every arm skipped")
+    return LatencyModel(all_kept_ms=kept, all_skipped_ms=skipped, costs=prep.costs)
 
 
 class WorkDir:

@@ -30,7 +30,7 @@ def variant_from_manifest(manifest: dict[str, Any], name: str = "this bundle") -
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "retained_macs_fraction": manifest["cost"]["retained_fraction"],
         "skipped": manifest["architecture"]["skipped"],
-        "latency_ms": manifest["metrics"].get("latency_ms"),
+        "latency_ms": (manifest["metrics"].get("latency_ms") or {}).get("retained"),
     }
 
 
@@ -148,9 +148,7 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> st
     )
 
 
-def _latency(lat: Any) -> str:
-    if isinstance(lat, dict):
-        return f"{lat['retained']:.2f}"
+def _latency(lat: float | None) -> str:
     return "" if lat is None else f"{lat:.2f}"
 
 

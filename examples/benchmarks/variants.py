@@ -37,6 +37,7 @@ from edge_vl.data import read_examples
 from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
 from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
 from edge_vl.report import write_report
+from edge_vl.runtime.cpu import cpu_name
 from edge_vl.search import SearchConfig
 
 
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python examples/benchmarks/variants.py" + (" --quick" if args.quick else ""),
-        "machine": {"cpu": _cpu(), "cores": _cores(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cores": _cores(), "python": platform.python_version()},
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
@@ -141,12 +142,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         shutil.rmtree(work, ignore_errors=True)
     return report
-
-
-def _cpu() -> str:
-    from edge_vl.runtime.cpu import cpu_name
-
-    return cpu_name()
 
 
 def _cores() -> int:
