@@ -20,6 +20,7 @@ from torch import nn
 from edge_vl.architectures.base import ArchitectureFamily, InputSpec
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.errors import ExportError
+from edge_vl.runtime.cpu import openvino_core
 
 #: FP32 parity tolerance between torch and OpenVINO logits (max absolute difference)
 FP32_TOLERANCE = 1e-4
@@ -126,9 +127,8 @@ class Converter:
         module: nn.Module, xml: Path, sample: Mapping[str, torch.Tensor], *, tolerance: float
     ) -> float:
         """Max |torch − OpenVINO| over ``sample``, OpenVINO pinned to f32; raises if above ``tolerance``."""
-        import openvino as ov
 
-        compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = openvino_core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         with torch.no_grad():
             expected = module(*sample.values()).numpy()
         got = compiled({k: v.numpy() for k, v in sample.items()})[0]

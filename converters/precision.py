@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_vl.errors import ExportError
+from edge_vl.runtime.cpu import openvino_core
 
 PRECISIONS = ("fp32", "fp16", "int8", "auto")
 #: what ``auto`` compares (FP16 weights only shrink the file on CPUs: OpenVINO computes in f32/bf16)
@@ -50,7 +51,7 @@ def compress_fp16(xml: Path, out_dir: Path) -> Path:
     import openvino as ov
 
     target = out_dir / "model-fp16.xml"
-    ov.save_model(ov.Core().read_model(str(xml)), str(target), compress_to_fp16=True)
+    ov.save_model(openvino_core().read_model(str(xml)), str(target), compress_to_fp16=True)
     return target
 
 
@@ -67,7 +68,7 @@ def quantize_int8(
         raise ExportError("INT8 needs calibration inputs; the training data gave none")
     try:
         quantized = nncf.quantize(
-            ov.Core().read_model(str(xml)),
+            openvino_core().read_model(str(xml)),
             nncf.Dataset(feeds),
             model_type=nncf.ModelType.TRANSFORMER,
             subset_size=min(size, len(feeds)),
@@ -84,9 +85,8 @@ def quantize_int8(
 
 def evaluate(xml: Path, batches: Iterable[Mapping[str, np.ndarray]]) -> np.ndarray:
     """Top-1 predictions of the IR on ``batches`` (OpenVINO CPU, f32 for non-quantized ops)."""
-    import openvino as ov
 
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = openvino_core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     return np.concatenate([np.argmax(compiled(dict(batch))[0], axis=-1) for batch in batches])
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_vl.runtime.cpu import cpu_flags, cpu_name
+from edge_vl.runtime.cpu import cpu_flags, cpu_name, openvino_core
 
 
 def benchmark(
@@ -83,7 +83,7 @@ def _throughput(
     from edge_vl.runtime.predictor import compile_config
 
     config = compile_config("throughput", threads)
-    compiled = ov.Core().compile_model(str(predictor.model_path), "CPU", config)
+    compiled = openvino_core().compile_model(str(predictor.model_path), "CPU", config)
     queue = ov.AsyncInferQueue(compiled, 0)
     requests = len(queue)
     for _ in range(requests):  # warm-up, one per request
@@ -104,13 +104,11 @@ def median_latency_ms(
     xml: str | Path, feed: dict[str, np.ndarray], *, runs: int = 30, threads: int | None = None
 ) -> float:
     """Median synchronous latency (ms) of an IR on ``feed`` after one warm-up, f32 inference."""
-    import openvino as ov
 
     from edge_vl.runtime.predictor import compile_config
 
-    request = (
-        ov.Core().compile_model(str(xml), "CPU", compile_config("latency", threads)).create_infer_request()
-    )
+    compiled = openvino_core().compile_model(str(xml), "CPU", compile_config("latency", threads))
+    request = compiled.create_infer_request()
     request.infer(feed)
     times = []
     for _ in range(runs):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
 from click.testing import CliRunner
 
 from converters.precision import Candidate, choose
 from edge_vl import Predictor, read_bundle
 from edge_vl.cli import cli
 from edge_vl.data import read_examples
+from edge_vl.runtime.cpu import openvino_core
 from tests.conftest import build_args
 
 
@@ -47,7 +47,7 @@ def test_auto_precision_build_records_both_candidates_and_follows_its_numbers(
     assert manifest["model"]["precision"] == precision["chosen"]
     assert set(manifest["files"]) >= {"model.xml", "model.bin"}
     assert not any(name.startswith("model-") for name in manifest["files"])  # losers removed
-    ops = {op.get_type_name() for op in ov.Core().read_model(str(out / "model.xml")).get_ops()}
+    ops = {op.get_type_name() for op in openvino_core().read_model(str(out / "model.xml")).get_ops()}
     assert ("FakeQuantize" in ops) == (precision["chosen"] == "int8")
     example = read_examples(shapes_data[1])[0]
     assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]

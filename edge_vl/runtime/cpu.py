@@ -62,6 +62,21 @@ def check_cpu(flags: dict[str, bool] | None = None) -> None:
         )
 
 
+@cache
+def openvino_core():
+    """The process's one ``openvino.Core``, created after :func:`check_cpu`.
+
+    Every compile and read goes through it: a second ``Core`` in one process can crash it
+    (openvinotoolkit/openvino#35338; seen here as a segfault after a few dozen compiles in the test
+    suite). Per-model settings such as ``CACHE_DIR`` belong in ``compile_model``'s config, not on
+    this shared object.
+    """
+    check_cpu()
+    import openvino as ov
+
+    return ov.Core()
+
+
 def _proc_cpuinfo_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:

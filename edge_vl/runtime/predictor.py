@@ -17,7 +17,7 @@ import numpy as np
 
 from edge_vl.bundle import Bundle, read_bundle
 from edge_vl.errors import BundleError, IncompatibleBundleError, InputError
-from edge_vl.runtime.cpu import check_cpu
+from edge_vl.runtime.cpu import openvino_core
 from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
 from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 
@@ -79,14 +79,11 @@ class Predictor:
         self.input_names = [spec["name"] for spec in manifest["model"]["inputs"]]
 
         check_runtime(manifest, self.bundle.path)
-        check_cpu()  # before OpenVINO loads any CPU kernel
-        import openvino as ov
-
+        core = openvino_core()  # checks the CPU before OpenVINO loads any CPU kernel
         precision = _INFERENCE_PRECISION.get(manifest["model"].get("precision", "fp32"), "f32")
         config = compile_config(performance_hint, threads, precision)
-        core = ov.Core()
-        if cache_dir:
-            core.set_property({"CACHE_DIR": str(cache_dir)})
+        if cache_dir:  # per compile: the Core is shared by every model of the process
+            config["CACHE_DIR"] = str(cache_dir)
         self.model_path = self.bundle.file(manifest["model"]["xml"])
         self.compiled = _compile(core, self.model_path, config)
         #: (text length, compiled model), shortest first; the full-length model is last
