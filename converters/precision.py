@@ -46,17 +46,23 @@ class Candidate:
         return out
 
 
-def compress_fp16(xml: Path, out_dir: Path) -> Path:
+def compress_fp16(xml: Path, out_dir: Path, *, name: str = "model-fp16") -> Path:
     """The same graph with FP16 weights (decompressed to f32 at load time on CPUs)."""
     import openvino as ov
 
-    target = out_dir / "model-fp16.xml"
+    target = out_dir / f"{name}.xml"
     ov.save_model(openvino_core().read_model(str(xml)), str(target), compress_to_fp16=True)
     return target
 
 
 def quantize_int8(
-    xml: Path, calibration: Iterable[Mapping[str, np.ndarray]], out_dir: Path, *, vnni: bool, size: int
+    xml: Path,
+    calibration: Iterable[Mapping[str, np.ndarray]],
+    out_dir: Path,
+    *,
+    vnni: bool,
+    size: int,
+    name: str = "model-int8",
 ) -> Path:
     """NNCF INT8 post-training quantization calibrated on ``calibration`` (batch-1 feeds)."""
     import nncf
@@ -78,9 +84,30 @@ def quantize_int8(
         )
     except Exception as e:  # NNCF raises several unrelated types
         raise ExportError(f"NNCF INT8 quantization failed: {e}") from e
-    target = out_dir / "model-int8.xml"
+    target = out_dir / f"{name}.xml"
     ov.save_model(quantized, str(target), compress_to_fp16=False)
     return target
+
+
+def convert_in_place(
+    precision: str,
+    xml: Path,
+    calibration: Callable[[], Iterable[Mapping[str, np.ndarray]]],
+    *,
+    vnni: bool,
+    size: int,
+) -> None:
+    """Replace the FP32 IR ``xml`` by its ``precision`` variant under the same file name (text
+    buckets follow the precision chosen for the main model)."""
+    if precision == "fp32":
+        return
+    name = f"{xml.stem}-{precision}"
+    if precision == "fp16":
+        converted = compress_fp16(xml, xml.parent, name=name)
+    else:
+        converted = quantize_int8(xml, calibration(), xml.parent, vnni=vnni, size=size, name=name)
+    for suffix in (".xml", ".bin"):
+        shutil.move(converted.with_suffix(suffix), xml.with_suffix(suffix))
 
 
 def evaluate(xml: Path, batches: Iterable[Mapping[str, np.ndarray]]) -> np.ndarray:

@@ -46,7 +46,7 @@ def benchmark(
         times.append((time.perf_counter() - t0) * 1e3)
     lat = np.asarray(times)
 
-    throughput = _throughput(predictor, feed, threads=threads, duration=duration / 2)
+    speed = throughput(predictor.model_path, feed, threads=threads, duration=duration / 2)
     executed = predictor.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     return {
         "bundle": str(bundle),
@@ -63,7 +63,7 @@ def benchmark(
             "min": float(lat.min()),
             "iterations": len(lat),
         },
-        "throughput": throughput,
+        "throughput": speed,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "machine": {
             "cpu": cpu_name(),
@@ -74,16 +74,17 @@ def benchmark(
     }
 
 
-def _throughput(
-    predictor, feed: dict[str, np.ndarray], *, threads: int | None, duration: float
+def throughput(
+    xml: str | Path, feed: dict[str, np.ndarray], *, threads: int | None = None, duration: float = 5.0
 ) -> dict[str, Any]:
-    """Inferences per second with an ``AsyncInferQueue`` of OpenVINO's optimal size."""
+    """Inferences per second of an IR with an ``AsyncInferQueue`` of OpenVINO's optimal size
+    (THROUGHPUT hint, f32 inference), one warm-up per request."""
     import openvino as ov
 
     from edge_vl.runtime.predictor import compile_config
 
     config = compile_config("throughput", threads)
-    compiled = openvino_core().compile_model(str(predictor.model_path), "CPU", config)
+    compiled = openvino_core().compile_model(str(xml), "CPU", config)
     queue = ov.AsyncInferQueue(compiled, 0)
     requests = len(queue)
     for _ in range(requests):  # warm-up, one per request
@@ -100,15 +101,19 @@ def _throughput(
     return {"requests": requests, "inferences_per_s": done / elapsed, "samples_per_s": done * batch / elapsed}
 
 
+def compile_latency_request(xml: str | Path, threads: int | None = None):
+    """An infer request of the IR compiled with the LATENCY hint (f32), as edge-vl times models."""
+    from edge_vl.runtime.predictor import compile_config
+
+    compiled = openvino_core().compile_model(str(xml), "CPU", compile_config("latency", threads))
+    return compiled.create_infer_request()
+
+
 def median_latency_ms(
     xml: str | Path, feed: dict[str, np.ndarray], *, runs: int = 30, threads: int | None = None
 ) -> float:
     """Median synchronous latency (ms) of an IR on ``feed`` after one warm-up, f32 inference."""
-
-    from edge_vl.runtime.predictor import compile_config
-
-    compiled = openvino_core().compile_model(str(xml), "CPU", compile_config("latency", threads))
-    request = compiled.create_infer_request()
+    request = compile_latency_request(xml, threads)
     request.infer(feed)
     times = []
     for _ in range(runs):

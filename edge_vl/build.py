@@ -40,6 +40,7 @@ from edge_vl.bundle import MANIFEST_NAME, finalize_manifest, staged_bundle, writ
 from edge_vl.data import Example, label_set, read_examples
 from edge_vl.errors import BundleError, DataError, MissingExtraError
 from edge_vl.finetune import TrainConfig
+from edge_vl.losses import score_kind
 from edge_vl.report import REPORT_HTML, write_report
 from edge_vl.runtime.tokenize import TEXT_INPUTS
 from edge_vl.search import SearchConfig
@@ -123,12 +124,11 @@ class BuildConfig:
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.text_buckets and self.precision not in ("fp32", "fp16"):
-            raise ValueError("text buckets are exported in fp32 only for now; use --precision fp32 with them")
         if any(int(b) < 2 for b in self.text_buckets):
             raise ValueError(
                 f"text buckets must be lengths of at least 2 tokens, got {list(self.text_buckets)}"
             )
+        score_kind(self.train.loss)  # raises on an unknown loss name
         if not 0 < self.search_holdout < 1:
             raise ValueError(f"search_holdout must be in (0, 1), got {self.search_holdout}")
 
@@ -364,7 +364,8 @@ def export_stage(
         )
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
         precision = choose_precision(config, prep, inputs, exported.xml, staging, echo)
-        buckets = export_text_buckets(config, prep, model, inputs, sample, staging, versions, echo)
+        chosen = precision["chosen"] if precision else "fp32"
+        buckets = export_text_buckets(config, prep, model, inputs, sample, staging, versions, echo, chosen)
         latency = measure_latency(family, model, inputs, sample, exported.xml, config.measure_latency)
         if latency and precision:
             latency["precision"] = precision["chosen"]  # the full model stays fp32
@@ -394,7 +395,7 @@ def export_stage(
                 **({"text_buckets": buckets} if buckets else {}),
             },
             "preprocessing": prep.preprocessing,
-            "head": family.head(model).to_dict(),
+            "head": family.head(model, score_kind(config.train.loss)).to_dict(),
             "metrics": {
                 "eval_accuracy": eval_accuracy,
                 "eval_examples": prep.n_eval,
@@ -462,13 +463,24 @@ def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
 
 
 def export_text_buckets(
-    config: BuildConfig, prep: Prepared, model, inputs, sample, staging: Path, versions, echo
+    config: BuildConfig,
+    prep: Prepared,
+    model,
+    inputs,
+    sample,
+    staging: Path,
+    versions,
+    echo,
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
-    """Export the model again at each shorter text length of ``config.text_buckets`` (parity-checked
-    like the main export); returns the manifest entries."""
+    """Export the model again at each shorter text length of ``config.text_buckets`` (FP32
+    parity-checked like the main export, then converted to the main model's ``precision``);
+    returns the manifest entries."""
     from dataclasses import replace
 
     from converters import converter_for
+    from converters.precision import convert_in_place
+    from edge_vl.runtime.cpu import has_int8_dot_product
 
     full = prep.preprocessing["text"]["max_length"]
     lengths = sorted({int(b) for b in config.text_buckets if int(b) < full})
@@ -482,12 +494,28 @@ def export_text_buckets(
         exported = converter_for(prep.family.name).export(
             prep.family, model, specs, cut, staging, name=f"model-t{length}", versions=versions
         )
+        if precision != "fp32":
+            calibration = numpy_batches(prep.calibration_data, [s.name for s in specs], 1, length)
+            convert_in_place(precision, exported.xml, calibration, vnni=has_int8_dot_product(),
+                             size=config.calibration_size)  # fmt: skip
         entries.append({"length": length, "xml": exported.xml.name, "bin": exported.bin.name,
                         "parity_max_abs": exported.parity_max_abs})  # fmt: skip
         echo(
             f"export: text bucket {length} tokens, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}"
         )
     return entries
+
+
+def numpy_batches(data, names: Sequence[str], size: int, text_length: int | None = None):
+    """A re-iterable source of ``data``'s rows as numpy feeds of the inputs ``names``, ``size`` rows
+    each; text inputs cut to ``text_length`` if given."""
+
+    def feed(i: int) -> dict[str, Any]:
+        rows = data.batch(slice(i, i + size))
+        return {n: (v[:, :text_length] if text_length and n in TEXT_INPUTS else v).numpy()
+                for n, v in rows.items() if n in names}  # fmt: skip
+
+    return lambda: (feed(i) for i in range(0, len(data), size))
 
 
 def choose_precision(
@@ -497,21 +525,14 @@ def choose_precision(
     None for a plain FP32 build."""
     from converters import precision as P
     from edge_vl.bench import median_latency_ms
-    from edge_vl.runtime.cpu import cpu_flags
+    from edge_vl.runtime.cpu import has_int8_dot_product
 
     if config.precision == "fp32":
         return None
     names = [spec.name for spec in inputs]
     wanted = P.AUTO_CANDIDATES if config.precision == "auto" else ("fp32", config.precision)
-    vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu_flags()))
-
-    def batches(data, size: int):
-        return lambda: (
-            {n: v.numpy() for n, v in data.batch(slice(i, i + size)).items() if n in names}
-            for i in range(0, len(data), size)
-        )
-
-    eval_batches = batches(prep.eval_data, 64)
+    vnni = has_int8_dot_product()
+    eval_batches = numpy_batches(prep.eval_data, names, 64)
     labels = prep.eval_data.labels.numpy()
     feed = {n: v[:1] for n, v in next(iter(eval_batches())).items()}
     candidates: list[P.Candidate] = []
@@ -524,8 +545,8 @@ def choose_precision(
         else:
             echo(f"precision: NNCF INT8 calibration on {len(prep.calibration_data)} training rows "
                  f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})")  # fmt: skip
-            xml = P.quantize_int8(fp32_xml, batches(prep.calibration_data, 1)(), staging, vnni=vnni,
-                                  size=config.calibration_size)  # fmt: skip
+            calibration = numpy_batches(prep.calibration_data, names, 1)()
+            xml = P.quantize_int8(fp32_xml, calibration, staging, vnni=vnni, size=config.calibration_size)
         candidate, predictions = P.measure(
             name, xml, eval_batches, labels, reference, feed, median_latency_ms
         )

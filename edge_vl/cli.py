@@ -171,6 +171,14 @@ train_options = _options(
         show_default=True,
         help="Adapter learning rate (the head uses 10x).",
     ),
+    click.option(
+        "--loss",
+        type=click.Choice(["cross-entropy", "vqa-bce"]),
+        default="cross-entropy",
+        show_default=True,
+        help="Task loss. vqa-bce is the DAS paper's (BCE x labels, sigmoid scores); cross-entropy "
+        "learns rare answers much faster on single-answer data.",
+    ),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--quiet", is_flag=True, help="No progress bars."),
 )
@@ -207,6 +215,7 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
                 max_steps=params["max_steps"],
                 batch_size=params["batch_size"],
                 lr=params["lr"],
+                loss=params["loss"],
                 seed=params["seed"],
             ),
             overwrite=params.get("overwrite", False),
@@ -416,11 +425,25 @@ def info(bundle, as_json) -> None:
     default=None,
     help="Also save the figures (machine, ISA, speed) to this JSON file as a target profile.",
 )
-def bench(bundle, threads, batch, duration, as_json, profile) -> None:
+@click.option(
+    "--compare",
+    type=click.Choice(["torch"]),
+    default=None,
+    help="Also time the retained and the full model in torch eager and the full model on OpenVINO, "
+    "interleaved with the bundle at batch 1, and print the bundle's speed-up (needs the build extra).",
+)
+@click.option(
+    "--runs", type=click.IntRange(min=3), default=30, show_default=True, help="Rounds of --compare."
+)
+def bench(bundle, threads, batch, duration, as_json, profile, compare, runs) -> None:
     """Measure BUNDLE on this machine: cold start, latency p50/p90/p99, throughput, peak memory."""
     from edge_vl.bench import benchmark
 
     report = benchmark(bundle, threads=threads, batch=batch, duration=duration)
+    if compare:
+        from edge_vl.compare import compare_with_torch
+
+        report["compare"] = compare_with_torch(bundle, runs=runs, threads=threads)
     if profile is not None:
         from edge_vl.bundle import write_json_atomic
 
@@ -443,6 +466,15 @@ def bench(bundle, threads, batch, duration, as_json, profile) -> None:
         f"{thr['requests']} async requests)"
     )
     click.echo(f"peak memory   {report['peak_rss_mb']:.0f} MB resident")
+    if compare:
+        cmp = report["compare"]
+        click.echo(f"compared at batch 1, median of {cmp['runs']} interleaved rounds (ms; bundle speed-up):")
+        for name, lat in cmp["latency_ms"].items():
+            ratio = cmp["speedup_of_bundle"].get(name)
+            shown = "the bundle" if ratio is None else f"{ratio:.2f}x"
+            spread = f"p10 {lat['p10']:.2f}, p90 {lat['p90']:.2f}"
+            click.echo(f"  {name:<18} {lat['median']:8.2f}  ({spread})  {shown}")
+        click.echo(f"  note: {cmp['note']}")
 
 
 def _demo_defaults(params: dict, out, quick: bool):

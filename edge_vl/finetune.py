@@ -28,6 +28,7 @@ from torch import nn
 from edge_vl.architectures.base import ArchitectureFamily
 from edge_vl.encoded import EncodedData
 from edge_vl.errors import Interrupted
+from edge_vl.losses import task_loss
 
 
 @dataclass
@@ -39,6 +40,8 @@ class TrainConfig:
     max_steps: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
+    #: task loss, a key of :data:`edge_vl.losses.LOSSES` (``vqa-bce`` is the paper's)
+    loss: str = "cross-entropy"
     head_lr_mult: float = 10.0
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -102,6 +105,7 @@ class TrainLoop:
         torch.manual_seed(config.seed)  # dropout
         self.generator = torch.Generator().manual_seed(config.seed)
         self.optimizer = make_optimizer(family, model, config)
+        self.loss_fn = task_loss(config.loss)
         warmup = max(1, int(self.total_steps * config.warmup_ratio))
         total = self.total_steps
 
@@ -136,7 +140,7 @@ class TrainLoop:
         """One optimizer step on the next mini-batch; returns its loss."""
         self.model.train()
         batch = self.next_batch()
-        loss = self.family.loss(self.family.forward(self.model, batch), batch["labels"])
+        loss = self.loss_fn(self.family.forward(self.model, batch), batch["labels"])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -228,6 +228,27 @@ def scatter_chart(variants: Sequence[dict[str, Any]]) -> str:
     return _svg(out)
 
 
+def bar_chart(values: dict[str, float], xlabel: str) -> str:
+    """Horizontal bars, one per entry (label left of the bar, value right of it), as a standalone SVG."""
+    top = max(values.values()) or 1.0
+    label_w, row_h = 300, 22
+    width, height = _W + label_w - _PAD, 24 + row_h * len(values) + 28
+    out = []
+    for j, (name, value) in enumerate(values.items()):
+        y = 16 + j * row_h
+        bar = value / top * (width - label_w - 70)
+        colour = _COLOURS[j % len(_COLOURS)]
+        out.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end" font-size="12">{_e(name)}</text>')
+        size = f'width="{bar:.1f}" height="{row_h - 6}"'
+        out.append(f'<rect x="{label_w}" y="{y + 3}" {size} fill="{colour}"/>')
+        out.append(f'<text x="{label_w + bar + 6:.1f}" y="{y + 14}" font-size="11">{value:.3g}</text>')
+    out.append(f'<text x="{label_w}" y="{height - 8}" font-size="12">{_e(xlabel)}</text>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">' + "".join(out) + "</svg>"
+    )
+
+
 def _svg(elements: list[str], extra_width: int = 0) -> str:
     width = _W + extra_width
     return (

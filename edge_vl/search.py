@@ -201,7 +201,7 @@ def run_search(
         def loss_of(skip_set: tuple[int, ...]) -> float:
             family.set_skipped(model, skip_set)
             with torch.no_grad():
-                return float(family.loss(family.forward(model, batch), batch["labels"]))
+                return float(loop.loss_fn(family.forward(model, batch), batch["labels"]))
 
         return loss_of
 

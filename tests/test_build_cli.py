@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,34 @@ def test_build_without_model_uses_the_shipped_edge_vl_mini(tmp_path, shapes_data
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
     example = read_examples(shapes_data[1])[0]
     assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]
+
+
+def test_bench_compares_the_bundle_with_torch_eager_and_the_full_model(tiny_bundle):
+    result = CliRunner().invoke(
+        cli, ["bench", str(tiny_bundle), "--duration", "0.2", "--compare", "torch", "--runs", "5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    compare = json.loads(result.output)["compare"]
+    assert compare["skipped"] == [1, 3] and compare["runs"] == 5
+    latency = compare["latency_ms"]
+    assert set(latency) == {"openvino_retained", "openvino_full", "torch_retained", "torch_full"}
+    for figures in latency.values():
+        assert 0 < figures["p10"] <= figures["median"] <= figures["p90"]
+    ours = latency["openvino_retained"]["median"]
+    for name, ratio in compare["speedup_of_bundle"].items():
+        assert ratio == pytest.approx(latency[name]["median"] / ours)
+    args = ["bench", str(tiny_bundle), "--duration", "0.2", "--compare", "torch", "--runs", "3"]
+    text = CliRunner().invoke(cli, args)
+    assert text.exit_code == 0, text.output
+    assert "torch_full" in text.output and "the bundle" in text.output
+
+
+def test_bench_compare_names_the_missing_source_checkpoint(tiny_bundle, tmp_path):
+    moved = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    manifest["architecture"]["source"] = str(tmp_path / "gone")
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(cli, ["bench", str(moved), "--duration", "0.2", "--compare", "torch"])
+    assert result.exit_code != 0
+    assert "architecture.source" in result.output and "gone" in result.output

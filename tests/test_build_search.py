@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from torch.utils.flop_counter import FlopCounterMode
 
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.budget import ArmCosts, BudgetError, min_arms_for, select_within
+from edge_vl.budget import ArmCosts, BudgetError, counted_macs, min_arms_for, select_within
 from edge_vl.cli import cli
 from tests.conftest import build_args
 
@@ -44,18 +43,13 @@ def test_analytic_macs_match_a_flop_counter(tiny_checkpoint):
         "pixel_values": torch.randn(1, 3, size, size),
     }
 
-    def counted(fn) -> float:
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            fn()
-        return counter.get_total_flops() / 2  # FLOPs → MACs
-
-    full = counted(lambda: model(**inputs, pixel_mask=torch.ones(1, size, size, dtype=torch.long)))
+    full = counted_macs(lambda: model(**inputs, pixel_mask=torch.ones(1, size, size, dtype=torch.long)))
     family.insert_adapters(model)
     costs = family.arm_costs(model, preprocessing)
     assert abs(costs.full() - full) / full < 0.02
     for skipped in ([], [1, 3], [0, 1, 2]):
         family.set_skipped(model, skipped)
-        retained = counted(lambda: family.forward(model, inputs))
+        retained = counted_macs(lambda: family.forward(model, inputs))
         assert abs(costs.retained(skipped) - retained) / retained < 0.02, skipped
 
 

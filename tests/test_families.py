@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from torch.utils.flop_counter import FlopCounterMode
 
 from edge_vl import Predictor
 from edge_vl.adapters import PREFIX
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.cli import cli
 from edge_vl.data import read_examples
 from tests.conftest import VOCAB, build_args
@@ -55,13 +55,7 @@ def test_arms_adapters_and_freezing(checkpoint):
 
 def test_analytic_macs_match_the_flop_counter(checkpoint, tmp_path):
     family, directory = checkpoint
-    eager = tmp_path / "eager"
-    eager.mkdir()
-    for f in directory.iterdir():
-        (eager / f.name).write_bytes(f.read_bytes())
-    config = json.loads((eager / "config.json").read_text())
-    config.update(attention="eager", attn_implementation="eager")  # the counter misses SDPA on CPU
-    (eager / "config.json").write_text(json.dumps(config))
+    eager = with_eager_attention(directory, tmp_path / "eager")  # the counter misses SDPA on CPU
     model = _load(family, eager).eval()
     preprocessing = family.preprocessing(eager, model)
     preprocessing["text"] = {"max_length": preprocessing["text"]["max_length"]}
@@ -75,9 +69,7 @@ def test_analytic_macs_match_the_flop_counter(checkpoint, tmp_path):
     costs = family.arm_costs(model, preprocessing)
     for skipped in ([], [1], [0, len(costs.layer) - 1]):
         family.set_skipped(model, skipped)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            family.forward(model, inputs)
-        counted = counter.get_total_flops() / 2
+        counted = counted_macs(lambda: family.forward(model, inputs))
         assert abs(costs.retained(skipped) - counted) / counted < 0.02, (
             skipped,
             costs.retained(skipped),

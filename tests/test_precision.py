@@ -87,3 +87,21 @@ def test_text_buckets_give_the_full_length_answers(tmp_path, tiny_checkpoint, sh
         np.testing.assert_allclose(a, b, atol=1e-4)
         assert a.argmax() == b.argmax()
     np.testing.assert_allclose(bucketed.logits(images, texts), full.logits(images, texts), atol=1e-4)
+
+
+def test_text_buckets_follow_the_chosen_precision(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--text-buckets", "4",
+                      "--precision", "int8", "--max-accuracy-drop", "1")  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_bundle(out).manifest
+    assert manifest["model"]["precision"] == "int8"
+    for xml in ("model.xml", manifest["model"]["text_buckets"][0]["xml"]):
+        ops = {op.get_type_name() for op in openvino_core().read_model(str(out / xml)).get_ops()}
+        assert "FakeQuantize" in ops, xml
+    assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
+    predictor = Predictor(out)
+    assert predictor.buckets[0][0] == 4
+    example = read_examples(shapes_data[1])[0]
+    assert predictor.predict(example.image, "red ?").label in manifest["head"]["labels"]

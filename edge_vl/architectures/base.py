@@ -89,14 +89,11 @@ class ArchitectureFamily(ABC):
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic, traceable task forward: named input tensors → logits."""
 
-    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Task loss for integer class ``targets`` (default: the VQA loss of ViLT/METER)."""
-        return vqa_loss(logits, targets)
-
-    def head(self, model: nn.Module) -> HeadSpec:
-        """The head's score function (sigmoid, as trained by :func:`vqa_loss`) and labels."""
+    def head(self, model: nn.Module, kind: str) -> HeadSpec:
+        """The head's labels, with the score function ``kind`` its training loss implies
+        (:func:`edge_vl.losses.score_kind`)."""
         id2label = model.config.id2label
-        return HeadSpec(kind="sigmoid", labels=tuple(id2label[i] for i in range(len(id2label))))
+        return HeadSpec(kind=kind, labels=tuple(id2label[i] for i in range(len(id2label))))
 
     def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
         """Exported inputs (default: token ids and mask at the fixed text length, fixed-size pixels)."""
@@ -233,13 +230,6 @@ class ArchitectureFamily(ABC):
             "pad_id": int(tok.pad_token_id),
             "pad_token": str(tok.pad_token),
         }
-
-
-def vqa_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """The VQA loss of ViLT/METER: BCE × num_labels on (one-hot) answer scores (spec §4.2, §7.2);
-    the × num_labels factor sets the scale of the search's exp(−loss) rewards."""
-    one_hot = torch.nn.functional.one_hot(targets, logits.shape[-1]).to(logits.dtype)
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
 
 
 def label_maps(labels: Sequence[str]) -> dict[str, dict]:

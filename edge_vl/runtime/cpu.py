@@ -31,6 +31,13 @@ def cpu_flags() -> dict[str, bool]:
     return flags
 
 
+def has_int8_dot_product(flags: dict[str, bool] | None = None) -> bool:
+    """Whether the CPU has VNNI-class INT8 dot-product instructions (AVX512-VNNI, AVX-VNNI or
+    AMX): what makes INT8 pay, and what NNCF's overflow fix is not needed for."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flags.get(f, False) for f in ("AVX512VNNI", "AVX_VNNI", "AMX"))
+
+
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo on Linux, else ``platform.processor()``)."""
     try:

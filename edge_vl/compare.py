@@ -1,0 +1,117 @@
+"""``edge-vl bench --compare torch``: the bundle against what a user would otherwise run.
+
+Four contenders on the same batch-1 inputs, timed interleaved (round-robin, order rotated every
+round) so that drift of the machine hits them alike: the bundle's retained model on OpenVINO, the
+full model (no arm skipped) exported to OpenVINO on the spot, and both in torch eager. The torch
+models are rebuilt from the bundle's source checkpoint with freshly initialised adapters: the
+bundle carries no torch weights, and adapter values do not change the amount of work, so timings
+are those of the trained model but the torch outputs are not. Needs the ``build`` extra.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_vl.errors import MissingExtraError, ModelError
+
+
+def compare_with_torch(bundle: str | Path, *, runs: int = 30, threads: int | None = None) -> dict[str, Any]:
+    """Median batch-1 latency (ms) of the four contenders over ``runs`` interleaved rounds, and the
+    speed-up of the bundle over each of the others."""
+    try:
+        import torch
+    except ImportError:
+        raise MissingExtraError("bench --compare torch", extra="build") from None
+    from converters import converter_for
+    from edge_vl.adapters import AdapterConfig
+    from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.architectures.registry import family_for
+    from edge_vl.build import resolve_model_dir
+    from edge_vl.runtime.predictor import Predictor
+
+    predictor = Predictor(bundle, threads=threads, warmup=True)
+    manifest = predictor.bundle.manifest
+    arch = manifest["architecture"]
+    source = resolve_model_dir(arch["source"])
+    if not (source / "config.json").is_file():
+        raise ModelError(
+            f"{bundle}: --compare torch rebuilds the model from its source checkpoint, "
+            f"manifest field architecture.source = {arch['source']!r}, which is not a model directory here"
+        )
+    if threads:
+        torch.set_num_threads(threads)
+    family = family_for(arch["model_type"])
+    torch.manual_seed(0)
+    with quiet_transformers():
+        model = family.load(source, predictor.labels)
+    family.insert_adapters(model, AdapterConfig(**manifest["training"]["adapters"]))
+    family.freeze(model)
+    model.eval()
+
+    feed = predictor.dummy_inputs(1)
+    torch_feed = {name: torch.from_numpy(array) for name, array in feed.items()}
+    inputs = family.input_specs(model, manifest["preprocessing"])
+    sample = {name: torch.from_numpy(array) for name, array in predictor.dummy_inputs(2).items()}
+
+    def torch_call(skipped: list[int]) -> Callable[[], Any]:
+        own = copy.deepcopy(model)
+        family.set_skipped(own, skipped)
+
+        def call() -> Any:
+            with torch.inference_mode():
+                return family.forward(own, torch_feed)
+
+        return call
+
+    with tempfile.TemporaryDirectory() as tmp:
+        from edge_vl.bench import compile_latency_request
+
+        family.set_skipped(model, [])
+        full_xml = converter_for(family.name).export(family, model, inputs, sample, Path(tmp)).xml
+        full_request = compile_latency_request(full_xml, threads)
+        contenders: dict[str, Callable[[], Any]] = {
+            "openvino_retained": lambda: predictor.run(feed),
+            "openvino_full": lambda: full_request.infer(feed),
+            "torch_retained": torch_call(list(arch["skipped"])),
+            "torch_full": torch_call([]),
+        }
+        times = interleaved(contenders, runs)
+    medians = {name: float(np.median(t)) for name, t in times.items()}
+    ours = "openvino_retained"
+    bundle_ms = medians[ours]
+    return {
+        "bundle": str(bundle),
+        "runs": runs,
+        "threads": threads,
+        "skipped": list(arch["skipped"]),
+        "latency_ms": {name: spread(t) for name, t in times.items()},
+        "speedup_of_bundle": {name: ms / bundle_ms for name, ms in medians.items() if name != ours},
+        "note": "torch models carry fresh adapters (same work, other outputs); batch 1",
+    }
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    """Median, 10th and 90th percentile of ``times``."""
+    return {"median": float(np.median(times)), "p10": float(np.percentile(times, 10)),
+            "p90": float(np.percentile(times, 90))}  # fmt: skip
+
+
+def interleaved(contenders: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+    """Per-contender wall times (ms): one warm-up each, then ``runs`` rounds, order rotated."""
+    names = list(contenders)
+    for name in names:
+        contenders[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(runs):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            contenders[name]()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times

@@ -1,0 +1,353 @@
+"""Regenerate ``examples/benchmarks/RESULTS.md``: what edge-vl saves, measured on this machine.
+
+    edge-vl build --demo                        # the demo bundle (edge-vl-demo/bundle-full)
+    python examples/benchmarks/results.py       # about 10 minutes on 2 cores
+
+Three parts, each in one process, every ratio from one interleaved run:
+
+a) Speed on the full-size ViLT-B/32 architecture (the config of the public dandelin/vilt-b32
+   checkpoints, 384×384 pixels + 40 tokens, 3,129 answers) with RANDOM weights — weights do not
+   change the amount of work, and no pretrained ViLT installs offline. Contenders at batch 1: torch
+   eager (full model), OpenVINO FP32 and NNCF INT8 of the full model (what optimum-intel + NNCF
+   would give a user), and edge-vl's exported retained model with k = 2, 4, 6 layers skipped
+   (the last k: every ViLT layer costs the same), FP32 and INT8, and k = 4 with a 16-token text
+   bucket. Latency: medians over interleaved rounds (order rotated each round). Throughput:
+   OpenVINO's THROUGHPUT hint with its optimal number of async requests, one contender at a time.
+   All exports go through the same converter as bundles (parity-checked against torch).
+b) The demo bundle (edge-vl-mini on easy-vqa): its speed-up over torch eager and over OpenVINO FP32
+   of the full model (``edge-vl bench --compare torch``), next to its accuracy on the test split.
+c) FLOPs: the analytic per-layer MAC counts against torch's FlopCounterMode with eager attention.
+
+``--parts a,b,c`` runs a subset (the others keep their previous results from ``RESULTS.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from converters import converter_for
+from converters.precision import quantize_int8
+from edge_vl.architectures import family_for
+from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.bench import compile_latency_request, throughput
+from edge_vl.budget import counted_macs, with_eager_attention
+from edge_vl.build import package_versions, resolve_model_dir
+from edge_vl.bundle import read_bundle
+from edge_vl.compare import compare_with_torch, interleaved, spread
+from edge_vl.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
+from edge_vl.runtime.tokenize import TEXT_INPUTS
+
+HERE = Path(__file__).parent
+VILT_ANSWERS = 3129  # the VQAv2 answer set of the public checkpoint
+VILT_VOCAB = 30522  # bert-base-uncased
+
+
+def vilt_b32(work: Path, seed: int = 0):
+    """A random-weight ViLT-B/32 checkpoint with edge-vl adapters inserted, its input specs and a
+    random 2-row sample."""
+    family = family_for("vilt")
+    words = [f"w{i}" for i in range(VILT_VOCAB - 5)]  # + 5 special tokens
+    labels = [f"answer{i}" for i in range(VILT_ANSWERS)]
+    with quiet_transformers():
+        family.random_checkpoint(work / "vilt-b32", vocab=words, labels=labels, preset="b32", seed=seed)
+        model = family.load(work / "vilt-b32", labels)
+    family.insert_adapters(model)
+    family.freeze(model)
+    model.eval()
+    preprocessing = family.preprocessing(work / "vilt-b32", model)
+    inputs = family.input_specs(model, preprocessing)
+    generator = torch.Generator().manual_seed(seed)
+    length = preprocessing["text"]["max_length"]
+    h, w = preprocessing["image"]["size"]
+    sample = {
+        "input_ids": torch.randint(5, VILT_VOCAB, (2, length), generator=generator),
+        "attention_mask": torch.ones(2, length, dtype=torch.long),
+        "pixel_values": torch.randn(2, 3, h, w, generator=generator),
+    }
+    return family, model, inputs, sample, preprocessing
+
+
+def random_feeds(inputs, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``n`` random batch-1 feeds of the input specs (INT8 calibration for random weights)."""
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(n):
+        feed = {}
+        for spec in inputs:
+            shape = (1, *spec.shape[1:])
+            if spec.name == "input_ids":
+                feed[spec.name] = rng.integers(5, VILT_VOCAB, shape).astype(np.int64)
+            elif spec.name in TEXT_INPUTS:
+                feed[spec.name] = np.ones(shape, np.int64)
+            else:
+                feed[spec.name] = rng.standard_normal(shape).astype(np.float32)
+        feeds.append(feed)
+    return feeds
+
+
+def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
+    """Part a."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        family, model, inputs, sample, preprocessing = vilt_b32(work)
+        n_layers = len(family.arms(model))
+        converter = converter_for(family.name)
+        costs = family.arm_costs(model, preprocessing)
+        vnni = has_int8_dot_product()
+        calibration = random_feeds(inputs, 32)
+        xmls: dict[str, Path] = {}
+        rows: dict[str, dict[str, Any]] = {}
+        for k in (0, 2, 4, 6):
+            skipped = list(range(n_layers - k, n_layers))
+            family.set_skipped(model, skipped)
+            out = work / f"k{k}"
+            out.mkdir()
+            print(f"a) exporting k={k} FP32 and quantizing INT8", flush=True)
+            fp32 = converter.export(family, model, inputs, sample, out).xml
+            int8 = quantize_int8(fp32, calibration, out, vnni=vnni, size=len(calibration))
+            macs = costs.full() if k == 0 else costs.retained(skipped)
+            name = "OpenVINO full model" if k == 0 else f"edge-vl k={k}"
+            for precision, xml in (("FP32", fp32), ("INT8", int8)):
+                key = f"{name} {precision}"
+                xmls[key] = xml
+                rows[key] = {"k": k, "precision": precision, "text_tokens": 40, "macs": macs}
+        family.set_skipped(model, list(range(n_layers - 4, n_layers)))
+        out = work / "k4-t16"
+        out.mkdir()
+        specs = [
+            type(s)(s.name, (s.shape[0], 16), s.dtype) if s.name in TEXT_INPUTS else s for s in inputs
+        ]  # fmt: skip
+        cut = {k: (v[:, :16] if k in TEXT_INPUTS else v) for k, v in sample.items()}
+        key = "edge-vl k=4 FP32, 16-token bucket"
+        xmls[key] = converter.export(family, model, specs, cut, out).xml
+        rows[key] = {"k": 4, "precision": "FP32", "text_tokens": 16, "macs": None}
+
+        feeds = {
+            key: {n: v[:1].numpy() for n, v in (cut if "bucket" in key else sample).items()} for key in xmls
+        }
+        requests = {key: compile_latency_request(xml) for key, xml in xmls.items()}
+        family.set_skipped(model, [])
+        torch_feed = {n: v[:1] for n, v in sample.items()}
+
+        def torch_full() -> None:
+            with torch.inference_mode():
+                family.forward(model, torch_feed)
+
+        contenders = {"torch eager full model FP32": torch_full}
+        contenders.update({key: (lambda r=requests[key], f=feeds[key]: r.infer(f)) for key in xmls})
+        rows = {"torch eager full model FP32": {"k": 0, "precision": "FP32", "text_tokens": 40,
+                                                "macs": costs.full()}, **rows}  # fmt: skip
+        print(f"a) timing {len(contenders)} contenders, {runs} interleaved rounds", flush=True)
+        times = interleaved(contenders, runs)
+        for key in xmls:
+            print(f"a) throughput of {key}", flush=True)
+            rows[key]["throughput_per_s"] = throughput(xmls[key], feeds[key], duration=throughput_seconds)[
+                "inferences_per_s"
+            ]
+    base = float(np.median(times["OpenVINO full model FP32"]))
+    eager = float(np.median(times["torch eager full model FP32"]))
+    for key, row in rows.items():
+        row.update(spread(times[key]))
+        row["speedup_vs_openvino_fp32_full"] = base / row["median"]
+        row["speedup_vs_torch_eager_full"] = eager / row["median"]
+    return {"runs": runs, "int8_overflow_fix": not vnni, "rows": rows}
+
+
+def demo_bundle(bundle: Path, runs: int) -> dict[str, Any]:
+    """Part b."""
+    manifest = read_bundle(bundle).manifest
+    compare = compare_with_torch(bundle, runs=runs)
+    return {
+        "bundle": str(bundle),
+        "eval_accuracy": manifest["metrics"]["eval_accuracy"],
+        "eval_examples": manifest["metrics"]["eval_examples"],
+        "skipped": manifest["architecture"]["skipped"],
+        "arms": len(manifest["architecture"]["arms"]),
+        "retained_macs_fraction": manifest["cost"]["retained_fraction"],
+        "compare": compare,
+    }
+
+
+def flops_check() -> dict[str, Any]:
+    """Part c: analytic MACs against the counter (eager attention), full and with arms skipped."""
+    checks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        vilt_b32(work)  # writes work/vilt-b32
+        for name, source in (
+            ("ViLT-B/32", work / "vilt-b32"),
+            ("edge-vl-mini", resolve_model_dir("edge-vl-mini")),
+        ):
+            checks += flops_of(name, source, work / f"eager-{len(checks)}")
+    return {"checks": checks}
+
+
+def flops_of(name: str, checkpoint: Path, work: Path) -> list[dict[str, Any]]:
+    """Analytic against counted MACs of one checkpoint: no arm, the last four, every other one skipped."""
+    eager = with_eager_attention(checkpoint, work)
+    family = family_for(json.loads((eager / "config.json").read_text())["model_type"])
+    with quiet_transformers():
+        model = family.load(eager, ["a", "b"]).eval()
+    family.insert_adapters(model)
+    preprocessing = family.preprocessing(eager, model)
+    length = preprocessing["text"]["max_length"]
+    h, w = preprocessing["image"]["size"]
+    feed = {
+        "input_ids": torch.full((1, length), 7, dtype=torch.long),
+        "attention_mask": torch.ones(1, length, dtype=torch.long),
+        "pixel_values": torch.zeros(1, 3, h, w),
+    }
+    costs = family.arm_costs(model, preprocessing)
+    n, checks = costs.n_arms, []
+    for skipped in ([], list(range(n - 4, n)), list(range(0, n, 2))):
+        family.set_skipped(model, skipped)
+        counted = counted_macs(lambda: family.forward(model, feed))
+        analytic = costs.retained(skipped)
+        checks.append({"model": name, "skipped": skipped, "analytic_macs": analytic, "counted_macs": counted,
+                       "relative_error": analytic / counted - 1})  # fmt: skip
+    return checks
+
+
+def render(results: dict[str, Any]) -> str:
+    """RESULTS.md from the results (plots are SVG files next to it)."""
+    m = results["machine"]
+    flags = " ".join(k for k, v in m["flags"].items() if v) or "none"
+    lines = [
+        "# edge-vl benchmark results",
+        "",
+        f"Generated {results['date']} by `python examples/benchmarks/results.py` on **{m['cpu']}** "
+        f"({m['cores']} cores; ISA: {flags}); Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
+        + ". Latencies are batch-1 medians (ms) with the 10th–90th percentile range; every ratio "
+        "comes from one interleaved run (contenders timed in rotated order each round).",
+        "",
+    ]
+    a = results.get("vilt_b32")
+    if a:
+        lines += [
+            "## a) ViLT-B/32 architecture, random weights: speed",
+            "",
+            "The config of the public dandelin/vilt-b32 checkpoints (12 layers, 768 wide, 384×384 "
+            "pixels, 40 text tokens, 3,129 answers) with **random weights**: speed does not depend on "
+            "weight values; accuracy is not measured here. edge-vl rows are the exported retained "
+            "model (kept layers with adapters, skip adapters in place of the k skipped layers). "
+            f"INT8: NNCF post-training quantization, transformer model type, overflow fix "
+            f"{'on' if a['int8_overflow_fix'] else 'off (CPU has VNNI)'}, calibrated on 32 random inputs. "
+            f"{a['runs']} interleaved rounds.",
+            "",
+            "| model | precision | text tokens | GMACs | latency ms (p10–p90) | vs OpenVINO FP32 full | "
+            "vs torch eager full | throughput /s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in a["rows"].items():
+            macs = f"{r['macs'] / 1e9:.2f}" if r["macs"] else "—"
+            thr = f"{r['throughput_per_s']:.1f}" if "throughput_per_s" in r else "—"
+            lines.append(
+                f"| {name} | {r['precision']} | {r['text_tokens']} | {macs} | {r['median']:.1f} "
+                f"({r['p10']:.1f}–{r['p90']:.1f}) | {r['speedup_vs_openvino_fp32_full']:.2f}× | "
+                f"{r['speedup_vs_torch_eager_full']:.2f}× | {thr} |"
+            )
+        lines += ["", "![ViLT-B/32 batch-1 latency](vilt_b32_latency.svg)", ""]
+    b = results.get("demo")
+    if b:
+        c = b["compare"]
+        lat, up = c["latency_ms"], c["speedup_of_bundle"]
+        lines += [
+            "## b) The demo bundle: edge-vl-mini on easy-vqa",
+            "",
+            f"`{b['bundle']}`: accuracy **{b['eval_accuracy']:.2%}** on {b['eval_examples']:,} easy-vqa "
+            f"test questions, {len(b['skipped'])} of {b['arms']} arms skipped ({b['skipped']}), "
+            f"{b['retained_macs_fraction']:.1%} of the full model's MACs. Same inputs, batch 1, "
+            f"{c['runs']} interleaved rounds (`edge-vl bench BUNDLE --compare torch`); {c['note']}.",
+            "",
+            "| contender | latency ms (p10–p90) | bundle speed-up |",
+            "|---|---|---|",
+        ]
+        for name, r in lat.items():
+            ratio = f"{up[name]:.2f}×" if name in up else "—"
+            lines.append(
+                f"| {name.replace('_', ' ')} | {r['median']:.2f} ({r['p10']:.2f}–{r['p90']:.2f}) | {ratio} |"
+            )
+        lines += ["", "![demo bundle batch-1 latency](demo_latency.svg)", ""]
+    c = results.get("flops")
+    if c:
+        lines += [
+            "## c) FLOPs: analytic count against torch's counter",
+            "",
+            "MACs at batch 1 from each family's per-arm formula, against `torch.utils.flop_counter` "
+            "(half its FLOPs) on the same model loaded with eager attention (the counter misses SDPA).",
+            "",
+            "| model | skipped arms | analytic GMACs | counted GMACs | difference |",
+            "|---|---|---|---|---|",
+        ]
+        for r in c["checks"]:
+            lines.append(
+                f"| {r['model']} | {r['skipped'] or 'none'} | {r['analytic_macs'] / 1e9:.3f} | "
+                f"{r['counted_macs'] / 1e9:.3f} | {r['relative_error']:+.2%} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(results: dict[str, Any], out: Path) -> None:
+    from edge_vl.report import bar_chart
+
+    if results.get("vilt_b32"):
+        rows = results["vilt_b32"]["rows"]
+        svg = bar_chart(
+            {k: r["median"] for k, r in rows.items()}, "ViLT-B/32 batch-1 latency, ms (lower is better)"
+        )
+        (out / "vilt_b32_latency.svg").write_text(svg, encoding="utf-8")
+    if results.get("demo"):
+        lat = results["demo"]["compare"]["latency_ms"]
+        svg = bar_chart(
+            {k.replace("_", " "): r["median"] for k, r in lat.items()}, "edge-vl-mini batch-1 latency, ms"
+        )
+        (out / "demo_latency.svg").write_text(svg, encoding="utf-8")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md/.json and the plots go")
+    p.add_argument("--demo-bundle", type=Path, default=Path("edge-vl-demo/bundle-full"))
+    p.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
+    p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
+    p.add_argument("--throughput-seconds", type=float, default=4.0)
+    args = p.parse_args()
+    parts = set(args.parts.split(","))
+    if "b" in parts and not (args.demo_bundle / "manifest.json").is_file():
+        p.error(
+            f"{args.demo_bundle} is not a bundle: run `edge-vl build --demo` first, or pass --demo-bundle"
+        )
+    previous = args.out / "RESULTS.json"
+    results = json.loads(previous.read_text()) if previous.is_file() else {}
+    if "a" in parts:
+        results["vilt_b32"] = speed_vilt_b32(args.runs, args.throughput_seconds)
+    if "b" in parts:
+        results["demo"] = demo_bundle(args.demo_bundle, args.runs)
+    if "c" in parts:
+        results["flops"] = flops_check()
+    results.update(
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        machine={"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "flags": cpu_flags(),
+                 "python": platform.python_version()},
+        versions=package_versions(),
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    previous.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    plots(results, args.out)
+    (args.out / "RESULTS.md").write_text(render(results), encoding="utf-8")
+    print(f"wrote {args.out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
