@@ -137,16 +137,26 @@ def measure(
     ), predictions
 
 
-def choose(candidates: Sequence[Candidate], max_accuracy_drop: float) -> tuple[Candidate, str]:
-    """The fastest candidate within ``max_accuracy_drop`` of FP32's accuracy, and why."""
+def choose(
+    candidates: Sequence[Candidate], max_accuracy_drop: float, *, required: str | None = None
+) -> tuple[Candidate, str]:
+    """The fastest candidate within ``max_accuracy_drop`` of FP32's accuracy, and why; with
+    ``required`` (a precision the user asked for), that one if it is within the tolerance, whatever
+    its speed, else FP32."""
     fp32 = next(c for c in candidates if c.precision == "fp32")
     ok = [c for c in candidates if c.accuracy >= fp32.accuracy - max_accuracy_drop]
-    best = min(ok, key=lambda c: c.latency_ms)
+    wanted = [c for c in ok if c.precision == required]
+    best = wanted[0] if wanted else fp32 if required else min(ok, key=lambda c: c.latency_ms)
     refused = [c for c in candidates if c not in ok]
-    reason = (
-        f"{best.precision}: fastest within {max_accuracy_drop:.1%} of fp32's accuracy "
-        f"({best.latency_ms:.2f} ms vs fp32 {fp32.latency_ms:.2f} ms)"
-    )
+    if required:
+        pace = "faster" if best.latency_ms < fp32.latency_ms else "NOT faster"
+        reason = (f"{best.precision}: as requested, within {max_accuracy_drop:.1%} of fp32's accuracy, "
+                  f"{pace} here ({best.latency_ms:.2f} ms vs fp32 {fp32.latency_ms:.2f} ms)")  # fmt: skip
+    else:
+        reason = (
+            f"{best.precision}: fastest within {max_accuracy_drop:.1%} of fp32's accuracy "
+            f"({best.latency_ms:.2f} ms vs fp32 {fp32.latency_ms:.2f} ms)"
+        )
     if refused:
         reason += "; refused: " + ", ".join(
             f"{c.precision} (accuracy {c.accuracy:.4f} vs fp32 {fp32.accuracy:.4f})" for c in refused

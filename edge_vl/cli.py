@@ -126,6 +126,12 @@ plan_options = _options(
         help="Search length in epochs (the first is warm-up without gate updates).",
     ),
     click.option(
+        "--search-rows",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Train the search on at most this many training rows (a seeded subset); default all.",
+    ),
+    click.option(
         "--das-turn",
         type=click.IntRange(min=1),
         default=10,
@@ -209,6 +215,7 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
                 das_step=params["das_step"],
                 gate_lr=params["gate_lr"],
                 mode=params["search_mode"],
+                max_rows=params["search_rows"],
             ),
             train=TrainConfig(
                 epochs=params["epochs"],
@@ -495,7 +502,7 @@ def _demo_defaults(params: dict, out, quick: bool):
         params["train_data"] = params["train_data"] or train_default
         params["eval_data"] = params["eval_data"] or eval_default
     ctx = click.get_current_context()
-    for key in ("epochs", "search_epochs", "batch_size", "text_buckets"):
+    for key in ("epochs", "search_epochs", "search_rows", "batch_size", "text_buckets"):
         if ctx.get_parameter_source(key) == ParameterSource.DEFAULT:
             params[key] = getattr(settings, key)
     if out is None:

@@ -47,7 +47,8 @@ def read_examples(path: str | Path, *, check_images: bool = True) -> list[Exampl
         rows = _csv_rows(path)
     else:
         raise DataError(f"unsupported manifest type {suffix!r}; expected .jsonl or .csv", path=str(path))
-    examples = [_to_example(row, path, line, check_images) for line, row in rows]
+    checked: set[Path] | None = set() if check_images else None  # decode each distinct image once
+    examples = [_to_example(row, path, line, checked) for line, row in rows]
     if not examples:
         raise DataError("manifest has no rows", path=str(path))
     return examples
@@ -97,7 +98,9 @@ def _csv_rows(path: Path) -> Iterable[tuple[int, object]]:
             yield reader.line_num, row
 
 
-def _to_example(row: object, path: Path, line: int, check_images: bool) -> Example:
+def _to_example(row: object, path: Path, line: int, checked: set[Path] | None) -> Example:
+    """One validated row; its image is decoded unless ``checked`` is None or already holds it."""
+
     def fail(msg: str) -> DataError:
         return DataError(msg, path=str(path), line=line)
 
@@ -114,8 +117,9 @@ def _to_example(row: object, path: Path, line: int, check_images: bool) -> Examp
     image = Path(row["image"]).expanduser()
     if not image.is_absolute():
         image = path.parent / image
-    if check_images:
+    if checked is not None and image not in checked:
         _check_image(image, fail)
+        checked.add(image)
     return Example(image=image, text=row["text"], label=row["label"], manifest=str(path), line=line)
 
 

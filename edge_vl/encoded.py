@@ -17,7 +17,7 @@ import torch
 from edge_vl.data import Example
 from edge_vl.errors import DataError
 from edge_vl.runtime.preprocess import preprocess_image
-from edge_vl.runtime.tokenize import TextEncoder
+from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,17 @@ class EncodedData:
         image_index = self.rows["image_index"][index]
         out.update({k: v[image_index] for k, v in self.images.items()})
         return out
+
+    def trimmed_batch(self, index: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+        """:meth:`batch` without the text padding that every row of it has (right padding, masked
+        out by ``attention_mask``): the same outputs for less compute, for training and evaluation
+        in torch. Exports need :meth:`batch`, whose shapes are the model's fixed input shapes."""
+        out = self.batch(index)
+        mask = out.get("attention_mask")
+        if mask is None or mask.ndim != 2 or not bool(mask.any()):
+            return out
+        length = int(mask.any(dim=0).nonzero().max()) + 1
+        return {k: (v[:, :length] if k in TEXT_INPUTS else v) for k, v in out.items()}
 
     def subset(self, index: torch.Tensor) -> EncodedData:
         """The rows ``index`` (the image table is shared)."""

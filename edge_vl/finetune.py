@@ -134,7 +134,7 @@ class TrainLoop:
             self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
         index = self.order[self.cursor : self.cursor + self.config.batch_size]
         self.cursor += self.config.batch_size
-        return self.data.batch(index)
+        return self.data.trimmed_batch(index)
 
     def train_step(self) -> float:
         """One optimizer step on the next mini-batch; returns its loss."""
@@ -313,7 +313,10 @@ def predict_logits(
     """Logits for every row of ``data`` in eval mode."""
     model.eval()
     return torch.cat(
-        [family.forward(model, data.batch(slice(i, i + batch_size))) for i in range(0, len(data), batch_size)]
+        [
+            family.forward(model, data.trimmed_batch(slice(i, i + batch_size)))
+            for i in range(0, len(data), batch_size)
+        ]
     )
 
 

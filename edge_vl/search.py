@@ -55,10 +55,15 @@ class SearchConfig:
     #: held-out batch size for rewards
     val_batch_size: int = 64
     mode: str = "clean"
+    #: train the search on at most this many training rows (a seeded subset; None: all of them).
+    #: Not in the paper: it bounds the search's cost on large datasets.
+    max_rows: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"search mode must be one of {MODES}, got {self.mode!r}")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"search max_rows must be at least 1, got {self.max_rows}")
         if self.epochs <= self.warmup_epochs:
             raise ValueError(
                 f"search epochs ({self.epochs}) must exceed warm-up epochs ({self.warmup_epochs})"
@@ -146,6 +151,9 @@ class SearchResult:
     ranking: list[int]
     rounds: list[dict[str, Any]] = field(default_factory=list)
     steps: int = 0
+    #: rows the search trained on and scored candidates on
+    train_rows: int = 0
+    val_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,7 +188,9 @@ def run_search(
     loop = TrainLoop(family, model, train_data, train_config, total_steps=config.epochs * steps_per_epoch)
     val_generator = torch.Generator().manual_seed(train_config.seed + 2)
     n_val = len(val_data)
-    fixed_val = val_data.batch(torch.randperm(n_val, generator=val_generator)[: config.val_batch_size])
+    fixed_val = val_data.trimmed_batch(
+        torch.randperm(n_val, generator=val_generator)[: config.val_batch_size]
+    )
     state: dict[str, Any] = {"count": 0, "rounds": []}
 
     def extra() -> dict[str, Any]:
@@ -218,7 +228,7 @@ def run_search(
                 model.train()
             else:
                 index = torch.randperm(n_val, generator=val_generator)[: config.val_batch_size]
-                batch = val_data.batch(index)
+                batch = val_data.trimmed_batch(index)
                 model.eval()
             record = bandit.round(evaluate(batch))
             model.train()
@@ -239,4 +249,6 @@ def run_search(
         ranking=bandit.ranking(),
         rounds=state["rounds"],
         steps=loop.step,
+        train_rows=len(train_data),
+        val_rows=n_val,
     )

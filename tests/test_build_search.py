@@ -80,6 +80,17 @@ def test_build_searches_by_default_and_records_the_trace(tmp_path, tiny_checkpoi
     assert not (tmp_path / ".b.work").exists()  # the work directory is removed once the bundle exists
 
 
+def test_search_rows_bound_the_search_training_data(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip", "1", *SEARCH, "--search-rows", "10")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    plan = _manifest(out)["skip_plan"]
+    assert plan["search"]["train_rows"] == 10 and plan["search_config"]["max_rows"] == 10
+    assert plan["search"]["steps"] == 3 * 2  # 3 epochs of ceil(10 / 8) steps
+    assert plan["search"]["val_rows"] >= 1
+
+
 def test_flops_budget_is_met(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
     result = CliRunner().invoke(

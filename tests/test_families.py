@@ -16,6 +16,7 @@ from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.cli import cli
 from edge_vl.data import read_examples
+from edge_vl.encoded import EncodedData
 from tests.conftest import VOCAB, build_args
 
 FAMILIES = {"vilt": "vilt", "meter": "edge_vl_mini"}  # family name → a model_type it handles
@@ -75,6 +76,25 @@ def test_analytic_macs_match_the_flop_counter(checkpoint, tmp_path):
             costs.retained(skipped),
             counted,
         )
+
+
+def test_trimmed_text_padding_gives_the_same_logits(checkpoint):
+    family, directory = checkpoint
+    model = _load(family, directory).eval()
+    preprocessing = family.preprocessing(directory, model)
+    length = preprocessing["text"]["max_length"]
+    h, w = preprocessing["image"]["size"]
+    mask = torch.zeros(3, length, dtype=torch.long)
+    mask[0, :3], mask[1, :2], mask[2, :4] = 1, 1, 1  # every row padded beyond 4 tokens
+    rows = {"input_ids": torch.randint(5, len(VOCAB), (3, length)) * mask, "attention_mask": mask,
+            "labels": torch.zeros(3, dtype=torch.long), "image_index": torch.arange(3)}  # fmt: skip
+    data = EncodedData(rows, {"pixel_values": torch.randn(3, 3, h, w)})
+    trimmed = data.trimmed_batch(slice(0, 3))
+    assert trimmed["input_ids"].shape[1] == 4 < length
+    with torch.no_grad():
+        full_logits = family.forward(model, data.batch(slice(0, 3)))
+        trimmed_logits = family.forward(model, trimmed)
+    torch.testing.assert_close(trimmed_logits, full_logits, atol=1e-5, rtol=1e-5)
 
 
 def test_build_export_and_predict(checkpoint, shapes_data, tmp_path):

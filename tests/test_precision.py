@@ -28,6 +28,14 @@ def test_choose_keeps_the_fastest_within_the_accuracy_tolerance():
     assert choose([fp32, _candidate("int8", 0.95, 12.0)], 0.01)[0] is fp32  # slower: not chosen
 
 
+def test_a_requested_precision_is_kept_if_accurate_enough_even_when_slower():
+    fp32, slow_ok = _candidate("fp32", 0.90, 10.0), _candidate("int8", 0.90, 12.0)
+    chosen, reason = choose([fp32, slow_ok], 0.01, required="int8")
+    assert chosen is slow_ok and "NOT faster" in reason
+    chosen, reason = choose([fp32, _candidate("int8", 0.80, 5.0)], 0.01, required="int8")
+    assert chosen is fp32 and "refused: int8" in reason
+
+
 def test_auto_precision_build_records_both_candidates_and_follows_its_numbers(
     tmp_path, tiny_checkpoint, shapes_data
 ):
@@ -92,16 +100,30 @@ def test_text_buckets_give_the_full_length_answers(tmp_path, tiny_checkpoint, sh
 def test_text_buckets_follow_the_chosen_precision(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
     args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--text-buckets", "4",
-                      "--precision", "int8", "--max-accuracy-drop", "1")  # fmt: skip
+                      "--precision", "fp16")  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     manifest = read_bundle(out).manifest
-    assert manifest["model"]["precision"] == "int8"
+    assert manifest["model"]["precision"] == "fp16"
     for xml in ("model.xml", manifest["model"]["text_buckets"][0]["xml"]):
-        ops = {op.get_type_name() for op in openvino_core().read_model(str(out / xml)).get_ops()}
-        assert "FakeQuantize" in ops, xml
+        ops = openvino_core().read_model(str(out / xml)).get_ops()
+        weights = {
+            op.get_output_element_type(0).get_type_name() for op in ops if op.get_type_name() == "Constant"
+        }
+        assert "f16" in weights, xml
     assert sorted(manifest["files"]) == sorted(p.name for p in out.iterdir() if p.name != "manifest.json")
     predictor = Predictor(out)
     assert predictor.buckets[0][0] == 4
     example = read_examples(shapes_data[1])[0]
     assert predictor.predict(example.image, "red ?").label in manifest["head"]["labels"]
+
+
+def test_int8_bundles_get_no_text_buckets(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--text-buckets", "4",
+                      "--precision", "int8", "--max-accuracy-drop", "1")  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "not exported with int8" in result.output
+    manifest = read_bundle(out).manifest
+    assert manifest["model"]["precision"] == "int8" and not manifest["model"].get("text_buckets")
