@@ -50,6 +50,16 @@ WORK_STATE = "build.json"
 NAMED_MODELS = {"edge-vl-mini": Path(__file__).parent / "mini" / "checkpoint"}
 
 
+def model_source(model_dir: str | Path) -> str:
+    """What the manifest records as the model's source: the name of a shipped model (which
+    resolves on any machine), else the absolute checkpoint directory."""
+    resolved = Path(model_dir).resolve()
+    for name, shipped in NAMED_MODELS.items():
+        if resolved == shipped.resolve():
+            return name
+    return str(resolved)
+
+
 def resolve_model_dir(value: str | Path) -> Path:
     """A checkpoint directory, or the shipped checkpoint of a named model (``edge-vl-mini``)."""
     shipped = NAMED_MODELS.get(str(value))
@@ -390,7 +400,7 @@ def export_stage(
             "architecture": {
                 "family": family.name,
                 "model_type": model.config.model_type,
-                "source": str(Path(config.model_dir).resolve()),
+                "source": model_source(config.model_dir),
                 "arms": prep.arm_names,
                 "skipped": skipped,
                 "kept": [i for i in range(len(prep.arm_names)) if i not in skipped],

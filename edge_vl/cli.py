@@ -442,7 +442,14 @@ def info(bundle, as_json) -> None:
 @click.option(
     "--runs", type=click.IntRange(min=3), default=30, show_default=True, help="Rounds of --compare."
 )
-def bench(bundle, threads, batch, duration, as_json, profile, compare, runs) -> None:
+@click.option(
+    "--model",
+    "model_dir",
+    default=None,
+    help="Checkpoint (directory or shipped name) --compare rebuilds the torch models from "
+    "[default: the bundle's source].",
+)
+def bench(bundle, threads, batch, duration, as_json, profile, compare, runs, model_dir) -> None:
     """Measure BUNDLE on this machine: cold start, latency p50/p90/p99, throughput, peak memory."""
     from edge_vl.bench import benchmark
 
@@ -450,7 +457,7 @@ def bench(bundle, threads, batch, duration, as_json, profile, compare, runs) -> 
     if compare:
         from edge_vl.compare import compare_with_torch
 
-        report["compare"] = compare_with_torch(bundle, runs=runs, threads=threads)
+        report["compare"] = compare_with_torch(bundle, runs=runs, threads=threads, source=model_dir)
     if profile is not None:
         from edge_vl.bundle import write_json_atomic
 

@@ -211,6 +211,7 @@ def test_build_without_model_uses_the_shipped_edge_vl_mini(tmp_path, shapes_data
     manifest = read_bundle(out).manifest
     assert manifest["architecture"]["family"] == "meter"
     assert manifest["architecture"]["model_type"] == "edge_vl_mini"
+    assert manifest["architecture"]["source"] == "edge-vl-mini"  # resolves on any machine
     assert len(manifest["architecture"]["arms"]) == 12 and manifest["architecture"]["skipped"] == [2, 9]
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
     example = read_examples(shapes_data[1])[0]
@@ -246,3 +247,7 @@ def test_bench_compare_names_the_missing_source_checkpoint(tiny_bundle, tmp_path
     result = CliRunner().invoke(cli, ["bench", str(moved), "--duration", "0.2", "--compare", "torch"])
     assert result.exit_code != 0
     assert "architecture.source" in result.output and "gone" in result.output
+    source = read_bundle(tiny_bundle).manifest["architecture"]["source"]
+    args = ["bench", str(moved), "--duration", "0.2", "--compare", "torch", "--runs", "3", "--model", source]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output  # --model points at the checkpoint instead

@@ -11,8 +11,9 @@ a) Speed on the full-size ViLT-B/32 architecture (the config of the public dande
    eager (full model), OpenVINO FP32 and NNCF INT8 of the full model (what optimum-intel + NNCF
    would give a user), and edge-vl's exported retained model with k = 2, 4, 6 layers skipped
    (the last k: every ViLT layer costs the same), FP32 and INT8, and k = 4 with a 16-token text
-   bucket. Latency: medians over interleaved rounds (order rotated each round). Throughput:
-   OpenVINO's THROUGHPUT hint with its optimal number of async requests, one contender at a time.
+   bucket. Latency: medians over interleaved rounds (random order each round, a pause before each
+   call). Throughput: OpenVINO's THROUGHPUT hint with its optimal number of async requests, one
+   contender at a time.
    All exports go through the same converter as bundles (parity-checked against torch).
 b) The demo bundle (edge-vl-mini on easy-vqa): its speed-up over torch eager and over OpenVINO FP32
    of the full model (``edge-vl bench --compare torch``), next to its accuracy on the test split.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -162,10 +164,10 @@ def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
     return {"runs": runs, "int8_overflow_fix": not vnni, "rows": rows}
 
 
-def demo_bundle(bundle: Path, runs: int) -> dict[str, Any]:
+def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
     """Part b."""
     manifest = read_bundle(bundle).manifest
-    compare = compare_with_torch(bundle, runs=runs)
+    compare = compare_with_torch(bundle, runs=runs, source=model)
     return {
         "bundle": str(bundle),
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
@@ -224,11 +226,12 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# edge-vl benchmark results",
         "",
-        f"Generated {results['date']} by `python examples/benchmarks/results.py` on **{m['cpu']}** "
+        f"Generated {results['date']} by `examples/benchmarks/results.py` on **{m['cpu']}** "
         f"({m['cores']} cores; ISA: {flags}); Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
         + ". Latencies are batch-1 medians (ms) with the 10th–90th percentile range; every ratio "
-        "comes from one interleaved run (contenders timed in rotated order each round).",
+        "comes from one interleaved run (contenders timed in a fresh random order each round, with a "
+        "20 ms pause before each call so that no one inherits another's busy threads).",
         "",
     ]
     a = results.get("vilt_b32")
@@ -242,7 +245,7 @@ def render(results: dict[str, Any]) -> str:
             "model (kept layers with adapters, skip adapters in place of the k skipped layers). "
             f"INT8: NNCF post-training quantization, transformer model type, overflow fix "
             f"{'on' if a['int8_overflow_fix'] else 'off (CPU has VNNI)'}, calibrated on 32 random inputs. "
-            f"{a['runs']} interleaved rounds.",
+            f"{a['runs']} interleaved rounds. {_measured(a)}",
             "",
             "| model | precision | text tokens | GMACs | latency ms (p10–p90) | vs OpenVINO FP32 full | "
             "vs torch eager full | throughput /s |",
@@ -267,7 +270,8 @@ def render(results: dict[str, Any]) -> str:
             f"`{b['bundle']}`: accuracy **{b['eval_accuracy']:.2%}** on {b['eval_examples']:,} easy-vqa "
             f"test questions, {len(b['skipped'])} of {b['arms']} arms skipped ({b['skipped']}), "
             f"{b['retained_macs_fraction']:.1%} of the full model's MACs. Same inputs, batch 1, "
-            f"{c['runs']} interleaved rounds (`edge-vl bench BUNDLE --compare torch`); {c['note']}.",
+            f"{c['runs']} interleaved rounds (`edge-vl bench BUNDLE --compare torch`); {c['note']}. "
+            f"{_measured(b)}",
             "",
             "| contender | latency ms (p10–p90) | bundle speed-up |",
             "|---|---|---|",
@@ -284,7 +288,8 @@ def render(results: dict[str, Any]) -> str:
             "## c) FLOPs: analytic count against torch's counter",
             "",
             "MACs at batch 1 from each family's per-arm formula, against `torch.utils.flop_counter` "
-            "(half its FLOPs) on the same model loaded with eager attention (the counter misses SDPA).",
+            "(half its FLOPs) on the same model loaded with eager attention (the counter misses SDPA). "
+            + _measured(c),
             "",
             "| model | skipped arms | analytic GMACs | counted GMACs | difference |",
             "|---|---|---|---|---|",
@@ -316,10 +321,20 @@ def plots(results: dict[str, Any], out: Path) -> None:
         (out / "demo_latency.svg").write_text(svg, encoding="utf-8")
 
 
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _measured(part: dict[str, Any]) -> str:
+    """Where a part's numbers come from (parts can be rerun on their own)."""
+    return f"Measured {part['date']} by `{part['command']}`." if "command" in part else ""
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md/.json and the plots go")
     p.add_argument("--demo-bundle", type=Path, default=Path("edge-vl-demo/bundle-full"))
+    p.add_argument("--demo-model", default=None, help="checkpoint of the demo bundle [its manifest's source]")
     p.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
@@ -331,14 +346,15 @@ def main() -> None:
         )
     previous = args.out / "RESULTS.json"
     results = json.loads(previous.read_text()) if previous.is_file() else {}
+    run = {"command": " ".join(["python examples/benchmarks/results.py", *sys.argv[1:]])}
     if "a" in parts:
-        results["vilt_b32"] = speed_vilt_b32(args.runs, args.throughput_seconds)
+        results["vilt_b32"] = {**speed_vilt_b32(args.runs, args.throughput_seconds), **run, "date": _now()}
     if "b" in parts:
-        results["demo"] = demo_bundle(args.demo_bundle, args.runs)
+        results["demo"] = {**demo_bundle(args.demo_bundle, args.runs, args.demo_model), **run, "date": _now()}
     if "c" in parts:
-        results["flops"] = flops_check()
+        results["flops"] = {**flops_check(), **run, "date": _now()}
     results.update(
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        date=_now(),
         machine={"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "flags": cpu_flags(),
                  "python": platform.python_version()},
         versions=package_versions(),
