@@ -121,3 +121,116 @@ def median_latency_ms(
         request.infer(feed)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times))
+
+
+#: the reference graph of :func:`precision_probe`: a stack of transformer-sized MLP blocks
+PROBE_SHAPE = {"tokens": 64, "hidden": 384, "intermediate": 1536, "blocks": 4}
+
+
+def precision_probe(*, threads: int | None = None, runs: int = 50) -> dict[str, Any]:
+    """Batch-1 latency of one fixed reference graph in FP32 and in INT8 on this machine.
+
+    The graph (``PROBE_SHAPE``: ReLU → MatMul → ReLU → MatMul blocks with residuals, seeded
+    weights) is built with OpenVINO's opset, so this runs on any edge-vl install, torch-free. The
+    INT8 variant has FakeQuantize nodes as NNCF writes them (unsigned 8-bit activations, symmetric
+    255-level weights), so OpenVINO runs INT8 kernels; ``int8_layers`` counts the matrix products
+    that really executed in 8 bits. The ratio tells how much INT8 pays on this CPU; a build reads it
+    from a saved target profile (``edge-vl bench --profile``) to pick a precision for that target.
+    """
+    feed = {"x": np.random.default_rng(0).standard_normal((1, PROBE_SHAPE["tokens"], PROBE_SHAPE["hidden"]))}
+    feed = {"x": feed["x"].astype(np.float32)}
+    result: dict[str, Any] = {}
+    for name in ("fp32", "int8"):
+        compiled = _compile_probe(_probe_model(quantized=name == "int8"), threads)
+        request = compiled.create_infer_request()
+        request.infer(feed)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            request.infer(feed)
+            times.append((time.perf_counter() - t0) * 1e3)
+        result[f"{name}_ms"] = float(np.median(times))
+        if name == "int8":
+            result["int8_layers"] = _int8_layers(compiled)
+    result["int8_speedup"] = result["fp32_ms"] / result["int8_ms"]
+    result["graph"] = dict(PROBE_SHAPE)
+    return result
+
+
+def _int8_layers(compiled) -> int:
+    """Matrix-product layers of a compiled model that execute with 8-bit inputs."""
+    count = 0
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        kind = info["layerType"].astype(str) if "layerType" in info else ""
+        precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
+        count += kind in ("FullyConnected", "MatMul") and precision in ("u8", "i8")
+    return count
+
+
+def _compile_probe(model, threads: int | None):
+    from edge_vl.runtime.predictor import compile_config
+
+    return openvino_core().compile_model(model, "CPU", compile_config("latency", threads))
+
+
+def _probe_model(*, quantized: bool):
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(1)
+    t, d, f = PROBE_SHAPE["tokens"], PROBE_SHAPE["hidden"], PROBE_SHAPE["intermediate"]
+    x = ops.parameter([1, t, d], np.float32, name="x")
+
+    def fake_quantize(node, low: float, high: float, levels: int):
+        lo, hi = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+        return ops.fake_quantize(node, lo, hi, lo, hi, levels)
+
+    def dense(node, n_in: int, n_out: int):  # node is a ReLU output: non-negative
+        weight = ops.constant((rng.standard_normal((n_in, n_out)) / np.sqrt(n_in)).astype(np.float32))
+        if quantized:
+            node, weight = fake_quantize(node, 0.0, 4.0, 256), fake_quantize(weight, -0.5, 0.5, 255)
+        return ops.matmul(node, weight, False, False)
+
+    h = x
+    for _ in range(PROBE_SHAPE["blocks"]):
+        h = ops.add(h, dense(ops.relu(dense(ops.relu(h), d, f)), f, d))
+    return ov.Model([h], [x], "precision_probe")
+
+
+def target_profile(report: dict[str, Any], *, threads: int | None = None) -> dict[str, Any]:
+    """A target profile (what ``edge-vl bench --profile`` saves): the bench ``report`` plus the
+    runtime profile and the :func:`precision_probe` of this machine."""
+    from edge_vl.runtime.profiles import active_profile
+
+    return {
+        **report,
+        "runtime_profile": active_profile().name,
+        "precision_probe": precision_probe(threads=threads),
+    }
+
+
+def read_target_profile(path: str | Path) -> dict[str, Any]:
+    """Load a saved target profile, checking the fields a build uses."""
+    import json
+
+    from edge_vl.errors import DataError
+
+    try:
+        profile = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read the target profile: {e}", path=str(path)) from None
+    needed = {
+        "machine.flags": (profile.get("machine") or {}).get("flags"),
+        "precision_probe.fp32_ms": (profile.get("precision_probe") or {}).get("fp32_ms"),
+        "precision_probe.int8_ms": (profile.get("precision_probe") or {}).get("int8_ms"),
+        "runtime_profile": profile.get("runtime_profile"),
+    }
+    missing = [k for k, v in needed.items() if v is None]
+    if missing:
+        raise DataError(
+            f"not a target profile: missing {', '.join(missing)} (write one on the target with "
+            "`edge-vl bench BUNDLE --profile FILE`)",
+            path=str(path),
+        )
+    return profile

@@ -42,6 +42,7 @@ from edge_vl.errors import BundleError, DataError, MissingExtraError
 from edge_vl.finetune import TrainConfig
 from edge_vl.losses import score_kind
 from edge_vl.report import REPORT_HTML, write_report
+from edge_vl.runtime.profiles import loadable_profiles
 from edge_vl.runtime.tokenize import TEXT_INPUTS
 from edge_vl.search import SearchConfig
 
@@ -112,6 +113,8 @@ class BuildConfig:
     max_accuracy_drop: float = 0.01
     #: training rows used to calibrate INT8
     calibration_size: int = 300
+    #: a target profile (:func:`edge_vl.bench.read_target_profile`): precision is chosen for it
+    target_profile: dict[str, Any] | None = None
     #: shorter text lengths to export too; the Predictor runs each input on the shortest that fits
     text_buckets: Sequence[int] = ()
     #: extra rows for the report's accuracy-vs-MACs comparison (see :mod:`edge_vl.report`)
@@ -302,18 +305,23 @@ def skip_plan(
     }
 
 
-def search_stage(config: BuildConfig, prep: Prepared, k: int, work: Path, should_stop: Callable[[], bool]):
-    """Run the DAS search on a held-out split of the training data (resumable)."""
+def search_split(config: BuildConfig, prep: Prepared):
+    """(search training rows, held-out rows) of the training data: disjoint, seeded."""
     import torch
 
-    from edge_vl.search import run_search
-
-    family, model = prep.family, prep.model
     n = prep.n_train
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed))
     n_val = max(1, round(n * config.search_holdout))
     rows = order[n_val:] if config.search.max_rows is None else order[n_val : n_val + config.search.max_rows]
-    val_data, train_data = prep.train_data.subset(order[:n_val]), prep.train_data.subset(rows)
+    return prep.train_data.subset(rows), prep.train_data.subset(order[:n_val])
+
+
+def search_stage(config: BuildConfig, prep: Prepared, k: int, work: Path, should_stop: Callable[[], bool]):
+    """Run the DAS search on a held-out split of the training data (resumable)."""
+    from edge_vl.search import run_search
+
+    family, model = prep.family, prep.model
+    train_data, val_data = search_split(config, prep)
     return run_search(
         family, model, train_data, val_data, k, config.search, config.train,
         progress=config.progress, checkpoint_dir=work / "search",
@@ -397,6 +405,8 @@ def export_stage(
             "edge_vl_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions,
+            # which runtime profiles can read every IR file of the bundle (by the opsets it uses)
+            "runtime": runtime_for(config, staging),
             "architecture": {
                 "family": family.name,
                 "model_type": model.config.model_type,
@@ -550,7 +560,14 @@ def choose_precision(
         return None
     names = [spec.name for spec in inputs]
     wanted = P.AUTO_CANDIDATES if config.precision == "auto" else ("fp32", config.precision)
-    vnni = has_int8_dot_product()
+    target = config.target_profile
+    vnni = has_int8_dot_product(target["machine"]["flags"] if target else None)
+    scale = target_scale(target, echo) if target else None
+
+    def latency_ms(name: str) -> Callable[[Path, Any], float]:
+        factor = 1.0 if scale is None else scale["int8" if name == "int8" else "fp32"]
+        return lambda xml, feed: median_latency_ms(xml, feed) * factor
+
     eval_batches = numpy_batches(prep.eval_data, names, 64)
     labels = prep.eval_data.labels.numpy()
     feed = {n: v[:1] for n, v in next(iter(eval_batches())).items()}
@@ -566,9 +583,7 @@ def choose_precision(
                  f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})")  # fmt: skip
             calibration = numpy_batches(prep.calibration_data, names, 1)()
             xml = P.quantize_int8(fp32_xml, calibration, staging, vnni=vnni, size=config.calibration_size)
-        candidate, predictions = P.measure(
-            name, xml, eval_batches, labels, reference, feed, median_latency_ms
-        )
+        candidate, predictions = P.measure(name, xml, eval_batches, labels, reference, feed, latency_ms(name))
         reference = predictions if name == "fp32" else reference
         candidates.append(candidate)
         echo(f"precision: {name} accuracy {candidate.accuracy:.4f}, top-1 agreement with fp32 "
@@ -584,7 +599,36 @@ def choose_precision(
     echo(f"precision: {reason}")
     return {"requested": config.precision, "chosen": chosen.precision, "reason": reason,
             "max_accuracy_drop": config.max_accuracy_drop, "vnni": vnni,
+            **({"target": {"cpu": target["machine"].get("cpu"), "latency_scale": scale}} if target else {}),
             "candidates": [c.to_dict() for c in candidates]}  # fmt: skip
+
+
+def runtime_for(config: BuildConfig, staging: Path) -> dict[str, Any]:
+    """The bundle's loadable runtime profiles; fails if the target profile's runtime is not one."""
+    runtime = loadable_profiles(sorted(staging.glob("*.xml")))
+    wanted = (config.target_profile or {}).get("runtime_profile")
+    if wanted and wanted not in runtime["profiles"]:
+        from edge_vl.errors import ExportError
+
+        raise ExportError(
+            f"the target runs the {wanted} runtime, which cannot read this bundle's IR "
+            f"(opset{runtime['max_opset']}); it loads with: {', '.join(runtime['profiles'])}"
+        )
+    return runtime
+
+
+def target_scale(target: dict[str, Any], echo: Callable[[str], None]) -> dict[str, float]:
+    """Per-precision factors from latency here to latency on the target: the ratio of the two
+    machines' :func:`~edge_vl.bench.precision_probe` times (an estimate from one reference graph)."""
+    from edge_vl.bench import precision_probe
+
+    here, there = precision_probe(), target["precision_probe"]
+    scale = {p: there[f"{p}_ms"] / here[f"{p}_ms"] for p in ("fp32", "int8")}
+    echo(
+        f"precision: target {target['machine'].get('cpu', '?')}: latencies predicted as measured here "
+        f"× {scale['fp32']:.2f} (fp32/fp16), × {scale['int8']:.2f} (int8), from the reference graph"
+    )
+    return scale
 
 
 def latency_with_skipped(family, model, inputs, sample, skipped: Sequence[int]) -> float:

@@ -10,6 +10,8 @@ Manifest keys (format version 1):
 
 - ``format_version`` (int), ``edge_vl_version``, ``created`` (UTC ISO time), ``versions``
   (openvino, torch, transformers, … used to build)
+- ``runtime``: ``profiles`` (the runtime profiles whose OpenVINO reads every IR file, see
+  :mod:`edge_vl.runtime.profiles`) and ``max_opset`` (highest operator set the IR uses)
 - ``architecture``: ``family``, ``model_type``, ``source``, ``arms`` (names, search order),
   ``skipped`` (arm indices bypassed by skip adapters), ``kept``
 - ``model``: ``xml``, ``bin``, ``precision``, ``inputs``/``outputs`` (name, shape with -1 for a

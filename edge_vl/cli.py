@@ -191,6 +191,7 @@ train_options = _options(
 
 
 def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
+    from edge_vl.bench import read_target_profile
     from edge_vl.build import BuildConfig
     from edge_vl.finetune import TrainConfig
     from edge_vl.search import SearchConfig
@@ -229,6 +230,9 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
             restart=params.get("restart", False),
             checkpoint_every=params.get("checkpoint_every", 50),
             precision=params.get("precision", "fp32"),
+            target_profile=(
+                read_target_profile(params["target_profile"]) if params.get("target_profile") else None
+            ),
             text_buckets=params.get("text_buckets") or (),
             max_accuracy_drop=params.get("max_accuracy_drop", 0.01),
             progress=not params["quiet"],
@@ -269,6 +273,14 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
     metavar="L,M,...",
     help="Also export these shorter text lengths (tokens); the Predictor runs each input on the "
     "shortest one that holds its text. Answers are unchanged: only padding is cut.",
+)
+@click.option(
+    "--target-profile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A profile saved on the target device by `edge-vl bench --profile`: --precision auto/int8 "
+    "quantize for the target's ISA and compare precisions by the latency predicted there, and the "
+    "build fails if the target's runtime (default or legacy) could not load the bundle.",
 )
 @click.option(
     "--max-accuracy-drop",
@@ -430,7 +442,8 @@ def info(bundle, as_json) -> None:
     "--profile",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also save the figures (machine, ISA, speed) to this JSON file as a target profile.",
+    help="Also measure FP32 vs INT8 speed on a reference graph and save everything (machine, ISA, "
+    "runtime profile, speeds) to this JSON file: a target profile for `edge-vl build --target-profile`.",
 )
 @click.option(
     "--compare",
@@ -459,8 +472,10 @@ def bench(bundle, threads, batch, duration, as_json, profile, compare, runs, mod
 
         report["compare"] = compare_with_torch(bundle, runs=runs, threads=threads, source=model_dir)
     if profile is not None:
+        from edge_vl.bench import target_profile
         from edge_vl.bundle import write_json_atomic
 
+        report = target_profile(report, threads=threads)
         write_json_atomic(profile, report)
     if as_json:
         click.echo(json.dumps(report, indent=2))

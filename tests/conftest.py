@@ -95,3 +95,10 @@ def tiny_bundle(tmp_path_factory, tiny_checkpoint, shapes_data) -> Path:
     result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1,3"))
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def sample(shapes_data) -> tuple[Path, str]:
+    """(image path, question) of the first eval row of the shapes dataset."""
+    row = json.loads(shapes_data[1].read_text().splitlines()[0])
+    return shapes_data[1].parent / row["image"], row["text"]

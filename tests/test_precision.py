@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from converters.precision import Candidate, choose
@@ -127,3 +128,60 @@ def test_int8_bundles_get_no_text_buckets(tmp_path, tiny_checkpoint, shapes_data
     assert "not exported with int8" in result.output
     manifest = read_bundle(out).manifest
     assert manifest["model"]["precision"] == "int8" and not manifest["model"].get("text_buckets")
+
+
+def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_checkpoint, shapes_data):
+    import json
+
+    profile = tmp_path / "target.json"
+    result = CliRunner().invoke(
+        cli, ["bench", str(tiny_bundle), "--duration", "0.2", "--profile", str(profile)]
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads(profile.read_text())
+    assert saved["runtime_profile"] == "default" and saved["machine"]["flags"]
+    probe = saved["precision_probe"]
+    assert probe["fp32_ms"] > 0 and probe["int8_ms"] > 0
+    assert probe["int8_speedup"] == pytest.approx(probe["fp32_ms"] / probe["int8_ms"])
+    assert probe["int8_layers"] == 2 * probe["graph"]["blocks"]  # every matrix product ran in 8 bits
+
+    # a legacy box without VNNI where INT8 runs 50x slower than FP32 on the reference graph
+    slow_int8 = {**saved, "runtime_profile": "legacy",
+                 "machine": {**saved["machine"], "cpu": "old box", "flags": {"SSE42": True, "AVX2": False}},
+                 "precision_probe": {**probe, "int8_ms": probe["fp32_ms"] * 50}}  # fmt: skip
+    target = tmp_path / "old-box.json"
+    target.write_text(json.dumps(slow_int8))
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--precision", "auto",
+                      "--target-profile", str(target))  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_bundle(out).manifest
+    precision = manifest["precision"]
+    assert precision["vnni"] is False and precision["target"]["cpu"] == "old box"
+    scale = precision["target"]["latency_scale"]
+    assert scale["int8"] > 10 * scale["fp32"]
+    by_name = {c["precision"]: c for c in precision["candidates"]}
+    assert by_name["int8"]["latency_ms"] > by_name["fp32"]["latency_ms"]  # predicted for the target
+    assert precision["chosen"] == "fp32" and "legacy" in manifest["runtime"]["profiles"]
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"machine": {}}))
+    args = build_args(tiny_checkpoint, shapes_data, tmp_path / "c", "--target-profile", str(broken))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "broken.json" in result.output
+    assert "missing machine.flags, precision_probe.fp32_ms" in result.output
+
+
+def test_a_target_runtime_that_cannot_read_the_ir_fails_the_build(tmp_path):
+    from types import SimpleNamespace
+
+    from edge_vl.build import runtime_for
+    from edge_vl.errors import ExportError
+
+    (tmp_path / "model.xml").write_text(
+        '<net><layers><layer id="0" type="X" version="opset17"/></layers></net>'
+    )
+    assert runtime_for(SimpleNamespace(target_profile=None), tmp_path)["profiles"] == ["default"]
+    with pytest.raises(ExportError, match=r"target runs the legacy runtime.*opset17"):
+        runtime_for(SimpleNamespace(target_profile={"runtime_profile": "legacy"}), tmp_path)

@@ -24,12 +24,6 @@ def predictor(tiny_bundle):
     return Predictor(tiny_bundle, threads=1)
 
 
-@pytest.fixture(scope="module")
-def sample(shapes_data):
-    row = json.loads(shapes_data[1].read_text().splitlines()[0])
-    return shapes_data[1].parent / row["image"], row["text"]
-
-
 def test_predict_imports_no_torch_or_transformers(tiny_bundle, sample):
     code = textwrap.dedent(f"""
         import sys
@@ -114,15 +108,37 @@ def test_empty_truncated_and_oversized_files_are_refused(predictor, sample, tmp_
     assert predictor.predict(*sample).label in predictor.labels
 
 
-def test_bundle_from_a_newer_openvino_line_is_refused(tiny_bundle, monkeypatch):
+def test_bundle_lists_runtime_profiles_and_the_wrong_one_is_refused(tiny_bundle, tmp_path, monkeypatch):
     from edge_vl import IncompatibleBundleError, read_bundle
-    from edge_vl.runtime.predictor import check_runtime
+    from edge_vl.runtime import profiles
 
     manifest = read_bundle(tiny_bundle).manifest
-    check_runtime(manifest, tiny_bundle)  # the bundle's own OpenVINO is fine
-    newer = {**manifest, "versions": {**manifest["versions"], "openvino": "2099.1.0"}}
-    with pytest.raises(IncompatibleBundleError, match=r"built with OpenVINO 2099\.1\.0"):
-        check_runtime(newer, tiny_bundle)
+    # the tiny bundle's IR uses standard opsets up to 16 at most: both runtimes can read it
+    assert manifest["runtime"]["profiles"] == ["default", "legacy"]
+    assert manifest["runtime"]["max_opset"] <= 16
+    newer_ops = tmp_path / "m.xml"
+    newer_ops.write_text('<net><layers><layer id="0" type="X" version="opset17"/></layers></net>')
+    assert profiles.loadable_profiles([tiny_bundle / "model.xml", newer_ops]) == {
+        "profiles": ["default"], "max_opset": 17,
+    }  # fmt: skip
+    custom = tmp_path / "c.xml"
+    custom.write_text('<net><layers><layer id="0" type="Y" version="extension"/></layers></net>')
+    assert profiles.loadable_profiles([custom])["profiles"] == ["default"]
+
+    default_only = {**manifest, "runtime": {"profiles": ["default"], "max_opset": 17}}
+    profiles.check_bundle_runtime(default_only, tiny_bundle)  # this machine runs the default runtime
+    monkeypatch.setattr(profiles, "installed_openvino", lambda: "2025.4.1-20426")
+    assert profiles.active_profile().name == "legacy"
+    profiles.check_bundle_runtime(manifest, tiny_bundle)
+    with pytest.raises(IncompatibleBundleError, match=r"opset17.*legacy runtime.*pip install edge-vl"):
+        profiles.check_bundle_runtime(default_only, tiny_bundle)
+    # a manifest from before runtime profiles: refused by an older release line than it was built with
+    old = {k: v for k, v in manifest.items() if k != "runtime"}
+    with pytest.raises(IncompatibleBundleError, match=r"built with OpenVINO 2026"):
+        profiles.check_bundle_runtime(old, tiny_bundle)
+    monkeypatch.setattr(profiles, "installed_openvino", lambda: "2024.6.0")
+    with pytest.raises(IncompatibleBundleError, match=r"2024\.6\.0 is not a runtime edge-vl supports"):
+        profiles.active_profile()
 
 
 def test_memory_is_flat_over_2000_predictions(tiny_bundle, sample):
@@ -204,9 +220,16 @@ def test_8_threads_x_50_predictions_give_the_sequential_results(predictor, shape
 
 
 def test_cpu_without_avx2_is_refused_with_advice():
-    with pytest.raises(CPUError, match=r"lacks AVX2.*2025\.4"):
-        check_cpu({"SSE42": True, "AVX": True, "AVX2": False})
-    check_cpu({"AVX2": True})
+    from edge_vl.runtime.profiles import PROFILES
+
+    default, legacy = PROFILES["default"], PROFILES["legacy"]
+    westmere = {"SSE42": True, "AVX": False, "AVX2": False}
+    with pytest.raises(CPUError, match=r"lacks AVX2.*default runtime.*it has: SSE42.*edge-vl\[legacy\]"):
+        check_cpu(westmere, default)
+    check_cpu(westmere, legacy)  # the legacy runtime needs SSE4.2 only
+    check_cpu({"SSE42": True, "AVX2": True}, default)
+    with pytest.raises(CPUError, match=r"lacks SSE42.*No OpenVINO release"):
+        check_cpu({"SSE42": False}, legacy)
 
 
 def test_options_cache_dir_and_throughput_hint(tiny_bundle, sample, tmp_path):

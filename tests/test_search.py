@@ -117,6 +117,23 @@ def test_search_loop_warm_up_rounds_and_frozen_weights(search_setup):
             assert torch.equal(value, frozen[name]), name
 
 
+@pytest.mark.parametrize("mode", ["clean", "paper"])
+def test_warm_up_skips_layers_only_in_paper_mode(search_setup, monkeypatch, mode):
+    family, model, train_data, val_data = search_setup
+    calls = []
+    original = family.set_skipped
+    monkeypatch.setattr(family, "set_skipped", lambda m, s: (calls.append(list(s)), original(m, s)))
+    config = SearchConfig(epochs=2, das_turn=100, val_batch_size=8, mode=mode)
+    result = run_search(
+        family, model, train_data, val_data, 2, config, TrainConfig(batch_size=8), progress=False
+    )
+    assert result.rounds == []  # das_turn 100: only training steps called set_skipped (+ the final set)
+    warm_up, update_epoch = calls[:5], calls[5:10]
+    assert all(s == [] for s in warm_up) if mode == "clean" else all(len(s) == 2 for s in warm_up)
+    assert all(len(s) == 2 for s in update_epoch)
+    assert SearchConfig(mode="clean", warmup_skipping=True).skips_in_warmup
+
+
 def test_paper_mode_uses_one_fixed_batch(search_setup):
     family, model, train_data, val_data = search_setup
     config = SearchConfig(epochs=2, das_turn=1, das_step=2, val_batch_size=8, mode="paper")

@@ -1,7 +1,9 @@
 """What the CPU can do, read from CPUID (through numpy) before OpenVINO is loaded.
 
 OpenVINO 2026 requires AVX2 on x86; loading it on an older CPU dies with "Illegal instruction",
-so the Predictor checks first and raises a :class:`~edge_vl.errors.CPUError` that says what to do.
+so the Predictor checks first against the installed runtime profile
+(:mod:`edge_vl.runtime.profiles`) and raises a :class:`~edge_vl.errors.CPUError` that names the
+CPU's flags and the profile to install.
 """
 
 from __future__ import annotations
@@ -10,11 +12,10 @@ import platform
 from functools import cache
 
 from edge_vl.errors import CPUError
+from edge_vl.runtime.profiles import PROFILES, RuntimeProfile, active_profile
 
 #: ISA features that decide what OpenVINO can run and how fast (names as numpy reports them).
 RELEVANT_FLAGS = ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512VNNI", "AVX512BF16", "AVX512FP16")
-#: x86 features the installed OpenVINO (2026.x) needs.
-REQUIRED_FLAGS = ("AVX2",)
 
 
 @cache
@@ -50,8 +51,9 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def check_cpu(flags: dict[str, bool] | None = None) -> None:
-    """Raise :class:`CPUError` if this x86 CPU lacks what OpenVINO 2026 needs (AVX2).
+def check_cpu(flags: dict[str, bool] | None = None, profile: RuntimeProfile | None = None) -> None:
+    """Raise :class:`CPUError` if this x86 CPU lacks what the installed runtime profile needs
+    (AVX2 for OpenVINO 2026, SSE4.2 for the legacy 2025.4 profile).
 
     Non-x86 machines (ARM) are not checked: OpenVINO has its own ARM build.
     """
@@ -59,14 +61,21 @@ def check_cpu(flags: dict[str, bool] | None = None) -> None:
         if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
             return
         flags = cpu_flags()
-    missing = [f for f in REQUIRED_FLAGS if not flags.get(f, False)]
-    if missing:
-        present = ", ".join(k for k, v in flags.items() if v) or "none of the relevant ones"
-        raise CPUError(
-            f"this CPU lacks {', '.join(missing)}, which OpenVINO 2026 requires (it has: {present}). "
-            "OpenVINO 2025.4 is the last release that runs on SSE4.2-only CPUs; run this bundle on an "
-            "AVX2 machine, or use a runtime pinned to openvino 2025.4."
-        )
+    profile = profile or active_profile()
+    missing = [f for f in profile.required_flags if not flags.get(f, False)]
+    if not missing:
+        return
+    present = ", ".join(k for k, v in flags.items() if v) or "none of the relevant ones"
+    message = (
+        f"this CPU ({cpu_name()}) lacks {', '.join(missing)}, which the {profile.name} runtime "
+        f"(OpenVINO {profile.openvino.removeprefix('openvino')}) requires; it has: {present}. "
+    )
+    fits = [p for p in PROFILES.values() if all(flags.get(f, False) for f in p.required_flags)]
+    if fits:
+        message += f"Install the {fits[0].name} runtime instead: {fits[0].install}"
+    else:
+        message += "No OpenVINO release edge-vl supports runs on it (the oldest needs SSE4.2)."
+    raise CPUError(message)
 
 
 @cache

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from edge_vl.bundle import Bundle, read_bundle
-from edge_vl.errors import BundleError, IncompatibleBundleError, InputError
+from edge_vl.errors import BundleError, InputError
 from edge_vl.runtime.cpu import openvino_core
 from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
+from edge_vl.runtime.profiles import check_bundle_runtime
 from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 
 PERFORMANCE_HINTS = ("latency", "throughput")
@@ -78,7 +79,7 @@ class Predictor:
         self.text_encoder = TextEncoder.from_spec(self.bundle.path, text_spec) if text_spec else None
         self.input_names = [spec["name"] for spec in manifest["model"]["inputs"]]
 
-        check_runtime(manifest, self.bundle.path)
+        check_bundle_runtime(manifest, self.bundle.path)
         core = openvino_core()  # checks the CPU before OpenVINO loads any CPU kernel
         precision = _INFERENCE_PRECISION.get(manifest["model"].get("precision", "fp32"), "f32")
         config = compile_config(performance_hint, threads, precision)
@@ -202,29 +203,6 @@ def compile_config(
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return config
-
-
-def check_runtime(manifest: Mapping[str, Any], where: Path) -> None:
-    """Refuse a bundle whose IR was written by a newer OpenVINO release line than the installed one
-    (IR files are read by the same or newer releases; older ones are not promised to)."""
-    from importlib import metadata
-
-    built = manifest.get("versions", {}).get("openvino")
-    if not built:
-        return
-    installed = metadata.version("openvino")
-    if _release_year(installed) < _release_year(built):
-        raise IncompatibleBundleError(
-            f"{where}: built with OpenVINO {built}, but this device has OpenVINO {installed}; "
-            f"install openvino>={built.split('.')[0]}.0 here, or rebuild the bundle with that OpenVINO"
-        )
-
-
-def _release_year(version: str) -> int:
-    try:
-        return int(version.split(".")[0])
-    except ValueError:
-        return 0
 
 
 def _activate(logits: np.ndarray, kind: str) -> np.ndarray:
