@@ -280,7 +280,8 @@ def skip_plan(
         latency = measure_latency_model(config, prep, echo)
         limit = config.latency_budget_ms
         k = budget.min_arms_for(limit, latency.predict, savings, "latency")
-        budget_info = {"kind": "latency", "limit_ms": limit, **asdict(latency), "costs": None}
+        on = (config.target_profile or {}).get("machine", {}).get("cpu", "this machine")
+        budget_info = {"kind": "latency", "limit_ms": limit, **asdict(latency), "costs": None, "on": on}
         cost_of = latency.predict
     else:
         k = config.skip if config.skip is not None else n_arms // 3
@@ -678,6 +679,10 @@ def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[s
         for arms in ([], list(range(prep.costs.n_arms)))
     )
     echo(f"latency: {kept:.2f} ms with every arm kept, {skipped:.2f} ms with every arm skipped")
+    if config.target_profile:  # the budget is the target's: scale by its speed on the reference graph
+        factor = target_scale(config.target_profile, echo)["int8" if config.precision == "int8" else "fp32"]
+        kept, skipped = kept * factor, skipped * factor
+        echo(f"latency: {kept:.2f} / {skipped:.2f} ms predicted on the target (× {factor:.2f})")
     return LatencyModel(all_kept_ms=kept, all_skipped_ms=skipped, costs=prep.costs)
 
 

@@ -197,3 +197,24 @@ def test_latency_budget_is_measured_on_the_exported_graph(tmp_path, tiny_checkpo
     )
     assert result.exit_code == 2 and "latency budget cannot be met" in result.output
     assert not impossible.exists()
+
+
+def test_latency_budget_for_a_target_profile_is_scaled_to_its_speed(tmp_path, tiny_checkpoint, shapes_data):
+    from edge_vl.bench import precision_probe
+
+    probe = precision_probe(runs=20)
+    slow = {"runtime_profile": "default", "machine": {"cpu": "slow box", "flags": {"AVX2": True}},
+            "precision_probe": {**probe, "fp32_ms": probe["fp32_ms"] * 1000}}  # fmt: skip
+    target = tmp_path / "slow.json"
+    target.write_text(json.dumps(slow))
+    here, there = tmp_path / "here", tmp_path / "there"
+    for out, extra in ((here, ()), (there, ("--target-profile", str(target)))):
+        args = build_args(tiny_checkpoint, shapes_data, out, "--latency-budget-ms", "1e9", *extra)
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0, result.output
+    budget_here = _manifest(here)["skip_plan"]["budget"]
+    budget_there = _manifest(there)["skip_plan"]["budget"]
+    assert budget_here["on"] == "this machine" and budget_there["on"] == "slow box"
+    # the slow box runs the reference graph 1000x slower: so, predicted, does the model
+    ratio = budget_there["all_kept_ms"] / budget_here["all_kept_ms"]
+    assert 300 < ratio < 3000, ratio

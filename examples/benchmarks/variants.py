@@ -9,7 +9,9 @@ the accuracy-vs-MACs plot) into ``--out``.
 
     python examples/benchmarks/variants.py --out examples/benchmarks/results/edge-vl-mini
 
-Takes about two hours on 2 cores with the defaults (``--quick``: minutes, for a smoke run).
+Takes about two hours on 2 cores with the defaults (``--quick``: minutes, for a smoke run);
+``--das-bundle BUNDLE`` takes the DAS row from a finished ``edge-vl build --demo`` (its settings
+are checked against the other variants') and saves the 20 minutes of building it again.
 A meaningful comparison needs a pretrained model: on random weights every layer is equally
 useless and the differences are noise.
 """
@@ -22,6 +24,7 @@ import math
 import platform
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -33,6 +36,7 @@ import torch
 
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.build import BuildConfig, build, package_versions, prepare, read_data
+from edge_vl.bundle import read_bundle
 from edge_vl.data import read_examples
 from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
 from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
@@ -88,25 +92,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     partial: list[dict[str, Any]] = []
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def variant(name: str, **plan) -> dict[str, Any]:
-        started = time.perf_counter()
-        result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
-        m = manifests[name] = result.manifest
+    def record(name: str, m: dict[str, Any], seconds: float) -> dict[str, Any]:
+        manifests[name] = m
         row = {"variant": name, "eval_accuracy": m["metrics"]["eval_accuracy"],
                 "retained_macs_fraction": m["cost"]["retained_fraction"],
                 "skipped": m["architecture"]["skipped"],
                 "latency_ms": m["metrics"].get("latency_ms", {}).get("retained"),
                 "trainable_parameters": m["training"]["trainable_parameters"],
                 "trainable_fraction": m["training"]["trainable_fraction"],
-                "seconds": round(time.perf_counter() - started)}  # fmt: skip
+                "seconds": round(seconds)}  # fmt: skip
         partial.append(row)  # a crash later on keeps what was measured
         (args.out / "variants.partial.json").write_text(
             json.dumps(partial, indent=2) + "\n", encoding="utf-8"
         )
         return row
 
-    # the demo's bundle, with the precision measured too (``eval_accuracy`` stays the torch FP32 one)
-    das = variant("das", skip=args.k, text_buckets=settings.text_buckets, precision=args.precision)
+    def variant(name: str, **plan) -> dict[str, Any]:
+        started = time.perf_counter()
+        result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
+        return record(name, result.manifest, time.perf_counter() - started)
+
+    if args.das_bundle is not None:  # the demo's bundle, already built with these settings
+        manifest = read_bundle(args.das_bundle).manifest
+        check_same_settings(manifest, config("das"), len(read_examples(train, check_images=False)))
+        das = record("das", manifest, manifest["training"]["seconds"])
+    else:  # the demo's bundle, with the precision measured too (``eval_accuracy`` is the torch one)
+        das = variant("das", skip=args.k, text_buckets=settings.text_buckets, precision=args.precision)
     rows = [majority(train, evals), variant("petl-only", skip_layers=[]), das]
     n_arms = len(manifests["das"]["architecture"]["arms"])
     rng = random.Random(args.seed)
@@ -122,7 +133,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     randoms = [row["eval_accuracy"] for row in rows if row["variant"].startswith("random")]
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": "python examples/benchmarks/variants.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python examples/benchmarks/variants.py", *sys.argv[1:]]),
         "machine": {"cpu": cpu_name(), "cores": _cores(), "python": platform.python_version()},
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
         "train_examples": manifests["das"]["metrics"]["train_examples"],
@@ -144,6 +155,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def check_same_settings(manifest: dict[str, Any], config: BuildConfig, n_train: int) -> None:
+    """Refuse a DAS bundle (``--das-bundle``) not built with the settings of the other variants."""
+    training, plan = manifest["training"], manifest.get("skip_plan", {})
+    expected = {
+        "skip plan": ("das", plan.get("method")),
+        "training rows": (n_train, manifest["metrics"]["train_examples"]),
+        "epochs": (config.train.epochs, training["epochs"]),
+        "batch size": (config.train.batch_size, training["batch_size"]),
+        "seed": (config.train.seed, training["seed"]),
+        "lr": (config.train.lr, training["lr"]),
+        "loss": (config.train.loss, training["loss"]),
+        "search": (config.search.to_dict(), plan.get("search_config")),
+    }
+    wrong = [f"{k}: {got!r} (variants use {want!r})" for k, (want, got) in expected.items() if want != got]
+    if wrong:
+        raise SystemExit("--das-bundle was built with other settings: " + "; ".join(wrong))
 
 
 def _cores() -> int:
@@ -210,6 +239,9 @@ def main() -> None:
     p.add_argument("--no-full-finetune", action="store_true")
     p.add_argument("--precision", default="auto", help="precision of the DAS bundle (fp32|fp16|int8|auto)")
     p.add_argument("--keep", type=Path, default=None, help="move the bundles and manifests here")
+    p.add_argument("--das-bundle", type=Path, default=None,
+                   help="take the DAS row from this bundle of `edge-vl build --demo` (same settings, "
+                        "checked) instead of building it again")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "edge-vl-mini")
     args = p.parse_args()
     report = run(args)
