@@ -9,3 +9,4 @@ from converters.base import Converter as Converter
 from converters.base import ExportResult as ExportResult
 from converters.registry import converter_for as converter_for
 from converters.registry import register_converter as register_converter
+from converters.registry import temporary_export as temporary_export

@@ -89,23 +89,10 @@ def quantize_int8(
     return target
 
 
-def convert_in_place(
-    precision: str,
-    xml: Path,
-    calibration: Callable[[], Iterable[Mapping[str, np.ndarray]]],
-    *,
-    vnni: bool,
-    size: int,
-) -> None:
-    """Replace the FP32 IR ``xml`` by its ``precision`` variant under the same file name (text
-    buckets follow the precision chosen for the main model)."""
-    if precision == "fp32":
-        return
-    name = f"{xml.stem}-{precision}"
-    if precision == "fp16":
-        converted = compress_fp16(xml, xml.parent, name=name)
-    else:
-        converted = quantize_int8(xml, calibration(), xml.parent, vnni=vnni, size=size, name=name)
+def compress_fp16_in_place(xml: Path) -> None:
+    """Replace the FP32 IR ``xml`` by its FP16-weight variant under the same file name (text buckets
+    of an fp16 bundle; INT8 bundles carry no buckets, see :func:`edge_vl.build.export_stage`)."""
+    converted = compress_fp16(xml, xml.parent, name=f"{xml.stem}-fp16")
     for suffix in (".xml", ".bin"):
         shutil.move(converted.with_suffix(suffix), xml.with_suffix(suffix))
 

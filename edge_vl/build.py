@@ -504,13 +504,15 @@ def export_text_buckets(
     precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Export the model again at each shorter text length of ``config.text_buckets`` (FP32
-    parity-checked like the main export, then converted to the main model's ``precision``);
-    returns the manifest entries."""
+    parity-checked like the main export, then FP16-compressed if the main model is; INT8 bundles
+    get no buckets); returns the manifest entries."""
     from dataclasses import replace
 
     from converters import converter_for
-    from converters.precision import convert_in_place
-    from edge_vl.runtime.cpu import has_int8_dot_product
+    from converters.precision import compress_fp16_in_place
+
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"text buckets are exported in fp32 or fp16 only, not {precision}")
 
     full = prep.preprocessing["text"]["max_length"]
     lengths = sorted({int(b) for b in config.text_buckets if int(b) < full})
@@ -524,10 +526,8 @@ def export_text_buckets(
         exported = converter_for(prep.family.name).export(
             prep.family, model, specs, cut, staging, name=f"model-t{length}", versions=versions
         )
-        if precision != "fp32":
-            calibration = numpy_batches(prep.calibration_data, [s.name for s in specs], 1, length)
-            convert_in_place(precision, exported.xml, calibration, vnni=has_int8_dot_product(),
-                             size=config.calibration_size)  # fmt: skip
+        if precision == "fp16":
+            compress_fp16_in_place(exported.xml)
         entries.append({"length": length, "xml": exported.xml.name, "bin": exported.bin.name,
                         "parity_max_abs": exported.parity_max_abs})  # fmt: skip
         echo(
@@ -536,14 +536,13 @@ def export_text_buckets(
     return entries
 
 
-def numpy_batches(data, names: Sequence[str], size: int, text_length: int | None = None):
+def numpy_batches(data, names: Sequence[str], size: int):
     """A re-iterable source of ``data``'s rows as numpy feeds of the inputs ``names``, ``size`` rows
-    each; text inputs cut to ``text_length`` if given."""
+    each."""
 
     def feed(i: int) -> dict[str, Any]:
         rows = data.batch(slice(i, i + size))
-        return {n: (v[:, :text_length] if text_length and n in TEXT_INPUTS else v).numpy()
-                for n, v in rows.items() if n in names}  # fmt: skip
+        return {n: v.numpy() for n, v in rows.items() if n in names}
 
     return lambda: (feed(i) for i in range(0, len(data), size))
 
@@ -635,20 +634,12 @@ def target_scale(target: dict[str, Any], echo: Callable[[str], None]) -> dict[st
 def latency_with_skipped(family, model, inputs, sample, skipped: Sequence[int]) -> float:
     """Median batch-1 latency (ms, this machine) of ``model`` exported with ``skipped`` arms, to a
     temporary directory; the model's own skip set is restored afterwards."""
-    import tempfile
-
-    from converters import converter_for
+    from converters import temporary_export
     from edge_vl.bench import median_latency_ms
 
     feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
-    before = family.skipped(model)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            family.set_skipped(model, skipped)
-            exported = converter_for(family.name).export(family, model, inputs, sample, Path(tmp))
-            return median_latency_ms(exported.xml, feed)
-    finally:
-        family.set_skipped(model, before)
+    with temporary_export(family, model, inputs, sample, skipped) as xml:
+        return median_latency_ms(xml, feed)
 
 
 def measure_latency(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,7 @@ def compare_with_torch(
         import torch
     except ImportError:
         raise MissingExtraError("bench --compare torch", extra="build") from None
-    from converters import converter_for
+    from converters import temporary_export
     from edge_vl.adapters import AdapterConfig
     from edge_vl.architectures.quiet import quiet_transformers
     from edge_vl.architectures.registry import family_for
@@ -78,11 +77,9 @@ def compare_with_torch(
 
         return call
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with temporary_export(family, model, inputs, sample, []) as full_xml:
         from edge_vl.bench import compile_latency_request
 
-        family.set_skipped(model, [])
-        full_xml = converter_for(family.name).export(family, model, inputs, sample, Path(tmp)).xml
         full_request = compile_latency_request(full_xml, threads)
         contenders: dict[str, Callable[[], Any]] = {
             "openvino_retained": lambda: predictor.run(feed),

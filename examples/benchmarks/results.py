@@ -339,7 +339,9 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
-    parts = set(args.parts.split(","))
+    parts = {part.strip() for part in args.parts.split(",") if part.strip()}
+    if not parts or parts - {"a", "b", "c"}:
+        p.error(f"--parts takes a comma-separated subset of a,b,c, got {args.parts!r}")
     if "b" in parts and not (args.demo_bundle / "manifest.json").is_file():
         p.error(
             f"{args.demo_bundle} is not a bundle: run `edge-vl build --demo` first, or pass --demo-bundle"
