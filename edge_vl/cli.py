@@ -400,11 +400,14 @@ def info(bundle, as_json) -> None:
     """Describe BUNDLE (verifying every file's hash) and this host's CPU."""
     from edge_vl.bundle import read_bundle
     from edge_vl.runtime.cpu import cpu_flags, cpu_name
+    from edge_vl.runtime.profiles import active_profile, installed_openvino
 
     b = read_bundle(bundle)
     m = b.manifest
+    host = {"cpu": cpu_name(), "flags": cpu_flags(), "runtime_profile": active_profile().name,
+            "openvino": installed_openvino()}  # fmt: skip
     if as_json:
-        click.echo(json.dumps({"manifest": m, "host": {"cpu": cpu_name(), "flags": cpu_flags()}}, indent=2))
+        click.echo(json.dumps({"manifest": m, "host": host}, indent=2))
         return
     arch, model, metrics = m["architecture"], m["model"], m.get("metrics", {})
     click.echo(
@@ -419,9 +422,11 @@ def info(bundle, as_json) -> None:
     )
     for key, value in metrics.items():
         click.echo(f"metric        {key} = {value}")
-    flags = cpu_flags()
-    click.echo(f"host cpu      {cpu_name()}")
-    click.echo("host flags    " + " ".join(f"{k}{'+' if v else '-'}" for k, v in flags.items()))
+    runtimes = m.get("runtime", {}).get("profiles")
+    click.echo(f"runtimes      {', '.join(runtimes) if runtimes else 'not recorded (older bundle)'}")
+    click.echo(f"host cpu      {host['cpu']}")
+    click.echo("host flags    " + " ".join(f"{k}{'+' if v else '-'}" for k, v in host["flags"].items()))
+    click.echo(f"host runtime  {host['runtime_profile']} (OpenVINO {host['openvino']})")
 
 
 @cli.command()

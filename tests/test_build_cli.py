@@ -99,6 +99,10 @@ def test_info_and_bench_cli(tiny_bundle):
     info = runner.invoke(cli, ["info", str(tiny_bundle)])
     assert info.exit_code == 0, info.output
     assert "skipped       [1, 3]" in info.output and "AVX2" in info.output
+    assert (
+        "runtimes      default, legacy" in info.output
+        and "host runtime  default (OpenVINO 2026" in info.output
+    )
     bench = runner.invoke(cli, ["bench", str(tiny_bundle), "--duration", "0.5", "--batch", "2", "--json"])
     assert bench.exit_code == 0, bench.output
     report = json.loads(bench.output)
