@@ -5,8 +5,16 @@ where the two parallel adapters go in the pre-LN CLIP layer (as in ViLT's, spec 
 pooling, the task head and the preprocessing (shortest-edge resize + centre crop, CLIP's
 mean/std, read from the checkpoint's ``preprocessor_config.json``).
 
-Head (``fused``): the L2-normalised image and text embeddings ``i`` and ``t`` go through a small
-MLP on ``[i, t, i·t]`` — classification from image + text, like a VQA head on a dual encoder.
+Two heads:
+
+- ``fused`` (default): the L2-normalised image and text embeddings ``i`` and ``t`` go through a
+  small MLP on ``[i, t, i·t]`` — classification from image + text, like a VQA head on a dual
+  encoder. Arms: every layer of both towers (text first).
+- ``prompt`` (``load(..., prompts={label: text})``): each label has a text prompt; the text tower
+  runs once, at load, and the normalised prompt embeddings become a constant of the model. Logits
+  are CLIP's ``logit_scale · cos(image, prompt)``. The device runs the image tower only, so only
+  its layers are arms: skipping a text layer would save nothing there.
+
 The text embedding is taken at the last non-padding token, where CLIP's tokenizer puts its
 end-of-text token; transformers pools at the first ``eos_token_id`` instead, which is the same
 position for CLIP's own tokenizer and also works for any tokenizer a checkpoint ships.
@@ -14,7 +22,8 @@ position for CLIP's own tokenizer and also works for any tokenizer a checkpoint 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +33,15 @@ from torch.nn import functional as F
 from transformers import CLIPConfig, CLIPModel
 
 from edge_vl.adapters import AdapterConfig, SkippableLayer
-from edge_vl.architectures.base import ArchitectureFamily, label_maps, read_image_processor_config
+from edge_vl.architectures.base import (
+    ArchitectureFamily,
+    InputSpec,
+    label_maps,
+    read_image_processor_config,
+)
 from edge_vl.architectures.registry import register_family
 from edge_vl.budget import ArmCosts
+from edge_vl.errors import ModelError
 from edge_vl.runtime.preprocess import default_image_spec
 
 #: OpenAI CLIP's normalisation (transformers' OPENAI_CLIP_MEAN/STD)
@@ -54,7 +69,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
 
 
 class CLIPClassifier(CLIPModel):
-    """``CLIPModel`` plus edge-vl's fused classification head (``classifier``)."""
+    """``CLIPModel`` plus edge-vl's heads: the fused ``classifier``, or (after
+    :meth:`use_prompt_head`) fixed ``label_embeddings``."""
 
     def __init__(self, config: CLIPConfig):
         super().__init__(config)
@@ -62,7 +78,18 @@ class CLIPClassifier(CLIPModel):
         self.classifier = nn.Sequential(
             nn.Linear(3 * p, 2 * p), nn.GELU(), nn.Linear(2 * p, config.num_labels)
         )
+        self.label_embeddings: torch.Tensor | None = None
         self.post_init()
+
+    def use_prompt_head(self, label_embeddings: torch.Tensor) -> None:
+        """Classify images against these (normalised) prompt embeddings; drops the fused head."""
+        self.classifier = None
+        del self.label_embeddings
+        self.register_buffer("label_embeddings", F.normalize(label_embeddings.detach(), dim=-1))
+
+    @property
+    def has_prompt_head(self) -> bool:
+        return self.label_embeddings is not None
 
 
 class ClipAdaptedLayer(SkippableLayer):
@@ -99,20 +126,59 @@ class ClipFamily(ArchitectureFamily):
     def model_class(self) -> type:
         return CLIPClassifier
 
+    def load(self, model_dir: Path, labels: Sequence[str], *, prompts: Mapping[str, str] | None = None):
+        model = super().load(model_dir, labels)
+        if prompts is not None:
+            missing = [label for label in labels if label not in prompts]
+            if missing:
+                raise ModelError(f"no prompt for label(s) {missing}")
+            texts = [prompts[label] for label in labels]
+            model.use_prompt_head(self.prompt_embeddings(model_dir, model, texts))
+        return model
+
+    @torch.no_grad()
+    def prompt_embeddings(self, model_dir: Path, model: nn.Module, prompts: Sequence[str]) -> torch.Tensor:
+        """Text-tower embeddings of ``prompts`` (the checkpoint's tokenizer), in eval mode."""
+        from edge_vl.runtime.tokenize import TextEncoder
+
+        with tempfile.TemporaryDirectory() as tmp:
+            length = int(model.config.text_config.max_position_embeddings)
+            spec = self.save_tokenizer(Path(model_dir), Path(tmp), length)
+            encoded = TextEncoder.from_spec(Path(tmp), spec).encode(list(prompts))
+        was_training = model.training
+        model.eval()
+        ids, mask = (torch.from_numpy(encoded[k]) for k in ("input_ids", "attention_mask"))
+        embeddings = self._text_embeddings(model, ids, mask)
+        model.train(was_training)
+        return embeddings
+
     def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+        if model.has_prompt_head:  # the device never runs the text tower
+            return [model.vision_model.encoder.layers]
         return [model.text_model.encoder.layers, model.vision_model.encoder.layers]
 
     def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
         return ClipAdaptedLayer(layer, layer.layer_norm1.normalized_shape[0], config)
 
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        image = model.visual_projection(model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output)
-        mask = inputs["attention_mask"]
-        hidden = model.text_model(input_ids=inputs["input_ids"], attention_mask=mask).last_hidden_state
-        last = (mask.sum(dim=-1) - 1).clamp(min=0)
-        text = model.text_projection(hidden[torch.arange(hidden.shape[0]), last])
-        i, t = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        pooled = model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
+        i = F.normalize(model.visual_projection(pooled), dim=-1)
+        if model.has_prompt_head:
+            return model.logit_scale.exp() * i @ model.label_embeddings.T
+        t = F.normalize(self._text_embeddings(model, inputs["input_ids"], inputs["attention_mask"]), dim=-1)
         return model.classifier(torch.cat([i, t, i * t], dim=-1))
+
+    @staticmethod
+    def _text_embeddings(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = model.text_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        last = (mask.sum(dim=-1) - 1).clamp(min=0)
+        return model.text_projection(hidden[torch.arange(hidden.shape[0]), last])
+
+    def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
+        if model.has_prompt_head:
+            h, w = preprocessing["image"]["size"]
+            return [InputSpec("pixel_values", (-1, 3, h, w), "float32")]
+        return super().input_specs(model, preprocessing)
 
     def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
         cfg = model.config
@@ -120,21 +186,21 @@ class ClipFamily(ArchitectureFamily):
         h, w = preprocessing["image"]["size"]
         patch = vision.patch_size
         patches = (h // patch) * (w // patch)
-        n_text, n_vision = preprocessing["text"]["max_length"], patches + 1
+        n_text, n_vision = preprocessing.get("text", {}).get("max_length", 0), patches + 1
 
         def layer(n: int, d: int, f: int) -> int:
             return 4 * n * d * d + 2 * n * n * d + 2 * n * d * f  # QKV+O, scores+context, MLP
 
-        sizes = [(n_text, text) for _ in model.text_model.encoder.layers]
+        prompt = model.has_prompt_head
+        sizes = [] if prompt else [(n_text, text) for _ in model.text_model.encoder.layers]
         sizes += [(n_vision, vision) for _ in model.vision_model.encoder.layers]
         arms = self.arms(model)
         p = cfg.projection_dim
-        head = 3 * p * 2 * p + 2 * p * cfg.num_labels
-        base = (
-            patches * 3 * patch * patch * vision.hidden_size
-            + (vision.hidden_size + text.hidden_size) * p
-            + head
-        )
+        base = patches * 3 * patch * patch * vision.hidden_size + vision.hidden_size * p
+        if prompt:  # cosine against every label prompt
+            base += p * cfg.num_labels
+        else:  # text projection and the fused MLP
+            base += text.hidden_size * p + 3 * p * 2 * p + 2 * p * cfg.num_labels
         return ArmCosts(
             base=base,
             layer=tuple(layer(n, c.hidden_size, c.intermediate_size) for n, c in sizes),
@@ -158,6 +224,8 @@ class ClipFamily(ArchitectureFamily):
             crop, shortest_edge=shortest, resample=resample, mean=cfg.get("image_mean", CLIP_MEAN),
             std=cfg.get("image_std", CLIP_STD), rescale_factor=cfg.get("rescale_factor", 1 / 255),
         )  # fmt: skip
+        if model.has_prompt_head:
+            return {"image": image}  # no text input on the device
         return {"image": image, "text": {"max_length": int(model.config.text_config.max_position_embeddings)}}
 
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
