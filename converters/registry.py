@@ -25,7 +25,7 @@ def register_converter(converter: Converter) -> Converter:
 
 def converter_for(family_name: str) -> Converter:
     """The converter of a family, or an :class:`ExportError` naming the ones that exist."""
-    from converters import meter, vilt  # noqa: F401  (importing a converter module registers it)
+    from converters import clip, meter, vilt  # noqa: F401  (importing a converter module registers it)
 
     try:
         return _CONVERTERS[family_name]

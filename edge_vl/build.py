@@ -119,6 +119,19 @@ class BuildConfig:
     text_buckets: Sequence[int] = ()
     #: extra rows for the report's accuracy-vs-MACs comparison (see :mod:`edge_vl.report`)
     report_variants: Sequence[dict[str, Any]] = ()
+    #: label → prompt text: classify images against the prompts' text embeddings (dual encoders
+    #: such as CLIP); the device then runs the image tower only. Labels may be prompt-only.
+    prompts: dict[str, str] | None = None
+    #: the same from a template for every training label, e.g. ``"a photo of a {}"``
+    prompt_template: str | None = None
+
+    def label_prompts(self, labels: Sequence[str]) -> dict[str, str] | None:
+        """The prompt per label (``prompts`` entries win over ``prompt_template``), or None."""
+        if self.prompts is None and self.prompt_template is None:
+            return None
+        template = self.prompt_template
+        from_template = {label: template.replace("{}", label) for label in labels} if template else {}
+        return {**from_template, **(self.prompts or {})}
 
     def __post_init__(self) -> None:
         self.model_dir = resolve_model_dir(self.model_dir)
@@ -170,7 +183,7 @@ class Prepared:
     n_eval: int
     arm_names: list[str]
     costs: Any
-    tokenizer_file: Path
+    tokenizer_file: Path | None
     model: Any = field(repr=False)
     #: training rows with raw inputs (as the exported model takes them), for INT8 calibration
     calibration_data: Any = None
@@ -214,10 +227,12 @@ def prepare(
     family = family_for_checkpoint(config.model_dir)
     model = load_adapted(family, config, labels)
     preprocessing = family.preprocessing(Path(config.model_dir), model)
-    with quiet_transformers():
-        text = family.save_tokenizer(Path(config.model_dir), work, preprocessing["text"]["max_length"])
-    preprocessing["text"] = text
-    encoder = TextEncoder.from_spec(work, text)
+    encoder = tokenizer_file = None
+    if "text" in preprocessing:  # image-only models (a prompt head) take no text
+        with quiet_transformers():
+            text = family.save_tokenizer(Path(config.model_dir), work, preprocessing["text"]["max_length"])
+        preprocessing["text"] = text
+        encoder, tokenizer_file = TextEncoder.from_spec(work, text), work / text["tokenizer"]
     echo(f"model: {family.name} from {config.model_dir}, {len(family.arms(model))} arms")
     calibration = None
     if config.precision in ("int8", "auto"):
@@ -242,7 +257,7 @@ def prepare(
         n_eval=len(eval_examples),
         arm_names=family.arm_names(model),
         costs=family.arm_costs(model, preprocessing),
-        tokenizer_file=work / text["tokenizer"],
+        tokenizer_file=tokenizer_file,
         model=model,
     )
 
@@ -376,7 +391,8 @@ def export_stage(
     costs = prep.costs
     versions = package_versions()
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
-        shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
+        if prep.tokenizer_file is not None:
+            shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
         inputs = family.input_specs(model, prep.preprocessing)
         sample = prep.eval_data.batch(slice(0, config.parity_samples))
         exported = converter_for(family.name).export(
@@ -386,7 +402,11 @@ def export_stage(
         precision = choose_precision(config, prep, inputs, exported.xml, staging, echo)
         chosen = precision["chosen"] if precision else "fp32"
         buckets = []
-        if config.text_buckets and chosen == "int8":
+        if not config.text_buckets:
+            pass
+        elif prep.tokenizer_file is None:
+            echo("text buckets: not exported (this model takes no text)")
+        elif chosen == "int8":
             # each length would be quantized on its own: answers differ from the full-length model
             # (edge-vl-mini/easy-vqa: 97.1 % identical) and the saving vanished (6.73 vs 6.70 ms)
             echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
@@ -425,7 +445,10 @@ def export_stage(
                 **({"text_buckets": buckets} if buckets else {}),
             },
             "preprocessing": prep.preprocessing,
-            "head": family.head(model, score_kind(config.train.loss)).to_dict(),
+            "head": {
+                **family.head(model, score_kind(config.train.loss)).to_dict(),
+                **({"prompts": prompts} if (prompts := config.label_prompts(prep.labels)) else {}),
+            },
             "metrics": {
                 "eval_accuracy": eval_accuracy,
                 "eval_examples": prep.n_eval,
@@ -465,16 +488,23 @@ def export_stage(
 
 # -- helpers ------------------------------------------------------------------------------------
 def read_data(config: BuildConfig) -> tuple[list[Example], list[Example], list[str]]:
-    """Validate both manifests; eval labels must occur in training."""
-    train_examples = read_examples(config.train_data)
-    eval_examples = read_examples(config.eval_data)
+    """Validate both manifests; eval labels must occur in training (or, with label prompts, have
+    a prompt; every training label then needs one)."""
+    prompt_head = config.prompts is not None or config.prompt_template is not None
+    train_examples = read_examples(config.train_data, require_text=not prompt_head)
+    eval_examples = read_examples(config.eval_data, require_text=not prompt_head)
     labels = label_set(train_examples)
+    if prompt_head:
+        prompts = config.label_prompts(labels)
+        missing = [label for label in labels if label not in prompts]
+        if missing:
+            raise DataError(f"training label(s) {missing} have no prompt in the label prompts")
+        labels = sorted(prompts)
     known = set(labels)
+    where = "the training data or the label prompts" if prompt_head else "the training data"
     for ex in eval_examples:
         if ex.label not in known:
-            raise DataError(
-                f"label {ex.label!r} does not occur in the training data", path=ex.manifest, line=ex.line
-            )
+            raise DataError(f"label {ex.label!r} does not occur in {where}", path=ex.manifest, line=ex.line)
     return train_examples, eval_examples, labels
 
 
@@ -486,7 +516,7 @@ def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
 
     torch.manual_seed(config.train.seed)
     with quiet_transformers():
-        model = family.load(Path(config.model_dir), labels)
+        model = family.load(Path(config.model_dir), labels, prompts=config.label_prompts(labels))
     family.insert_adapters(model, config.adapters)
     family.freeze(model)
     return model

@@ -185,6 +185,21 @@ train_options = _options(
         help="Task loss. vqa-bce is the DAS paper's (BCE x labels, sigmoid scores); cross-entropy "
         "learns rare answers much faster on single-answer data.",
     ),
+    click.option(
+        "--prompts",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Label prompts (JSON object label → prompt, or 'label<TAB>prompt' lines): classify images "
+        "against the prompts' text embeddings (CLIP). The bundle then takes images only; labels may be "
+        "prompt-only (zero-shot).",
+    ),
+    click.option(
+        "--prompt-template",
+        default=None,
+        metavar="TEXT",
+        help="A prompt for every training label, '{}' standing for the label, e.g. 'a photo of a {}' "
+        "(--prompts entries win).",
+    ),
     click.option("--seed", type=int, default=0, show_default=True),
     click.option("--quiet", is_flag=True, help="No progress bars."),
 )
@@ -193,6 +208,7 @@ train_options = _options(
 def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
     from edge_vl.bench import read_target_profile
     from edge_vl.build import BuildConfig
+    from edge_vl.data import read_label_prompts
     from edge_vl.finetune import TrainConfig
     from edge_vl.search import SearchConfig
 
@@ -230,6 +246,8 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
             restart=params.get("restart", False),
             checkpoint_every=params.get("checkpoint_every", 50),
             precision=params.get("precision", "fp32"),
+            prompts=read_label_prompts(params["prompts"]) if params.get("prompts") else None,
+            prompt_template=params.get("prompt_template"),
             target_profile=(
                 read_target_profile(params["target_profile"]) if params.get("target_profile") else None
             ),

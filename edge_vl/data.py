@@ -29,8 +29,11 @@ class Example:
     line: int = 0
 
 
-def read_examples(path: str | Path, *, check_images: bool = True) -> list[Example]:
+def read_examples(path: str | Path, *, check_images: bool = True, require_text: bool = True) -> list[Example]:
     """Read and validate a ``.jsonl`` or ``.csv`` manifest.
+
+    With ``require_text=False`` (image-only models, e.g. a CLIP prompt head) ``text`` may be left
+    out; it is read as ``""``.
 
     Raises:
         DataError: the file is missing or empty, a row is not an object with string ``image``,
@@ -44,11 +47,11 @@ def read_examples(path: str | Path, *, check_images: bool = True) -> list[Exampl
     if suffix in (".jsonl", ".json"):
         rows = _jsonl_rows(path)
     elif suffix == ".csv":
-        rows = _csv_rows(path)
+        rows = _csv_rows(path, require_text)
     else:
         raise DataError(f"unsupported manifest type {suffix!r}; expected .jsonl or .csv", path=str(path))
     checked: set[Path] | None = set() if check_images else None  # decode each distinct image once
-    examples = [_to_example(row, path, line, checked) for line, row in rows]
+    examples = [_to_example(row, path, line, checked, require_text) for line, row in rows]
     if not examples:
         raise DataError("manifest has no rows", path=str(path))
     return examples
@@ -86,10 +89,11 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
                 ) from e
 
 
-def _csv_rows(path: Path) -> Iterable[tuple[int, object]]:
+def _csv_rows(path: Path, require_text: bool = True) -> Iterable[tuple[int, object]]:
     with path.open("r", encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in FIELDS if c not in (reader.fieldnames or [])]
+        needed = FIELDS if require_text else tuple(c for c in FIELDS if c != "text")
+        missing = [c for c in needed if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(
                 f"CSV header lacks column(s) {missing}; expected {list(FIELDS)}", path=str(path), line=1
@@ -98,7 +102,9 @@ def _csv_rows(path: Path) -> Iterable[tuple[int, object]]:
             yield reader.line_num, row
 
 
-def _to_example(row: object, path: Path, line: int, checked: set[Path] | None) -> Example:
+def _to_example(
+    row: object, path: Path, line: int, checked: set[Path] | None, require_text: bool = True
+) -> Example:
     """One validated row; its image is decoded unless ``checked`` is None or already holds it."""
 
     def fail(msg: str) -> DataError:
@@ -106,6 +112,8 @@ def _to_example(row: object, path: Path, line: int, checked: set[Path] | None) -
 
     if not isinstance(row, dict):
         raise fail(f"row must be an object with fields {list(FIELDS)}, got {type(row).__name__}")
+    if not require_text and not row.get("text"):
+        row = {**row, "text": "-"}  # an image-only model never reads it
     for field in FIELDS:
         if field not in row:
             raise fail(f"missing field {field!r}")
@@ -120,7 +128,8 @@ def _to_example(row: object, path: Path, line: int, checked: set[Path] | None) -
     if checked is not None and image not in checked:
         _check_image(image, fail)
         checked.add(image)
-    return Example(image=image, text=row["text"], label=row["label"], manifest=str(path), line=line)
+    text = row["text"] if require_text else ""
+    return Example(image=image, text=text, label=row["label"], manifest=str(path), line=line)
 
 
 def _check_image(image: Path, fail) -> None:
@@ -131,3 +140,38 @@ def _check_image(image: Path, fail) -> None:
         load_image(image)  # the same decoder, limits and checks as the device
     except InputError as e:
         raise fail(f"field 'image': {e}") from e
+
+
+def read_label_prompts(path: str | Path) -> dict[str, str]:
+    """A prompt per label from a JSON object (``{"scratch": "a photo of a scratched part", ...}``)
+    or a text file of ``label<TAB>prompt`` lines, for heads that classify against label prompts.
+
+    Raises:
+        DataError: unreadable file, or a label or prompt that is not a non-empty string.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("label prompt file not found", path=str(path))
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            prompts = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"invalid JSON ({e.msg} at line {e.lineno})", path=str(path)) from e
+        if not isinstance(prompts, dict):
+            raise DataError("expected a JSON object of label → prompt", path=str(path))
+        items = list(prompts.items())
+    else:
+        items = []
+        for line_no, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            if "\t" not in raw:
+                raise DataError("expected 'label<TAB>prompt'", path=str(path), line=line_no)
+            items.append(tuple(part.strip() for part in raw.split("\t", 1)))
+    for label, prompt in items:
+        if not (isinstance(label, str) and label.strip() and isinstance(prompt, str) and prompt.strip()):
+            raise DataError(f"label {label!r}: label and prompt must be non-empty strings", path=str(path))
+    if not items:
+        raise DataError("no label prompts in the file", path=str(path))
+    return dict(items)

@@ -200,9 +200,9 @@ def run_search(
     there is resumed.
     """
     n_arms = len(family.arms(model))
-    bandit = GateBandit(
-        n_arms, k, das_step=config.das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1
-    )
+    # a round cannot score more distinct sets than exist (few arms, e.g. a small image tower)
+    das_step = min(config.das_step, math.comb(n_arms, k)) if 0 < k < n_arms else config.das_step
+    bandit = GateBandit(n_arms, k, das_step=das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1)
     steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
     # the search has its own length and LR schedule (spec §2.7): config.epochs over the search data
     loop = TrainLoop(family, model, train_data, train_config, total_steps=config.epochs * steps_per_epoch)

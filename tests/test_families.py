@@ -19,7 +19,7 @@ from edge_vl.data import read_examples
 from edge_vl.encoded import EncodedData
 from tests.conftest import VOCAB, build_args
 
-FAMILIES = {"vilt": "vilt", "meter": "edge_vl_mini"}  # family name → a model_type it handles
+FAMILIES = {"vilt": "vilt", "meter": "edge_vl_mini", "clip": "clip"}  # family name → a model_type it handles
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))

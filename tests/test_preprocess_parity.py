@@ -123,3 +123,19 @@ def test_sixteen_bit_grey_is_scaled_not_clipped():
     out = preprocess_image(buf.getvalue(), spec)
     assert out.min() == 0.0 and out.max() == 1.0
     assert 0.45 < float(np.median(out)) < 0.55  # mid-grey in the middle, not saturated
+
+
+def test_shortest_edge_and_centre_crop_match_the_clip_processor():
+    """CLIP's policy: shorter side to 64 (aspect kept), centre 56×56 crop, CLIP's mean/std."""
+    from transformers import CLIPImageProcessorPil
+
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56})
+    spec = default_image_spec(56, shortest_edge=64, mean=processor.image_mean, std=processor.image_std)
+    for name, data in _cases():
+        ours = preprocess_image(data, spec)
+        upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+        theirs = processor(images=upright, return_tensors="np")["pixel_values"][0]
+        assert ours.shape == theirs.shape == (3, 56, 56), name
+        assert np.max(np.abs(ours - theirs)) <= 1e-5, name
+    with pytest.raises(ValueError, match="smaller than the crop"):
+        default_image_spec(56, shortest_edge=48)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,9 +63,18 @@ class ArchitectureFamily(ABC):
     def model_class(self) -> type:
         """The HF model class (with a ``classifier`` head) this family loads."""
 
-    def load(self, model_dir: Path, labels: Sequence[str]) -> nn.Module:
+    def load(
+        self, model_dir: Path, labels: Sequence[str], *, prompts: Mapping[str, str] | None = None
+    ) -> nn.Module:
         """Load the checkpoint offline (fp32, ``trust_remote_code=False``) with a freshly
-        initialised ``classifier`` over ``labels``, as the method's fine-tune stage does (spec §4.1)."""
+        initialised ``classifier`` over ``labels``, as the method's fine-tune stage does (spec §4.1).
+
+        ``prompts`` (label → text) asks for a prompt head instead: images are classified against
+        the text embeddings of the prompts. Only dual-encoder families (CLIP) have one."""
+        if prompts is not None:
+            raise ModelError(
+                f"{self.name} models have no prompt head: label prompts need a dual encoder such as CLIP"
+            )
         cls = self.model_class()
         try:
             model = cls.from_pretrained(

@@ -55,4 +55,4 @@ def registered_families() -> dict[str, ArchitectureFamily]:
 
 def _load_builtin_families() -> None:
     # importing a family module registers it (one line at the bottom of each module)
-    from edge_vl.architectures import meter, vilt  # noqa: F401
+    from edge_vl.architectures import clip, meter, vilt  # noqa: F401

@@ -9,6 +9,10 @@ sees identical pixels in both places. The spec is plain data::
 Images are decoded, EXIF-rotated, converted to RGB (transparent pixels composited on
 ``background``), resized to exactly ``size`` (aspect ratio not kept: a fixed size keeps the
 exported graph static), rescaled and normalised, and returned as float32 NCHW.
+
+With ``"shortest_edge": N`` in the spec (CLIP's policy), the image is instead resized so that its
+shorter side is N (aspect ratio kept, the longer side truncated to an integer as transformers
+does) and the centre ``size`` is cropped out: the output is still exactly ``size``.
 """
 
 from __future__ import annotations
@@ -45,11 +49,16 @@ def default_image_spec(
     std=(0.5, 0.5, 0.5),
     resample: str = "bicubic",
     rescale_factor: float = 1 / 255,
+    shortest_edge: int | None = None,
 ) -> dict[str, Any]:
-    """A preprocessing spec with a fixed square (or ``[H, W]``) size."""
+    """A preprocessing spec with a fixed square (or ``[H, W]``) size; with ``shortest_edge``, a
+    shortest-edge resize followed by a centre crop to that size."""
     hw = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+    if shortest_edge is not None and shortest_edge < max(hw):
+        raise ValueError(f"shortest_edge {shortest_edge} is smaller than the crop size {hw}")
     return {
         "size": hw,
+        **({"shortest_edge": int(shortest_edge)} if shortest_edge is not None else {}),
         "resample": resample,
         "rescale_factor": float(rescale_factor),
         "mean": [float(m) for m in mean],
@@ -112,13 +121,27 @@ def preprocess_image(
     """One image → float32 array of shape ``(3, H, W)`` following ``spec``."""
     im = load_image(image, spec.get("background", (255, 255, 255)), max_pixels=max_pixels)
     h, w = spec["size"]
-    if im.size != (w, h):
-        im = im.resize((w, h), RESAMPLE[spec.get("resample", "bicubic")])
+    resample = RESAMPLE[spec.get("resample", "bicubic")]
+    if "shortest_edge" in spec:
+        im = _resize_shortest_edge(im, int(spec["shortest_edge"]), resample)
+        left, top = (im.width - w) // 2, (im.height - h) // 2
+        im = im.crop((left, top, left + w, top + h))
+    elif im.size != (w, h):
+        im = im.resize((w, h), resample)
     arr = np.asarray(im, dtype=np.float32) * np.float32(spec.get("rescale_factor", 1 / 255))
     mean = np.asarray(spec["mean"], dtype=np.float32)
     std = np.asarray(spec["std"], dtype=np.float32)
     arr = (arr - mean) / std
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _resize_shortest_edge(im: Image.Image, edge: int, resample) -> Image.Image:
+    """Shorter side → ``edge``, the longer one scaled and truncated (as transformers computes it)."""
+    width, height = im.size
+    short, long = min(width, height), max(width, height)
+    new_long = int(edge * long / short)
+    size = (edge, new_long) if width <= height else (new_long, edge)
+    return im if size == im.size else im.resize(size, resample)
 
 
 def preprocess_images(

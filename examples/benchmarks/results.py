@@ -3,7 +3,7 @@
     edge-vl build --demo                        # the demo bundle (edge-vl-demo/bundle-full)
     python examples/benchmarks/results.py       # about 10 minutes on 2 cores
 
-Three parts, each in one process, every ratio from one interleaved run:
+Four parts, each in one process, every ratio from one interleaved run:
 
 a) Speed on the full-size ViLT-B/32 architecture (the config of the public dandelin/vilt-b32
    checkpoints, 384×384 pixels + 40 tokens, 3,129 answers) with RANDOM weights — weights do not
@@ -18,8 +18,10 @@ a) Speed on the full-size ViLT-B/32 architecture (the config of the public dande
 b) The demo bundle (edge-vl-mini on easy-vqa): its speed-up over torch eager and over OpenVINO FP32
    of the full model (``edge-vl bench --compare torch``), next to its accuracy on the test split.
 c) FLOPs: the analytic per-layer MAC counts against torch's FlopCounterMode with eager attention.
+d) Speed of the CLIP ViT-B/32 image tower (random weights, prompt head: what a prompt-head bundle
+   runs): torch eager, OpenVINO FP32 and INT8 with k = 0, 2, 4 image layers skipped.
 
-``--parts a,b,c`` runs a subset (the others keep their previous results from ``RESULTS.json``).
+``--parts a,b,c,d`` runs a subset (the others keep their previous results from ``RESULTS.json``).
 """
 
 from __future__ import annotations
@@ -96,33 +98,75 @@ def random_feeds(inputs, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
+def export_variants(family, model, inputs, sample, work: Path, ks, arms: list[int], preprocessing, name):
+    """FP32 and NNCF INT8 exports of ``model`` with the last ``k`` of ``arms`` skipped, for each k;
+    returns ``(xmls, rows)`` keyed by contender name."""
+    converter = converter_for(family.name)
+    costs = family.arm_costs(model, preprocessing)
+    calibration = random_feeds(inputs, 32)
+    xmls: dict[str, Path] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for k in ks:
+        skipped = arms[len(arms) - k :] if k else []
+        family.set_skipped(model, skipped)
+        out = work / f"{name}-k{k}"
+        out.mkdir()
+        print(f"{name}: exporting k={k} FP32 and quantizing INT8", flush=True)
+        fp32 = converter.export(family, model, inputs, sample, out).xml
+        int8 = quantize_int8(fp32, calibration, out, vnni=has_int8_dot_product(), size=len(calibration))
+        label = "OpenVINO full model" if k == 0 else f"edge-vl k={k}"
+        for precision, xml in (("FP32", fp32), ("INT8", int8)):
+            xmls[f"{label} {precision}"] = xml
+            macs = costs.full() if k == 0 else costs.retained(skipped)
+            rows[f"{label} {precision}"] = {"k": k, "precision": precision, "macs": macs}
+    family.set_skipped(model, [])
+    return xmls, rows
+
+
+def time_contenders(
+    family, model, sample, xmls, feeds, rows, runs: int, throughput_seconds: float, full_macs: float
+) -> dict[str, dict[str, Any]]:
+    """Interleaved batch-1 latency of torch eager (full model) and every IR, then each IR's
+    throughput; speed-ups against OpenVINO FP32 and torch eager of the full model."""
+    requests = {key: compile_latency_request(xml) for key, xml in xmls.items()}
+    family.set_skipped(model, [])
+    torch_feed = {n: v[:1] for n, v in sample.items()}
+
+    def torch_full() -> None:
+        with torch.inference_mode():
+            family.forward(model, torch_feed)
+
+    contenders = {"torch eager full model FP32": torch_full}
+    contenders.update({key: (lambda r=requests[key], f=feeds[key]: r.infer(f)) for key in xmls})
+    rows = {"torch eager full model FP32": {"k": 0, "precision": "FP32", "macs": full_macs}, **rows}
+    print(f"timing {len(contenders)} contenders, {runs} interleaved rounds", flush=True)
+    times = interleaved(contenders, runs)
+    for key in xmls:
+        print(f"throughput of {key}", flush=True)
+        rows[key]["throughput_per_s"] = throughput(xmls[key], feeds[key], duration=throughput_seconds)[
+            "inferences_per_s"
+        ]
+    base = float(np.median(times["OpenVINO full model FP32"]))
+    eager = float(np.median(times["torch eager full model FP32"]))
+    for key, row in rows.items():
+        row.update(spread(times[key]))
+        row["speedup_vs_openvino_fp32_full"] = base / row["median"]
+        row["speedup_vs_torch_eager_full"] = eager / row["median"]
+    return rows
+
+
 def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
     """Part a."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         family, model, inputs, sample, preprocessing = vilt_b32(work)
-        n_layers = len(family.arms(model))
-        converter = converter_for(family.name)
-        costs = family.arm_costs(model, preprocessing)
-        vnni = has_int8_dot_product()
-        calibration = random_feeds(inputs, 32)
-        xmls: dict[str, Path] = {}
-        rows: dict[str, dict[str, Any]] = {}
-        for k in (0, 2, 4, 6):
-            skipped = list(range(n_layers - k, n_layers))
-            family.set_skipped(model, skipped)
-            out = work / f"k{k}"
-            out.mkdir()
-            print(f"a) exporting k={k} FP32 and quantizing INT8", flush=True)
-            fp32 = converter.export(family, model, inputs, sample, out).xml
-            int8 = quantize_int8(fp32, calibration, out, vnni=vnni, size=len(calibration))
-            macs = costs.full() if k == 0 else costs.retained(skipped)
-            name = "OpenVINO full model" if k == 0 else f"edge-vl k={k}"
-            for precision, xml in (("FP32", fp32), ("INT8", int8)):
-                key = f"{name} {precision}"
-                xmls[key] = xml
-                rows[key] = {"k": k, "precision": precision, "text_tokens": 40, "macs": macs}
-        family.set_skipped(model, list(range(n_layers - 4, n_layers)))
+        arms = list(range(len(family.arms(model))))
+        xmls, rows = export_variants(
+            family, model, inputs, sample, work, (0, 2, 4, 6), arms, preprocessing, "a"
+        )
+        for row in rows.values():
+            row["text_tokens"] = 40
+        family.set_skipped(model, arms[-4:])
         out = work / "k4-t16"
         out.mkdir()
         specs = [
@@ -130,38 +174,47 @@ def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
         ]  # fmt: skip
         cut = {k: (v[:, :16] if k in TEXT_INPUTS else v) for k, v in sample.items()}
         key = "edge-vl k=4 FP32, 16-token bucket"
-        xmls[key] = converter.export(family, model, specs, cut, out).xml
+        xmls[key] = converter_for(family.name).export(family, model, specs, cut, out).xml
         rows[key] = {"k": 4, "precision": "FP32", "text_tokens": 16, "macs": None}
-
         feeds = {
             key: {n: v[:1].numpy() for n, v in (cut if "bucket" in key else sample).items()} for key in xmls
         }
-        requests = {key: compile_latency_request(xml) for key, xml in xmls.items()}
-        family.set_skipped(model, [])
-        torch_feed = {n: v[:1] for n, v in sample.items()}
+        full = family.arm_costs(model, preprocessing).full()
+        rows = time_contenders(family, model, sample, xmls, feeds, rows, runs, throughput_seconds, full)
+        rows["torch eager full model FP32"]["text_tokens"] = 40
+    return {"runs": runs, "int8_overflow_fix": not has_int8_dot_product(), "rows": rows}
 
-        def torch_full() -> None:
-            with torch.inference_mode():
-                family.forward(model, torch_feed)
 
-        contenders = {"torch eager full model FP32": torch_full}
-        contenders.update({key: (lambda r=requests[key], f=feeds[key]: r.infer(f)) for key in xmls})
-        rows = {"torch eager full model FP32": {"k": 0, "precision": "FP32", "text_tokens": 40,
-                                                "macs": costs.full()}, **rows}  # fmt: skip
-        print(f"a) timing {len(contenders)} contenders, {runs} interleaved rounds", flush=True)
-        times = interleaved(contenders, runs)
-        for key in xmls:
-            print(f"a) throughput of {key}", flush=True)
-            rows[key]["throughput_per_s"] = throughput(xmls[key], feeds[key], duration=throughput_seconds)[
-                "inferences_per_s"
-            ]
-    base = float(np.median(times["OpenVINO full model FP32"]))
-    eager = float(np.median(times["torch eager full model FP32"]))
-    for key, row in rows.items():
-        row.update(spread(times[key]))
-        row["speedup_vs_openvino_fp32_full"] = base / row["median"]
-        row["speedup_vs_torch_eager_full"] = eager / row["median"]
-    return {"runs": runs, "int8_overflow_fix": not vnni, "rows": rows}
+def clip_b32(work: Path, seed: int = 0, n_labels: int = 10):
+    """A random-weight CLIP ViT-B/32 checkpoint with a prompt head over ``n_labels`` prompts
+    (adapters inserted): the image tower alone, as a prompt-head bundle runs it."""
+    family = family_for("clip")
+    labels = [f"label{i}" for i in range(n_labels)]
+    with quiet_transformers():
+        family.random_checkpoint(work / "clip-b32", vocab=["a", "photo", "of", *labels], labels=labels,
+                                 preset="b32", seed=seed)  # fmt: skip
+        model = family.load(work / "clip-b32", labels, prompts={x: f"a photo of a {x}" for x in labels})
+    family.insert_adapters(model)
+    family.freeze(model)
+    model.eval()
+    preprocessing = family.preprocessing(work / "clip-b32", model)
+    inputs = family.input_specs(model, preprocessing)
+    h, w = preprocessing["image"]["size"]
+    sample = {"pixel_values": torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(seed))}
+    return family, model, inputs, sample, preprocessing
+
+
+def speed_clip_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
+    """Part d: the CLIP ViT-B/32 image tower (prompt head), k = 0, 2, 4 image layers skipped."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        family, model, inputs, sample, preprocessing = clip_b32(work)
+        arms = list(range(len(family.arms(model))))
+        xmls, rows = export_variants(family, model, inputs, sample, work, (0, 2, 4), arms, preprocessing, "d")
+        feeds = {key: {n: v[:1].numpy() for n, v in sample.items()} for key in xmls}
+        full = family.arm_costs(model, preprocessing).full()
+        rows = time_contenders(family, model, sample, xmls, feeds, rows, runs, throughput_seconds, full)
+    return {"runs": runs, "int8_overflow_fix": not has_int8_dot_product(), "rows": rows}
 
 
 def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
@@ -282,6 +335,30 @@ def render(results: dict[str, Any]) -> str:
                 f"| {name.replace('_', ' ')} | {r['median']:.2f} ({r['p10']:.2f}–{r['p90']:.2f}) | {ratio} |"
             )
         lines += ["", "![demo bundle batch-1 latency](demo_latency.svg)", ""]
+    d = results.get("clip_b32")
+    if d:
+        lines += [
+            "## d) CLIP ViT-B/32 image tower, random weights: speed",
+            "",
+            "The CLIP ViT-B/32 architecture (image tower: 12 layers, 768 wide, 224×224 pixels, 50 "
+            "tokens) with **random weights** and a prompt head over 10 label prompts: what a "
+            "prompt-head bundle runs on the device (the text tower ran once, at build time). edge-vl "
+            "rows skip the last k image layers. INT8 as in part a "
+            f"(overflow fix {'on' if d['int8_overflow_fix'] else 'off'}). {d['runs']} interleaved rounds. "
+            f"{_measured(d)}",
+            "",
+            "| model | precision | GMACs | latency ms (p10–p90) | vs OpenVINO FP32 full "
+            "| vs torch eager full | throughput /s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, r in d["rows"].items():
+            thr = f"{r['throughput_per_s']:.1f}" if "throughput_per_s" in r else "—"
+            lines.append(
+                f"| {name} | {r['precision']} | {r['macs'] / 1e9:.2f} | {r['median']:.1f} "
+                f"({r['p10']:.1f}–{r['p90']:.1f}) | {r['speedup_vs_openvino_fp32_full']:.2f}× | "
+                f"{r['speedup_vs_torch_eager_full']:.2f}× | {thr} |"
+            )
+        lines += ["", "![CLIP ViT-B/32 image tower batch-1 latency](clip_b32_latency.svg)", ""]
     c = results.get("flops")
     if c:
         lines += [
@@ -313,6 +390,10 @@ def plots(results: dict[str, Any], out: Path) -> None:
             {k: r["median"] for k, r in rows.items()}, "ViLT-B/32 batch-1 latency, ms (lower is better)"
         )
         (out / "vilt_b32_latency.svg").write_text(svg, encoding="utf-8")
+    if results.get("clip_b32"):
+        rows = results["clip_b32"]["rows"]
+        svg = bar_chart({k: r["median"] for k, r in rows.items()}, "CLIP ViT-B/32 image tower, batch-1 ms")
+        (out / "clip_b32_latency.svg").write_text(svg, encoding="utf-8")
     if results.get("demo"):
         lat = results["demo"]["compare"]["latency_ms"]
         svg = bar_chart(
@@ -335,13 +416,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md/.json and the plots go")
     p.add_argument("--demo-bundle", type=Path, default=Path("edge-vl-demo/bundle-full"))
     p.add_argument("--demo-model", default=None, help="checkpoint of the demo bundle [its manifest's source]")
-    p.add_argument("--parts", default="a,b,c", help="comma-separated subset of a,b,c")
+    p.add_argument("--parts", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - {"a", "b", "c"}:
-        p.error(f"--parts takes a comma-separated subset of a,b,c, got {args.parts!r}")
+    if not parts or parts - {"a", "b", "c", "d"}:
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d, got {args.parts!r}")
     if "b" in parts and not (args.demo_bundle / "manifest.json").is_file():
         p.error(
             f"{args.demo_bundle} is not a bundle: run `edge-vl build --demo` first, or pass --demo-bundle"
@@ -355,6 +436,8 @@ def main() -> None:
         results["demo"] = {**demo_bundle(args.demo_bundle, args.runs, args.demo_model), **run, "date": _now()}
     if "c" in parts:
         results["flops"] = {**flops_check(), **run, "date": _now()}
+    if "d" in parts:
+        results["clip_b32"] = {**speed_clip_b32(args.runs, args.throughput_seconds), **run, "date": _now()}
     results.update(
         date=_now(),
         machine={"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "flags": cpu_flags(),
