@@ -101,19 +101,21 @@ def throughput(
     return {"requests": requests, "inferences_per_s": done / elapsed, "samples_per_s": done * batch / elapsed}
 
 
-def compile_latency_request(xml: str | Path, threads: int | None = None):
-    """An infer request of the IR compiled with the LATENCY hint (f32), as edge-vl times models."""
+def compile_latency(model, threads: int | None = None):
+    """An IR path or ``ov.Model`` compiled with the LATENCY hint (f32), as edge-vl times models."""
     from edge_vl.runtime.predictor import compile_config
 
-    compiled = openvino_core().compile_model(str(xml), "CPU", compile_config("latency", threads))
-    return compiled.create_infer_request()
+    source = str(model) if isinstance(model, (str, Path)) else model
+    return openvino_core().compile_model(source, "CPU", compile_config("latency", threads))
 
 
-def median_latency_ms(
-    xml: str | Path, feed: dict[str, np.ndarray], *, runs: int = 30, threads: int | None = None
-) -> float:
-    """Median synchronous latency (ms) of an IR on ``feed`` after one warm-up, f32 inference."""
-    request = compile_latency_request(xml, threads)
+def compile_latency_request(xml: str | Path, threads: int | None = None):
+    """An infer request of the IR compiled by :func:`compile_latency`."""
+    return compile_latency(xml, threads).create_infer_request()
+
+
+def median_infer_ms(request, feed: dict[str, np.ndarray], runs: int) -> float:
+    """Median synchronous latency (ms) of ``request`` on ``feed`` after one warm-up call."""
     request.infer(feed)
     times = []
     for _ in range(runs):
@@ -121,6 +123,13 @@ def median_latency_ms(
         request.infer(feed)
         times.append((time.perf_counter() - t0) * 1e3)
     return float(np.median(times))
+
+
+def median_latency_ms(
+    xml: str | Path, feed: dict[str, np.ndarray], *, runs: int = 30, threads: int | None = None
+) -> float:
+    """Median synchronous latency (ms) of an IR on ``feed`` after one warm-up, f32 inference."""
+    return median_infer_ms(compile_latency_request(xml, threads), feed, runs)
 
 
 #: the reference graph of :func:`precision_probe`: a stack of transformer-sized MLP blocks
@@ -137,19 +146,12 @@ def precision_probe(*, threads: int | None = None, runs: int = 50) -> dict[str, 
     that really executed in 8 bits. The ratio tells how much INT8 pays on this CPU; a build reads it
     from a saved target profile (``edge-vl bench --profile``) to pick a precision for that target.
     """
-    feed = {"x": np.random.default_rng(0).standard_normal((1, PROBE_SHAPE["tokens"], PROBE_SHAPE["hidden"]))}
-    feed = {"x": feed["x"].astype(np.float32)}
+    shape = (1, PROBE_SHAPE["tokens"], PROBE_SHAPE["hidden"])
+    feed = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
     result: dict[str, Any] = {}
     for name in ("fp32", "int8"):
-        compiled = _compile_probe(_probe_model(quantized=name == "int8"), threads)
-        request = compiled.create_infer_request()
-        request.infer(feed)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            request.infer(feed)
-            times.append((time.perf_counter() - t0) * 1e3)
-        result[f"{name}_ms"] = float(np.median(times))
+        compiled = compile_latency(_probe_model(quantized=name == "int8"), threads)
+        result[f"{name}_ms"] = median_infer_ms(compiled.create_infer_request(), feed, runs)
         if name == "int8":
             result["int8_layers"] = _int8_layers(compiled)
     result["int8_speedup"] = result["fp32_ms"] / result["int8_ms"]
@@ -166,12 +168,6 @@ def _int8_layers(compiled) -> int:
         precision = info["runtimePrecision"].astype(str) if "runtimePrecision" in info else ""
         count += kind in ("FullyConnected", "MatMul") and precision in ("u8", "i8")
     return count
-
-
-def _compile_probe(model, threads: int | None):
-    from edge_vl.runtime.predictor import compile_config
-
-    return openvino_core().compile_model(model, "CPU", compile_config("latency", threads))
 
 
 def _probe_model(*, quantized: bool):

@@ -187,6 +187,8 @@ class Prepared:
     model: Any = field(repr=False)
     #: training rows with raw inputs (as the exported model takes them), for INT8 calibration
     calibration_data: Any = None
+    #: per-precision factors from latency here to latency on ``config.target_profile`` (measured once)
+    target_scale: dict[str, float] | None = None
 
 
 def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildResult:
@@ -244,6 +246,7 @@ def prepare(
         calibration = encode_examples(rows, preprocessing, encoder, labels)
     return Prepared(
         calibration_data=calibration,
+        target_scale=target_scale(config.target_profile, echo) if config.target_profile else None,
         family=family,
         labels=labels,
         preprocessing=preprocessing,
@@ -402,15 +405,13 @@ def export_stage(
         precision = choose_precision(config, prep, inputs, exported.xml, staging, echo)
         chosen = precision["chosen"] if precision else "fp32"
         buckets = []
-        if not config.text_buckets:
-            pass
-        elif prep.tokenizer_file is None:
+        if config.text_buckets and prep.tokenizer_file is None:
             echo("text buckets: not exported (this model takes no text)")
-        elif chosen == "int8":
+        elif config.text_buckets and chosen == "int8":
             # each length would be quantized on its own: answers differ from the full-length model
             # (edge-vl-mini/easy-vqa: 97.1 % identical) and the saving vanished (6.73 vs 6.70 ms)
             echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
-        else:
+        elif config.text_buckets:
             buckets = export_text_buckets(
                 config, prep, model, inputs, sample, staging, versions, echo, chosen
             )
@@ -592,7 +593,7 @@ def choose_precision(
     wanted = P.AUTO_CANDIDATES if config.precision == "auto" else ("fp32", config.precision)
     target = config.target_profile
     vnni = has_int8_dot_product(target["machine"]["flags"] if target else None)
-    scale = target_scale(target, echo) if target else None
+    scale = prep.target_scale
 
     def latency_ms(name: str) -> Callable[[Path, Any], float]:
         factor = 1.0 if scale is None else scale["int8" if name == "int8" else "fp32"]
@@ -701,7 +702,7 @@ def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[s
     )
     echo(f"latency: {kept:.2f} ms with every arm kept, {skipped:.2f} ms with every arm skipped")
     if config.target_profile:  # the budget is the target's: scale by its speed on the reference graph
-        factor = target_scale(config.target_profile, echo)["int8" if config.precision == "int8" else "fp32"]
+        factor = prep.target_scale["int8" if config.precision == "int8" else "fp32"]
         kept, skipped = kept * factor, skipped * factor
         echo(f"latency: {kept:.2f} / {skipped:.2f} ms predicted on the target (× {factor:.2f})")
     return LatencyModel(all_kept_ms=kept, all_skipped_ms=skipped, costs=prep.costs)

@@ -16,6 +16,8 @@ from pathlib import Path
 from edge_vl.errors import DataError
 
 FIELDS = ("image", "text", "label")
+#: what a row needs for an image-only model (a CLIP prompt head)
+IMAGE_ONLY_FIELDS = ("image", "label")
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
 def _csv_rows(path: Path, require_text: bool = True) -> Iterable[tuple[int, object]]:
     with path.open("r", encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        needed = FIELDS if require_text else tuple(c for c in FIELDS if c != "text")
+        needed = FIELDS if require_text else IMAGE_ONLY_FIELDS
         missing = [c for c in needed if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(
@@ -112,9 +114,7 @@ def _to_example(
 
     if not isinstance(row, dict):
         raise fail(f"row must be an object with fields {list(FIELDS)}, got {type(row).__name__}")
-    if not require_text and not row.get("text"):
-        row = {**row, "text": "-"}  # an image-only model never reads it
-    for field in FIELDS:
+    for field in FIELDS if require_text else IMAGE_ONLY_FIELDS:
         if field not in row:
             raise fail(f"missing field {field!r}")
         value = row[field]

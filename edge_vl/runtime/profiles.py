@@ -90,9 +90,10 @@ def profile_for(version: str) -> RuntimeProfile | None:
     return next((p for p in PROFILES.values() if p.covers(version)), None)
 
 
-def active_profile() -> RuntimeProfile:
-    """The profile of the installed OpenVINO; raises if its release line is not supported."""
-    version = installed_openvino()
+def active_profile(version: str | None = None) -> RuntimeProfile:
+    """The profile of the installed OpenVINO (or of ``version``); raises if its release line is
+    not supported."""
+    version = version or installed_openvino()
     profile = profile_for(version)
     if profile is None:
         supported = "; ".join(f"{p.name}: {p.openvino} ({p.install})" for p in PROFILES.values())
@@ -134,8 +135,8 @@ def loadable_profiles(xml_files: Iterable[str | Path]) -> dict[str, Any]:
 
 def check_bundle_runtime(manifest: Mapping[str, Any], where: Path) -> None:
     """Refuse a bundle the installed runtime cannot load, saying which profile to install."""
-    profile = active_profile()
     version = installed_openvino()
+    profile = active_profile(version)
     runtime = manifest.get("runtime")
     if runtime is None:
         # bundles written before runtime profiles: IR is promised to load on the same release line

@@ -272,6 +272,31 @@ def flops_of(name: str, checkpoint: Path, work: Path) -> list[dict[str, Any]]:
     return checks
 
 
+def speed_table(rows: dict[str, dict[str, Any]], *, text_tokens: bool) -> list[str]:
+    """The Markdown table of a speed part (a, d): one row per contender."""
+    tokens = " text tokens |" if text_tokens else ""
+    lines = [
+        f"| model | precision |{tokens} GMACs | latency ms (p10–p90) | vs OpenVINO FP32 full "
+        "| vs torch eager full | throughput /s |",
+        "|---|---|" + "---|" * (6 if text_tokens else 5),
+    ]
+    for name, r in rows.items():
+        macs = f"{r['macs'] / 1e9:.2f}" if r["macs"] else "—"
+        thr = f"{r['throughput_per_s']:.1f}" if "throughput_per_s" in r else "—"
+        cells = [
+            name,
+            r["precision"],
+            *([str(r["text_tokens"])] if text_tokens else []),
+            macs,
+            f"{r['median']:.1f} ({r['p10']:.1f}–{r['p90']:.1f})",
+            f"{r['speedup_vs_openvino_fp32_full']:.2f}×",
+            f"{r['speedup_vs_torch_eager_full']:.2f}×",
+            thr,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(results: dict[str, Any]) -> str:
     """RESULTS.md from the results (plots are SVG files next to it)."""
     m = results["machine"]
@@ -300,18 +325,8 @@ def render(results: dict[str, Any]) -> str:
             f"{'on' if a['int8_overflow_fix'] else 'off (CPU has VNNI)'}, calibrated on 32 random inputs. "
             f"{a['runs']} interleaved rounds. {_measured(a)}",
             "",
-            "| model | precision | text tokens | GMACs | latency ms (p10–p90) | vs OpenVINO FP32 full | "
-            "vs torch eager full | throughput /s |",
-            "|---|---|---|---|---|---|---|---|",
         ]
-        for name, r in a["rows"].items():
-            macs = f"{r['macs'] / 1e9:.2f}" if r["macs"] else "—"
-            thr = f"{r['throughput_per_s']:.1f}" if "throughput_per_s" in r else "—"
-            lines.append(
-                f"| {name} | {r['precision']} | {r['text_tokens']} | {macs} | {r['median']:.1f} "
-                f"({r['p10']:.1f}–{r['p90']:.1f}) | {r['speedup_vs_openvino_fp32_full']:.2f}× | "
-                f"{r['speedup_vs_torch_eager_full']:.2f}× | {thr} |"
-            )
+        lines += speed_table(a["rows"], text_tokens=True)
         lines += ["", "![ViLT-B/32 batch-1 latency](vilt_b32_latency.svg)", ""]
     b = results.get("demo")
     if b:
@@ -347,17 +362,8 @@ def render(results: dict[str, Any]) -> str:
             f"(overflow fix {'on' if d['int8_overflow_fix'] else 'off'}). {d['runs']} interleaved rounds. "
             f"{_measured(d)}",
             "",
-            "| model | precision | GMACs | latency ms (p10–p90) | vs OpenVINO FP32 full "
-            "| vs torch eager full | throughput /s |",
-            "|---|---|---|---|---|---|---|",
         ]
-        for name, r in d["rows"].items():
-            thr = f"{r['throughput_per_s']:.1f}" if "throughput_per_s" in r else "—"
-            lines.append(
-                f"| {name} | {r['precision']} | {r['macs'] / 1e9:.2f} | {r['median']:.1f} "
-                f"({r['p10']:.1f}–{r['p90']:.1f}) | {r['speedup_vs_openvino_fp32_full']:.2f}× | "
-                f"{r['speedup_vs_torch_eager_full']:.2f}× | {thr} |"
-            )
+        lines += speed_table(d["rows"], text_tokens=False)
         lines += ["", "![CLIP ViT-B/32 image tower batch-1 latency](clip_b32_latency.svg)", ""]
     c = results.get("flops")
     if c:
