@@ -97,21 +97,21 @@ def throughput(
         done += 1
     queue.wait_all()
     elapsed = time.perf_counter() - start
+    del queue  # its requests go before ``compiled`` (see compile_latency)
     batch = len(next(iter(feed.values())))
     return {"requests": requests, "inferences_per_s": done / elapsed, "samples_per_s": done * batch / elapsed}
 
 
 def compile_latency(model, threads: int | None = None):
-    """An IR path or ``ov.Model`` compiled with the LATENCY hint (f32), as edge-vl times models."""
+    """An IR path or ``ov.Model`` compiled with the LATENCY hint (f32), as edge-vl times models.
+
+    Keep the returned compiled model referenced for as long as any infer request made from it,
+    and release the requests first: a CI run (OpenVINO 2026.4.1) crashed with a segmentation fault
+    just as it released a request that had outlived the compiled model it came from."""
     from edge_vl.runtime.predictor import compile_config
 
     source = str(model) if isinstance(model, (str, Path)) else model
     return openvino_core().compile_model(source, "CPU", compile_config("latency", threads))
-
-
-def compile_latency_request(xml: str | Path, threads: int | None = None):
-    """An infer request of the IR compiled by :func:`compile_latency`."""
-    return compile_latency(xml, threads).create_infer_request()
 
 
 def median_infer_ms(request, feed: dict[str, np.ndarray], runs: int) -> float:
@@ -129,7 +129,12 @@ def median_latency_ms(
     xml: str | Path, feed: dict[str, np.ndarray], *, runs: int = 30, threads: int | None = None
 ) -> float:
     """Median synchronous latency (ms) of an IR on ``feed`` after one warm-up, f32 inference."""
-    return median_infer_ms(compile_latency_request(xml, threads), feed, runs)
+    compiled = compile_latency(xml, threads)
+    request = compiled.create_infer_request()
+    try:
+        return median_infer_ms(request, feed, runs)
+    finally:
+        del request  # before ``compiled`` (see compile_latency)
 
 
 #: the reference graph of :func:`precision_probe`: a stack of transformer-sized MLP blocks

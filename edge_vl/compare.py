@@ -78,16 +78,19 @@ def compare_with_torch(
         return call
 
     with temporary_export(family, model, inputs, sample, []) as full_xml:
-        from edge_vl.bench import compile_latency_request
+        from edge_vl.bench import compile_latency
 
-        full_request = compile_latency_request(full_xml, threads)
+        full_model = compile_latency(full_xml, threads)  # outlives full_request
+        full_request = full_model.create_infer_request()
         contenders: dict[str, Callable[[], Any]] = {
             "openvino_retained": lambda: predictor.run(feed),
-            "openvino_full": lambda: full_request.infer(feed),
+            "openvino_full": lambda request=full_request: request.infer(feed),
             "torch_retained": torch_call(list(arch["skipped"])),
             "torch_full": torch_call([]),
         }
         times = interleaved(contenders, runs)
+        contenders.clear()
+        del full_request  # before full_model (see edge_vl.bench.compile_latency)
     medians = {name: float(np.median(t)) for name, t in times.items()}
     ours = "openvino_retained"
     bundle_ms = medians[ours]

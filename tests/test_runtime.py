@@ -239,3 +239,15 @@ def test_options_cache_dir_and_throughput_hint(tiny_bundle, sample, tmp_path):
     assert p.predict(*sample).label in p.labels
     with pytest.raises(ValueError, match="performance_hint"):
         Predictor(tiny_bundle, performance_hint="fastest")
+
+
+def test_closed_predictor_releases_its_requests_and_refuses_to_run(tiny_bundle, sample):
+    with Predictor(tiny_bundle, threads=1) as p:
+        answer = p.predict(*sample)
+        worker = threading.Thread(target=p.predict, args=sample)  # a request in another thread too
+        worker.start()
+        worker.join()
+    assert answer.label in p.labels
+    with pytest.raises(RuntimeError, match="closed"):
+        p.predict(*sample)
+    p.close()  # closing twice is harmless

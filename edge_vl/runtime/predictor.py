@@ -137,6 +137,23 @@ class Predictor:
             feed.update(self.text_encoder.encode(texts))
         return {name: feed[name] for name in self.input_names}
 
+    def close(self) -> None:
+        """Release the OpenVINO infer requests, then the compiled models; the Predictor cannot
+        run afterwards. Also done when it is garbage-collected or leaves a ``with`` block."""
+        self._local = threading.local()  # every thread's requests go before their compiled models
+        self.buckets = []
+        self.compiled = None
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if "_local" in self.__dict__:  # not if __init__ failed before compiling
+            self.close()
+
     # -- internals ------------------------------------------------------------------------
     def _request(self, compiled):
         requests = getattr(self._local, "requests", None)
@@ -153,6 +170,8 @@ class Predictor:
         the batch (only padding is cut, so the answer is the full-length model's)."""
         feed = dict(feed)
         compiled = self.compiled
+        if compiled is None:
+            raise RuntimeError("this Predictor was closed")
         if len(self.buckets) > 1 and "attention_mask" in feed:
             mask = feed["attention_mask"]
             used = int(mask.shape[1] - np.argmax(mask[:, ::-1].any(axis=0))) if mask.any() else 1

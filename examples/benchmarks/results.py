@@ -42,7 +42,7 @@ from converters import converter_for
 from converters.precision import quantize_int8
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.bench import compile_latency_request, throughput
+from edge_vl.bench import compile_latency, throughput
 from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.build import package_versions, resolve_model_dir
 from edge_vl.bundle import read_bundle
@@ -128,7 +128,8 @@ def time_contenders(
 ) -> dict[str, dict[str, Any]]:
     """Interleaved batch-1 latency of torch eager (full model) and every IR, then each IR's
     throughput; speed-ups against OpenVINO FP32 and torch eager of the full model."""
-    requests = {key: compile_latency_request(xml) for key, xml in xmls.items()}
+    compiled = {key: compile_latency(xml) for key, xml in xmls.items()}  # outlive the requests
+    requests = {key: c.create_infer_request() for key, c in compiled.items()}
     family.set_skipped(model, [])
     torch_feed = {n: v[:1] for n, v in sample.items()}
 
@@ -141,6 +142,8 @@ def time_contenders(
     rows = {"torch eager full model FP32": {"k": 0, "precision": "FP32", "macs": full_macs}, **rows}
     print(f"timing {len(contenders)} contenders, {runs} interleaved rounds", flush=True)
     times = interleaved(contenders, runs)
+    contenders.clear()
+    requests.clear()  # before ``compiled`` (see edge_vl.bench.compile_latency)
     for key in xmls:
         print(f"throughput of {key}", flush=True)
         rows[key]["throughput_per_s"] = throughput(xmls[key], feeds[key], duration=throughput_seconds)[
