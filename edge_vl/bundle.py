@@ -157,11 +157,17 @@ def finalize_manifest(staging: Path, manifest: Mapping[str, Any]) -> dict[str, A
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON (sorted keys, UTF-8) to a temp file in the same directory, then rename it."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 text to a temp file in the same directory, then rename it over ``path``: a
+    reader sees the old file or the new one, never a half-written one."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:

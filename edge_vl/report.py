@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vl.budget import ArmCosts
+from edge_vl.bundle import write_text_atomic
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -85,9 +86,9 @@ def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
 def write_report(directory: Path, manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = ()) -> Path:
     """Write ``report.json`` and ``report.html`` into ``directory``; returns the HTML path."""
     data = report_data(manifest, variants)
-    (directory / REPORT_JSON).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(directory / REPORT_JSON, json.dumps(data, indent=2, sort_keys=True) + "\n")
     out = directory / REPORT_HTML
-    out.write_text(render_html(data), encoding="utf-8")
+    write_text_atomic(out, render_html(data))
     return out
 
 

@@ -25,8 +25,9 @@ from the first step. Then the layers sampled early get trained skip adapters fir
 search trace of ``examples/benchmarks/results/demo-precision-auto/manifest.json`` the candidates of
 a round differ by a median 0.0105 in held-out loss over the first 25 rounds and 0.0014 over the last
 25, so the first rounds' noise picks the set (``examples/benchmarks/search_trace.py``; the demo's
-search with the clean warm-up, ``results/demo-default``: 0.2699 and 0.0240). That search skipped the last MiniLM layer (arm 5),
-which PETL training alone shows to be the layer the task can least lose
+search with the clean warm-up, ``results/demo-default``: 0.2699 and 0.0240). The search that
+skipped during warm-up chose the last MiniLM layer (arm 5), which PETL training alone shows to be
+the layer the task can least lose
 (``examples/benchmarks/layer_importance.py``: after 500 PETL steps, skipping arm 5 alone raised the
 held-out loss 0.46 → 2.01 and took colour questions from 49 % to 0 %; no other arm cost more than
 0.45). Training only the PETL adapters during warm-up lets the first rewards measure what each layer

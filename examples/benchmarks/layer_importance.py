@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge_vl.build import BuildConfig, package_versions, prepare, read_data
+from edge_vl.bundle import write_text_atomic
 from edge_vl.demo import write_easy_vqa_manifests
 from edge_vl.finetune import TrainConfig, TrainLoop, predict_logits
 from edge_vl.runtime.cpu import cpu_name
@@ -84,7 +85,7 @@ def main() -> None:
 
 def write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "layer_importance.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "layer_importance.json", json.dumps(report, indent=2) + "\n")
     types = sorted(report["rows"][0]["accuracy_by_type"])
     lines = [
         "# Layer importance of edge-vl-mini on easy-vqa",
@@ -102,7 +103,7 @@ def write(report: dict, out: Path) -> None:
         arm = report["arms"][s[0]] if len(s) == 1 else ("none" if not s else "set")
         by_type = " | ".join(f"{row['accuracy_by_type'][t]:.3f}" for t in types)
         lines.append(f"| {s} | {arm} | {row['loss']:.4f} | {row['accuracy']:.4f} | {by_type} |")
-    (out / "LAYER_IMPORTANCE.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out / "LAYER_IMPORTANCE.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

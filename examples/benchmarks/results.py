@@ -45,7 +45,7 @@ from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.bench import compile_latency, throughput
 from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.build import package_versions, resolve_model_dir
-from edge_vl.bundle import read_bundle
+from edge_vl.bundle import read_bundle, write_text_atomic
 from edge_vl.compare import compare_with_torch, interleaved, spread
 from edge_vl.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
 from edge_vl.runtime.tokenize import TEXT_INPUTS
@@ -398,17 +398,17 @@ def plots(results: dict[str, Any], out: Path) -> None:
         svg = bar_chart(
             {k: r["median"] for k, r in rows.items()}, "ViLT-B/32 batch-1 latency, ms (lower is better)"
         )
-        (out / "vilt_b32_latency.svg").write_text(svg, encoding="utf-8")
+        write_text_atomic(out / "vilt_b32_latency.svg", svg)
     if results.get("clip_b32"):
         rows = results["clip_b32"]["rows"]
         svg = bar_chart({k: r["median"] for k, r in rows.items()}, "CLIP ViT-B/32 image tower, batch-1 ms")
-        (out / "clip_b32_latency.svg").write_text(svg, encoding="utf-8")
+        write_text_atomic(out / "clip_b32_latency.svg", svg)
     if results.get("demo"):
         lat = results["demo"]["compare"]["latency_ms"]
         svg = bar_chart(
             {k.replace("_", " "): r["median"] for k, r in lat.items()}, "edge-vl-mini batch-1 latency, ms"
         )
-        (out / "demo_latency.svg").write_text(svg, encoding="utf-8")
+        write_text_atomic(out / "demo_latency.svg", svg)
 
 
 def _now() -> str:
@@ -454,9 +454,9 @@ def main() -> None:
         versions=package_versions(),
     )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    previous.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(previous, json.dumps(results, indent=2) + "\n")
     plots(results, args.out)
-    (args.out / "RESULTS.md").write_text(render(results), encoding="utf-8")
+    write_text_atomic(args.out / "RESULTS.md", render(results))
     print(f"wrote {args.out / 'RESULTS.md'}")
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_vl.bundle import write_text_atomic
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -105,7 +107,7 @@ def main() -> None:
 
 def write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "targets.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "targets.json", json.dumps(report, indent=2) + "\n")
     m = report["machine"]
     lines = [
         "# One bundle under each runtime profile",
@@ -133,7 +135,7 @@ def write(report: dict, out: Path) -> None:
         "but qemu still executes AVX2 instructions, so it shows edge-vl's dispatch (which runtime "
         "refuses, which runs), not how fast or whether OpenVINO's SSE4.2 kernels run on real hardware.",
     ]
-    (out / "TARGETS.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out / "TARGETS.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

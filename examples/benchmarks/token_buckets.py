@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_vl import Predictor
+from edge_vl.bundle import write_text_atomic
 from edge_vl.data import read_examples
 from edge_vl.runtime.cpu import cpu_name
 
@@ -55,7 +56,7 @@ def run(bundle: Path, eval_data: Path, limit: int, threads: int | None) -> dict:
 
 def write(report: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "token_buckets.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "token_buckets.json", json.dumps(report, indent=2) + "\n")
     m, p = report["median_ms"], report["p90_ms"]
     lines = [
         "# Text buckets: batch-1 latency with and without",
@@ -71,7 +72,7 @@ def write(report: dict, out: Path) -> None:
         f"Saving {report['saving']:.1%}; identical answers {report['identical_answers']:.2%}; "
         f"questions per bucket length: {report['questions_per_bucket']}.",
     ]
-    (out / "token_buckets.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out / "token_buckets.md", "\n".join(lines) + "\n")
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ import torch
 
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.build import BuildConfig, build, package_versions, prepare, read_data
-from edge_vl.bundle import read_bundle
+from edge_vl.bundle import read_bundle, write_text_atomic
 from edge_vl.data import read_examples
 from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
 from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
@@ -102,9 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "trainable_fraction": m["training"]["trainable_fraction"],
                 "seconds": round(seconds)}  # fmt: skip
         partial.append(row)  # a crash later on keeps what was measured
-        (args.out / "variants.partial.json").write_text(
-            json.dumps(partial, indent=2) + "\n", encoding="utf-8"
-        )
+        write_text_atomic(args.out / "variants.partial.json", json.dumps(partial, indent=2) + "\n")
         return row
 
     def variant(name: str, **plan) -> dict[str, Any]:
@@ -182,7 +180,7 @@ def _cores() -> int:
 
 
 def write(report: dict[str, Any], out: Path) -> None:
-    (out / "variants.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "variants.json", json.dumps(report, indent=2) + "\n")
     lines = [
         "# edge-vl-mini on easy-vqa: variants with the same training budget",
         "",
@@ -226,7 +224,7 @@ def write(report: dict[str, Any], out: Path) -> None:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())) + ".",
         "Plots: [report.html](report.html).",
     ]
-    (out / "variants.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(out / "variants.md", "\n".join(lines) + "\n")
 
 
 def main() -> None:
