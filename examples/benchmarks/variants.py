@@ -53,6 +53,9 @@ def majority(train: Path, evals: Path) -> dict[str, Any]:
     return {"variant": "majority answer", "eval_accuracy": acc, "retained_macs_fraction": 0.0, "skipped": []}
 
 
+FULL_FINETUNE = "full fine-tune of the fusion stack"
+
+
 def full_finetune(config: BuildConfig) -> dict[str, Any]:
     """Fine-tune every weight of the last layer list (the fusion stack) plus pooler and head; no
     adapters, nothing skipped, encoders frozen — what a user would do without PETL."""
@@ -71,7 +74,7 @@ def full_finetune(config: BuildConfig) -> dict[str, Any]:
     )  # full FT wants a smaller lr
     TrainLoop(family, model, prep.train_data, train).run(progress=False)
     acc = accuracy(predict_logits(family, model, prep.eval_data), prep.eval_data.labels)
-    return {"variant": "full fine-tune of the fusion stack", "eval_accuracy": acc,
+    return {"variant": FULL_FINETUNE, "eval_accuracy": acc,
             "retained_macs_fraction": 1.0, "skipped": [], "trainable_parameters": trainable}  # fmt: skip
 
 
@@ -105,7 +108,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_text_atomic(args.out / "variants.partial.json", json.dumps(partial, indent=2) + "\n")
         return row
 
+    reused = reusable_rows(args.reuse, settings, args) if args.reuse else {}
+
     def variant(name: str, **plan) -> dict[str, Any]:
+        previous = reused.get(name)
+        wanted = plan.get("skip_layers")
+        if previous is not None and (
+            previous["skipped"] == wanted if wanted is not None else len(previous["skipped"]) == plan["skip"]
+        ):
+            print(f"[{name}] taken from {args.reuse} (skipped {previous['skipped']})", flush=True)
+            partial.append(previous)
+            return previous
         started = time.perf_counter()
         result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
         return record(name, result.manifest, time.perf_counter() - started)
@@ -119,16 +132,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [majority(train, evals), variant("petl-only", skip_layers=[]), das]
     n_arms = len(manifests["das"]["architecture"]["arms"])
     rng = random.Random(args.seed)
-    sets: list[list[int]] = []
-    while len(sets) < min(args.random_sets, math.comb(n_arms, das_k := len(das["skipped"]))):
-        candidate = sorted(rng.sample(range(n_arms), das_k))
-        if candidate not in sets:
-            sets.append(candidate)
-    for r, skip_layers in enumerate(sets):
+    das_k = len(das["skipped"])
+    for r, skip_layers in enumerate(random_sets(rng, n_arms, das_k, args.random_sets)):
         rows.append(variant(f"random-{r}", skip_layers=skip_layers))
     if not args.no_full_finetune:
-        rows.insert(1, full_finetune(config("full-ft")))
+        rows.insert(1, reused.get(FULL_FINETUNE) or full_finetune(config("full-ft")))
     randoms = [row["eval_accuracy"] for row in rows if row["variant"].startswith("random")]
+    for k in sorted(set(args.sweep) - {0, das_k}):  # k = 0 is PETL-only, das_k is built above
+        rows.append(variant(f"das-k{k}", skip=k))
+        for r, skip_layers in enumerate(random_sets(rng, n_arms, k, args.sweep_random)):
+            rows.append(variant(f"random-k{k}-{r}", skip_layers=skip_layers))
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python examples/benchmarks/variants.py", *sys.argv[1:]]),
@@ -136,10 +149,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
-        "k": das_k, "arms": n_arms, "rows": rows, "das_accuracy": das["eval_accuracy"],
+        "k": das_k, "arms": n_arms, "rows": rows, "seed": args.seed,
+        "reused_from": str(args.reuse) if args.reuse else None, "das_accuracy": das["eval_accuracy"],
         "petl_only_accuracy": rows[[r["variant"] for r in rows].index("petl-only")]["eval_accuracy"],
         "das_precision": manifests["das"].get("precision"),
         "random_mean_accuracy": sum(randoms) / len(randoms) if randoms else None,
+        "sweep": sweep_table(rows, das_k) if args.sweep else None,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     others = [{k: r.get(k) for k in ("variant", "eval_accuracy", "retained_macs_fraction", "skipped",
@@ -153,6 +168,68 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def reusable_rows(path: Path, settings: Any, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier ``variants.json`` with the same settings, model and seed, by variant name
+    (``--reuse``): a sweep over k need not rebuild the variants an earlier run measured."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"--reuse {path}: cannot read it as a variants.json ({e})") from None
+    # runs before "seed" was recorded used the default seed unless the command named one
+    seed = earlier.get("seed", 0 if "--seed" not in earlier.get("command", "") else None)
+    expected = {"settings": (json.loads(json.dumps(settings.__dict__)), earlier.get("settings")),
+                "model": (str(args.model), earlier.get("model")), "seed": (args.seed, seed)}  # fmt: skip
+    wrong = [f"{k}: {got!r} (this run: {want!r})" for k, (want, got) in expected.items() if want != got]
+    if wrong:
+        raise SystemExit(f"--reuse {path} was measured with other settings: " + "; ".join(wrong))
+    rows = [row for row in earlier["rows"] if row["variant"] != "das"]
+    return {row["variant"]: {**row, "measured": row.get("measured", earlier["date"])} for row in rows}
+
+
+def random_sets(rng: random.Random, n_arms: int, k: int, count: int) -> list[list[int]]:
+    """``count`` distinct random k-sets of arms (fewer if there are not that many)."""
+    sets: list[list[int]] = []
+    while len(sets) < min(count, math.comb(n_arms, k)):
+        candidate = sorted(rng.sample(range(n_arms), k))
+        if candidate not in sets:
+            sets.append(candidate)
+    return sets
+
+
+def sweep_table(rows: list[dict[str, Any]], das_k: int) -> list[dict[str, Any]]:
+    """Per k: accuracy, MACs and latency of the DAS set and the mean of the random sets (k = 0 is
+    PETL-only, for both)."""
+
+    def kind(row: dict[str, Any]) -> tuple[str, int] | None:
+        name, k = row["variant"], len(row.get("skipped") or [])
+        if name == "petl-only":
+            return "both", 0
+        if name == "das" or name.startswith("das-k"):
+            return "das", k
+        if name.startswith("random"):
+            return "random", k
+        return None
+
+    table: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    for row in rows:
+        if (found := kind(row)) is not None:
+            which, k = found
+            for side in ("das", "random") if which == "both" else (which,):
+                table.setdefault(k, {"das": [], "random": []})[side].append(row)
+
+    def mean(group: list[dict[str, Any]], key: str) -> float | None:
+        values = [r[key] for r in group if r.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+    return [
+        {"k": k, "das_set": sides["das"][0]["skipped"] if sides["das"] else None,
+         **{f"{side}_{key}": mean(sides[side], key) for side in ("das", "random")
+            for key in ("eval_accuracy", "retained_macs_fraction", "latency_ms")},
+         "random_sets": len(sides["random"]) if k else 0}
+        for k, sides in sorted(table.items())
+    ]  # fmt: skip
 
 
 def check_same_settings(manifest: dict[str, Any], config: BuildConfig, n_train: int) -> None:
@@ -194,8 +271,9 @@ def write(report: dict[str, Any], out: Path) -> None:
     for row in report["rows"]:
         lat = row.get("latency_ms")
         trainable = row.get("trainable_parameters")
+        measured = f" (measured {row['measured']})" if row.get("measured") else ""
         lines.append(
-            f"| {row['variant']} | {row.get('skipped') or '–'} | {row['eval_accuracy']:.4f} | "
+            f"| {row['variant']}{measured} | {row.get('skipped') or '–'} | {row['eval_accuracy']:.4f} | "
             f"{row['retained_macs_fraction']:.1%} | {'–' if lat is None else f'{lat:.2f}'} | "
             f"{'–' if trainable is None else f'{trainable:,}'} |"
         )
@@ -205,6 +283,22 @@ def write(report: dict[str, Any], out: Path) -> None:
         f"DAS-{report['k']}: {report['das_accuracy']:.4f}; PETL-only: {report['petl_only_accuracy']:.4f}; "
         f"mean of the random {report['k']}-sets: {'–' if random_mean is None else f'{random_mean:.4f}'}.",
     ]
+    if report.get("sweep"):
+        lines += [
+            "",
+            "Accuracy, MACs and latency by k (DAS: the searched set; random: mean of the random sets; "
+            "k = 0 is PETL-only):",
+            "",
+            "| k | DAS set | DAS accuracy | random accuracy | MACs / full (DAS) | DAS latency ms | "
+            "random latency ms |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in report["sweep"]:
+            lines.append(
+                f"| {row['k']} | {row['das_set'] or '–'} | {_num(row['das_eval_accuracy'])} | "
+                f"{_num(row['random_eval_accuracy'])} | {_num(row['das_retained_macs_fraction'], 3)} | "
+                f"{_num(row['das_latency_ms'], 2)} | {_num(row['random_latency_ms'], 2)} |"
+            )
     precision = report.get("das_precision")
     if precision:
         lines += [
@@ -227,6 +321,21 @@ def write(report: dict[str, Any], out: Path) -> None:
     write_text_atomic(out / "variants.md", "\n".join(lines) + "\n")
 
 
+def _num(value: float | None, digits: int = 4) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _k_list(text: str) -> list[int]:
+    """``"1-6"`` or ``"1,2,3"`` → the list of k."""
+    try:
+        if "-" in text:
+            low, high = (int(x) for x in text.split("-", 1))
+            return list(range(low, high + 1))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected k values like 1-6 or 1,2,3, got {text!r}") from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="edge-vl-mini", help="checkpoint directory or shipped model name")
@@ -240,6 +349,13 @@ def main() -> None:
     p.add_argument("--das-bundle", type=Path, default=None,
                    help="take the DAS row from this bundle of `edge-vl build --demo` (same settings, "
                         "checked) instead of building it again")  # fmt: skip
+    p.add_argument("--sweep", type=_k_list, default=[],
+                   help="also build a DAS set and random sets for each of these k (e.g. 1-6): "
+                        "accuracy vs MACs vs latency by k")  # fmt: skip
+    p.add_argument("--sweep-random", type=int, default=1, help="random sets per swept k")
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="take the rows an earlier variants.json measured with the same settings "
+                        "(same variant name and skip set) instead of building them again")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "edge-vl-mini")
     args = p.parse_args()
     report = run(args)
