@@ -405,16 +405,18 @@ def export_stage(
         precision = choose_precision(config, prep, inputs, exported.xml, staging, echo)
         chosen = precision["chosen"] if precision else "fp32"
         buckets = []
-        if config.text_buckets and prep.tokenizer_file is None:
-            echo("text buckets: not exported (this model takes no text)")
-        elif config.text_buckets and chosen == "int8":
-            # each length would be quantized on its own: answers differ from the full-length model
-            # (edge-vl-mini/easy-vqa: 97.1 % identical) and the saving vanished (6.73 vs 6.70 ms)
-            echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
-        elif config.text_buckets:
-            buckets = export_text_buckets(
-                config, prep, model, inputs, sample, staging, versions, echo, chosen
-            )
+        if config.text_buckets:
+            if prep.tokenizer_file is None:
+                echo("text buckets: not exported (this model takes no text)")
+            elif chosen == "int8":
+                # each length would be quantized on its own: answers differ from the full-length
+                # model (edge-vl-mini/easy-vqa: 97.1 % identical) and the saving vanished (6.73 vs
+                # 6.70 ms)
+                echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
+            else:
+                buckets = export_text_buckets(
+                    config, prep, model, inputs, sample, staging, versions, echo, chosen
+                )
         latency = measure_latency(family, model, inputs, sample, exported.xml, config.measure_latency)
         if latency and precision:
             latency["precision"] = precision["chosen"]  # the full model stays fp32

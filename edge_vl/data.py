@@ -20,6 +20,11 @@ FIELDS = ("image", "text", "label")
 IMAGE_ONLY_FIELDS = ("image", "label")
 
 
+def required_fields(require_text: bool) -> tuple[str, ...]:
+    """The fields every data row must have: with ``text`` unless the model takes images only."""
+    return FIELDS if require_text else IMAGE_ONLY_FIELDS
+
+
 @dataclass(frozen=True)
 class Example:
     """One labelled pair; ``manifest`` and ``line`` locate the row it came from."""
@@ -94,7 +99,7 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
 def _csv_rows(path: Path, require_text: bool = True) -> Iterable[tuple[int, object]]:
     with path.open("r", encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        needed = FIELDS if require_text else IMAGE_ONLY_FIELDS
+        needed = required_fields(require_text)
         missing = [c for c in needed if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(
@@ -114,7 +119,7 @@ def _to_example(
 
     if not isinstance(row, dict):
         raise fail(f"row must be an object with fields {list(FIELDS)}, got {type(row).__name__}")
-    for field in FIELDS if require_text else IMAGE_ONLY_FIELDS:
+    for field in required_fields(require_text):
         if field not in row:
             raise fail(f"missing field {field!r}")
         value = row[field]

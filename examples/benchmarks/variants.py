@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "petl_only_accuracy": rows[[r["variant"] for r in rows].index("petl-only")]["eval_accuracy"],
         "das_precision": manifests["das"].get("precision"),
         "random_mean_accuracy": sum(randoms) / len(randoms) if randoms else None,
-        "sweep": sweep_table(rows, das_k) if args.sweep else None,
+        "sweep": sweep_table(rows) if args.sweep else None,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     others = [{k: r.get(k) for k in ("variant", "eval_accuracy", "retained_macs_fraction", "skipped",
@@ -199,7 +199,7 @@ def random_sets(rng: random.Random, n_arms: int, k: int, count: int) -> list[lis
     return sets
 
 
-def sweep_table(rows: list[dict[str, Any]], das_k: int) -> list[dict[str, Any]]:
+def sweep_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per k: accuracy, MACs and latency of the DAS set and the mean of the random sets (k = 0 is
     PETL-only, for both)."""
 
@@ -275,7 +275,7 @@ def write(report: dict[str, Any], out: Path) -> None:
         measured = f" (measured {row['measured']})" if row.get("measured") else ""
         lines.append(
             f"| {row['variant']}{measured} | {row.get('skipped') or '–'} | {row['eval_accuracy']:.4f} | "
-            f"{row['retained_macs_fraction']:.1%} | {'–' if lat is None else f'{lat:.2f}'} | "
+            f"{row['retained_macs_fraction']:.1%} | {_num(lat, 2)} | "
             f"{'–' if trainable is None else f'{trainable:,}'} |"
         )
     random_mean = report["random_mean_accuracy"]
