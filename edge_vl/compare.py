@@ -35,32 +35,14 @@ def compare_with_torch(
     except ImportError:
         raise MissingExtraError("bench --compare torch", extra="build") from None
     from converters import temporary_export
-    from edge_vl.adapters import AdapterConfig
-    from edge_vl.architectures.quiet import quiet_transformers
-    from edge_vl.architectures.registry import family_for
-    from edge_vl.build import resolve_model_dir
     from edge_vl.runtime.predictor import Predictor
 
     predictor = Predictor(bundle, threads=threads, warmup=True)
     manifest = predictor.bundle.manifest
     arch = manifest["architecture"]
-    given = source if source is not None else arch["source"]
-    source = resolve_model_dir(given)
-    if not (source / "config.json").is_file():
-        where = "--model" if given is not arch["source"] else "manifest field architecture.source"
-        raise ModelError(
-            f"{bundle}: --compare torch rebuilds the model from its source checkpoint; {where} = "
-            f"{str(given)!r} is not a model directory here (pass --model with the checkpoint)"
-        )
     if threads:
         torch.set_num_threads(threads)
-    family = family_for(arch["model_type"])
-    torch.manual_seed(0)
-    with quiet_transformers():
-        model = family.load(source, predictor.labels)
-    family.insert_adapters(model, AdapterConfig(**manifest["training"]["adapters"]))
-    family.freeze(model)
-    model.eval()
+    family, model = rebuild_torch_model(predictor, source)
 
     feed = predictor.dummy_inputs(1)
     torch_feed = {name: torch.from_numpy(array) for name, array in feed.items()}
@@ -103,6 +85,39 @@ def compare_with_torch(
         "speedup_of_bundle": {name: ms / bundle_ms for name, ms in medians.items() if name != ours},
         "note": "torch models carry fresh adapters (same work, other outputs); batch 1",
     }
+
+
+def rebuild_torch_model(predictor: Any, source: str | Path | None = None) -> tuple[Any, Any]:
+    """``(family, model)``: the torch model of a loaded bundle (``predictor``), rebuilt from its
+    source checkpoint (``source``, default the manifest's ``architecture.source``) with freshly
+    initialised adapters (seeded) of the bundle's adapter config, frozen, in eval mode, no arm
+    skipped. Same work as the bundle's model, other outputs."""
+    import torch
+
+    from edge_vl.adapters import AdapterConfig
+    from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.architectures.registry import family_for
+    from edge_vl.build import resolve_model_dir
+
+    manifest = predictor.bundle.manifest
+    arch = manifest["architecture"]
+    given = source if source is not None else arch["source"]
+    directory = resolve_model_dir(given)
+    if not (directory / "config.json").is_file():
+        where = "--model" if given is not arch["source"] else "manifest field architecture.source"
+        raise ModelError(
+            f"{predictor.bundle.path}: timing torch models rebuilds them from the bundle's source "
+            f"checkpoint; {where} = {str(given)!r} is not a model directory here (pass --model with "
+            "the checkpoint)"
+        )
+    family = family_for(arch["model_type"])
+    torch.manual_seed(0)
+    with quiet_transformers():
+        model = family.load(directory, predictor.labels)
+    family.insert_adapters(model, AdapterConfig(**manifest["training"]["adapters"]))
+    family.freeze(model)
+    model.eval()
+    return family, model
 
 
 def spread(times: list[float]) -> dict[str, float]:

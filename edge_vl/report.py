@@ -192,6 +192,12 @@ def _span(values: Sequence[float]) -> tuple[float, float]:
     return lo, hi
 
 
+def _padded(span: tuple[float, float], margin: float = 0.05) -> tuple[float, float]:
+    """``span`` widened by ``margin`` of its width on both sides (dots clear of the axes)."""
+    pad = (span[1] - span[0]) * margin
+    return span[0] - pad, span[1] + pad
+
+
 def _px(x: float, xs: tuple[float, float]) -> float:
     return _PAD + (x - xs[0]) / (xs[1] - xs[0]) * (_W - _PAD - 24)
 
@@ -218,15 +224,36 @@ def line_chart(series: dict[str, list[float]], xlabel: str, ylabel: str) -> str:
 
 def scatter_chart(variants: Sequence[dict[str, Any]]) -> str:
     """Eval accuracy against the retained fraction of the full model's MACs, one labelled dot each."""
-    xs = _span([v["retained_macs_fraction"] for v in variants] + [1.0])
-    ys = _span([v["eval_accuracy"] for v in variants])
-    out = _axes(xs, ys, "MACs, fraction of the full model", "eval accuracy")
-    for j, v in enumerate(variants):
-        px, py = _px(v["retained_macs_fraction"], xs), _py(v["eval_accuracy"], ys)
+    points = {
+        v["variant"]: [(v["retained_macs_fraction"], v["eval_accuracy"], v["variant"])] for v in variants
+    }
+    return xy_chart(points, "MACs, fraction of the full model", "eval accuracy", x_includes=1.0, legend=False)
+
+
+def xy_chart(
+    series: dict[str, list[tuple[float, float, str]]], xlabel: str, ylabel: str, *,
+    joined: Sequence[str] = (), x_includes: float | None = None, legend: bool = True,
+) -> str:  # fmt: skip
+    """Labelled dots ``(x, y, label)`` per series, one colour each; the series named in ``joined``
+    are also connected in x order. ``x_includes``: a value the x axis must span."""
+    points = [p for ps in series.values() for p in ps]
+    xs = _padded(_span([p[0] for p in points] + ([x_includes] if x_includes is not None else [])))
+    ys = _padded(_span([p[1] for p in points]))
+    out = _axes(xs, ys, xlabel, ylabel)
+    for j, (name, ps) in enumerate(series.items()):
         colour = _COLOURS[j % len(_COLOURS)]
-        out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"/>')
-        out.append(f'<text x="{px + 6:.1f}" y="{py - 6:.1f}" font-size="11">{_e(v["variant"])}</text>')
-    return _svg(out)
+        if name in joined:
+            line = " ".join(f"{_px(x, xs):.1f},{_py(y, ys):.1f}" for x, y, _ in sorted(ps))
+            out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{line}"/>')
+        for x, y, label in ps:
+            px, py = _px(x, xs), _py(y, ys)
+            out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"/>')
+            out.append(f'<text x="{px + 6:.1f}" y="{py - 6:.1f}" font-size="11">{_e(label)}</text>')
+        if legend:
+            out.append(
+                f'<text x="{_W + 8}" y="{24 + 14 * j}" font-size="11" fill="{colour}">{_e(name)}</text>'
+            )
+    return _svg(out, extra_width=160 if legend else 0)
 
 
 def bar_chart(values: dict[str, float], xlabel: str) -> str:

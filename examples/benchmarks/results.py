@@ -20,13 +20,18 @@ b) The demo bundle (edge-vl-mini on easy-vqa): its speed-up over torch eager and
 c) FLOPs: the analytic per-layer MAC counts against torch's FlopCounterMode with eager attention.
 d) Speed of the CLIP ViT-B/32 image tower (random weights, prompt head: what a prompt-head bundle
    runs): torch eager, OpenVINO FP32 and INT8 with k = 0, 2, 4 image layers skipped.
+k) Accuracy vs MACs vs latency on the demo task for k = 0…6 skipped arms, DAS and random sets:
+   accuracy and MACs from the sweep of ``variants.py`` (``--variants``, each set fine-tuned with the
+   same budget), batch-1 latency of every set timed here, interleaved (FP32 exports of the demo
+   model with each skip set; adapter values do not change the work).
 
-``--parts a,b,c,d`` runs a subset (the others keep their previous results from ``RESULTS.json``).
+``--parts a,b,c,d,k`` runs a subset (the others keep their previous results from ``RESULTS.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -37,8 +42,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from variants import sweep_table  # examples/benchmarks/variants.py
 
-from converters import converter_for
+from converters import converter_for, temporary_export
 from converters.precision import quantize_int8
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
@@ -46,8 +52,9 @@ from edge_vl.bench import compile_latency, throughput
 from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.build import package_versions, resolve_model_dir
 from edge_vl.bundle import read_bundle, write_text_atomic
-from edge_vl.compare import compare_with_torch, interleaved, spread
+from edge_vl.compare import compare_with_torch, interleaved, rebuild_torch_model, spread
 from edge_vl.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
+from edge_vl.runtime.predictor import Predictor
 from edge_vl.runtime.tokenize import TEXT_INPUTS
 
 HERE = Path(__file__).parent
@@ -235,6 +242,49 @@ def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
     }
 
 
+SWEEP_VARIANTS = ("petl-only", "das", "das-k", "random")  # name prefixes of the sweep's rows
+
+
+def sweep_by_k(variants: Path, bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
+    """Part k: the sweep of ``variants.json`` (accuracy, MACs) with the batch-1 latency of every
+    skip set in it, timed interleaved on FP32 exports of the demo bundle's model."""
+    report = json.loads(variants.read_text(encoding="utf-8"))
+    if not report.get("sweep"):
+        raise SystemExit(f"{variants} has no sweep: run variants.py with --sweep 1-6 first")
+    rows = [dict(r) for r in report["rows"] if r["variant"].startswith(SWEEP_VARIANTS)]
+    sets = sorted({tuple(r["skipped"]) for r in rows}, key=lambda s: (len(s), s))
+    with Predictor(bundle, warmup=False) as predictor, contextlib.ExitStack() as exports:
+        family, torch_model = rebuild_torch_model(predictor, model)
+        inputs = family.input_specs(torch_model, predictor.bundle.manifest["preprocessing"])
+        sample = {n: torch.from_numpy(a) for n, a in predictor.dummy_inputs(2).items()}
+        feed = predictor.dummy_inputs(1)
+        compiled = {}
+        for skipped in sets:
+            print(f"k: exporting skip set {list(skipped)}", flush=True)
+            xml = exports.enter_context(temporary_export(family, torch_model, inputs, sample, skipped))
+            compiled[skipped] = compile_latency(xml)  # outlives its request
+        requests = {skipped: c.create_infer_request() for skipped, c in compiled.items()}
+        contenders = {skipped: (lambda r=r: r.infer(feed)) for skipped, r in requests.items()}
+        print(f"timing {len(contenders)} skip sets, {runs} interleaved rounds", flush=True)
+        times = interleaved(contenders, runs)
+        contenders.clear()
+        requests.clear()  # before ``compiled`` (see edge_vl.bench.compile_latency)
+    for row in rows:
+        row["latency"] = spread(times[tuple(row["skipped"])])
+        row["latency_ms"] = row["latency"]["median"]  # this run's, not the build's
+    others = {
+        r["variant"]: r["eval_accuracy"]
+        for r in report["rows"]
+        if not r["variant"].startswith(SWEEP_VARIANTS)
+    }
+    return {
+        "variants": str(variants), "variants_date": report["date"], "variants_command": report["command"],
+        "arms": report["arms"], "eval_examples": report["eval_examples"], "runs": runs,
+        "text_tokens": next((int(a.shape[1]) for n, a in feed.items() if n in TEXT_INPUTS), None),
+        "rows": rows, "table": sweep_table(rows), "references": others,
+    }  # fmt: skip
+
+
 def flops_check() -> dict[str, Any]:
     """Part c: analytic MACs against the counter (eager attention), full and with arms skipped."""
     checks = []
@@ -353,6 +403,8 @@ def render(results: dict[str, Any]) -> str:
                 f"| {name.replace('_', ' ')} | {r['median']:.2f} ({r['p10']:.2f}–{r['p90']:.2f}) | {ratio} |"
             )
         lines += ["", "![demo bundle batch-1 latency](demo_latency.svg)", ""]
+    if results.get("sweep"):
+        lines += sweep_section(results["sweep"])
     d = results.get("clip_b32")
     if d:
         lines += [
@@ -390,8 +442,52 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def sweep_section(k: dict[str, Any]) -> list[str]:
+    """Part k of RESULTS.md: one row per k (random: mean over its sets)."""
+    refs = ", ".join(f"{name} {acc:.2%}" for name, acc in k["references"].items())
+    lines = [
+        "## b, continued) Accuracy vs MACs vs latency for k = 0…6 skipped arms",
+        "",
+        f"edge-vl-mini on easy-vqa, {k['arms']} arms. For each k, the set DAS chose and random sets "
+        "(never the DAS set), each fine-tuned with the demo's budget and scored on all "
+        f"{k['eval_examples']:,} test questions (torch); k = 0 is PETL-only (adapters, no arm skipped). "
+        f"For reference: {refs}. Accuracy and MACs from `{k['variants_command']}` "
+        f"({k['variants']}, {k['variants_date']}; rows marked there were taken over from the earlier "
+        "runs named in it). Latency: batch 1, FP32 export of the demo model with each skip set "
+        f"({k['text_tokens']} text tokens; adapter values do not change the work), all sets timed in "
+        f"one interleaved run of {k['runs']} rounds. {_measured(k)}",
+        "",
+        "| k | DAS set | DAS accuracy | DAS MACs | DAS ms (p10–p90) | random sets | random accuracy "
+        "| random MACs | random ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by_set = {tuple(r["skipped"]): r for r in k["rows"]}
+    for t in k["table"]:
+        das = by_set[tuple(t["das_set"] or ())]["latency"]
+        randoms = [
+            r["skipped"]
+            for r in k["rows"]
+            if r["variant"].startswith("random") and len(r["skipped"]) == t["k"]
+        ]
+        random_cells = (
+            [" ".join(map(str, randoms)), _pct(t["random_eval_accuracy"]),
+             _pct(t["random_retained_macs_fraction"], 1), f"{t['random_latency_ms']:.2f}"]
+            if t["k"] else ["—"] * 4
+        )  # fmt: skip
+        cells = [str(t["k"]), str(t["das_set"]), _pct(t["das_eval_accuracy"]),
+                 _pct(t["das_retained_macs_fraction"], 1),
+                 f"{das['median']:.2f} ({das['p10']:.2f}–{das['p90']:.2f})", *random_cells]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, "", "![accuracy against MACs by k](sweep_accuracy_macs.svg)", "",
+            "![accuracy against latency by k](sweep_accuracy_latency.svg)", ""]  # fmt: skip
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}%}"
+
+
 def plots(results: dict[str, Any], out: Path) -> None:
-    from edge_vl.report import bar_chart
+    from edge_vl.report import bar_chart, xy_chart
 
     if results.get("vilt_b32"):
         rows = results["vilt_b32"]["rows"]
@@ -403,6 +499,22 @@ def plots(results: dict[str, Any], out: Path) -> None:
         rows = results["clip_b32"]["rows"]
         svg = bar_chart({k: r["median"] for k, r in rows.items()}, "CLIP ViT-B/32 image tower, batch-1 ms")
         write_text_atomic(out / "clip_b32_latency.svg", svg)
+    if results.get("sweep"):
+        rows = results["sweep"]["rows"]
+        for axis, key, label in (("macs", "retained_macs_fraction", "MACs, fraction of the full model"),
+                                 ("latency", "latency_ms", "batch-1 latency, ms")):  # fmt: skip
+            series = {
+                "DAS (k=0: PETL-only)": [
+                    (r[key], r["eval_accuracy"], f"k={len(r['skipped'])}")
+                    for r in rows if not r["variant"].startswith("random")
+                ],
+                "random sets": [
+                    (r[key], r["eval_accuracy"], f"k={len(r['skipped'])}")
+                    for r in rows if r["variant"].startswith("random")
+                ],
+            }  # fmt: skip
+            svg = xy_chart(series, label, "eval accuracy", joined=["DAS (k=0: PETL-only)"])
+            write_text_atomic(out / f"sweep_accuracy_{axis}.svg", svg)
     if results.get("demo"):
         lat = results["demo"]["compare"]["latency_ms"]
         svg = bar_chart(
@@ -425,14 +537,18 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md/.json and the plots go")
     p.add_argument("--demo-bundle", type=Path, default=Path("edge-vl-demo/bundle-full"))
     p.add_argument("--demo-model", default=None, help="checkpoint of the demo bundle [its manifest's source]")
-    p.add_argument("--parts", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
+    p.add_argument("--variants", type=Path, default=HERE / "results" / "edge-vl-mini" / "variants.json",
+                   help="variants.json with the sweep over k (part k)")  # fmt: skip
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - {"a", "b", "c", "d"}:
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d, got {args.parts!r}")
-    if "b" in parts and not (args.demo_bundle / "manifest.json").is_file():
+    if not parts or parts - {"a", "b", "c", "d", "k"}:
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k, got {args.parts!r}")
+    if "k" in parts and not args.variants.is_file():
+        p.error(f"--variants {args.variants} is not a file: run examples/benchmarks/variants.py --sweep 1-6")
+    if parts & {"b", "k"} and not (args.demo_bundle / "manifest.json").is_file():
         p.error(
             f"{args.demo_bundle} is not a bundle: run `edge-vl build --demo` first, or pass --demo-bundle"
         )
@@ -443,6 +559,9 @@ def main() -> None:
         results["vilt_b32"] = {**speed_vilt_b32(args.runs, args.throughput_seconds), **run, "date": _now()}
     if "b" in parts:
         results["demo"] = {**demo_bundle(args.demo_bundle, args.runs, args.demo_model), **run, "date": _now()}
+    if "k" in parts:
+        sweep = sweep_by_k(args.variants, args.demo_bundle, args.runs, args.demo_model)
+        results["sweep"] = {**sweep, **run, "date": _now()}
     if "c" in parts:
         results["flops"] = {**flops_check(), **run, "date": _now()}
     if "d" in parts:

@@ -108,7 +108,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_text_atomic(args.out / "variants.partial.json", json.dumps(partial, indent=2) + "\n")
         return row
 
-    reused = reusable_rows(args.reuse, settings, args) if args.reuse else {}
+    reused: dict[str, dict[str, Any]] = {}
+    for path in args.reuse:  # the first file that measured a variant wins
+        for name, row in reusable_rows(path, settings, args).items():
+            reused.setdefault(name, row)
 
     def variant(name: str, **plan) -> dict[str, Any]:
         previous = reused.get(name)
@@ -116,7 +119,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if previous is not None and (
             previous["skipped"] == wanted if wanted is not None else len(previous["skipped"]) == plan["skip"]
         ):
-            print(f"[{name}] taken from {args.reuse} (skipped {previous['skipped']})", flush=True)
+            print(f"[{name}] taken from the run of {previous['measured']} (skipped {previous['skipped']})",
+                  flush=True)  # fmt: skip
             partial.append(previous)
             return previous
         started = time.perf_counter()
@@ -140,8 +144,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows.insert(1, reused.get(FULL_FINETUNE) or full_finetune(config("full-ft")))
     randoms = [row["eval_accuracy"] for row in rows if row["variant"].startswith("random")]
     for k in sorted(set(args.sweep) - {0, das_k}):  # k = 0 is PETL-only, das_k is built above
-        rows.append(variant(f"das-k{k}", skip=k))
-        for r, skip_layers in enumerate(random_sets(rng, n_arms, k, args.sweep_random)):
+        das_k_row = variant(f"das-k{k}", skip=k)
+        rows.append(das_k_row)
+        draws = sweep_random_sets(args.seed, n_arms, k, args.sweep_random, das_k_row["skipped"])
+        for r, skip_layers in enumerate(draws):
             rows.append(variant(f"random-k{k}-{r}", skip_layers=skip_layers))
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -151,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
         "k": das_k, "arms": n_arms, "rows": rows, "seed": args.seed,
-        "reused_from": str(args.reuse) if args.reuse else None, "das_accuracy": das["eval_accuracy"],
+        "reused_from": [str(path) for path in args.reuse] or None, "das_accuracy": das["eval_accuracy"],
         "petl_only_accuracy": rows[[r["variant"] for r in rows].index("petl-only")]["eval_accuracy"],
         "das_precision": manifests["das"].get("precision"),
         "random_mean_accuracy": sum(randoms) / len(randoms) if randoms else None,
@@ -189,14 +195,24 @@ def reusable_rows(path: Path, settings: Any, args: argparse.Namespace) -> dict[s
     return {row["variant"]: {**row, "measured": row.get("measured", earlier["date"])} for row in rows}
 
 
-def random_sets(rng: random.Random, n_arms: int, k: int, count: int) -> list[list[int]]:
-    """``count`` distinct random k-sets of arms (fewer if there are not that many)."""
+def random_sets(
+    rng: random.Random, n_arms: int, k: int, count: int, exclude: list[int] | None = None
+) -> list[list[int]]:
+    """``count`` distinct random k-sets of arms, never ``exclude`` (the DAS set, which a random
+    baseline must not repeat); fewer if there are not that many."""
     sets: list[list[int]] = []
-    while len(sets) < min(count, math.comb(n_arms, k)):
+    available = math.comb(n_arms, k) - (exclude is not None)
+    while len(sets) < min(count, available):
         candidate = sorted(rng.sample(range(n_arms), k))
-        if candidate not in sets:
+        if candidate not in sets and candidate != exclude:
             sets.append(candidate)
     return sets
+
+
+def sweep_random_sets(seed: int, n_arms: int, k: int, count: int, das_set: list[int]) -> list[list[int]]:
+    """The random k-sets of the sweep: one generator per (seed, k), so they do not depend on which
+    other k a run sweeps, and a sweep split over several runs (``--reuse``) draws the same sets."""
+    return random_sets(random.Random(f"sweep-{seed}-{k}"), n_arms, k, count, exclude=das_set)
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -354,9 +370,10 @@ def main() -> None:
                    help="also build a DAS set and random sets for each of these k (e.g. 1-6): "
                         "accuracy vs MACs vs latency by k")  # fmt: skip
     p.add_argument("--sweep-random", type=int, default=1, help="random sets per swept k")
-    p.add_argument("--reuse", type=Path, default=None,
+    p.add_argument("--reuse", type=Path, action="append", default=[],
                    help="take the rows an earlier variants.json measured with the same settings "
-                        "(same variant name and skip set) instead of building them again")  # fmt: skip
+                        "(same variant name and skip set) instead of building them again; "
+                        "repeat it to merge runs")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "edge-vl-mini")
     args = p.parse_args()
     report = run(args)

@@ -1,0 +1,69 @@
+"""The k sweep of ``examples/benchmarks/variants.py``: random baselines and the per-k table."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "variants.py"
+
+
+@pytest.fixture(scope="module")
+def variants():
+    spec = importlib.util.spec_from_file_location("variants_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_random_sets_never_repeat_the_das_set(variants):
+    # 12 choose 11 = 12 sets; excluding the DAS set leaves 11, all of which must be found
+    sets = variants.random_sets(random.Random(0), 12, 11, 100, exclude=list(range(11)))
+    assert len(sets) == 11
+    assert list(range(11)) not in sets
+    assert len({tuple(s) for s in sets}) == 11
+
+
+def test_sweep_random_sets_of_a_k_do_not_depend_on_other_ks(variants):
+    """A sweep split over runs (--reuse) must draw the same sets for a k as one run would."""
+    alone = variants.sweep_random_sets(0, 12, 3, 2, das_set=[1, 2, 3])
+    variants.sweep_random_sets(0, 12, 2, 5, das_set=[0, 1])  # another k drawn in between
+    assert variants.sweep_random_sets(0, 12, 3, 2, das_set=[1, 2, 3]) == alone
+    assert all(len(s) == 3 and s == sorted(s) and s != [1, 2, 3] for s in alone)
+    assert variants.sweep_random_sets(1, 12, 3, 2, das_set=[1, 2, 3]) != alone  # the seed counts
+
+
+def test_sweep_table_groups_rows_by_k(variants):
+    def row(name, skipped, acc, macs, ms):
+        return {"variant": name, "skipped": skipped, "eval_accuracy": acc,
+                "retained_macs_fraction": macs, "latency_ms": ms}  # fmt: skip
+
+    rows = [
+        {"variant": "majority answer", "skipped": [], "eval_accuracy": 0.3},
+        row("petl-only", [], 0.9, 1.0, 10.0),
+        row("das", [1, 2], 0.8, 0.8, 8.0),
+        row("random-0", [0, 1], 0.6, 0.8, 8.0),
+        row("random-1", [3, 4], 0.7, 0.8, 9.0),
+        row("das-k1", [5], 0.85, 0.9, 9.0),
+        row("random-k1-0", [6], 0.75, 0.9, 9.5),
+    ]
+    table = {t["k"]: t for t in variants.sweep_table(rows)}
+    assert sorted(table) == [0, 1, 2]
+    assert table[0]["das_eval_accuracy"] == table[0]["random_eval_accuracy"] == 0.9
+    assert table[2]["das_set"] == [1, 2]
+    assert table[2]["random_eval_accuracy"] == pytest.approx(0.65)
+    assert table[2]["random_latency_ms"] == pytest.approx(8.5)
+    assert table[2]["random_sets"] == 2
+    assert table[1]["das_set"] == [5] and table[1]["random_eval_accuracy"] == 0.75
+
+
+def test_k_list_reads_ranges_and_lists(variants):
+    assert variants._k_list("1-6") == [1, 2, 3, 4, 5, 6]
+    assert variants._k_list("2,6") == [2, 6]
+    with pytest.raises(Exception, match="expected k values"):
+        variants._k_list("two")
