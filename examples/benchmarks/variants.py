@@ -80,7 +80,8 @@ def full_finetune(config: BuildConfig) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = QUICK_DEMO if args.quick else FULL_DEMO
-    work = Path(tempfile.mkdtemp(prefix="edge-vl-variants-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="edge-vl-variants-"))
+    work.mkdir(parents=True, exist_ok=True)
     train, evals = write_easy_vqa_manifests(
         work / "data", train_size=settings.train_size, eval_size=settings.eval_size
     )
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         write_text_atomic(args.out / "variants.partial.json", json.dumps(partial, indent=2) + "\n")
         return row
 
+    n_train = len(read_examples(train, check_images=False))
     reused: dict[str, dict[str, Any]] = {}
     for path in args.reuse:  # the first file that measured a variant wins
         for name, row in reusable_rows(path, settings, args).items():
@@ -123,13 +125,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   flush=True)  # fmt: skip
             partial.append(previous)
             return previous
+        finished = work / name / "manifest.json"
+        if finished.is_file():  # built by an earlier run with this --work
+            manifest = read_bundle(finished.parent).manifest
+            method = "das" if wanted is None else "given"
+            check_same_settings(manifest, config(name), n_train, method=method, what=str(finished.parent))
+            got = manifest["architecture"]["skipped"]
+            if (got == wanted) if wanted is not None else len(got) == plan["skip"]:
+                print(f"[{name}] finished earlier in {finished.parent}", flush=True)
+                return record(name, manifest, manifest["training"]["seconds"])
         started = time.perf_counter()
         result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
         return record(name, result.manifest, time.perf_counter() - started)
 
     if args.das_bundle is not None:  # the demo's bundle, already built with these settings
         manifest = read_bundle(args.das_bundle).manifest
-        check_same_settings(manifest, config("das"), len(read_examples(train, check_images=False)))
+        check_same_settings(manifest, config("das"), n_train)
         das = record("das", manifest, manifest["training"]["seconds"])
         das["measured"] = manifest["created"]  # its latency is from its own build, not this run
     else:  # the demo's bundle, with the precision measured too (``eval_accuracy`` is the torch one)
@@ -172,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(args.keep, ignore_errors=True)
         shutil.move(work, args.keep)
         print(f"kept the bundles and data in {args.keep}")
-    else:
+    elif args.work is None:
         shutil.rmtree(work, ignore_errors=True)
     return report
 
@@ -249,22 +260,31 @@ def sweep_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def check_same_settings(manifest: dict[str, Any], config: BuildConfig, n_train: int) -> None:
-    """Refuse a DAS bundle (``--das-bundle``) not built with the settings of the other variants."""
+def check_same_settings(
+    manifest: dict[str, Any],
+    config: BuildConfig,
+    n_train: int,
+    *,
+    method: str = "das",
+    what: str = "--das-bundle",
+) -> None:
+    """Refuse a bundle (``--das-bundle``, or one an earlier run left in ``--work``) not built with
+    the settings of the other variants."""
     training, plan = manifest["training"], manifest.get("skip_plan", {})
     expected = {
-        "skip plan": ("das", plan.get("method")),
+        "skip plan": (method, plan.get("method")),
         "training rows": (n_train, manifest["metrics"]["train_examples"]),
         "epochs": (config.train.epochs, training["epochs"]),
         "batch size": (config.train.batch_size, training["batch_size"]),
         "seed": (config.train.seed, training["seed"]),
         "lr": (config.train.lr, training["lr"]),
         "loss": (config.train.loss, training["loss"]),
-        "search": (config.search.to_dict(), plan.get("search_config")),
     }
+    if method == "das":
+        expected["search"] = (config.search.to_dict(), plan.get("search_config"))
     wrong = [f"{k}: {got!r} (variants use {want!r})" for k, (want, got) in expected.items() if want != got]
     if wrong:
-        raise SystemExit("--das-bundle was built with other settings: " + "; ".join(wrong))
+        raise SystemExit(f"{what} was built with other settings: " + "; ".join(wrong))
 
 
 def _cores() -> int:
@@ -374,6 +394,9 @@ def main() -> None:
                    help="take the rows an earlier variants.json measured with the same settings "
                         "(same variant name and skip set) instead of building them again; "
                         "repeat it to merge runs")  # fmt: skip
+    p.add_argument("--work", type=Path, default=None,
+                   help="keep the builds here: a rerun with the same --work resumes an interrupted build "
+                        "and takes the finished ones [default: a temporary directory, removed]")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "edge-vl-mini")
     args = p.parse_args()
     report = run(args)
