@@ -115,25 +115,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, row in reusable_rows(path, settings, args).items():
             reused.setdefault(name, row)
 
+    def planned(skipped: list[int], plan: dict[str, Any]) -> bool:
+        """Whether a finished variant's skip set is what ``plan`` asks for."""
+        if plan.get("skip_layers") is not None:
+            return skipped == plan["skip_layers"]
+        return plan.get("skip") is None or len(skipped) == plan["skip"]  # no k: the default third
+
     def variant(name: str, **plan) -> dict[str, Any]:
         previous = reused.get(name)
-        wanted = plan.get("skip_layers")
-        if previous is not None and (
-            previous["skipped"] == wanted if wanted is not None else len(previous["skipped"]) == plan["skip"]
-        ):
+        if previous is not None and planned(previous["skipped"], plan):
             print(f"[{name}] taken from the run of {previous['measured']} (skipped {previous['skipped']})",
                   flush=True)  # fmt: skip
             partial.append(previous)
             return previous
-        finished = work / name / "manifest.json"
-        if finished.is_file():  # built by an earlier run with this --work
-            manifest = read_bundle(finished.parent).manifest
-            method = "das" if wanted is None else "given"
-            check_same_settings(manifest, config(name), n_train, method=method, what=str(finished.parent))
-            got = manifest["architecture"]["skipped"]
-            if (got == wanted) if wanted is not None else len(got) == plan["skip"]:
-                print(f"[{name}] finished earlier in {finished.parent}", flush=True)
-                return record(name, manifest, manifest["training"]["seconds"])
+        finished = work / name
+        if (finished / "manifest.json").is_file():  # built by an earlier run with this --work
+            manifest = read_bundle(finished).manifest
+            method = "given" if plan.get("skip_layers") is not None else "das"
+            check_same_settings(manifest, config(name), n_train, method=method, what=str(finished))
+            if not planned(manifest["architecture"]["skipped"], plan):
+                raise SystemExit(f"{finished} skips {manifest['architecture']['skipped']}, not what this "
+                                 f"run plans for {name} ({plan}): use another --work")  # fmt: skip
+            print(f"[{name}] finished earlier in {finished}", flush=True)
+            return record(name, manifest, manifest["training"]["seconds"])
         started = time.perf_counter()
         result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
         return record(name, result.manifest, time.perf_counter() - started)
