@@ -323,22 +323,25 @@ def write(report: dict[str, Any], out: Path) -> None:
         "",
         f"DAS-{report['k']}: {report['das_accuracy']:.4f}; PETL-only: {report['petl_only_accuracy']:.4f}; "
         f"mean of the random {report['k']}-sets: {'–' if random_mean is None else f'{random_mean:.4f}'}.",
+        "",
+        "Latency: measured by each build on its own, at its own time; rows built while other work "
+        "shared the machine (a sweep split over parallel runs) read high, so compare latencies across "
+        "rows only in an interleaved run (RESULTS.md).",
     ]
     if report.get("sweep"):
         lines += [
             "",
-            "Accuracy, MACs and latency by k (DAS: the searched set; random: mean of the random sets; "
-            "k = 0 is PETL-only):",
+            "Accuracy and MACs by k (DAS: the searched set; random: mean of the random sets; k = 0 is "
+            "PETL-only). Latency by k, every set timed in one interleaved run, is part k of "
+            "`examples/benchmarks/RESULTS.md` (`results.py`).",
             "",
-            "| k | DAS set | DAS accuracy | random accuracy | MACs / full (DAS) | DAS latency ms | "
-            "random latency ms |",
-            "|---|---|---|---|---|---|---|",
+            "| k | DAS set | DAS accuracy | random accuracy | MACs vs full model (DAS) |",
+            "|---|---|---|---|---|",
         ]
         for row in report["sweep"]:
             lines.append(
                 f"| {row['k']} | {row['das_set'] or '–'} | {_num(row['das_eval_accuracy'])} | "
-                f"{_num(row['random_eval_accuracy'])} | {_num(row['das_retained_macs_fraction'], 3)} | "
-                f"{_num(row['das_latency_ms'], 2)} | {_num(row['random_latency_ms'], 2)} |"
+                f"{_num(row['random_eval_accuracy'])} | {row['das_retained_macs_fraction']:.1%} |"
             )
     precision = report.get("das_precision")
     if precision:
