@@ -39,6 +39,7 @@ from edge_vl.build import BuildConfig, build, package_versions, prepare, read_da
 from edge_vl.bundle import read_bundle, write_text_atomic
 from edge_vl.data import read_examples
 from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
+from edge_vl.errors import Interrupted
 from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
 from edge_vl.report import write_report
 from edge_vl.runtime.cpu import cpu_name
@@ -139,7 +140,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"[{name}] finished earlier in {finished}", flush=True)
             return record(name, manifest, manifest["training"]["seconds"])
         started = time.perf_counter()
-        result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
+        try:
+            result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
+        except Interrupted as e:  # its checkpoints stay in ``work``: a rerun there resumes them
+            raise SystemExit(f"[{name}] {e.args[0].split(';')[0]}; to resume, rerun this command with "
+                             f"--work {work}") from None  # fmt: skip
         return record(name, result.manifest, time.perf_counter() - started)
 
     if args.das_bundle is not None:  # the demo's bundle, already built with these settings
