@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_vl.bundle import Bundle
 from edge_vl.errors import MissingExtraError, ModelError
 
 
@@ -42,7 +43,7 @@ def compare_with_torch(
     arch = manifest["architecture"]
     if threads:
         torch.set_num_threads(threads)
-    family, model = rebuild_torch_model(predictor, source)
+    family, model = rebuild_torch_model(predictor.bundle, source)
 
     feed = predictor.dummy_inputs(1)
     torch_feed = {name: torch.from_numpy(array) for name, array in feed.items()}
@@ -87,8 +88,8 @@ def compare_with_torch(
     }
 
 
-def rebuild_torch_model(predictor: Any, source: str | Path | None = None) -> tuple[Any, Any]:
-    """``(family, model)``: the torch model of a loaded bundle (``predictor``), rebuilt from its
+def rebuild_torch_model(bundle: Bundle, source: str | Path | None = None) -> tuple[Any, Any]:
+    """``(family, model)``: the torch model of a ``bundle``, rebuilt from its
     source checkpoint (``source``, default the manifest's ``architecture.source``) with freshly
     initialised adapters (seeded) of the bundle's adapter config, frozen, in eval mode, no arm
     skipped. Same work as the bundle's model, other outputs."""
@@ -99,21 +100,21 @@ def rebuild_torch_model(predictor: Any, source: str | Path | None = None) -> tup
     from edge_vl.architectures.registry import family_for
     from edge_vl.build import resolve_model_dir
 
-    manifest = predictor.bundle.manifest
+    manifest = bundle.manifest
     arch = manifest["architecture"]
     given = source if source is not None else arch["source"]
     directory = resolve_model_dir(given)
     if not (directory / "config.json").is_file():
         where = "--model" if given is not arch["source"] else "manifest field architecture.source"
         raise ModelError(
-            f"{predictor.bundle.path}: timing torch models rebuilds them from the bundle's source "
+            f"{bundle.path}: timing torch models rebuilds them from the bundle's source "
             f"checkpoint; {where} = {str(given)!r} is not a model directory here (pass --model with "
             "the checkpoint)"
         )
     family = family_for(arch["model_type"])
     torch.manual_seed(0)
     with quiet_transformers():
-        model = family.load(directory, predictor.labels)
+        model = family.load(directory, bundle.labels)
     family.insert_adapters(model, AdapterConfig(**manifest["training"]["adapters"]))
     family.freeze(model)
     model.eval()

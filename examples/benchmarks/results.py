@@ -254,7 +254,7 @@ def sweep_by_k(variants: Path, bundle: Path, runs: int, model: str | None) -> di
     rows = [dict(r) for r in report["rows"] if r["variant"].startswith(SWEEP_VARIANTS)]
     sets = sorted({tuple(r["skipped"]) for r in rows}, key=lambda s: (len(s), s))
     with Predictor(bundle, warmup=False) as predictor, contextlib.ExitStack() as exports:
-        family, torch_model = rebuild_torch_model(predictor, model)
+        family, torch_model = rebuild_torch_model(predictor.bundle, model)
         inputs = family.input_specs(torch_model, predictor.bundle.manifest["preprocessing"])
         sample = {n: torch.from_numpy(a) for n, a in predictor.dummy_inputs(2).items()}
         feed = predictor.dummy_inputs(1)
@@ -503,17 +503,12 @@ def plots(results: dict[str, Any], out: Path) -> None:
         rows = results["sweep"]["rows"]
         for axis, key, label in (("macs", "retained_macs_fraction", "MACs, fraction of the full model"),
                                  ("latency", "latency_ms", "batch-1 latency, ms")):  # fmt: skip
-            series = {
-                "DAS (k=0: PETL-only)": [
-                    (r[key], r["eval_accuracy"], f"k={len(r['skipped'])}")
-                    for r in rows if not r["variant"].startswith("random")
-                ],
-                "random sets": [
-                    (r[key], r["eval_accuracy"], f"k={len(r['skipped'])}")
-                    for r in rows if r["variant"].startswith("random")
-                ],
-            }  # fmt: skip
-            svg = xy_chart(series, label, "eval accuracy", joined=["DAS (k=0: PETL-only)"])
+            das = "DAS (k=0: PETL-only)"
+            series: dict[str, list[tuple[float, float, str]]] = {das: [], "random sets": []}
+            for r in rows:
+                side = "random sets" if r["variant"].startswith("random") else das
+                series[side].append((r[key], r["eval_accuracy"], f"k={len(r['skipped'])}"))
+            svg = xy_chart(series, label, "eval accuracy", joined=[das])
             write_text_atomic(out / f"sweep_accuracy_{axis}.svg", svg)
     if results.get("demo"):
         lat = results["demo"]["compare"]["latency_ms"]
