@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
 import random
 import sys
 from pathlib import Path
@@ -67,3 +69,39 @@ def test_k_list_reads_ranges_and_lists(variants):
     assert variants._k_list("2,6") == [2, 6]
     with pytest.raises(Exception, match="expected k values"):
         variants._k_list("two")
+
+
+def _variants_file(path: Path, date: str, command: str, rows: list[dict], **extra) -> Path:
+    from edge_vl.demo import FULL_DEMO  # the settings variants.py runs with by default
+
+    report = {"date": date, "command": command, "settings": FULL_DEMO.__dict__,
+              "model": "edge-vl-mini", "seed": 0, "rows": rows, **extra}  # fmt: skip
+    path.write_text(json.dumps(report), encoding="utf-8")
+    return path
+
+
+def test_reused_rows_keep_the_run_that_measured_them(variants, tmp_path):
+    """Merging split sweep runs (--reuse of a file that itself reused another) must name, for every
+    row, the command that measured it."""
+    args = argparse.Namespace(model="edge-vl-mini", seed=0)
+    settings = variants.FULL_DEMO
+    row = {"variant": "petl-only", "eval_accuracy": 0.9, "skipped": []}
+    first = _variants_file(tmp_path / "a.json", "T1", "variants.py", [row])
+    _, runs = variants.reusable_rows(first, settings, args)
+    assert runs == {"T1": "variants.py"}
+    second = _variants_file(
+        tmp_path / "b.json", "T2", "variants.py --reuse a.json --sweep 2",
+        [{**row, "measured": "T1"}, {"variant": "das", "skipped": [1]},
+         {"variant": "das-k2", "eval_accuracy": 0.8, "skipped": [3, 6]}],
+        runs={"T1": "variants.py", "T2": "variants.py --reuse a.json --sweep 2"},
+    )  # fmt: skip
+    rows, runs = variants.reusable_rows(second, settings, args)
+    assert rows["petl-only"]["measured"] == "T1" and rows["das-k2"]["measured"] == "T2"
+    assert "das" not in rows  # the main DAS row is the --das-bundle's, never taken over
+    assert runs == {"T1": "variants.py", "T2": "variants.py --reuse a.json --sweep 2"}
+
+
+def test_reuse_refuses_a_file_measured_with_other_settings(variants, tmp_path):
+    other = _variants_file(tmp_path / "a.json", "T1", "variants.py --seed 3", [], seed=3)
+    with pytest.raises(SystemExit, match=r"a\.json was measured with other settings: seed: 3"):
+        variants.reusable_rows(other, variants.FULL_DEMO, argparse.Namespace(model="edge-vl-mini", seed=0))

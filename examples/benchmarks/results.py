@@ -279,6 +279,7 @@ def sweep_by_k(variants: Path, bundle: Path, runs: int, model: str | None) -> di
     }
     return {
         "variants": str(variants), "variants_date": report["date"], "variants_command": report["command"],
+        "variants_runs": report.get("runs") or {report["date"]: report["command"]},
         "arms": report["arms"], "eval_examples": report["eval_examples"], "runs": runs,
         "text_tokens": next((int(a.shape[1]) for n, a in feed.items() if n in TEXT_INPUTS), None),
         "rows": rows, "table": sweep_table(rows), "references": others,
@@ -452,11 +453,17 @@ def sweep_section(k: dict[str, Any]) -> list[str]:
         "(never the DAS set), each fine-tuned with the demo's budget and scored on all "
         f"{k['eval_examples']:,} test questions (torch); k = 0 is PETL-only (adapters, no arm skipped). "
         f"For reference: {refs}. Accuracy and MACs from `{k['variants_command']}` "
-        f"({k['variants']}, {k['variants_date']}; rows marked there were taken over from the earlier "
-        "runs named in it). Latency: batch 1, FP32 export of the demo model with each skip set "
-        f"({k['text_tokens']} text tokens; adapter values do not change the work), all sets timed in "
-        f"one interleaved run of {k['runs']} rounds. {_measured(k)}",
+        f"({k['variants']}, {k['variants_date']}). Latency: batch 1, FP32 export of the demo model "
+        f"with each skip set ({k['text_tokens']} text tokens; adapter values do not change the work), "
+        f"all sets timed in one interleaved run of {k['runs']} rounds. {_measured(k)}",
         "",
+    ]
+    runs = k.get("variants_runs") or {}
+    if len(runs) > 1:  # a sweep split over runs and merged with --reuse: each row's run, by its date
+        lines += ["The rows were measured by these runs (a row's `measured` date in the file names its "
+                  "run, no date the last one; one run with all the `--sweep` values measures them all):", "",
+                  *(f"- {date}: `{command}`" for date, command in sorted(runs.items())), ""]  # fmt: skip
+    lines += [
         "| k | DAS set | DAS accuracy | DAS MACs | DAS ms (p10–p90) | random sets | random accuracy "
         "| random MACs | random ms |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -112,9 +112,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     n_train = len(read_examples(train, check_images=False))
     reused: dict[str, dict[str, Any]] = {}
+    runs: dict[str, str] = {}  # date -> command of every run that measured a row taken over
     for path in args.reuse:  # the first file that measured a variant wins
-        for name, row in reusable_rows(path, settings, args).items():
+        earlier_rows, earlier_runs = reusable_rows(path, settings, args)
+        for name, row in earlier_rows.items():
             reused.setdefault(name, row)
+        runs.update(earlier_runs)
 
     def planned(skipped: list[int], plan: dict[str, Any]) -> bool:
         """Whether a finished variant's skip set is what ``plan`` asks for."""
@@ -158,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n_arms = len(manifests["das"]["architecture"]["arms"])
     rng = random.Random(args.seed)
     das_k = len(das["skipped"])
-    for r, skip_layers in enumerate(random_sets(rng, n_arms, das_k, args.random_sets)):
+    for r, skip_layers in enumerate(random_sets(rng, n_arms, das_k, args.random_sets, das["skipped"])):
         rows.append(variant(f"random-{r}", skip_layers=skip_layers))
     if not args.no_full_finetune:
         rows.insert(1, reused.get(FULL_FINETUNE) or full_finetune(config("full-ft")))
@@ -169,15 +172,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         draws = sweep_random_sets(args.seed, n_arms, k, args.sweep_random, das_k_row["skipped"])
         for r, skip_layers in enumerate(draws):
             rows.append(variant(f"random-k{k}-{r}", skip_layers=skip_layers))
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    command = " ".join(["python examples/benchmarks/variants.py", *sys.argv[1:]])
+    taken_over = {row["measured"] for row in rows if "measured" in row}
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python examples/benchmarks/variants.py", *sys.argv[1:]]),
+        "date": date, "command": command,
         "machine": {"cpu": cpu_name(), "cores": _cores(), "python": platform.python_version()},
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
         "k": das_k, "arms": n_arms, "rows": rows, "seed": args.seed,
-        "reused_from": [str(path) for path in args.reuse] or None, "das_accuracy": das["eval_accuracy"],
+        "reused_from": [str(path) for path in args.reuse] or None,
+        "runs": {**{d: c for d, c in runs.items() if d in taken_over}, date: command},
+        "das_accuracy": das["eval_accuracy"],
         "petl_only_accuracy": rows[[r["variant"] for r in rows].index("petl-only")]["eval_accuracy"],
         "das_precision": manifests["das"].get("precision"),
         "random_mean_accuracy": sum(randoms) / len(randoms) if randoms else None,
@@ -197,9 +204,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def reusable_rows(path: Path, settings: Any, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def reusable_rows(
+    path: Path, settings: Any, args: argparse.Namespace
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Rows of an earlier ``variants.json`` with the same settings, model and seed, by variant name
-    (``--reuse``): a sweep over k need not rebuild the variants an earlier run measured."""
+    (``--reuse``): a sweep over k need not rebuild the variants an earlier run measured. Also the
+    runs (date -> command) that measured them, so the merged file names every row's command."""
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
@@ -212,7 +222,8 @@ def reusable_rows(path: Path, settings: Any, args: argparse.Namespace) -> dict[s
     if wrong:
         raise SystemExit(f"--reuse {path} was measured with other settings: " + "; ".join(wrong))
     rows = [row for row in earlier["rows"] if row["variant"] != "das"]
-    return {row["variant"]: {**row, "measured": row.get("measured", earlier["date"])} for row in rows}
+    runs = {**earlier.get("runs", {}), earlier["date"]: earlier["command"]}  # files before "runs": own only
+    return {row["variant"]: {**row, "measured": row.get("measured", earlier["date"])} for row in rows}, runs
 
 
 def random_sets(
