@@ -464,20 +464,18 @@ def sweep_section(k: dict[str, Any]) -> list[str]:
                   "run, no date the last one; one run with all the `--sweep` values measures them all):", "",
                   *(f"- {date}: `{command}`" for date, command in sorted(runs.items())), ""]  # fmt: skip
     lines += [
-        "| k | DAS set | DAS accuracy | DAS MACs | DAS ms (p10–p90) | random sets | random accuracy "
-        "| random MACs | random ms |",
+        "| k | DAS set | DAS accuracy | DAS MACs | DAS ms (p10–p90) | random sets "
+        "| random accuracy, mean (range) | random MACs | random ms |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     by_set = {tuple(r["skipped"]): r for r in k["rows"]}
     for t in k["table"]:
         das = by_set[tuple(t["das_set"] or ())]["latency"]
-        randoms = [
-            r["skipped"]
-            for r in k["rows"]
-            if r["variant"].startswith("random") and len(r["skipped"]) == t["k"]
-        ]
+        randoms = [r for r in k["rows"] if r["variant"].startswith("random") and len(r["skipped"]) == t["k"]]
+        accuracies = sorted(r["eval_accuracy"] for r in randoms)
+        spread_cell = f" ({accuracies[0]:.2%}–{accuracies[-1]:.2%})" if len(accuracies) > 1 else ""
         random_cells = (
-            [" ".join(map(str, randoms)), _pct(t["random_eval_accuracy"]),
+            [" ".join(str(r["skipped"]) for r in randoms), _pct(t["random_eval_accuracy"]) + spread_cell,
              _pct(t["random_retained_macs_fraction"], 1), f"{t['random_latency_ms']:.2f}"]
             if t["k"] else ["—"] * 4
         )  # fmt: skip
