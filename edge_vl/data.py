@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_vl.bundle import write_text_atomic
 from edge_vl.errors import DataError
 
 FIELDS = ("image", "text", "label")
@@ -65,16 +66,18 @@ def read_examples(path: str | Path, *, check_images: bool = True, require_text: 
 
 
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
-    """Write examples as a JSONL manifest with image paths relative to the manifest when possible."""
+    """Write examples as a JSONL manifest with image paths relative to the manifest when possible
+    (atomically: a reader, e.g. another run sharing the directory, never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for ex in examples:
-            try:
-                image = str(ex.image.resolve().relative_to(path.parent.resolve()))
-            except ValueError:
-                image = str(ex.image)
-            f.write(json.dumps({"image": image, "text": ex.text, "label": ex.label}) + "\n")
+    lines = []
+    for ex in examples:
+        try:
+            image = str(ex.image.resolve().relative_to(path.parent.resolve()))
+        except ValueError:
+            image = str(ex.image)
+        lines.append(json.dumps({"image": image, "text": ex.text, "label": ex.label}) + "\n")
+    write_text_atomic(path, "".join(lines))
     return path
 
 
