@@ -70,10 +70,11 @@ def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
     (atomically: a reader, e.g. another run sharing the directory, never sees half a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent.resolve()
     lines = []
     for ex in examples:
         try:
-            image = str(ex.image.resolve().relative_to(path.parent.resolve()))
+            image = str(ex.image.resolve().relative_to(folder))
         except ValueError:
             image = str(ex.image)
         lines.append(json.dumps({"image": image, "text": ex.text, "label": ex.label}) + "\n")
