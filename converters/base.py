@@ -11,15 +11,17 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from edge_vl.architectures.base import ArchitectureFamily, InputSpec
+from edge_vl.architectures.base import ArchitectureFamily
 from edge_vl.architectures.quiet import quiet_transformers
+from edge_vl.bundle import TensorSpec
 from edge_vl.errors import ExportError
+from edge_vl.fileio import free_space
 from edge_vl.runtime.cpu import openvino_core
 
 #: FP32 parity tolerance between torch and OpenVINO logits: max absolute difference per unit of
@@ -32,8 +34,8 @@ _OV_TYPES = {"int64": "i64", "int32": "i32", "float32": "f32"}
 class ExportResult:
     xml: Path
     bin: Path
-    inputs: list[InputSpec]
-    outputs: list[dict[str, Any]]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
     parity_max_abs: float
     parity_samples: int
 
@@ -58,7 +60,7 @@ class Converter:
     output_name: ClassVar[str] = "logits"
 
     def export_module(
-        self, family: ArchitectureFamily, model: nn.Module, inputs: Sequence[InputSpec]
+        self, family: ArchitectureFamily, model: nn.Module, inputs: Sequence[TensorSpec]
     ) -> nn.Module:
         """A traceable module taking ``inputs`` positionally and returning the logits."""
         return PositionalInputs(family, model, [spec.name for spec in inputs])
@@ -67,7 +69,7 @@ class Converter:
         self,
         family: ArchitectureFamily,
         model: nn.Module,
-        inputs: Sequence[InputSpec],
+        inputs: Sequence[TensorSpec],
         sample: Mapping[str, torch.Tensor],
         out_dir: Path,
         *,
@@ -105,15 +107,10 @@ class Converter:
         for key, value in (versions or {}).items():
             ov_model.set_rt_info(str(value), ["edge_vl", key])
         xml = Path(out_dir) / f"{name}.xml"
-        ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+        save_model(ov_model, xml)
         max_abs = self.parity(module, xml, {s.name: sample[s.name] for s in inputs}, tolerance=tolerance)
-        outputs = [
-            {
-                "name": self.output_name,
-                "shape": [-1, int(ov_model.outputs[0].get_partial_shape()[1].get_length())],
-                "dtype": "float32",
-            }
-        ]
+        width = int(ov_model.outputs[0].get_partial_shape()[1].get_length())
+        outputs = [TensorSpec(self.output_name, (-1, width), "float32")]
         return ExportResult(
             xml=xml,
             bin=xml.with_suffix(".bin"),
@@ -144,3 +141,14 @@ class Converter:
                 f"(tolerance {tolerance:g} × logit scale {scale:.3g}) on {len(expected)} samples"
             )
         return max_abs
+
+
+def save_model(model, xml: Path, *, compress_to_fp16: bool = False) -> None:
+    """``ov.save_model`` that names the path and the free space when the disk is full (OpenVINO
+    itself says only ``basic_ios::clear: iostream error``)."""
+    import openvino as ov
+
+    try:
+        ov.save_model(model, str(xml), compress_to_fp16=compress_to_fp16)
+    except (RuntimeError, OSError) as e:
+        raise ExportError(f"could not write {xml} ({free_space(xml.parent)}): {e}") from e

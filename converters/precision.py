@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from converters.base import save_model
 from edge_vl.errors import ExportError
 from edge_vl.runtime.cpu import openvino_core
 
@@ -48,10 +49,9 @@ class Candidate:
 
 def compress_fp16(xml: Path, out_dir: Path, *, name: str = "model-fp16") -> Path:
     """The same graph with FP16 weights (decompressed to f32 at load time on CPUs)."""
-    import openvino as ov
 
     target = out_dir / f"{name}.xml"
-    ov.save_model(openvino_core().read_model(str(xml)), str(target), compress_to_fp16=True)
+    save_model(openvino_core().read_model(str(xml)), target, compress_to_fp16=True)
     return target
 
 
@@ -66,7 +66,6 @@ def quantize_int8(
 ) -> Path:
     """NNCF INT8 post-training quantization calibrated on ``calibration`` (batch-1 feeds)."""
     import nncf
-    import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
     feeds = list(calibration)
@@ -85,7 +84,7 @@ def quantize_int8(
     except Exception as e:  # NNCF raises several unrelated types
         raise ExportError(f"NNCF INT8 quantization failed: {e}") from e
     target = out_dir / f"{name}.xml"
-    ov.save_model(quantized, str(target), compress_to_fp16=False)
+    save_model(quantized, target)
     return target
 
 

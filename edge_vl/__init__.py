@@ -8,7 +8,9 @@ lives in :mod:`edge_vl.build` and is imported only when used.
 from edge_vl._version import __version__ as __version__
 from edge_vl.bundle import Bundle as Bundle
 from edge_vl.bundle import read_bundle as read_bundle
+from edge_vl.errors import BuildError as BuildError
 from edge_vl.errors import BundleError as BundleError
+from edge_vl.errors import ClosedError as ClosedError
 from edge_vl.errors import CPUError as CPUError
 from edge_vl.errors import DataError as DataError
 from edge_vl.errors import EdgeVLError as EdgeVLError
@@ -17,5 +19,6 @@ from edge_vl.errors import IncompatibleBundleError as IncompatibleBundleError
 from edge_vl.errors import InputError as InputError
 from edge_vl.errors import MissingExtraError as MissingExtraError
 from edge_vl.errors import ModelError as ModelError
+from edge_vl.errors import OutputError as OutputError
 from edge_vl.runtime import Prediction as Prediction
 from edge_vl.runtime import Predictor as Predictor

@@ -46,11 +46,11 @@ def benchmark(
         times.append((time.perf_counter() - t0) * 1e3)
     lat = np.asarray(times)
 
-    speed = throughput(predictor.model_path, feed, threads=threads, duration=duration / 2)
+    speed = throughput(predictor.model, feed, threads=threads, duration=duration / 2)
     executed = predictor.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
     return {
         "bundle": str(bundle),
-        "precision": predictor.bundle.manifest["model"].get("precision", "fp32"),
+        "precision": predictor.bundle.manifest.model.precision,
         "executed_precision": executed,
         "batch": batch,
         "threads": threads,
@@ -75,16 +75,17 @@ def benchmark(
 
 
 def throughput(
-    xml: str | Path, feed: dict[str, np.ndarray], *, threads: int | None = None, duration: float = 5.0
+    model, feed: dict[str, np.ndarray], *, threads: int | None = None, duration: float = 5.0
 ) -> dict[str, Any]:
-    """Inferences per second of an IR with an ``AsyncInferQueue`` of OpenVINO's optimal size
-    (THROUGHPUT hint, f32 inference), one warm-up per request."""
+    """Inferences per second of an IR path or ``ov.Model`` with an ``AsyncInferQueue`` of
+    OpenVINO's optimal size (THROUGHPUT hint, f32 inference), one warm-up per request."""
     import openvino as ov
 
     from edge_vl.runtime.predictor import compile_config
 
     config = compile_config("throughput", threads)
-    compiled = openvino_core().compile_model(str(xml), "CPU", config)
+    source = str(model) if isinstance(model, (str, Path)) else model
+    compiled = openvino_core().compile_model(source, "CPU", config)
     queue = ov.AsyncInferQueue(compiled, 0)
     requests = len(queue)
     for _ in range(requests):  # warm-up, one per request

@@ -36,17 +36,22 @@ from typing import Any
 
 from edge_vl._version import __version__
 from edge_vl.adapters import AdapterConfig
-from edge_vl.bundle import MANIFEST_NAME, finalize_manifest, staged_bundle, write_json_atomic
-from edge_vl.data import Example, label_set, read_examples
-from edge_vl.errors import BundleError, DataError, MissingExtraError
+from edge_vl.bundle import MANIFEST_NAME, Preprocessing, finalize_manifest
+from edge_vl.data import Example, data_fingerprint, data_warnings, label_set, read_examples
+from edge_vl.errors import BuildError, BundleError, DataError, MissingExtraError
+from edge_vl.fileio import disk_full, free_space, write_json_atomic
 from edge_vl.finetune import TrainConfig
 from edge_vl.losses import score_kind
+from edge_vl.output import OutputLock, check_output, staged_bundle
 from edge_vl.report import REPORT_HTML, write_report
 from edge_vl.runtime.profiles import loadable_profiles
 from edge_vl.runtime.tokenize import TEXT_INPUTS
+from edge_vl.schema import to_json
 from edge_vl.search import SearchConfig
 
 WORK_STATE = "build.json"
+#: the smallest search: rows it holds out to score candidates, and rows it trains on
+MIN_SEARCH_HELD_OUT, MIN_SEARCH_TRAIN = 2, 8
 #: models users can name instead of giving a directory (checkpoints shipped inside edge-vl)
 NAMED_MODELS = {"edge-vl-mini": Path(__file__).parent / "mini" / "checkpoint"}
 
@@ -124,6 +129,8 @@ class BuildConfig:
     prompts: dict[str, str] | None = None
     #: the same from a template for every training label, e.g. ``"a photo of a {}"``
     prompt_template: str | None = None
+    #: private key (``edge-vl keygen``) to sign the bundle with (:mod:`edge_vl.signing`)
+    sign_key: Path | None = None
 
     def label_prompts(self, labels: Sequence[str]) -> dict[str, str] | None:
         """The prompt per label (``prompts`` entries win over ``prompt_template``), or None."""
@@ -176,7 +183,11 @@ class Prepared:
 
     family: Any
     labels: list[str]
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
+    #: the static input shapes the exported graph is built for
+    shape: Any  # InputShape
+    #: what the data check found worth a look (printed, and recorded in the manifest and report)
+    warnings: list[str]
     train_data: Any  # EncodedData
     eval_data: Any
     n_train: int
@@ -196,45 +207,57 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
     started = time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read once when huggingface_hub is imported
     _require_build_extra()
-    if Path(config.out).exists() and not config.overwrite:
-        raise BundleError(f"output {config.out} already exists; choose another --out or pass --overwrite")
+    if config.sign_key is not None:
+        from edge_vl.signing import load_private_key
+
+        load_private_key(config.sign_key)  # a wrong key fails now, not after the training
+    check_output(config.out, {}, overwrite=config.overwrite)  # fail fast; inputs are checked below
     data = read_data(config)  # fails on bad data before anything is written
-    work = WorkDir.open(config, echo)
-    with stop_on_signals() as should_stop:
-        prep = prepare(config, data, work.path, echo)
-        plan = work.state.get("plan") or skip_plan(config, prep, work.path, should_stop, echo)
-        work.update(plan=plan)
-        model, report = finetune_stage(config, prep, plan["skipped"], work.path, should_stop, echo)
-        result = export_stage(config, prep, model, plan, report, started, echo)
-    work.remove()
+    with OutputLock(config.out):  # one build per --out; cleans up after killed ones
+        check_output(config.out, build_inputs(config, data), overwrite=config.overwrite)
+        for warning in data.warnings:
+            echo(f"warning: {warning}")
+        work = WorkDir.open(config, data, echo)
+        try:
+            with stop_on_signals() as should_stop:
+                prep = prepare(config, data, work.path, echo)
+                plan = work.state.get("plan") or skip_plan(config, prep, work.path, should_stop, echo)
+                work.update(plan=plan)
+                model, report = finetune_stage(config, prep, plan["skipped"], work.path, should_stop, echo)
+                result = export_stage(config, prep, model, plan, report, started, echo)
+        except (OSError, RuntimeError) as e:  # torch and OpenVINO report a full disk as RuntimeError
+            if disk_full(e, work.path):
+                raise BuildError(
+                    f"the disk is full while building {config.out} ({free_space(work.path)}; {e}); free "
+                    f"some space and rerun the same command: {work.path} keeps the progress"
+                ) from e
+            raise
+        work.remove()
     return result
 
 
 # -- stages -----------------------------------------------------------------------------------
-def prepare(
-    config: BuildConfig,
-    data: tuple[list[Example], list[Example], list[str]],
-    work: Path,
-    echo: Callable[[str], None],
-) -> Prepared:
+def prepare(config: BuildConfig, data: TrainingData, work: Path, echo: Callable[[str], None]) -> Prepared:
     """Load the checkpoint, save its tokenizer into ``work``, preprocess the examples (from
     :func:`read_data`). The returned ``model`` has fresh adapters and is ready for the search."""
     from edge_vl.architectures import family_for_checkpoint
+    from edge_vl.architectures.base import InputShape
     from edge_vl.architectures.quiet import quiet_transformers
     from edge_vl.encoded import encode_examples
     from edge_vl.runtime.tokenize import TextEncoder
 
-    train_examples, eval_examples, labels = data
+    train_examples, eval_examples, labels = data.train, data.evals, data.labels
     echo(f"data: {len(train_examples)} training and {len(eval_examples)} eval rows, {len(labels)} labels")
     family = family_for_checkpoint(config.model_dir)
     model = load_adapted(family, config, labels)
-    preprocessing = family.preprocessing(Path(config.model_dir), model)
-    encoder = tokenizer_file = None
-    if "text" in preprocessing:  # image-only models (a prompt head) take no text
+    text_length = family.text_length(model)
+    text = encoder = tokenizer_file = None
+    if text_length is not None:  # image-only models (a prompt head) take no text
         with quiet_transformers():
-            text = family.save_tokenizer(Path(config.model_dir), work, preprocessing["text"]["max_length"])
-        preprocessing["text"] = text
-        encoder, tokenizer_file = TextEncoder.from_spec(work, text), work / text["tokenizer"]
+            text = family.save_tokenizer(Path(config.model_dir), work, text_length)
+        encoder, tokenizer_file = TextEncoder.from_spec(work, text), work / text.tokenizer
+    preprocessing = Preprocessing(image=family.image_spec(Path(config.model_dir), model), text=text)
+    shape = InputShape.of(preprocessing)
     echo(f"model: {family.name} from {config.model_dir}, {len(family.arms(model))} arms")
     calibration = None
     if config.precision in ("int8", "auto"):
@@ -243,23 +266,25 @@ def prepare(
         rows = random.Random(config.train.seed).sample(
             train_examples, min(config.calibration_size, len(train_examples))
         )
-        calibration = encode_examples(rows, preprocessing, encoder, labels)
+        calibration = encode_examples(rows, preprocessing.image, encoder, labels)
     return Prepared(
         calibration_data=calibration,
         target_scale=target_scale(config.target_profile, echo) if config.target_profile else None,
         family=family,
         labels=labels,
         preprocessing=preprocessing,
+        shape=shape,
+        warnings=data.warnings,
         train_data=family.cache_frozen_features(
-            model, encode_examples(train_examples, preprocessing, encoder, labels)
+            model, encode_examples(train_examples, preprocessing.image, encoder, labels)
         ),
         eval_data=family.cache_frozen_features(
-            model, encode_examples(eval_examples, preprocessing, encoder, labels), keep_pixels=True
+            model, encode_examples(eval_examples, preprocessing.image, encoder, labels), keep_pixels=True
         ),
         n_train=len(train_examples),
         n_eval=len(eval_examples),
         arm_names=family.arm_names(model),
-        costs=family.arm_costs(model, preprocessing),
+        costs=family.arm_costs(model, shape),
         tokenizer_file=tokenizer_file,
         model=model,
     )
@@ -329,8 +354,15 @@ def search_split(config: BuildConfig, prep: Prepared):
     import torch
 
     n = prep.n_train
+    n_val = max(MIN_SEARCH_HELD_OUT, round(n * config.search_holdout))
+    if n - n_val < MIN_SEARCH_TRAIN:
+        raise DataError(
+            f"the DAS search needs at least {MIN_SEARCH_HELD_OUT + MIN_SEARCH_TRAIN} training rows "
+            f"({MIN_SEARCH_HELD_OUT} are held out to score its candidates); got {n}. Give more rows, or "
+            "skip layers without a search: --skip-layers I,J (or '' for none)",
+            path=str(config.train_data),
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed))
-    n_val = max(1, round(n * config.search_holdout))
     rows = order[n_val:] if config.search.max_rows is None else order[n_val : n_val + config.search.max_rows]
     return prep.train_data.subset(rows), prep.train_data.subset(order[:n_val])
 
@@ -396,7 +428,7 @@ def export_stage(
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
         if prep.tokenizer_file is not None:
             shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
-        inputs = family.input_specs(model, prep.preprocessing)
+        inputs = family.input_specs(model, prep.shape)
         sample = prep.eval_data.batch(slice(0, config.parity_samples))
         exported = converter_for(family.name).export(
             family, model, inputs, sample, staging, versions=versions
@@ -443,15 +475,13 @@ def export_stage(
                 "xml": exported.xml.name,
                 "bin": exported.bin.name,
                 "precision": precision["chosen"] if precision else "fp32",
-                "inputs": [spec.to_dict() for spec in exported.inputs],
+                "inputs": exported.inputs,
                 "outputs": exported.outputs,
                 **({"text_buckets": buckets} if buckets else {}),
             },
             "preprocessing": prep.preprocessing,
-            "head": {
-                **family.head(model, score_kind(config.train.loss)).to_dict(),
-                **({"prompts": prompts} if (prompts := config.label_prompts(prep.labels)) else {}),
-            },
+            "head": family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
+            "data": {"warnings": prep.warnings},
             "metrics": {
                 "eval_accuracy": eval_accuracy,
                 "eval_examples": prep.n_eval,
@@ -482,17 +512,32 @@ def export_stage(
                 "seconds": round(time.perf_counter() - started, 1),
             },
         }
+        manifest = to_json(manifest)
         write_report(staging, manifest, config.report_variants)
         manifest = finalize_manifest(staging, manifest)
+        if config.sign_key is not None:
+            from edge_vl.signing import sign_bundle
+
+            echo(f"bundle: signed with key {sign_bundle(staging, config.sign_key)}")
     echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest['files'])} files)")
     echo(f"report: {Path(config.out) / REPORT_HTML}")
     return BuildResult(bundle=Path(config.out), manifest=manifest, model=model, family=family)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def read_data(config: BuildConfig) -> tuple[list[Example], list[Example], list[str]]:
+@dataclass(frozen=True)
+class TrainingData:
+    """Checked training and eval rows, the label set (the head's class order), and warnings."""
+
+    train: list[Example]
+    evals: list[Example]
+    labels: list[str]
+    warnings: list[str]
+
+
+def read_data(config: BuildConfig) -> TrainingData:
     """Validate both manifests; eval labels must occur in training (or, with label prompts, have
-    a prompt; every training label then needs one)."""
+    a prompt; every training label then needs one); at least two classes."""
     prompt_head = config.prompts is not None or config.prompt_template is not None
     train_examples = read_examples(config.train_data, require_text=not prompt_head)
     eval_examples = read_examples(config.eval_data, require_text=not prompt_head)
@@ -503,12 +548,27 @@ def read_data(config: BuildConfig) -> tuple[list[Example], list[Example], list[s
         if missing:
             raise DataError(f"training label(s) {missing} have no prompt in the label prompts")
         labels = sorted(prompts)
+    if len(labels) < 2:
+        raise DataError(f"every training row has the label {labels[0]!r}; a classifier needs at least two "
+                        "classes", path=str(config.train_data))  # fmt: skip
     known = set(labels)
     where = "the training data or the label prompts" if prompt_head else "the training data"
     for ex in eval_examples:
         if ex.label not in known:
             raise DataError(f"label {ex.label!r} does not occur in {where}", path=ex.manifest, line=ex.line)
-    return train_examples, eval_examples, labels
+    return TrainingData(train_examples, eval_examples, labels, data_warnings(train_examples, eval_examples))
+
+
+def build_inputs(config: BuildConfig, data: TrainingData) -> dict[str, list[Path]]:
+    """Every path the build reads, by role: what ``--out`` must never be or contain."""
+    images = {ex.image for ex in [*data.train, *data.evals]}
+    inputs = {
+        "the training data": [Path(config.train_data)],
+        "the eval data": [Path(config.eval_data)],
+        "images of the data": sorted(images),
+        "the model": [Path(config.model_dir)],
+    }
+    return inputs
 
 
 def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
@@ -547,7 +607,7 @@ def export_text_buckets(
     if precision not in ("fp32", "fp16"):
         raise ValueError(f"text buckets are exported in fp32 or fp16 only, not {precision}")
 
-    full = prep.preprocessing["text"]["max_length"]
+    full = prep.shape.text_length
     lengths = sorted({int(b) for b in config.text_buckets if int(b) < full})
     entries = []
     for length in lengths:
@@ -696,7 +756,7 @@ def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[s
 
     family = prep.family
     model = load_adapted(family, config, prep.labels)
-    inputs = family.input_specs(model, prep.preprocessing)
+    inputs = family.input_specs(model, prep.shape)
     sample = prep.eval_data.batch(slice(0, 2))
     kept, skipped = (
         latency_with_skipped(family, model, inputs, sample, arms)
@@ -717,11 +777,11 @@ class WorkDir:
         self.path, self.state = path, state
 
     @classmethod
-    def open(cls, config: BuildConfig, echo: Callable[[str], None]) -> WorkDir:
+    def open(cls, config: BuildConfig, data: TrainingData, echo: Callable[[str], None]) -> WorkDir:
         """Resume the unfinished build of ``config.out`` (same fingerprint) or start a new one."""
         out = Path(config.out)
         path = out.parent / f".{out.name}.work"
-        fingerprint = _fingerprint(config)
+        fingerprint = _fingerprint(config, data)
         state_file = path / WORK_STATE
         if path.exists() and config.restart:
             shutil.rmtree(path)
@@ -769,16 +829,17 @@ def stop_on_signals() -> Iterator[Callable[[], bool]]:
             signal.signal(s, h)
 
 
-def _fingerprint(config: BuildConfig) -> str:
-    """What a resumed build must share with the one that started: model, data and settings."""
+def _fingerprint(config: BuildConfig, data: TrainingData) -> str:
+    """What a resumed build must share with the one that started: model, data (rows and image
+    bytes) and settings."""
     h = hashlib.sha256()
     model_dir = Path(config.model_dir)
     h.update((model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b"")
     for p in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
         h.update(f"{p.name}:{p.stat().st_size}".encode())
-    for data in (config.train_data, config.eval_data):
-        h.update(Path(data).read_bytes())
-    unrelated = ("out", "overwrite", "restart", "progress", "measure_latency", "report_variants")
+    for rows in (data.train, data.evals):
+        h.update(data_fingerprint(rows).encode())
+    unrelated = ("out", "overwrite", "restart", "progress", "measure_latency", "report_variants", "sign_key")
     settings = {k: v for k, v in asdict(config).items() if k not in unrelated}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()

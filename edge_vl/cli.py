@@ -253,6 +253,7 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
             ),
             text_buckets=params.get("text_buckets") or (),
             max_accuracy_drop=params.get("max_accuracy_drop", 0.01),
+            sign_key=params.get("sign_key"),
             progress=not params["quiet"],
         )
     except ValueError as e:
@@ -271,7 +272,18 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
 )
 @plan_options
 @train_options
-@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out (atomically).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the bundle at --out (atomically; only a directory holding an edge-vl bundle is replaced).",
+)
+@click.option(
+    "--sign-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Sign the bundle with this private key (`edge-vl keygen`); devices holding the public key "
+    "can refuse unsigned or altered bundles.",
+)
 @click.option(
     "--restart", is_flag=True, help="Discard an unfinished build's checkpoints instead of resuming."
 )
@@ -371,6 +383,8 @@ def search(out, **params) -> None:
     from edge_vl.build import prepare, read_data, skip_plan, stop_on_signals
 
     config = _build_config(params, Path(tempfile.gettempdir()) / "edge-vl-search")
+    if out is not None and out.resolve() in (config.train_data.resolve(), config.eval_data.resolve()):
+        raise click.BadParameter(f"{out} is an input of the search; name another file", param_hint="--out")
     with tempfile.TemporaryDirectory(prefix="edge-vl-search-") as work, stop_on_signals() as should_stop:
         prep = prepare(config, read_data(config), Path(work), click.echo)
         plan = skip_plan(config, prep, Path(work), should_stop, click.echo)
@@ -383,10 +397,20 @@ def search(out, **params) -> None:
             mark = "  skip" if i in plan["skipped"] else ""
             click.echo(f"{i:>3}  {result['gates'][i]:+.5f}  {prep.arm_names[i]}{mark}")
     if out is not None:
-        from edge_vl.bundle import write_json_atomic
+        from edge_vl.fileio import write_json_atomic
 
         write_json_atomic(out, {"arms": prep.arm_names, **plan})
         click.echo(f"saved: {out}")
+
+
+trusted_key_option = click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Accept the bundle only if it is signed by this Ed25519 public key (repeatable; default: "
+    "the keys in EDGE_VL_TRUSTED_KEYS, if set).",
+)
 
 
 @cli.command()
@@ -398,11 +422,13 @@ def search(out, **params) -> None:
 @click.option(
     "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Scores to list (text output)."
 )
-def predict(bundle, image, text, as_json, threads, top) -> None:
+@trusted_key_option
+def predict(bundle, image, text, as_json, threads, top, trusted_keys) -> None:
     """Answer TEXT about IMAGE with BUNDLE (runs on OpenVINO, no torch needed)."""
     from edge_vl.runtime.predictor import Predictor
 
-    prediction = Predictor(bundle, threads=threads).predict(image, text)
+    keys = list(trusted_keys) or None
+    prediction = Predictor(bundle, threads=threads, trusted_keys=keys).predict(image, text)
     if as_json:
         click.echo(json.dumps(prediction.to_dict(), indent=2))
         return
@@ -414,37 +440,73 @@ def predict(bundle, image, text, as_json, threads, top) -> None:
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
-def info(bundle, as_json) -> None:
+@trusted_key_option
+def info(bundle, as_json, trusted_keys) -> None:
     """Describe BUNDLE (verifying every file's hash) and this host's CPU."""
     from edge_vl.bundle import read_bundle
     from edge_vl.runtime.cpu import cpu_flags, cpu_name
     from edge_vl.runtime.profiles import active_profile, installed_openvino
 
-    b = read_bundle(bundle)
+    b = read_bundle(bundle, trusted_keys=list(trusted_keys) or None)
     m = b.manifest
     host = {"cpu": cpu_name(), "flags": cpu_flags(), "runtime_profile": active_profile().name,
             "openvino": installed_openvino()}  # fmt: skip
     if as_json:
-        click.echo(json.dumps({"manifest": m, "host": host}, indent=2))
+        click.echo(json.dumps({"manifest": b.data, "host": host, "signed_by": b.signed_by}, indent=2))
         return
-    arch, model, metrics = m["architecture"], m["model"], m.get("metrics", {})
-    click.echo(
-        f"bundle        {b.path}  (format {m['format_version']}, edge-vl {m.get('edge_vl_version', '?')})"
-    )
-    click.echo(f"architecture  {arch['family']} ({arch.get('model_type')}), {len(arch['arms'])} arms")
-    click.echo(f"skipped       {arch['skipped'] or 'none'}  kept {arch['kept']}")
-    click.echo(f"precision     {model.get('precision')}")
-    click.echo("inputs        " + ", ".join(f"{i['name']}{i['shape']}:{i['dtype']}" for i in model["inputs"]))
-    click.echo(
-        f"labels        {len(m['head']['labels'])} ({m['head']['kind']}): {', '.join(m['head']['labels'])}"
-    )
-    for key, value in metrics.items():
+    arch, model = m.architecture, m.model
+    click.echo(f"bundle        {b.path}  (format {m.format_version}, edge-vl {m.edge_vl_version})")
+    click.echo(f"signed by     {b.signed_by or 'not checked (no trusted keys given)'}")
+    click.echo(f"architecture  {arch.family} ({arch.model_type}), {len(arch.arms)} arms")
+    click.echo(f"skipped       {list(arch.skipped) or 'none'}  kept {list(arch.kept)}")
+    click.echo(f"precision     {model.precision}")
+    click.echo("inputs        " + ", ".join(f"{i.name}{list(i.shape)}:{i.dtype}" for i in model.inputs))
+    click.echo(f"labels        {len(m.labels)} ({m.head.kind}): {', '.join(m.labels)}")
+    for key, value in m.metrics.items():
         click.echo(f"metric        {key} = {value}")
-    runtimes = m.get("runtime", {}).get("profiles")
-    click.echo(f"runtimes      {', '.join(runtimes) if runtimes else 'not recorded (older bundle)'}")
+    click.echo(f"runtimes      {', '.join(m.runtime.profiles)}")
     click.echo(f"host cpu      {host['cpu']}")
     click.echo("host flags    " + " ".join(f"{k}{'+' if v else '-'}" for k, v in host["flags"].items()))
     click.echo(f"host runtime  {host['runtime_profile']} (OpenVINO {host['openvino']})")
+
+
+@cli.command()
+@click.option(
+    "--out",
+    "private_key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Private key file to create (PEM, readable by you only); the public key goes next to it "
+    "with '.pub' appended.",
+)
+def keygen(private_key) -> None:
+    """Make an Ed25519 key pair for signing bundles (keep the private key on the build machine,
+    copy the .pub file to devices)."""
+    from edge_vl.signing import generate_key
+
+    public = private_key.with_name(private_key.name + ".pub")
+    try:
+        kid = generate_key(private_key, public)
+    except FileExistsError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(f"private key  {private_key}\npublic key   {public}\nkey id       {kid}")
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option(
+    "--key",
+    "private_key",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Private key from `edge-vl keygen`.",
+)
+def sign(bundle, private_key) -> None:
+    """Sign BUNDLE (after checking every file's hash): devices given the public key accept it."""
+    from edge_vl.signing import sign_bundle
+
+    kid = sign_bundle(bundle, private_key)
+    click.echo(f"signed {bundle} with key {kid}")
 
 
 @cli.command()
@@ -496,7 +558,7 @@ def bench(bundle, threads, batch, duration, as_json, profile, compare, runs, mod
         report["compare"] = compare_with_torch(bundle, runs=runs, threads=threads, source=model_dir)
     if profile is not None:
         from edge_vl.bench import target_profile
-        from edge_vl.bundle import write_json_atomic
+        from edge_vl.fileio import write_json_atomic
 
         report = target_profile(report, threads=threads)
         write_json_atomic(profile, report)

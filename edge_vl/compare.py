@@ -36,18 +36,19 @@ def compare_with_torch(
     except ImportError:
         raise MissingExtraError("bench --compare torch", extra="build") from None
     from converters import temporary_export
+    from edge_vl.architectures.base import InputShape
     from edge_vl.runtime.predictor import Predictor
 
     predictor = Predictor(bundle, threads=threads, warmup=True)
     manifest = predictor.bundle.manifest
-    arch = manifest["architecture"]
+    arch = manifest.architecture
     if threads:
         torch.set_num_threads(threads)
     family, model = rebuild_torch_model(predictor.bundle, source)
 
     feed = predictor.dummy_inputs(1)
     torch_feed = {name: torch.from_numpy(array) for name, array in feed.items()}
-    inputs = family.input_specs(model, manifest["preprocessing"])
+    inputs = family.input_specs(model, InputShape.of(manifest.preprocessing))
     sample = {name: torch.from_numpy(array) for name, array in predictor.dummy_inputs(2).items()}
 
     def torch_call(skipped: list[int]) -> Callable[[], Any]:
@@ -68,7 +69,7 @@ def compare_with_torch(
         contenders: dict[str, Callable[[], Any]] = {
             "openvino_retained": lambda: predictor.run(feed),
             "openvino_full": lambda request=full_request: request.infer(feed),
-            "torch_retained": torch_call(list(arch["skipped"])),
+            "torch_retained": torch_call(list(arch.skipped)),
             "torch_full": torch_call([]),
         }
         times = interleaved(contenders, runs)
@@ -81,7 +82,7 @@ def compare_with_torch(
         "bundle": str(bundle),
         "runs": runs,
         "threads": threads,
-        "skipped": list(arch["skipped"]),
+        "skipped": list(arch.skipped),
         "latency_ms": {name: spread(t) for name, t in times.items()},
         "speedup_of_bundle": {name: ms / bundle_ms for name, ms in medians.items() if name != ours},
         "note": "torch models carry fresh adapters (same work, other outputs); batch 1",
@@ -101,21 +102,21 @@ def rebuild_torch_model(bundle: Bundle, source: str | Path | None = None) -> tup
     from edge_vl.build import resolve_model_dir
 
     manifest = bundle.manifest
-    arch = manifest["architecture"]
-    given = source if source is not None else arch["source"]
+    arch = manifest.architecture
+    given = source if source is not None else arch.source
     directory = resolve_model_dir(given)
     if not (directory / "config.json").is_file():
-        where = "--model" if given is not arch["source"] else "manifest field architecture.source"
+        where = "--model" if source is not None else "manifest field architecture.source"
         raise ModelError(
             f"{bundle.path}: timing torch models rebuilds them from the bundle's source "
             f"checkpoint; {where} = {str(given)!r} is not a model directory here (pass --model with "
             "the checkpoint)"
         )
-    family = family_for(arch["model_type"])
+    family = family_for(arch.model_type)
     torch.manual_seed(0)
     with quiet_transformers():
         model = family.load(directory, bundle.labels)
-    family.insert_adapters(model, AdapterConfig(**manifest["training"]["adapters"]))
+    family.insert_adapters(model, AdapterConfig(**manifest.training["adapters"]))
     family.freeze(model)
     model.eval()
     return family, model

@@ -2,19 +2,23 @@
 
 Every row is checked before any work starts, so a bad row stops a build at once with a message
 that names the file, the line and the field. Relative image paths are resolved against the
-manifest's own directory.
+manifest's own directory. Files may start with a UTF-8 byte-order mark (Excel's "CSV UTF-8").
+While checking, each image's bytes are hashed once (``Example.image_sha256``): a resumed build
+compares them, so images rewritten under the same names are noticed.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_vl.bundle import write_text_atomic
 from edge_vl.errors import DataError
+from edge_vl.fileio import write_text_atomic
 
 FIELDS = ("image", "text", "label")
 #: what a row needs for an image-only model (a CLIP prompt head)
@@ -35,6 +39,8 @@ class Example:
     label: str
     manifest: str = ""
     line: int = 0
+    #: sha256 of the image file's bytes, when the manifest was read with ``check_images``
+    image_sha256: str = ""
 
 
 def read_examples(path: str | Path, *, check_images: bool = True, require_text: bool = True) -> list[Example]:
@@ -58,7 +64,7 @@ def read_examples(path: str | Path, *, check_images: bool = True, require_text: 
         rows = _csv_rows(path, require_text)
     else:
         raise DataError(f"unsupported manifest type {suffix!r}; expected .jsonl or .csv", path=str(path))
-    checked: set[Path] | None = set() if check_images else None  # decode each distinct image once
+    checked: dict[Path, str] | None = {} if check_images else None  # decode each distinct image once
     examples = [_to_example(row, path, line, checked, require_text) for line, row in rows]
     if not examples:
         raise DataError("manifest has no rows", path=str(path))
@@ -88,7 +94,7 @@ def label_set(examples: Sequence[Example]) -> list[str]:
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
-    with path.open("r", encoding="utf-8") as f:
+    with path.open("r", encoding="utf-8-sig") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -101,7 +107,7 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
 
 
 def _csv_rows(path: Path, require_text: bool = True) -> Iterable[tuple[int, object]]:
-    with path.open("r", encoding="utf-8", newline="") as f:
+    with path.open("r", encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         needed = required_fields(require_text)
         missing = [c for c in needed if c not in (reader.fieldnames or [])]
@@ -114,9 +120,10 @@ def _csv_rows(path: Path, require_text: bool = True) -> Iterable[tuple[int, obje
 
 
 def _to_example(
-    row: object, path: Path, line: int, checked: set[Path] | None, require_text: bool = True
+    row: object, path: Path, line: int, checked: dict[Path, str] | None, require_text: bool = True
 ) -> Example:
-    """One validated row; its image is decoded unless ``checked`` is None or already holds it."""
+    """One validated row; its image is decoded and hashed unless ``checked`` (image → sha256) is
+    None or already holds it."""
 
     def fail(msg: str) -> DataError:
         return DataError(msg, path=str(path), line=line)
@@ -134,21 +141,65 @@ def _to_example(
     image = Path(row["image"]).expanduser()
     if not image.is_absolute():
         image = path.parent / image
-    if checked is not None and image not in checked:
-        _check_image(image, fail)
-        checked.add(image)
+    digest = ""
+    if checked is not None:
+        if image not in checked:
+            checked[image] = _check_image(image, fail)
+        digest = checked[image]
     text = row["text"] if require_text else ""
-    return Example(image=image, text=text, label=row["label"], manifest=str(path), line=line)
+    return Example(image=image, text=text, label=row["label"], manifest=str(path), line=line,
+                   image_sha256=digest)  # fmt: skip
 
 
-def _check_image(image: Path, fail) -> None:
+def _check_image(image: Path, fail) -> str:
+    """Decode ``image`` as the device would (same decoder, formats, limits); its sha256."""
     from edge_vl.errors import InputError
     from edge_vl.runtime.preprocess import load_image
 
     try:
-        load_image(image)  # the same decoder, limits and checks as the device
+        if image.is_file():
+            data = image.read_bytes()
+            load_image(data, name=str(image))
+            return hashlib.sha256(data).hexdigest()
+        load_image(image)  # raises the message for a missing file or a directory
     except InputError as e:
         raise fail(f"field 'image': {e}") from e
+    except OSError as e:
+        raise fail(f"field 'image': cannot read {image} ({e.strerror})") from e
+    raise AssertionError("unreachable")
+
+
+def data_warnings(train: Sequence[Example], evals: Sequence[Example]) -> list[str]:
+    """What deserves a look before training: labels that differ only by case or spaces, duplicate
+    training rows, eval rows that also occur in training (same image bytes and text)."""
+    warnings = []
+    variants: dict[str, set[str]] = defaultdict(set)
+    for ex in [*train, *evals]:
+        variants[" ".join(ex.label.split()).casefold()].add(ex.label)
+    for group in sorted(sorted(v) for v in variants.values() if len(v) > 1):
+        warnings.append(f"labels {', '.join(map(repr, group))} differ only in case or spaces; they are "
+                        f"{len(group)} different classes — fix the data if they mean the same")  # fmt: skip
+
+    def key(ex: Example) -> tuple[str, str]:
+        return (ex.image_sha256 or str(ex.image.resolve()), ex.text)
+
+    counts = Counter(key(ex) for ex in train)
+    duplicates = sum(n - 1 for n in counts.values() if n > 1)
+    if duplicates:
+        warnings.append(f"{duplicates} training rows repeat another row's image and text")
+    overlap = sum(1 for ex in evals if key(ex) in counts)
+    if overlap:
+        warnings.append(f"{overlap} of {len(evals)} eval rows also occur in the training data (same image "
+                        "and text): the eval accuracy overstates what unseen inputs get")  # fmt: skip
+    return warnings
+
+
+def data_fingerprint(examples: Sequence[Example]) -> str:
+    """sha256 over the rows and the bytes of their images (via ``image_sha256``)."""
+    h = hashlib.sha256()
+    for ex in examples:
+        h.update(json.dumps([ex.image_sha256 or str(ex.image), ex.text, ex.label]).encode())
+    return h.hexdigest()
 
 
 def read_label_prompts(path: str | Path) -> dict[str, str]:

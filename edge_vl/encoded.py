@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from edge_vl.bundle import ImageSpec
 from edge_vl.data import Example
 from edge_vl.errors import DataError
 from edge_vl.runtime.preprocess import preprocess_image
@@ -63,7 +63,7 @@ class EncodedData:
 
 def encode_examples(
     examples: Sequence[Example],
-    preprocessing: dict[str, Any],
+    image: ImageSpec,
     text_encoder: TextEncoder | None,
     labels: Sequence[str],
 ) -> EncodedData:
@@ -79,7 +79,7 @@ def encode_examples(
     unique: dict[Path, int] = {}
     for ex in examples:
         unique.setdefault(ex.image.resolve(), len(unique))
-    pixels = torch.stack([torch.from_numpy(preprocess_image(p, preprocessing["image"])) for p in unique])
+    pixels = torch.stack([torch.from_numpy(preprocess_image(p, image)) for p in unique])
     rows = {
         "labels": torch.tensor([index[ex.label] for ex in examples], dtype=torch.long),
         "image_index": torch.tensor([unique[ex.image.resolve()] for ex in examples], dtype=torch.long),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_vl.budget import ArmCosts
-from edge_vl.bundle import write_text_atomic
+from edge_vl.fileio import write_text_atomic
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -66,6 +66,7 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
         "plan": {"method": plan["method"], "budget": plan.get("budget"), "skipped": arch["skipped"]},
         "arms": arms,
         "gate_history": [r["gates"] for r in search.get("rounds", [])],
+        "warnings": (manifest.get("data") or {}).get("warnings", []),
         "variants": [variant_from_manifest(manifest), *variants],
     }
 
@@ -107,6 +108,9 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> st
         ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
     ]  # fmt: skip
     parts = [f"<h1>{_e(title)}</h1>", _table(["", ""], summary)]
+    if data.get("warnings"):
+        items = "".join(f"<li>{_e(w)}</li>" for w in data["warnings"])
+        parts += ["<h2>Data warnings</h2>", f"<ul>{items}</ul>"]
     history = data["gate_history"]
     if history:
         series = {

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from edge_vl import Predictor, read_bundle
+from edge_vl.bundle import manifest_digest
 from edge_vl.cli import cli
 from edge_vl.data import read_examples
 from edge_vl.runtime.cpu import openvino_core
@@ -18,7 +19,7 @@ from tests.conftest import SKIP, build_args
 
 
 def test_manifest_lists_exactly_the_skipped_layers(tiny_bundle):
-    manifest = read_bundle(tiny_bundle).manifest
+    manifest = read_bundle(tiny_bundle).data
     arch = manifest["architecture"]
     assert arch["family"] == "vilt"
     assert arch["skipped"] == SKIP
@@ -70,8 +71,9 @@ def test_predictor_matches_torch_on_eight_inputs(tmp_path, tiny_checkpoint, shap
     got = predictor.logits([ex.image for ex in examples], [ex.text for ex in examples])
 
     m = result.manifest
-    encoder = TextEncoder.from_spec(result.bundle, m["preprocessing"]["text"])
-    data = encode_examples(examples, m["preprocessing"], encoder, m["head"]["labels"])
+    typed = predictor.bundle.manifest
+    encoder = TextEncoder.from_spec(result.bundle, typed.preprocessing.text)
+    data = encode_examples(examples, typed.preprocessing.image, encoder, m["head"]["labels"])
     with torch.no_grad():
         expected = result.family.forward(result.model.eval(), data.batch(slice(None))).numpy()
     assert result.family.skipped(result.model) == SKIP
@@ -132,7 +134,7 @@ def _bad_manifest(tmp_path: Path, shapes_data, bad_row: dict) -> Path:
     ("bad_row", "expected"),
     [
         ({"image": "does-not-exist.png", "text": "what color?", "label": "red"}, "not found"),
-        ({"image": "not-an-image.png", "text": "what color?", "label": "red"}, "not a readable image"),
+        ({"image": "not-an-image.png", "text": "what color?", "label": "red"}, "not an image in an accepted"),
         ({"image": "IMG", "text": "what color?", "label": 3}, "field 'label' must be a string"),
     ],
     ids=["missing-image", "unreadable-image", "non-string-label"],
@@ -164,7 +166,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path, tiny_checkpoint, shapes_da
 def test_existing_output_is_not_overwritten_without_flag(tmp_path, tiny_bundle, tiny_checkpoint, shapes_data):
     before = (tiny_bundle / "manifest.json").read_bytes()
     result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, tiny_bundle))
-    assert result.exit_code == 2 and "already exists" in result.output
+    assert result.exit_code == 2 and "already holds a bundle" in result.output
     assert (tiny_bundle / "manifest.json").read_bytes() == before
 
 
@@ -191,7 +193,7 @@ def test_overwrite_replaces_a_bundle_atomically(tmp_path, tiny_checkpoint, shape
         cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "2", "--overwrite")
     )
     assert second.exit_code == 0, second.output
-    assert read_bundle(out).manifest["architecture"]["skipped"] == [2]
+    assert read_bundle(out).data["architecture"]["skipped"] == [2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging or backup directories left
 
 
@@ -212,7 +214,7 @@ def test_build_without_model_uses_the_shipped_edge_vl_mini(tmp_path, shapes_data
     args = args[:1] + args[3:]  # no --model
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).data
     assert manifest["architecture"]["family"] == "meter"
     assert manifest["architecture"]["model_type"] == "edge_vl_mini"
     assert manifest["architecture"]["source"] == "edge-vl-mini"  # resolves on any machine
@@ -247,11 +249,12 @@ def test_bench_compare_names_the_missing_source_checkpoint(tiny_bundle, tmp_path
     shutil.copytree(tiny_bundle, moved)
     manifest = json.loads((moved / "manifest.json").read_text())
     manifest["architecture"]["source"] = str(tmp_path / "gone")
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     (moved / "manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(cli, ["bench", str(moved), "--duration", "0.2", "--compare", "torch"])
     assert result.exit_code != 0
     assert "architecture.source" in result.output and "gone" in result.output
-    source = read_bundle(tiny_bundle).manifest["architecture"]["source"]
+    source = read_bundle(tiny_bundle).data["architecture"]["source"]
     args = ["bench", str(moved), "--duration", "0.2", "--compare", "torch", "--runs", "3", "--model", source]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output  # --model points at the checkpoint instead

@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edge_vl.architectures import family_for
+from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.budget import ArmCosts, BudgetError, counted_macs, min_arms_for, select_within
 from edge_vl.cli import cli
@@ -36,7 +36,7 @@ def test_analytic_macs_match_a_flop_counter(tiny_checkpoint):
         model = family.load(tiny_checkpoint, ["a", "b", "c"]).eval()
     cfg = model.config
     size = cfg.image_size
-    preprocessing = {"image": {"size": [size, size]}, "text": {"max_length": cfg.max_position_embeddings}}
+    shape = InputShape((size, size), cfg.max_position_embeddings)
     inputs = {
         "input_ids": torch.randint(5, cfg.vocab_size, (1, cfg.max_position_embeddings)),
         "attention_mask": torch.ones(1, cfg.max_position_embeddings, dtype=torch.long),
@@ -45,7 +45,7 @@ def test_analytic_macs_match_a_flop_counter(tiny_checkpoint):
 
     full = counted_macs(lambda: model(**inputs, pixel_mask=torch.ones(1, size, size, dtype=torch.long)))
     family.insert_adapters(model)
-    costs = family.arm_costs(model, preprocessing)
+    costs = family.arm_costs(model, shape)
     assert abs(costs.full() - full) / full < 0.02
     for skipped in ([], [1, 3], [0, 1, 2]):
         family.set_skipped(model, skipped)

@@ -58,16 +58,15 @@ def test_analytic_macs_match_the_flop_counter(checkpoint, tmp_path):
     family, directory = checkpoint
     eager = with_eager_attention(directory, tmp_path / "eager")  # the counter misses SDPA on CPU
     model = _load(family, eager).eval()
-    preprocessing = family.preprocessing(eager, model)
-    preprocessing["text"] = {"max_length": preprocessing["text"]["max_length"]}
-    length = preprocessing["text"]["max_length"]
-    h, w = preprocessing["image"]["size"]
+    shape = family.input_shape(eager, model)
+    length = shape.text_length
+    h, w = shape.image
     inputs = {
         "input_ids": torch.randint(5, len(VOCAB), (1, length)),
         "attention_mask": torch.ones(1, length, dtype=torch.long),
         "pixel_values": torch.randn(1, 3, h, w),
     }
-    costs = family.arm_costs(model, preprocessing)
+    costs = family.arm_costs(model, shape)
     for skipped in ([], [1], [0, len(costs.layer) - 1]):
         family.set_skipped(model, skipped)
         counted = counted_macs(lambda: family.forward(model, inputs))
@@ -81,9 +80,9 @@ def test_analytic_macs_match_the_flop_counter(checkpoint, tmp_path):
 def test_trimmed_text_padding_gives_the_same_logits(checkpoint):
     family, directory = checkpoint
     model = _load(family, directory).eval()
-    preprocessing = family.preprocessing(directory, model)
-    length = preprocessing["text"]["max_length"]
-    h, w = preprocessing["image"]["size"]
+    shape = family.input_shape(directory, model)
+    length = shape.text_length
+    h, w = shape.image
     mask = torch.zeros(3, length, dtype=torch.long)
     mask[0, :3], mask[1, :2], mask[2, :4] = 1, 1, 1  # every row padded beyond 4 tokens
     rows = {"input_ids": torch.randint(5, len(VOCAB), (3, length)) * mask, "attention_mask": mask,

@@ -36,7 +36,7 @@ def test_bundle_scores_follow_the_training_loss(loss, kind, tmp_path, tiny_check
         cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--loss", loss)
     )
     assert result.exit_code == 0, result.output
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).data
     assert manifest["head"]["kind"] == kind and manifest["training"]["loss"] == loss
     example = read_examples(shapes_data[1])[0]
     scores = np.array(list(Predictor(out).predict(example.image, example.text).scores.values()))

@@ -44,7 +44,7 @@ def test_auto_precision_build_records_both_candidates_and_follows_its_numbers(
     args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--precision", "auto")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).data
     precision = manifest["precision"]
     by_name = {c["precision"]: c for c in precision["candidates"]}
     assert set(by_name) == {"fp32", "int8"}
@@ -69,7 +69,7 @@ def test_int8_is_refused_when_it_loses_more_than_allowed(tmp_path, tiny_checkpoi
     result = CliRunner().invoke(cli, args)
     manifest_ok = result.exit_code == 0
     if manifest_ok:  # int8 happened to lose nothing on this tiny model: then it must say so
-        c = {c["precision"]: c for c in read_bundle(out).manifest["precision"]["candidates"]}
+        c = {c["precision"]: c for c in read_bundle(out).data["precision"]["candidates"]}
         assert c["int8"]["accuracy"] >= c["fp32"]["accuracy"]
     else:
         assert "int8 was refused" in result.output and not out.exists()
@@ -80,7 +80,7 @@ def test_text_buckets_give_the_full_length_answers(tmp_path, tiny_checkpoint, sh
     args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--text-buckets", "4,8")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).data
     assert [b["length"] for b in manifest["model"]["text_buckets"]] == [4, 8]
     assert all(b["parity_max_abs"] <= 1e-4 for b in manifest["model"]["text_buckets"])
 
@@ -104,7 +104,7 @@ def test_text_buckets_follow_the_chosen_precision(tmp_path, tiny_checkpoint, sha
                       "--precision", "fp16")  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).data
     assert manifest["model"]["precision"] == "fp16"
     for xml in ("model.xml", manifest["model"]["text_buckets"][0]["xml"]):
         ops = openvino_core().read_model(str(out / xml)).get_ops()
@@ -126,7 +126,7 @@ def test_int8_bundles_get_no_text_buckets(tmp_path, tiny_checkpoint, shapes_data
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "not exported with int8" in result.output
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).data
     assert manifest["model"]["precision"] == "int8" and not manifest["model"].get("text_buckets")
 
 
@@ -156,7 +156,7 @@ def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_
                       "--target-profile", str(target))  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    manifest = read_bundle(out).manifest
+    manifest = read_bundle(out).data
     precision = manifest["precision"]
     assert precision["vnni"] is False and precision["target"]["cpu"] == "old box"
     scale = precision["target"]["latency_scale"]

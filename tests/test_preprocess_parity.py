@@ -119,7 +119,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped():
     ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
     buf = io.BytesIO()
     Image.fromarray(ramp).save(buf, format="PNG")
-    spec = {**default_image_spec(64), "mean": [0, 0, 0], "std": [1, 1, 1]}
+    spec = default_image_spec(64, mean=(0, 0, 0), std=(1, 1, 1))
     out = preprocess_image(buf.getvalue(), spec)
     assert out.min() == 0.0 and out.max() == 1.0
     assert 0.45 < float(np.median(out)) < 0.55  # mid-grey in the middle, not saturated

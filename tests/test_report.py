@@ -22,7 +22,7 @@ def test_report_of_a_searched_build_renders_and_matches_the_manifest(tmp_path, t
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert f"report: {out / 'report.html'}" in result.output
-    manifest = read_bundle(out).manifest  # verifies the hashes, report files included
+    manifest = read_bundle(out).data  # verifies the hashes, report files included
     data = json.loads((out / "report.json").read_text(encoding="utf-8"))
 
     assert data["metrics"] == manifest["metrics"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_vl import CPUError, InputError, Predictor
+from edge_vl import ClosedError, CPUError, InputError, Predictor
 from edge_vl.runtime.cpu import check_cpu
 from edge_vl.runtime.preprocess import preprocess_image
 from edge_vl.runtime.tokenize import TextEncoder
@@ -69,7 +69,7 @@ def test_transparent_and_rotated_images_are_normalised(predictor):
     [
         ("/nonexistent/photo.png", "what?", "not found"),
         (b"", "what?", "empty"),
-        (b"definitely not an image", "what?", "not a readable image"),
+        (b"definitely not an image", "what?", "not an image in an accepted format"),
         (np.zeros((8, 8, 3), dtype=np.float32), "what?", "dtype uint8"),
         (np.zeros((8, 8, 5), dtype=np.uint8), "what?", "shape"),
         (12345, "what?", "unsupported image type"),
@@ -109,10 +109,13 @@ def test_empty_truncated_and_oversized_files_are_refused(predictor, sample, tmp_
 
 
 def test_bundle_lists_runtime_profiles_and_the_wrong_one_is_refused(tiny_bundle, tmp_path, monkeypatch):
+    from dataclasses import replace
+
     from edge_vl import IncompatibleBundleError, read_bundle
+    from edge_vl.bundle import RuntimeInfo
     from edge_vl.runtime import profiles
 
-    manifest = read_bundle(tiny_bundle).manifest
+    manifest = read_bundle(tiny_bundle).data
     # the tiny bundle's IR uses standard opsets up to 16 at most: both runtimes can read it
     assert manifest["runtime"]["profiles"] == ["default", "legacy"]
     assert manifest["runtime"]["max_opset"] <= 16
@@ -125,17 +128,14 @@ def test_bundle_lists_runtime_profiles_and_the_wrong_one_is_refused(tiny_bundle,
     custom.write_text('<net><layers><layer id="0" type="Y" version="extension"/></layers></net>')
     assert profiles.loadable_profiles([custom])["profiles"] == ["default"]
 
-    default_only = {**manifest, "runtime": {"profiles": ["default"], "max_opset": 17}}
+    typed = read_bundle(tiny_bundle).manifest
+    default_only = replace(typed, runtime=RuntimeInfo(profiles=("default",), max_opset=17))
     profiles.check_bundle_runtime(default_only, tiny_bundle)  # this machine runs the default runtime
     monkeypatch.setattr(profiles, "installed_openvino", lambda: "2025.4.1-20426")
     assert profiles.active_profile().name == "legacy"
-    profiles.check_bundle_runtime(manifest, tiny_bundle)
+    profiles.check_bundle_runtime(typed, tiny_bundle)
     with pytest.raises(IncompatibleBundleError, match=r"opset17.*legacy runtime.*pip install edge-vl"):
         profiles.check_bundle_runtime(default_only, tiny_bundle)
-    # a manifest from before runtime profiles: refused by an older release line than it was built with
-    old = {k: v for k, v in manifest.items() if k != "runtime"}
-    with pytest.raises(IncompatibleBundleError, match=r"built with OpenVINO 2026"):
-        profiles.check_bundle_runtime(old, tiny_bundle)
     monkeypatch.setattr(profiles, "installed_openvino", lambda: "2024.6.0")
     with pytest.raises(IncompatibleBundleError, match=r"2024\.6\.0 is not a runtime edge-vl supports"):
         profiles.active_profile()
@@ -173,7 +173,7 @@ def test_tokenizer_matches_transformers(tiny_checkpoint, tiny_bundle):
 
     from edge_vl import read_bundle
 
-    spec = read_bundle(tiny_bundle).manifest["preprocessing"]["text"]
+    spec = read_bundle(tiny_bundle).manifest.preprocessing.text
     ours = TextEncoder.from_spec(tiny_bundle, spec)
     hf = AutoTokenizer.from_pretrained(tiny_checkpoint, local_files_only=True)
     texts = [
@@ -185,7 +185,7 @@ def test_tokenizer_matches_transformers(tiny_checkpoint, tiny_bundle):
         "  leading and trailing spaces  ",
         "tabs\tand\nnewlines",
     ]
-    ref = hf(texts, padding="max_length", truncation=True, max_length=spec["max_length"], return_tensors="np")
+    ref = hf(texts, padding="max_length", truncation=True, max_length=spec.max_length, return_tensors="np")
     got = ours.encode(texts)
     assert np.array_equal(got["input_ids"], ref["input_ids"])
     assert np.array_equal(got["attention_mask"], ref["attention_mask"])
@@ -248,6 +248,6 @@ def test_closed_predictor_releases_its_requests_and_refuses_to_run(tiny_bundle, 
         worker.start()
         worker.join()
     assert answer.label in p.labels
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(ClosedError, match="closed"):
         p.predict(*sample)
     p.close()  # closing twice is harmless

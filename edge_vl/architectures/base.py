@@ -20,30 +20,22 @@ from torch import nn
 
 from edge_vl.adapters import PREFIX, AdapterConfig, SkippableLayer
 from edge_vl.budget import ArmCosts
+from edge_vl.bundle import Head, ImageSpec, Preprocessing, TensorSpec, TextSpec
 from edge_vl.errors import ModelError
 
 
 @dataclass(frozen=True)
-class InputSpec:
-    """One named model input: ``shape`` uses -1 for the (dynamic) batch dimension."""
+class InputShape:
+    """What the exported graph's static shapes depend on: the image size and the text length
+    (None for image-only models)."""
 
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
+    image: tuple[int, int]
+    text_length: int | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """How logits become scores (``sigmoid`` or ``softmax``) and the label of each output."""
-
-    kind: str
-    labels: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "labels": list(self.labels)}
+    @classmethod
+    def of(cls, preprocessing: Preprocessing) -> InputShape:
+        text = preprocessing.text
+        return cls(tuple(preprocessing.image.size), None if text is None else text.max_length)
 
 
 class ArchitectureFamily(ABC):
@@ -98,29 +90,36 @@ class ArchitectureFamily(ABC):
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic, traceable task forward: named input tensors → logits."""
 
-    def head(self, model: nn.Module, kind: str) -> HeadSpec:
+    def head(self, model: nn.Module, kind: str, prompts: Mapping[str, str] | None = None) -> Head:
         """The head's labels, with the score function ``kind`` its training loss implies
         (:func:`edge_vl.losses.score_kind`)."""
         id2label = model.config.id2label
-        return HeadSpec(kind=kind, labels=tuple(id2label[i] for i in range(len(id2label))))
+        labels = tuple(id2label[i] for i in range(len(id2label)))
+        return Head(kind=kind, labels=labels, prompts=dict(prompts) if prompts else None)
 
-    def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
+    def input_specs(self, model: nn.Module, shape: InputShape) -> list[TensorSpec]:
         """Exported inputs (default: token ids and mask at the fixed text length, fixed-size pixels)."""
-        length = preprocessing["text"]["max_length"]
-        h, w = preprocessing["image"]["size"]
-        return [
-            InputSpec("input_ids", (-1, length), "int64"),
-            InputSpec("attention_mask", (-1, length), "int64"),
-            InputSpec("pixel_values", (-1, 3, h, w), "float32"),
-        ]
+        h, w = shape.image
+        text = [] if shape.text_length is None else [
+            TensorSpec("input_ids", (-1, shape.text_length), "int64"),
+            TensorSpec("attention_mask", (-1, shape.text_length), "int64"),
+        ]  # fmt: skip
+        return [*text, TensorSpec("pixel_values", (-1, 3, h, w), "float32")]
 
     @abstractmethod
-    def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
+    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
         """Analytic MACs of the model at batch 1, split by arm (adapters inserted)."""
 
     @abstractmethod
-    def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
-        """Image and text preprocessing settings as plain data (manifest ``preprocessing``)."""
+    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
+        """Image preprocessing, as the checkpoint's processor (or the family) defines it."""
+
+    @abstractmethod
+    def text_length(self, model: nn.Module) -> int | None:
+        """The fixed text length of the exported model; None for image-only models."""
+
+    def input_shape(self, model_dir: Path, model: nn.Module) -> InputShape:
+        return InputShape(tuple(self.image_spec(model_dir, model).size), self.text_length(model))
 
     #: named random-weight configurations for tests and demos (family-specific settings)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -221,7 +220,7 @@ class ArchitectureFamily(ABC):
         """Where the checkpoint's tokenizer files are (default: the checkpoint directory)."""
         return model_dir
 
-    def save_tokenizer(self, model_dir: Path, out_dir: Path, max_length: int) -> dict[str, Any]:
+    def save_tokenizer(self, model_dir: Path, out_dir: Path, max_length: int) -> TextSpec:
         """Save the checkpoint's tokenizer as ``tokenizer.json``; return the manifest text spec."""
         from transformers import AutoTokenizer
 
@@ -233,12 +232,10 @@ class ArchitectureFamily(ABC):
         if not getattr(tok, "is_fast", False):
             raise ModelError(f"{source}: the tokenizer has no fast (tokenizer.json) version")
         tok.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
-        return {
-            "tokenizer": "tokenizer.json",
-            "max_length": int(max_length),
-            "pad_id": int(tok.pad_token_id),
-            "pad_token": str(tok.pad_token),
-        }
+        return TextSpec(
+            tokenizer="tokenizer.json", max_length=int(max_length), pad_id=int(tok.pad_token_id),
+            pad_token=str(tok.pad_token),
+        )  # fmt: skip
 
 
 def label_maps(labels: Sequence[str]) -> dict[str, dict]:
@@ -255,6 +252,11 @@ def read_image_processor_config(model_dir: Path) -> dict[str, Any]:
             data = json.loads(path.read_text(encoding="utf-8"))
             return data.get("image_processor", data)
     return {}
+
+
+def pil_resample_name(code: int) -> str:
+    """The :class:`~edge_vl.bundle.ImageSpec` name of a PIL resampling code in a processor config."""
+    return {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(int(code), "bicubic")
 
 
 def write_wordpiece_tokenizer(out_dir: Path, vocab: Sequence[str]) -> None:

@@ -35,12 +35,14 @@ from transformers import CLIPConfig, CLIPModel
 from edge_vl.adapters import AdapterConfig, SkippableLayer
 from edge_vl.architectures.base import (
     ArchitectureFamily,
-    InputSpec,
+    InputShape,
     label_maps,
+    pil_resample_name,
     read_image_processor_config,
 )
 from edge_vl.architectures.registry import register_family
 from edge_vl.budget import ArmCosts
+from edge_vl.bundle import ImageSpec
 from edge_vl.errors import ModelError
 from edge_vl.runtime.preprocess import default_image_spec
 
@@ -174,19 +176,13 @@ class ClipFamily(ArchitectureFamily):
         last = (mask.sum(dim=-1) - 1).clamp(min=0)
         return model.text_projection(hidden[torch.arange(hidden.shape[0]), last])
 
-    def input_specs(self, model: nn.Module, preprocessing: dict[str, Any]) -> list[InputSpec]:
-        if model.has_prompt_head:
-            h, w = preprocessing["image"]["size"]
-            return [InputSpec("pixel_values", (-1, 3, h, w), "float32")]
-        return super().input_specs(model, preprocessing)
-
-    def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
+    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
         cfg = model.config
         vision, text = cfg.vision_config, cfg.text_config
-        h, w = preprocessing["image"]["size"]
+        h, w = shape.image
         patch = vision.patch_size
         patches = (h // patch) * (w // patch)
-        n_text, n_vision = preprocessing.get("text", {}).get("max_length", 0), patches + 1
+        n_text, n_vision = shape.text_length or 0, patches + 1
 
         def layer(n: int, d: int, f: int) -> int:
             return 4 * n * d * d + 2 * n * n * d + 2 * n * d * f  # QKV+O, scores+context, MLP
@@ -210,23 +206,23 @@ class ClipFamily(ArchitectureFamily):
             skip=tuple(arm.skip_adapter.macs(n) for arm, (n, _) in zip(arms, sizes, strict=True)),
         )
 
-    def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
+    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
         cfg = read_image_processor_config(model_dir)
         vision = model.config.vision_config
         crop = cfg.get("crop_size", vision.image_size)
         crop = [crop["height"], crop["width"]] if isinstance(crop, dict) else [int(crop), int(crop)]
         size = cfg.get("size", {"shortest_edge": vision.image_size})
         shortest = size.get("shortest_edge", max(crop)) if isinstance(size, dict) else int(size)
-        resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(
-            cfg.get("resample", 3), "bicubic"
-        )
-        image = default_image_spec(
-            crop, shortest_edge=shortest, resample=resample, mean=cfg.get("image_mean", CLIP_MEAN),
-            std=cfg.get("image_std", CLIP_STD), rescale_factor=cfg.get("rescale_factor", 1 / 255),
+        return default_image_spec(
+            crop, shortest_edge=shortest, resample=pil_resample_name(cfg.get("resample", 3)),
+            mean=cfg.get("image_mean", CLIP_MEAN), std=cfg.get("image_std", CLIP_STD),
+            rescale_factor=cfg.get("rescale_factor", 1 / 255),
         )  # fmt: skip
+
+    def text_length(self, model: nn.Module) -> int | None:
         if model.has_prompt_head:
-            return {"image": image}  # no text input on the device
-        return {"image": image, "text": {"max_length": int(model.config.text_config.max_position_embeddings)}}
+            return None  # no text input on the device
+        return int(model.config.text_config.max_position_embeddings)
 
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
         text = {**settings["text_config"], "vocab_size": vocab_size}

@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from edge_vl.adapters import AdapterConfig, SkippableLayer
-from edge_vl.architectures.base import (
-    ArchitectureFamily,
-    label_maps,
-)
+from edge_vl.architectures.base import ArchitectureFamily, InputShape, label_maps
 from edge_vl.architectures.registry import register_family
 from edge_vl.budget import ArmCosts
+from edge_vl.bundle import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
 
 #: EfficientNet-Lite's TF-Lite input convention, (x − 127) / 128, as rescale/mean/std
@@ -104,11 +102,13 @@ class MeterFamily(ArchitectureFamily):
             image_features=inputs.get("image_features"),
         )
 
-    def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
-        image = default_image_spec(
+    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
+        return default_image_spec(
             model.config.image_size, mean=[LITE_MEAN] * 3, std=[LITE_STD] * 3, resample="bilinear"
         )
-        return {"image": image, "text": {"max_length": int(model.config.max_text_length)}}
+
+    def text_length(self, model: nn.Module) -> int:
+        return int(model.config.max_text_length)
 
     def tokenizer_dir(self, model_dir: Path) -> Path:
         if (Path(model_dir) / "tokenizer.json").is_file():
@@ -129,11 +129,11 @@ class MeterFamily(ArchitectureFamily):
         images = {"image_features": features, **({"pixel_values": pixels} if keep_pixels else {})}
         return data.with_images(images)
 
-    def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
+    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
         cfg = model.config
-        h, w = preprocessing["image"]["size"]
+        h, w = shape.image
         grid = (h // 32) * (w // 32)
-        n_text = preprocessing["text"]["max_length"]
+        n_text = shape.text_length
         text_cfg = model.text_encoder.config
         arms = self.arms(model)
         n_text_arms = len(model.text_encoder.encoder.layer)

@@ -17,11 +17,14 @@ from torch.nn import functional as F
 from edge_vl.adapters import AdapterConfig, SkippableLayer
 from edge_vl.architectures.base import (
     ArchitectureFamily,
+    InputShape,
     label_maps,
+    pil_resample_name,
     read_image_processor_config,
 )
 from edge_vl.architectures.registry import register_family
 from edge_vl.budget import ArmCosts
+from edge_vl.bundle import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
 
 #: random-weight presets for tests and the stand-in demo model (not pretrained weights)
@@ -138,12 +141,12 @@ class ViltFamily(ArchitectureFamily):
         pooled = vilt.pooler(vilt.layernorm(hidden))
         return model.classifier(pooled)
 
-    def arm_costs(self, model: nn.Module, preprocessing: dict[str, Any]) -> ArmCosts:
+    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
         cfg = model.config
         d, f, p = cfg.hidden_size, cfg.intermediate_size, cfg.patch_size
-        h, w = preprocessing["image"]["size"]
+        h, w = shape.image
         patches = (h // p) * (w // p)
-        n = preprocessing["text"]["max_length"] + 1 + patches  # text + [CLS] + patches
+        n = shape.text_length + 1 + patches  # text + [CLS] + patches
         layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * f  # QKV+O, scores+context, MLP
         head = d * 2 * d + 2 * d * cfg.num_labels
         base = patches * 3 * p * p * d + d * d + head  # patch projection, pooler, classifier
@@ -155,19 +158,18 @@ class ViltFamily(ArchitectureFamily):
             skip=tuple(arm.skip_adapter.macs(n) for arm in arms),
         )
 
-    def preprocessing(self, model_dir: Path, model: nn.Module) -> dict[str, Any]:
+    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
         cfg = read_image_processor_config(model_dir)
-        resample = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}.get(
-            cfg.get("resample", 3), "bicubic"
-        )
-        image = default_image_spec(
+        return default_image_spec(
             model.config.image_size,
             mean=cfg.get("image_mean", (0.5, 0.5, 0.5)),
             std=cfg.get("image_std", (0.5, 0.5, 0.5)),
-            resample=resample,
+            resample=pil_resample_name(cfg.get("resample", 3)),
             rescale_factor=cfg.get("rescale_factor", 1 / 255),
         )
-        return {"image": image, "text": {"max_length": int(model.config.max_position_embeddings)}}
+
+    def text_length(self, model: nn.Module) -> int:
+        return int(model.config.max_position_embeddings)
 
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
         from transformers import ViltConfig, ViltForQuestionAnswering

@@ -37,6 +37,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from edge_vl.bundle import ImageSpec
+
 EMOJI_PACKAGES = ("emoji-datasource-google@16.0.0", "emoji-datasource-twitter@16.0.0")
 STYLES = ("google", "twitter")
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-vl" / "emoji"
@@ -139,7 +141,7 @@ def itm_pairs(emojis: list[Emoji], rng: random.Random, hard: float = 0.5) -> lis
 class EmojiTensors:
     """Cached encoder outputs: image features per (emoji, style), text states per (emoji, caption)."""
 
-    def __init__(self, model, emojis: list[Emoji], preprocessing: dict[str, Any], encoder, batch: int = 128):
+    def __init__(self, model, emojis: list[Emoji], image_spec: ImageSpec, encoder, batch: int = 128):
         from edge_vl.runtime.preprocess import preprocess_image
 
         self.n_captions = len(emojis[0].captions())
@@ -147,9 +149,8 @@ class EmojiTensors:
         with torch.no_grad():
             feats = []
             for style in STYLES:
-                spec = preprocessing["image"]
                 pixels = torch.stack(
-                    [torch.from_numpy(preprocess_image(e.images[style], spec)) for e in emojis]
+                    [torch.from_numpy(preprocess_image(e.images[style], image_spec)) for e in emojis]
                 )
                 feats.append(
                     torch.cat(
@@ -174,18 +175,15 @@ class EmojiTensors:
     def of(cls, model, emojis: list[Emoji]) -> EmojiTensors:
         """With edge-vl-mini's own preprocessing and MiniLM's tokenizer (as a build uses them)."""
         from edge_vl.architectures.meter import MeterFamily
+        from edge_vl.bundle import TextSpec
         from edge_vl.mini.modeling import text_encoder_dir
         from edge_vl.runtime.tokenize import TextEncoder
 
-        preprocessing = MeterFamily().preprocessing(Path("."), model)
+        image_spec = MeterFamily().image_spec(Path("."), model)
         tok = json.loads((text_encoder_dir() / "tokenizer_config.json").read_text(encoding="utf-8"))
-        encoder = TextEncoder(
-            text_encoder_dir() / "tokenizer.json",
-            max_length=model.config.max_text_length,
-            pad_id=0,
-            pad_token=tok.get("pad_token", "[PAD]"),
-        )
-        return cls(model, emojis, preprocessing, encoder)
+        spec = TextSpec("tokenizer.json", model.config.max_text_length, 0, tok.get("pad_token", "[PAD]"))
+        encoder = TextEncoder.from_spec(text_encoder_dir(), spec)
+        return cls(model, emojis, image_spec, encoder)
 
     def batch(self, image_idx, style_idx, caption_idx, caption_choice) -> dict[str, torch.Tensor]:
         return {

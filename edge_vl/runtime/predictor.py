@@ -1,5 +1,9 @@
 """``Predictor``: load a bundle and answer (image, text) questions on OpenVINO. No torch needed.
 
+What is loaded is what was verified: the IR and the tokenizer are read once into memory, checked
+against the manifest's sha256, and handed to OpenVINO and ``tokenizers`` from there; nothing the
+manifest does not list, and nothing outside the bundle directory, is ever opened.
+
 Thread safety: one ``Predictor`` may be shared by many threads. Each thread gets its own
 OpenVINO infer request (``threading.local``), so calls never share input/output buffers; the
 compiled model itself is thread-safe.
@@ -16,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_vl.bundle import Bundle, read_bundle
-from edge_vl.errors import BundleError, InputError
+from edge_vl.errors import BundleError, ClosedError, InputError
 from edge_vl.runtime.cpu import openvino_core
 from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
 from edge_vl.runtime.profiles import check_bundle_runtime
@@ -44,14 +48,17 @@ class Predictor:
     """Run a bundle on the CPU with OpenVINO.
 
     Args:
-        bundle: bundle directory (verified on load: format version and every file's sha256).
+        bundle: bundle directory (verified on load: format, manifest, every file's sha256).
         threads: OpenVINO inference threads (default: OpenVINO's choice, all physical cores).
         performance_hint: ``"latency"`` (default, one request at a time) or ``"throughput"``.
-        cache_dir: OpenVINO model cache directory, to make later loads faster.
+        cache_dir: OpenVINO model cache directory, to make later loads faster (must be writable).
         warmup: run one inference at load so the first real call is not slow.
         max_image_pixels: images with more pixels are refused before decoding (default 50 M).
         text_buckets: run each batch on the bundle's shortest text length that holds its longest
             text (bundles built with ``--text-buckets``); False always uses the full length.
+        trusted_keys: Ed25519 public keys (PEM paths or bytes): refuse bundles not signed by one
+            of them. Default: the keys in ``EDGE_VL_TRUSTED_KEYS``, if set (see
+            :mod:`edge_vl.signing`).
     """
 
     def __init__(
@@ -64,35 +71,52 @@ class Predictor:
         warmup: bool = True,
         max_image_pixels: int = MAX_PIXELS,
         text_buckets: bool = True,
+        trusted_keys: Sequence[Any] | None = None,
     ):
-        self.bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
-        manifest = self.bundle.manifest
         if performance_hint not in PERFORMANCE_HINTS:
             raise ValueError(f"performance_hint must be one of {PERFORMANCE_HINTS}, got {performance_hint!r}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        if cache_dir is not None:
+            _check_cache_dir(Path(cache_dir))
+        if not isinstance(bundle, Bundle):
+            bundle = read_bundle(bundle, verify=False, trusted_keys=trusted_keys)
+        self.bundle = bundle
+        manifest = bundle.manifest
+        loaded = manifest.loaded_files()
+        bundle.verify_files(skip=loaded)  # the rest is verified as it is read, below
         self.max_image_pixels = int(max_image_pixels)
-        self.labels = self.bundle.labels
-        self.head_kind = manifest["head"]["kind"]
-        self.image_spec = manifest["preprocessing"]["image"]
-        text_spec = manifest["preprocessing"].get("text")
-        self.text_encoder = TextEncoder.from_spec(self.bundle.path, text_spec) if text_spec else None
-        self.input_names = [spec["name"] for spec in manifest["model"]["inputs"]]
+        self.labels = bundle.labels
+        self.head_kind = manifest.head.kind
+        self.image_spec = manifest.preprocessing.image
+        text_spec = manifest.preprocessing.text
+        self.text_encoder = None
+        if text_spec is not None:
+            tokenizer = _utf8(bundle.read_verified(text_spec.tokenizer), text_spec.tokenizer)
+            self.text_encoder = TextEncoder(
+                tokenizer, text_spec, source=f"{bundle.path}/{text_spec.tokenizer}"
+            )
+        self.input_names = [spec.name for spec in manifest.model.inputs]
 
-        check_bundle_runtime(manifest, self.bundle.path)
+        check_bundle_runtime(manifest, bundle.path)
         core = openvino_core()  # checks the CPU before OpenVINO loads any CPU kernel
-        precision = _INFERENCE_PRECISION.get(manifest["model"].get("precision", "fp32"), "f32")
-        config = compile_config(performance_hint, threads, precision)
+        config = compile_config(performance_hint, threads, _INFERENCE_PRECISION[manifest.model.precision])
         if cache_dir:  # per compile: the Core is shared by every model of the process
             config["CACHE_DIR"] = str(cache_dir)
-        self.model_path = self.bundle.file(manifest["model"]["xml"])
-        self.compiled = _compile(core, self.model_path, config)
+        #: the verified IR weights: OpenVINO computes from this memory, which must outlive the models
+        self._weights: list[np.ndarray] = []
+        self.model = self._read_model(core, manifest.model.xml, manifest.model.bin)
+        self.compiled = _compile(core, self.model, config, bundle.path / manifest.model.xml)
+        width = self.compiled.outputs[0].get_partial_shape()[-1]
+        if not width.is_static or width.get_length() != len(self.labels):
+            raise BundleError(f"{bundle.path}: the model outputs {width} scores, but the manifest has "
+                              f"{len(self.labels)} labels")  # fmt: skip
         #: (text length, compiled model), shortest first; the full-length model is last
         self.buckets: list[tuple[int, Any]] = []
         if text_buckets and self.text_encoder is not None:
-            for bucket in manifest["model"].get("text_buckets", []):
-                compiled = _compile(core, self.bundle.file(bucket["xml"]), config)
-                self.buckets.append((int(bucket["length"]), compiled))
+            for bucket in manifest.model.text_buckets:
+                model = self._read_model(core, bucket.xml, bucket.bin)
+                self.buckets.append((bucket.length, _compile(core, model, config, bundle.path / bucket.xml)))
             self.buckets.sort(key=lambda b: b[0])
         if self.text_encoder is not None:
             self.buckets.append((self.text_encoder.max_length, self.compiled))
@@ -143,6 +167,8 @@ class Predictor:
         self._local = threading.local()  # every thread's requests go before their compiled models
         self.buckets = []
         self.compiled = None
+        self.model = None
+        self._weights = []
 
     def __enter__(self) -> Predictor:
         return self
@@ -155,6 +181,20 @@ class Predictor:
             self.close()
 
     # -- internals ------------------------------------------------------------------------
+    def _read_model(self, core, xml: str, weights: str):
+        """An ``ov.Model`` from the verified bytes of ``xml`` and ``weights`` (nothing else is read).
+        OpenVINO shares the weights' memory instead of copying it; ``self._weights`` keeps it alive."""
+        import openvino as ov
+
+        text = _utf8(self.bundle.read_verified(xml), xml)
+        data = self.bundle.read_verified(weights)
+        try:
+            model = core.read_model(text, ov.Tensor(data, shared_memory=True))
+        except RuntimeError as e:
+            raise BundleError(f"{self.bundle.path / xml}: OpenVINO cannot read this IR ({e})") from e
+        self._weights.append(data)
+        return model
+
     def _request(self, compiled):
         requests = getattr(self._local, "requests", None)
         if requests is None:
@@ -171,7 +211,7 @@ class Predictor:
         feed = dict(feed)
         compiled = self.compiled
         if compiled is None:
-            raise RuntimeError("this Predictor was closed")
+            raise ClosedError("this Predictor was closed; create a new one to predict again")
         if len(self.buckets) > 1 and "attention_mask" in feed:
             mask = feed["attention_mask"]
             used = int(mask.shape[1] - np.argmax(mask[:, ::-1].any(axis=0))) if mask.any() else 1
@@ -187,12 +227,12 @@ class Predictor:
         """Deterministic inputs of the bundle's input spec (all ones; text inputs ``text_length``
         long, default the full length), for warm-up and benchmarks."""
         feed = {}
-        for spec in self.bundle.manifest["model"]["inputs"]:
-            shape = [batch if d < 0 else d for d in spec["shape"]]
-            array = np.ones(shape, dtype=np.dtype(spec["dtype"]))
-            if text_length and spec["name"] in TEXT_INPUTS:
+        for spec in self.bundle.manifest.model.inputs:
+            shape = [batch if d < 0 else d for d in spec.shape]
+            array = np.ones(shape, dtype=np.dtype(spec.dtype))
+            if text_length and spec.name in TEXT_INPUTS:
                 array[:, text_length:] = 0
-            feed[spec["name"]] = array
+            feed[spec.name] = array
         return feed
 
     def _to_prediction(self, row: np.ndarray) -> Prediction:
@@ -204,11 +244,30 @@ class Predictor:
         )
 
 
-def _compile(core, xml: Path, config: Mapping[str, Any]):
+def _compile(core, model, config: Mapping[str, Any], where: Path):
     try:
-        return core.compile_model(str(xml), "CPU", dict(config))
+        return core.compile_model(model, "CPU", dict(config))
     except RuntimeError as e:
-        raise BundleError(f"{xml}: OpenVINO could not load the model ({e})") from e
+        raise BundleError(f"{where}: OpenVINO could not compile the model ({e})") from e
+
+
+def _utf8(data: np.ndarray, name: str) -> str:
+    try:
+        return data.tobytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{name}: not UTF-8 text") from None
+
+
+def _check_cache_dir(path: Path) -> None:
+    """Refuse an OpenVINO cache directory that cannot be used, with what is wrong (OpenVINO itself
+    reports a failed cache write as a failure to load the model)."""
+    import os
+
+    if path.exists() and not path.is_dir():
+        raise InputError(f"cache_dir {path} is a file; give a directory")
+    target = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise InputError(f"cache_dir {path} is not writable (OpenVINO stores compiled models there)")
 
 
 def compile_config(

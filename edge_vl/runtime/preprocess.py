@@ -1,10 +1,13 @@
-"""Image preprocessing in Pillow + numpy, driven by the ``preprocessing.image`` block of a manifest.
+"""Image preprocessing in Pillow + numpy, driven by the manifest's ``preprocessing.image``
+(:class:`edge_vl.bundle.ImageSpec`).
 
 The same function runs at build time (to make training tensors) and on the device, so the model
-sees identical pixels in both places. The spec is plain data::
+sees identical pixels in both places.
 
-    {"size": [H, W], "resample": "bicubic", "rescale_factor": 0.00392156862745098,
-     "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "background": [255, 255, 255]}
+Only the formats cameras and people produce are decoded: JPEG (and its multi-picture variant MPO),
+PNG, BMP, TIFF, WebP and GIF (first frame). Pillow tries no other decoder, so an EPS, PDF, PSD, ICO…
+file is refused from its header whatever its name, and no external program (Ghostscript for EPS)
+can ever be started by an untrusted image.
 
 Images are decoded, EXIF-rotated, converted to RGB (transparent pixels composited on
 ``background``), resized to exactly ``size`` (aspect ratio not kept: a fixed size keeps the
@@ -19,13 +22,13 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from edge_vl.bundle import ImageSpec
 from edge_vl.errors import InputError
 
 ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
@@ -33,6 +36,10 @@ ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
 #: images with more pixels than this are refused before they are decoded (decompression bombs);
 #: override per call with ``max_pixels`` or per Predictor with ``max_image_pixels``
 MAX_PIXELS = 50_000_000
+
+#: the Pillow formats edge-vl decodes (``Image.open(formats=...)``); MPO comes with JPEG
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
+_OPENED_AS = frozenset(IMAGE_FORMATS) | {"MPO"}
 
 RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -50,42 +57,53 @@ def default_image_spec(
     resample: str = "bicubic",
     rescale_factor: float = 1 / 255,
     shortest_edge: int | None = None,
-) -> dict[str, Any]:
-    """A preprocessing spec with a fixed square (or ``[H, W]``) size; with ``shortest_edge``, a
-    shortest-edge resize followed by a centre crop to that size."""
-    hw = [int(size), int(size)] if isinstance(size, int) else [int(s) for s in size]
+) -> ImageSpec:
+    """A spec with a fixed square (or ``[H, W]``) size; with ``shortest_edge``, a shortest-edge
+    resize followed by a centre crop to that size."""
+    hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
     if shortest_edge is not None and shortest_edge < max(hw):
-        raise ValueError(f"shortest_edge {shortest_edge} is smaller than the crop size {hw}")
-    return {
-        "size": hw,
-        **({"shortest_edge": int(shortest_edge)} if shortest_edge is not None else {}),
-        "resample": resample,
-        "rescale_factor": float(rescale_factor),
-        "mean": [float(m) for m in mean],
-        "std": [float(s) for s in std],
-        "background": [255, 255, 255],
-    }
+        raise ValueError(f"shortest_edge {shortest_edge} is smaller than the crop size {list(hw)}")
+    return ImageSpec(
+        size=hw,
+        shortest_edge=None if shortest_edge is None else int(shortest_edge),
+        resample=resample,
+        rescale_factor=float(rescale_factor),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        background=(255, 255, 255),
+    )
 
 
 def load_image(
-    image: ImageInput, background: Sequence[int] = (255, 255, 255), *, max_pixels: int = MAX_PIXELS
+    image: ImageInput,
+    background: Sequence[int] = (255, 255, 255),
+    *,
+    max_pixels: int = MAX_PIXELS,
+    name: str = "image bytes",
 ) -> Image.Image:
     """Decode any accepted input into an RGB ``PIL.Image`` (EXIF orientation applied).
 
     Raises:
-        InputError: the file is missing, empty, truncated or not an image; it has more than
-            ``max_pixels`` pixels; or an array has the wrong shape or dtype.
+        InputError: the file is missing, empty, truncated, not an image or in a format edge-vl
+            does not decode (:data:`IMAGE_FORMATS`); it has more than ``max_pixels`` pixels or
+            none; or an array has the wrong shape or dtype.
     """
     if isinstance(image, Image.Image):
+        if image.format is not None and image.format not in _OPENED_AS:
+            raise InputError(
+                f"{image.format} images are not accepted; expected one of {', '.join(IMAGE_FORMATS)}"
+            )
         im = image
     elif isinstance(image, np.ndarray):
         im = _from_array(image)
     elif isinstance(image, (bytes, bytearray)):
         if not image:
-            raise InputError("image bytes are empty")
-        im = _open(io.BytesIO(bytes(image)), "image bytes", max_pixels)
+            raise InputError(f"{name}: empty (0 bytes)")
+        im = _open(io.BytesIO(bytes(image)), name, max_pixels)
     elif isinstance(image, (str, Path)):
         path = Path(image)
+        if path.is_dir():
+            raise InputError(f"{path} is a directory, not an image file")
         if not path.is_file():
             raise InputError(f"image file not found: {path}")
         if path.stat().st_size == 0:
@@ -96,6 +114,8 @@ def load_image(
             f"unsupported image type {type(image).__name__}; expected a path, bytes, PIL.Image or "
             "an HxWx3 uint8 numpy array"
         )
+    if im.width < 1 or im.height < 1:
+        raise InputError(f"image has no pixels ({im.width}x{im.height})")
     return to_rgb(im, background)
 
 
@@ -115,22 +135,20 @@ def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Imag
     return im.convert("RGB")
 
 
-def preprocess_image(
-    image: ImageInput, spec: Mapping[str, Any], *, max_pixels: int = MAX_PIXELS
-) -> np.ndarray:
+def preprocess_image(image: ImageInput, spec: ImageSpec, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One image → float32 array of shape ``(3, H, W)`` following ``spec``."""
-    im = load_image(image, spec.get("background", (255, 255, 255)), max_pixels=max_pixels)
-    h, w = spec["size"]
-    resample = RESAMPLE[spec.get("resample", "bicubic")]
-    if "shortest_edge" in spec:
-        im = _resize_shortest_edge(im, int(spec["shortest_edge"]), resample)
+    im = load_image(image, spec.background, max_pixels=max_pixels)
+    h, w = spec.size
+    resample = RESAMPLE[spec.resample]
+    if spec.shortest_edge is not None:
+        im = _resize_shortest_edge(im, spec.shortest_edge, resample)
         left, top = (im.width - w) // 2, (im.height - h) // 2
         im = im.crop((left, top, left + w, top + h))
     elif im.size != (w, h):
         im = im.resize((w, h), resample)
-    arr = np.asarray(im, dtype=np.float32) * np.float32(spec.get("rescale_factor", 1 / 255))
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
+    arr = np.asarray(im, dtype=np.float32) * np.float32(spec.rescale_factor)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
     arr = (arr - mean) / std
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
@@ -145,7 +163,7 @@ def _resize_shortest_edge(im: Image.Image, edge: int, resample) -> Image.Image:
 
 
 def preprocess_images(
-    images: Sequence[ImageInput], spec: Mapping[str, Any], *, max_pixels: int = MAX_PIXELS
+    images: Sequence[ImageInput], spec: ImageSpec, *, max_pixels: int = MAX_PIXELS
 ) -> np.ndarray:
     """Several images → float32 ``(N, 3, H, W)``."""
     return np.stack([preprocess_image(im, spec, max_pixels=max_pixels) for im in images])
@@ -155,10 +173,12 @@ def _open(source, name: str, max_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():  # edge-vl enforces its own limit just below
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(source)
+            im = Image.open(source, formats=IMAGE_FORMATS)
     except Image.DecompressionBombError as e:
         raise InputError(f"{name}: image too large ({e})") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image in an accepted format ({', '.join(IMAGE_FORMATS)})") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{name}: not a readable image ({e})") from e
     width, height = im.size
     if width * height > max_pixels:  # checked from the header, before decoding

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_vl.errors import IncompatibleBundleError
+
+if TYPE_CHECKING:
+    from edge_vl.bundle import Manifest
 
 
 @dataclass(frozen=True)
@@ -133,26 +136,16 @@ def loadable_profiles(xml_files: Iterable[str | Path]) -> dict[str, Any]:
     return {"profiles": names, "max_opset": highest}
 
 
-def check_bundle_runtime(manifest: Mapping[str, Any], where: Path) -> None:
+def check_bundle_runtime(manifest: Manifest, where: Path) -> None:
     """Refuse a bundle the installed runtime cannot load, saying which profile to install."""
     version = installed_openvino()
     profile = active_profile(version)
-    runtime = manifest.get("runtime")
-    if runtime is None:
-        # bundles written before runtime profiles: IR is promised to load on the same release line
-        built = manifest.get("versions", {}).get("openvino")
-        if built and release(version)[0] < release(built)[0]:
-            raise IncompatibleBundleError(
-                f"{where}: built with OpenVINO {built}, but this device has OpenVINO {version}; "
-                f"install openvino>={release(built)[0]}.0 here, or rebuild the bundle"
-            )
-        return
-    allowed = list(runtime.get("profiles", []))
-    if profile.name not in allowed:
-        known = [PROFILES[n] for n in allowed if n in PROFILES]
+    runtime = manifest.runtime
+    if profile.name not in runtime.profiles:
+        known = [PROFILES[n] for n in runtime.profiles if n in PROFILES]
         options = "; ".join(f"{p.install} ({p.openvino})" for p in known)
         raise IncompatibleBundleError(
-            f"{where}: this bundle's IR uses opset{runtime.get('max_opset')} operators, which the "
+            f"{where}: this bundle's IR uses opset{runtime.max_opset} operators, which the "
             f"{profile.name} runtime (OpenVINO {version}) cannot read; it loads with: "
             f"{options or 'no supported runtime'}"
         )

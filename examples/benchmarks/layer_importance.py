@@ -21,8 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge_vl.build import BuildConfig, package_versions, prepare, read_data
-from edge_vl.bundle import write_text_atomic
 from edge_vl.demo import write_easy_vqa_manifests
+from edge_vl.fileio import write_text_atomic
 from edge_vl.finetune import TrainConfig, TrainLoop, predict_logits
 from edge_vl.runtime.cpu import cpu_name
 

@@ -46,13 +46,14 @@ from variants import sweep_table  # examples/benchmarks/variants.py
 
 from converters import converter_for, temporary_export
 from converters.precision import quantize_int8
-from edge_vl.architectures import family_for
+from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.bench import compile_latency, throughput
 from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.build import package_versions, resolve_model_dir
-from edge_vl.bundle import read_bundle, write_text_atomic
+from edge_vl.bundle import read_bundle
 from edge_vl.compare import compare_with_torch, interleaved, rebuild_torch_model, spread
+from edge_vl.fileio import write_text_atomic
 from edge_vl.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.runtime.tokenize import TEXT_INPUTS
@@ -74,17 +75,17 @@ def vilt_b32(work: Path, seed: int = 0):
     family.insert_adapters(model)
     family.freeze(model)
     model.eval()
-    preprocessing = family.preprocessing(work / "vilt-b32", model)
-    inputs = family.input_specs(model, preprocessing)
+    shape = family.input_shape(work / "vilt-b32", model)
+    inputs = family.input_specs(model, shape)
     generator = torch.Generator().manual_seed(seed)
-    length = preprocessing["text"]["max_length"]
-    h, w = preprocessing["image"]["size"]
+    length = shape.text_length
+    h, w = shape.image
     sample = {
         "input_ids": torch.randint(5, VILT_VOCAB, (2, length), generator=generator),
         "attention_mask": torch.ones(2, length, dtype=torch.long),
         "pixel_values": torch.randn(2, 3, h, w, generator=generator),
     }
-    return family, model, inputs, sample, preprocessing
+    return family, model, inputs, sample, shape
 
 
 def random_feeds(inputs, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -105,11 +106,11 @@ def random_feeds(inputs, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
-def export_variants(family, model, inputs, sample, work: Path, ks, arms: list[int], preprocessing, name):
+def export_variants(family, model, inputs, sample, work: Path, ks, arms: list[int], shape, name):
     """FP32 and NNCF INT8 exports of ``model`` with the last ``k`` of ``arms`` skipped, for each k;
     returns ``(xmls, rows)`` keyed by contender name."""
     converter = converter_for(family.name)
-    costs = family.arm_costs(model, preprocessing)
+    costs = family.arm_costs(model, shape)
     calibration = random_feeds(inputs, 32)
     xmls: dict[str, Path] = {}
     rows: dict[str, dict[str, Any]] = {}
@@ -169,11 +170,9 @@ def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
     """Part a."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        family, model, inputs, sample, preprocessing = vilt_b32(work)
+        family, model, inputs, sample, shape = vilt_b32(work)
         arms = list(range(len(family.arms(model))))
-        xmls, rows = export_variants(
-            family, model, inputs, sample, work, (0, 2, 4, 6), arms, preprocessing, "a"
-        )
+        xmls, rows = export_variants(family, model, inputs, sample, work, (0, 2, 4, 6), arms, shape, "a")
         for row in rows.values():
             row["text_tokens"] = 40
         family.set_skipped(model, arms[-4:])
@@ -189,7 +188,7 @@ def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
         feeds = {
             key: {n: v[:1].numpy() for n, v in (cut if "bucket" in key else sample).items()} for key in xmls
         }
-        full = family.arm_costs(model, preprocessing).full()
+        full = family.arm_costs(model, shape).full()
         rows = time_contenders(family, model, sample, xmls, feeds, rows, runs, throughput_seconds, full)
         rows["torch eager full model FP32"]["text_tokens"] = 40
     return {"runs": runs, "int8_overflow_fix": not has_int8_dot_product(), "rows": rows}
@@ -207,29 +206,29 @@ def clip_b32(work: Path, seed: int = 0, n_labels: int = 10):
     family.insert_adapters(model)
     family.freeze(model)
     model.eval()
-    preprocessing = family.preprocessing(work / "clip-b32", model)
-    inputs = family.input_specs(model, preprocessing)
-    h, w = preprocessing["image"]["size"]
+    shape = family.input_shape(work / "clip-b32", model)
+    inputs = family.input_specs(model, shape)
+    h, w = shape.image
     sample = {"pixel_values": torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(seed))}
-    return family, model, inputs, sample, preprocessing
+    return family, model, inputs, sample, shape
 
 
 def speed_clip_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
     """Part d: the CLIP ViT-B/32 image tower (prompt head), k = 0, 2, 4 image layers skipped."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        family, model, inputs, sample, preprocessing = clip_b32(work)
+        family, model, inputs, sample, shape = clip_b32(work)
         arms = list(range(len(family.arms(model))))
-        xmls, rows = export_variants(family, model, inputs, sample, work, (0, 2, 4), arms, preprocessing, "d")
+        xmls, rows = export_variants(family, model, inputs, sample, work, (0, 2, 4), arms, shape, "d")
         feeds = {key: {n: v[:1].numpy() for n, v in sample.items()} for key in xmls}
-        full = family.arm_costs(model, preprocessing).full()
+        full = family.arm_costs(model, shape).full()
         rows = time_contenders(family, model, sample, xmls, feeds, rows, runs, throughput_seconds, full)
     return {"runs": runs, "int8_overflow_fix": not has_int8_dot_product(), "rows": rows}
 
 
 def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
     """Part b."""
-    manifest = read_bundle(bundle).manifest
+    manifest = read_bundle(bundle).data
     compare = compare_with_torch(bundle, runs=runs, source=model)
     return {
         "bundle": str(bundle),
@@ -255,7 +254,7 @@ def sweep_by_k(variants: Path, bundle: Path, runs: int, model: str | None) -> di
     sets = sorted({tuple(r["skipped"]) for r in rows}, key=lambda s: (len(s), s))
     with Predictor(bundle, warmup=False) as predictor, contextlib.ExitStack() as exports:
         family, torch_model = rebuild_torch_model(predictor.bundle, model)
-        inputs = family.input_specs(torch_model, predictor.bundle.manifest["preprocessing"])
+        inputs = family.input_specs(torch_model, InputShape.of(predictor.bundle.manifest.preprocessing))
         sample = {n: torch.from_numpy(a) for n, a in predictor.dummy_inputs(2).items()}
         feed = predictor.dummy_inputs(1)
         compiled = {}
@@ -307,15 +306,15 @@ def flops_of(name: str, checkpoint: Path, work: Path) -> list[dict[str, Any]]:
     with quiet_transformers():
         model = family.load(eager, ["a", "b"]).eval()
     family.insert_adapters(model)
-    preprocessing = family.preprocessing(eager, model)
-    length = preprocessing["text"]["max_length"]
-    h, w = preprocessing["image"]["size"]
+    shape = family.input_shape(eager, model)
+    length = shape.text_length
+    h, w = shape.image
     feed = {
         "input_ids": torch.full((1, length), 7, dtype=torch.long),
         "attention_mask": torch.ones(1, length, dtype=torch.long),
         "pixel_values": torch.zeros(1, 3, h, w),
     }
-    costs = family.arm_costs(model, preprocessing)
+    costs = family.arm_costs(model, shape)
     n, checks = costs.n_arms, []
     for skipped in ([], list(range(n - 4, n)), list(range(0, n, 2))):
         family.set_skipped(model, skipped)

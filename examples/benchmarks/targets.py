@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_vl.bundle import write_text_atomic
+from edge_vl.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 

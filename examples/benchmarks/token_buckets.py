@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_vl import Predictor
-from edge_vl.bundle import write_text_atomic
 from edge_vl.data import read_examples
+from edge_vl.fileio import write_text_atomic
 from edge_vl.runtime.cpu import cpu_name
 
 

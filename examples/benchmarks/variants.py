@@ -36,10 +36,11 @@ import torch
 
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.build import BuildConfig, build, package_versions, prepare, read_data
-from edge_vl.bundle import read_bundle, write_text_atomic
+from edge_vl.bundle import read_bundle
 from edge_vl.data import read_examples
 from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
 from edge_vl.errors import Interrupted
+from edge_vl.fileio import write_text_atomic
 from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
 from edge_vl.report import write_report
 from edge_vl.runtime.cpu import cpu_name
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return previous
         finished = work / name
         if (finished / "manifest.json").is_file():  # built by an earlier run with this --work
-            manifest = read_bundle(finished).manifest
+            manifest = read_bundle(finished).data
             method = "given" if plan.get("skip_layers") is not None else "das"
             check_same_settings(manifest, config(name), n_train, method=method, what=str(finished))
             if not planned(manifest["architecture"]["skipped"], plan):
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return record(name, result.manifest, time.perf_counter() - started)
 
     if args.das_bundle is not None:  # the demo's bundle, already built with these settings
-        manifest = read_bundle(args.das_bundle).manifest
+        manifest = read_bundle(args.das_bundle).data
         check_same_settings(manifest, config("das"), n_train)
         das = record("das", manifest, manifest["training"]["seconds"])
         das["measured"] = manifest["created"]  # its latency is from its own build, not this run
