@@ -1,12 +1,10 @@
-"""Converters: the retained subgraph of an adapted model → OpenVINO IR, parity-checked against torch.
-
-One module per architecture family (``vilt.py``, …) over the shared :class:`Converter`.
+"""Converters: the retained subgraph of an adapted model → OpenVINO IR (parity-checked against
+torch), its precision (FP32, FP16 weights, NNCF INT8, chosen by measurement) and text buckets.
 Build-time only: imports torch and openvino.
 """
 
-from converters.base import FP32_TOLERANCE as FP32_TOLERANCE
-from converters.base import Converter as Converter
-from converters.base import ExportResult as ExportResult
-from converters.registry import converter_for as converter_for
-from converters.registry import register_converter as register_converter
-from converters.registry import temporary_export as temporary_export
+from converters.export import FP32_TOLERANCE as FP32_TOLERANCE
+from converters.export import ExportResult as ExportResult
+from converters.export import export as export
+from converters.export import latency_with_skipped as latency_with_skipped
+from converters.export import temporary_export as temporary_export

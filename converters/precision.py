@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.base import save_model
+from converters.export import save_model
 from edge_vl.errors import ExportError
 from edge_vl.runtime.cpu import openvino_core
 
@@ -148,6 +148,75 @@ def choose(
             f"{c.precision} (accuracy {c.accuracy:.4f} vs fp32 {fp32.accuracy:.4f})" for c in refused
         )
     return best, reason
+
+
+def select_precision(
+    requested: str,
+    fp32_xml: Path,
+    out_dir: Path,
+    *,
+    eval_batches: Callable[[], Iterable[Mapping[str, np.ndarray]]],
+    labels: np.ndarray,
+    calibration: Callable[[], Iterable[Mapping[str, np.ndarray]]] | None,
+    calibration_size: int,
+    vnni: bool,
+    max_accuracy_drop: float,
+    latency_scale: Mapping[str, float] | None = None,
+    echo: Callable[[str], None] = print,
+) -> tuple[str, dict[str, Any]]:
+    """Export, evaluate and time the candidates of ``requested`` (``auto``: FP32 and INT8; a
+    precision: it and FP32), install the chosen one as ``out_dir/model.xml``. ``latency_scale``
+    (per precision) predicts latency on a target machine from latency here. Returns the chosen
+    precision and the record of the choice for the manifest.
+
+    Raises:
+        ExportError: a requested precision lost more than ``max_accuracy_drop`` of FP32's accuracy.
+    """
+    from edge_vl.timing import median_latency_ms
+
+    def latency_ms(name: str) -> Callable[[Path, Any], float]:
+        factor = 1.0 if latency_scale is None else latency_scale["int8" if name == "int8" else "fp32"]
+        return lambda xml, feed: median_latency_ms(xml, feed) * factor
+
+    feed = {n: v[:1] for n, v in next(iter(eval_batches())).items()}
+    candidates: list[Candidate] = []
+    reference = None
+    for name in AUTO_CANDIDATES if requested == "auto" else ("fp32", requested):
+        if name == "fp32":
+            xml = fp32_xml
+        elif name == "fp16":
+            xml = compress_fp16(fp32_xml, out_dir)
+        else:
+            echo(f"precision: NNCF INT8 calibration on {calibration_size} training rows "
+                 f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})")  # fmt: skip
+            xml = quantize_int8(fp32_xml, calibration(), out_dir, vnni=vnni, size=calibration_size)
+        candidate, predictions = measure(name, xml, eval_batches, labels, reference, feed, latency_ms(name))
+        reference = predictions if name == "fp32" else reference
+        candidates.append(candidate)
+        echo(f"precision: {name} accuracy {candidate.accuracy:.4f}, top-1 agreement with fp32 "
+             f"{candidate.agreement_with_fp32:.4f}, {candidate.latency_ms:.2f} ms")  # fmt: skip
+    required = None if requested == "auto" else requested
+    chosen, reason = choose(candidates, max_accuracy_drop, required=required)
+    if required and chosen.precision != required:
+        raise ExportError(f"{required} was refused: {reason}; build with --precision fp32 or "
+                          "raise --max-accuracy-drop")  # fmt: skip
+    install(chosen, out_dir)
+    echo(f"precision: {reason}")
+    record = {"requested": requested, "chosen": chosen.precision, "reason": reason,
+              "max_accuracy_drop": max_accuracy_drop, "vnni": vnni,
+              "candidates": [c.to_dict() for c in candidates]}  # fmt: skip
+    return chosen.precision, record
+
+
+def numpy_batches(data, names: Sequence[str], size: int) -> Callable[[], Iterable[dict[str, np.ndarray]]]:
+    """A re-iterable source of an :class:`~edge_vl.encoded.EncodedData`'s rows as numpy feeds of
+    the inputs ``names``, ``size`` rows each."""
+
+    def feed(i: int) -> dict[str, np.ndarray]:
+        rows = data.batch(slice(i, i + size))
+        return {n: v.numpy() for n, v in rows.items() if n in names}
+
+    return lambda: (feed(i) for i in range(0, len(data), size))
 
 
 def install(candidate: Candidate, staging: Path) -> None:

@@ -3,7 +3,7 @@
 - :class:`BottleneckAdapter`: ``A(x) = s · W_up ReLU(W_down LN(x) + b_down) + b_up``; every Linear
   weight ~ N(0, 0.02²), biases 0, LN weight 1 / bias 0, ``s = 1``. ``W_up`` is *not* zero-initialised
   (as in the authors' code), so adapters are not the identity at init.
-- :class:`SkippableLayer`: wraps one transformer layer (a DAS arm). When ``skipped`` it returns
+- :class:`SkippableLayer`: wraps one transformer layer (a skippable layer). When ``skipped`` it returns
   ``h + A_skip(h)`` and the layer's own weights and PETL adapters are bypassed; otherwise it runs
   the family's adapted forward (:meth:`forward_kept`). Families subclass it.
 
@@ -64,7 +64,7 @@ class BottleneckAdapter(nn.Module):
 
 
 class SkippableLayer(nn.Module):
-    """A DAS arm: the original layer plus its PETL adapters, or — when skipped — a skip adapter.
+    """A skippable layer: the original layer plus its PETL adapters, or — when skipped — a skip adapter.
 
     Subclasses implement :meth:`forward_kept` with the family's adapter placement and keep the
     wrapped layer's call signature and return type.

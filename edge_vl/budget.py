@@ -1,14 +1,14 @@
-"""Compute budgets: what a skip set costs, and how many arms to skip to meet a budget.
+"""Compute budgets: what a skip set costs, and how many layers to skip to meet a budget.
 
-Costs are multiply-accumulates (MACs) of matmuls and convolutions, counted analytically per arm
-by each family (:meth:`ArchitectureFamily.arm_costs`) — the convention of the paper's "FLOPs"
+Costs are multiply-accumulates (MACs) of matmuls and convolutions, counted analytically per layer
+by each family (:meth:`ArchitectureFamily.layer_costs`) — the convention of the paper's "FLOPs"
 (spec §3.4). Norms, softmax and activations are not counted. The *full* model is the original
 checkpoint without adapters: what a user would otherwise run.
 
 Going beyond the paper (which sets k by hand), a build may give a FLOPs budget (fraction of the
 full model's MACs) or a latency budget (milliseconds on this machine). The latency model is
-measured, not assumed: the exported retained graph is timed with every arm kept and with every
-arm skipped, and the difference is spread over the arms in proportion to their MAC savings.
+measured, not assumed: the exported retained graph is timed with every layer kept and with every
+layer skipped, and the difference is spread over the layers in proportion to their MAC savings.
 """
 
 from __future__ import annotations
@@ -23,26 +23,26 @@ from edge_vl.errors import EdgeVLError
 
 
 class BudgetError(EdgeVLError):
-    """A compute budget cannot be met by skipping arms."""
+    """A compute budget cannot be met by skipping layers."""
 
     exit_code = 2
 
 
 @dataclass(frozen=True)
-class ArmCosts:
-    """MACs of a model split by arm, for one input shape (batch 1)."""
+class LayerCosts:
+    """MACs of a model split by layer, for one input shape (batch 1)."""
 
-    #: everything outside the arms (embeddings, pooler, head)
+    #: everything outside the layers (embeddings, pooler, head)
     base: int
-    #: each arm's own layer
+    #: each layer's own layer
     layer: tuple[int, ...]
-    #: each arm's PETL adapters (paid when the arm is kept)
+    #: each layer's PETL adapters (paid when the layer is kept)
     petl: tuple[int, ...]
-    #: each arm's skip adapter (paid when the arm is skipped)
+    #: each layer's skip adapter (paid when the layer is skipped)
     skip: tuple[int, ...]
 
     @property
-    def n_arms(self) -> int:
+    def n_layers(self) -> int:
         return len(self.layer)
 
     def full(self) -> int:
@@ -50,14 +50,14 @@ class ArmCosts:
         return self.base + sum(self.layer)
 
     def retained(self, skipped: Sequence[int]) -> int:
-        """The adapted model with ``skipped`` arms replaced by skip adapters."""
+        """The adapted model with ``skipped`` layers replaced by skip adapters."""
         s = set(skipped)
         return self.base + sum(
-            self.skip[i] if i in s else self.layer[i] + self.petl[i] for i in range(self.n_arms)
+            self.skip[i] if i in s else self.layer[i] + self.petl[i] for i in range(self.n_layers)
         )
 
     def saving(self, i: int) -> int:
-        """MACs saved by skipping arm ``i`` of the adapted model."""
+        """MACs saved by skipping layer ``i`` of the adapted model."""
         return self.layer[i] + self.petl[i] - self.skip[i]
 
     def to_dict(self) -> dict[str, object]:
@@ -66,25 +66,25 @@ class ArmCosts:
 
 @dataclass(frozen=True)
 class LatencyModel:
-    """Latency of a skip set, from two measured endpoints and the arms' MAC savings."""
+    """Latency of a skip set, from two measured endpoints and the layers' MAC savings."""
 
     all_kept_ms: float
     all_skipped_ms: float
-    costs: ArmCosts
+    costs: LayerCosts
 
     def predict(self, skipped: Sequence[int]) -> float:
-        total = sum(self.costs.saving(i) for i in range(self.costs.n_arms)) or 1
+        total = sum(self.costs.saving(i) for i in range(self.costs.n_layers)) or 1
         saved = sum(self.costs.saving(i) for i in skipped) / total
         return self.all_kept_ms - saved * (self.all_kept_ms - self.all_skipped_ms)
 
 
-def min_arms_for(
+def min_layers_for(
     limit: float, cost: Callable[[Sequence[int]], float], savings: Sequence[float], what: str
 ) -> int:
-    """Fewest arms to skip so that ``cost(skipped) <= limit``, skipping the biggest savers first.
+    """Fewest layers to skip so that ``cost(skipped) <= limit``, skipping the biggest savers first.
 
     Raises:
-        BudgetError: even skipping every arm but one does not meet ``limit``.
+        BudgetError: even skipping every layer but one does not meet ``limit``.
     """
     order = sorted(range(len(savings)), key=lambda i: -savings[i])
     for k in range(0, len(order)):
@@ -92,7 +92,7 @@ def min_arms_for(
             return k
     best = cost(order[:-1])
     raise BudgetError(
-        f"{what} budget cannot be met: skipping {len(order) - 1} of {len(order)} arms still costs "
+        f"{what} budget cannot be met: skipping {len(order) - 1} of {len(order)} layers still costs "
         f"{best:.4g}, the budget is {limit:.4g}"
     )
 
@@ -100,13 +100,13 @@ def min_arms_for(
 def select_within(
     ranking: Sequence[int], k: int, limit: float, cost: Callable[[Sequence[int]], float]
 ) -> list[int]:
-    """The top-``k`` of ``ranking``, extended in ranking order until ``cost <= limit`` (arms of
+    """The top-``k`` of ``ranking``, extended in ranking order until ``cost <= limit`` (layers of
     unequal cost may need more than k)."""
     chosen = list(ranking[:k])
-    for arm in ranking[k:]:
+    for layer in ranking[k:]:
         if cost(chosen) <= limit:
             break
-        chosen.append(arm)
+        chosen.append(layer)
     return sorted(chosen)
 
 

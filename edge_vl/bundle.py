@@ -180,18 +180,19 @@ class Head:
 
 @dataclass(frozen=True)
 class Architecture:
-    """Which model family, and which arms (transformer layers) the retained model skips."""
+    """Which model family, its skippable layers (names, in search order), and which of them the
+    retained model skips."""
 
     family: str
     model_type: str
     source: str
-    arms: tuple[str, ...]
+    layers: tuple[str, ...]
     skipped: tuple[int, ...]
     kept: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        check(sorted(self.skipped + self.kept) == list(range(len(self.arms))),
-              "skipped and kept must split the arms' indices")  # fmt: skip
+        check(sorted(self.skipped + self.kept) == list(range(len(self.layers))),
+              "skipped and kept must split the layers' indices")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class RuntimeInfo:
 @dataclass(frozen=True)
 class Manifest:
     """``manifest.json``. The device reads the typed sections; ``metrics`` and the build records
-    (``training``, ``cost``, ``skip_plan``, ``precision``, ``data``) are for people and tools."""
+    (``training``, ``cost``, ``skip_plan``, ``precision_choice``, ``data``) are for people and tools."""
 
     format_version: int
     edge_vl_version: str
@@ -221,7 +222,7 @@ class Manifest:
     training: dict[str, Any] = field(default_factory=dict)
     cost: dict[str, Any] = field(default_factory=dict)
     skip_plan: dict[str, Any] = field(default_factory=dict)
-    precision: dict[str, Any] | None = None
+    precision_choice: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     manifest_sha256: str = ""
 

@@ -91,11 +91,12 @@ input_options = _options(
 
 plan_options = _options(
     click.option(
-        "--skip",
+        "--skip-count",
         type=click.IntRange(min=0),
         default=None,
-        help="Number of layers (DAS arms) the search skips [default: a third of the arms].",
+        help="How many layers the DAS search skips [default: a third of the skippable layers].",
     ),
+    click.option("--skip", "skip_count_alias", type=click.IntRange(min=0), default=None, hidden=True),
     click.option(
         "--flops-budget",
         type=click.FloatRange(min=0, max=1, min_open=True),
@@ -223,7 +224,9 @@ def _build_config(params: dict, out: Path, skip_layers: list[int] | None = None)
             eval_data=params["eval_data"],
             out=out,
             skip_layers=skip_layers,
-            skip=params["skip"],
+            skip_count=params["skip_count"]
+            if params["skip_count"] is not None
+            else params["skip_count_alias"],
             flops_budget=params["flops_budget"],
             latency_budget_ms=params["latency_budget_ms"],
             search=SearchConfig(
@@ -392,14 +395,14 @@ def search(out, **params) -> None:
     if result is None:
         click.echo(f"no search needed: skip {plan['skipped']}")
     else:
-        click.echo("arm  gate      layer")
+        click.echo("layer  gate      layer")
         for i in result["ranking"]:
             mark = "  skip" if i in plan["skipped"] else ""
-            click.echo(f"{i:>3}  {result['gates'][i]:+.5f}  {prep.arm_names[i]}{mark}")
+            click.echo(f"{i:>3}  {result['gates'][i]:+.5f}  {prep.layer_names[i]}{mark}")
     if out is not None:
         from edge_vl.fileio import write_json_atomic
 
-        write_json_atomic(out, {"arms": prep.arm_names, **plan})
+        write_json_atomic(out, {"layers": prep.layer_names, **plan})
         click.echo(f"saved: {out}")
 
 
@@ -457,7 +460,7 @@ def info(bundle, as_json, trusted_keys) -> None:
     arch, model = m.architecture, m.model
     click.echo(f"bundle        {b.path}  (format {m.format_version}, edge-vl {m.edge_vl_version})")
     click.echo(f"signed by     {b.signed_by or 'not checked (no trusted keys given)'}")
-    click.echo(f"architecture  {arch.family} ({arch.model_type}), {len(arch.arms)} arms")
+    click.echo(f"architecture  {arch.family} ({arch.model_type}), {len(arch.layers)} layers")
     click.echo(f"skipped       {list(arch.skipped) or 'none'}  kept {list(arch.kept)}")
     click.echo(f"precision     {model.precision}")
     click.echo("inputs        " + ", ".join(f"{i.name}{list(i.shape)}:{i.dtype}" for i in model.inputs))

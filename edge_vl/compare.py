@@ -2,7 +2,7 @@
 
 Four contenders on the same batch-1 inputs, timed interleaved (a fresh random order every round,
 with a short pause before each call) so that drift of the machine hits them alike: the bundle's
-retained model on OpenVINO, the full model (no arm skipped) exported to OpenVINO on the spot, and
+retained model on OpenVINO, the full model (no layer skipped) exported to OpenVINO on the spot, and
 both in torch eager. The torch
 models are rebuilt from the bundle's source checkpoint with freshly initialised adapters: the
 bundle carries no torch weights, and adapter values do not change the amount of work, so timings
@@ -12,8 +12,6 @@ are those of the trained model but the torch outputs are not. Needs the ``build`
 from __future__ import annotations
 
 import copy
-import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import numpy as np
 
 from edge_vl.bundle import Bundle
 from edge_vl.errors import MissingExtraError, ModelError
+from edge_vl.timing import interleaved, spread
 
 
 def compare_with_torch(
@@ -62,7 +61,7 @@ def compare_with_torch(
         return call
 
     with temporary_export(family, model, inputs, sample, []) as full_xml:
-        from edge_vl.bench import compile_latency
+        from edge_vl.timing import compile_latency
 
         full_model = compile_latency(full_xml, threads)  # outlives full_request
         full_request = full_model.create_infer_request()
@@ -74,7 +73,7 @@ def compare_with_torch(
         }
         times = interleaved(contenders, runs)
         contenders.clear()
-        del full_request  # before full_model (see edge_vl.bench.compile_latency)
+        del full_request  # before full_model (see edge_vl.timing.compile_latency)
     medians = {name: float(np.median(t)) for name, t in times.items()}
     ours = "openvino_retained"
     bundle_ms = medians[ours]
@@ -92,7 +91,7 @@ def compare_with_torch(
 def rebuild_torch_model(bundle: Bundle, source: str | Path | None = None) -> tuple[Any, Any]:
     """``(family, model)``: the torch model of a ``bundle``, rebuilt from its
     source checkpoint (``source``, default the manifest's ``architecture.source``) with freshly
-    initialised adapters (seeded) of the bundle's adapter config, frozen, in eval mode, no arm
+    initialised adapters (seeded) of the bundle's adapter config, frozen, in eval mode, no layer
     skipped. Same work as the bundle's model, other outputs."""
     import torch
 
@@ -120,31 +119,3 @@ def rebuild_torch_model(bundle: Bundle, source: str | Path | None = None) -> tup
     family.freeze(model)
     model.eval()
     return family, model
-
-
-def spread(times: list[float]) -> dict[str, float]:
-    """Median, 10th and 90th percentile of ``times``."""
-    return {"median": float(np.median(times)), "p10": float(np.percentile(times, 10)),
-            "p90": float(np.percentile(times, 90))}  # fmt: skip
-
-
-def interleaved(
-    contenders: dict[str, Callable[[], Any]], runs: int, *, settle_s: float = 0.02, seed: int = 0
-) -> dict[str, list[float]]:
-    """Per-contender wall times (ms): one warm-up each, then ``runs`` rounds in a fresh random order
-    (seeded), with a ``settle_s`` pause before each timed call. Without the pause, whatever runs
-    right after torch competes with torch's still-spinning worker threads; with a fixed rotation
-    that penalty would land on the same contender every round (measured: the demo bundle looked
-    35 % slower than in isolation)."""
-    names = list(contenders)
-    for name in names:
-        contenders[name]()
-    rng = random.Random(seed)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(runs):
-        for name in rng.sample(names, len(names)):
-            time.sleep(settle_s)
-            t0 = time.perf_counter()
-            contenders[name]()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return times

@@ -6,7 +6,7 @@
 
 Knowing deviation from the method spec (§7.2 keeps BCE × 13 for easy-VQA): edge-vl data have
 exactly one answer per row, and with one-hot BCE the rare answers learn far slower than with
-softmax cross-entropy. Measured on edge-vl-mini/easy-vqa (4 arms skipped, 750 steps, 2,000 test
+softmax cross-entropy. Measured on edge-vl-mini/easy-vqa (4 layers skipped, 750 steps, 2,000 test
 questions): colour questions — 8 answers of about 1.7 % of the rows each — stayed at chance (0.13)
 with BCE and reached 0.82 with cross-entropy. The loss scale also sets the search's rewards
 exp(−loss): cross-entropy (≈ 0.3–1) gives the bandit larger reward differences than BCE × N.

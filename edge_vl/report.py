@@ -3,8 +3,8 @@
 Every number comes from a bundle manifest (and, for comparisons, from the manifests or results of
 other variants), so a report cannot disagree with the bundle it describes. The HTML is well-formed
 XML (XHTML served as HTML) with no scripts and no external files: it opens in any browser offline.
-Plots: gates per arm over the search rounds, accuracy against MACs of the variants, latency table,
-and a per-arm table of what was skipped and why.
+Plots: gates per layer over the search rounds, accuracy against MACs of the variants, latency table,
+and a per-layer table of what was skipped and why.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_vl.budget import ArmCosts
+from edge_vl.budget import LayerCosts
 from edge_vl.fileio import write_text_atomic
 
 REPORT_JSON = "report.json"
@@ -40,11 +40,11 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
     arch, cost, plan = manifest["architecture"], manifest["cost"], manifest["skip_plan"]
     search = plan.get("search") or {}
     gates = search.get("gates")
-    costs = ArmCosts(**cost["per_arm"])
-    arms = []
-    for i, name in enumerate(arch["arms"]):
+    costs = LayerCosts(**cost["per_layer"])
+    layers = []
+    for i, name in enumerate(arch["layers"]):
         skipped = i in arch["skipped"]
-        arms.append(
+        layers.append(
             {
                 "index": i,
                 "name": name,
@@ -56,7 +56,7 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
             }
         )
     return {
-        "model": {"family": arch["family"], "source": arch["source"], "arms": len(arch["arms"])},
+        "model": {"family": arch["family"], "source": arch["source"], "layers": len(arch["layers"])},
         "metrics": manifest["metrics"],
         "cost": {k: cost[k] for k in ("unit", "full_model", "retained_model", "retained_fraction")},
         "training": {
@@ -64,7 +64,7 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
             for k in ("steps", "trainable_parameters", "total_parameters", "trainable_fraction", "seconds")
         },
         "plan": {"method": plan["method"], "budget": plan.get("budget"), "skipped": arch["skipped"]},
-        "arms": arms,
+        "layers": layers,
         "gate_history": [r["gates"] for r in search.get("rounds", [])],
         "warnings": (manifest.get("data") or {}).get("warnings", []),
         "variants": [variant_from_manifest(manifest), *variants],
@@ -97,9 +97,10 @@ def write_report(directory: Path, manifest: dict[str, Any], variants: Sequence[d
 def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> str:
     m, c, t = data["metrics"], data["cost"], data["training"]
     summary = [
-        ("model", f"{data['model']['family']} ({data['model']['arms']} arms) from {data['model']['source']}"),
+        ("model", f"{data['model']['family']} ({data['model']['layers']} layers) from "
+                  f"{data['model']['source']}"),
         ("eval accuracy", f"{m['eval_accuracy']:.4f} on {m['eval_examples']} rows"),
-        ("skipped arms", f"{data['plan']['skipped'] or 'none'} ({data['plan']['method']})"),
+        ("skipped layers", f"{data['plan']['skipped'] or 'none'} ({data['plan']['method']})"),
         ("retained MACs", f"{c['retained_model']:,.0f} of {c['full_model']:,.0f} "
                           f"({c['retained_fraction']:.1%})"),
         ("trainable parameters", f"{t['trainable_parameters']:,} of {t['total_parameters']:,} "
@@ -115,10 +116,11 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> st
     if history:
         series = {
             f"{a['index']}{' (skipped)' if a['skipped'] else ''}": [g[a["index"]] for g in history]
-            for a in data["arms"]
+            for a in data["layers"]
         }
-        parts += ["<h2>Gates per arm over the search</h2>",
-                  "<p>A larger gate means the arm was more often in low-loss skip sets (more redundant).</p>",
+        parts += ["<h2>Gates per layer over the search</h2>",
+                  "<p>A larger gate means the layer was more often in low-loss skip sets "
+                  "(more redundant).</p>",
                   line_chart(series, "bandit round", "gate")]  # fmt: skip
     parts += ["<h2>Accuracy against compute</h2>", scatter_chart(data["variants"])]
     parts += ["<h2>Variants</h2>", _table(
@@ -131,14 +133,14 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> st
         parts += ["<h2>Latency</h2>", _table(
             ["model", "median ms, batch 1"],
             [("retained (this bundle)", f"{lat['retained']:.2f}"),
-             ("full model (no arm skipped)", f"{lat['full']:.2f}")],
+             ("full model (no layer skipped)", f"{lat['full']:.2f}")],
         ), f"<p>OpenVINO {_e(lat.get('precision', ''))}, {lat.get('threads') or 'default'} threads, "
            "on the build machine; run <code>edge-vl bench</code> on the target.</p>"]  # fmt: skip
     parts += ["<h2>What was skipped and why</h2>", _table(
-        ["arm", "layer", "gate", "MACs saved", "decision"],
+        ["layer", "layer", "gate", "MACs saved", "decision"],
         [(str(a["index"]), a["name"], "" if a["gate"] is None else f"{a['gate']:+.3e}",
           "" if a["saving_macs"] is None else f"{a['saving_macs']:,.0f}",
-          ("skipped: " if a["skipped"] else "") + a["why"]) for a in data["arms"]],
+          ("skipped: " if a["skipped"] else "") + a["why"]) for a in data["layers"]],
     )]  # fmt: skip
     style = (
         "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
@@ -221,7 +223,9 @@ def line_chart(series: dict[str, list[float]], xlabel: str, ylabel: str) -> str:
         dash = ' stroke-dasharray="5,3"' if j >= len(_COLOURS) else ""
         points = " ".join(f"{_px(i + 1, xs):.1f},{_py(v, ys):.1f}" for i, v in enumerate(values))
         out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5"{dash} points="{points}"/>')
-        legend = f'<text x="{_W + 8}" y="{24 + 14 * j}" font-size="11" fill="{colour}">arm {_e(name)}</text>'
+        legend = (
+            f'<text x="{_W + 8}" y="{24 + 14 * j}" font-size="11" fill="{colour}">layer {_e(name)}</text>'
+        )
         out.append(legend)
     return _svg(out, extra_width=120)
 

@@ -1,10 +1,10 @@
-"""DAS search: a k-armed bandit over transformer layers (method spec §2).
+"""DAS search (Wu et al., NeurIPS 2023, §3.2): a bandit whose arms are the skippable layers.
 
-Per training micro-batch, k distinct arms are sampled with weights ``sigmoid(gate)`` and replaced
+Per training micro-batch, k distinct layers are sampled with weights ``sigmoid(gate)`` and replaced
 by their skip adapters; adapters, skip adapters and head train under that sub-network. After the
 warm-up epoch, every ``das_turn`` micro-batches ``das_step`` distinct candidate skip sets are scored
 on a held-out batch without gradients; reward ``R = exp(-loss)``, baseline ``b = mean(R)``, and
-every arm ``i`` in candidate ``c`` moves by ``η (R_c − b) p_i (1 − p_i)`` with ``p`` frozen for the
+every layer ``i`` in candidate ``c`` moves by ``η (R_c − b) p_i (1 − p_i)`` with ``p`` frozen for the
 round. The result is the top-k of the gates.
 
 Two modes:
@@ -26,10 +26,10 @@ search trace of ``examples/benchmarks/results/demo-precision-auto/manifest.json`
 a round differ by a median 0.0105 in held-out loss over the first 25 rounds and 0.0014 over the last
 25, so the first rounds' noise picks the set (``examples/benchmarks/search_trace.py``; the demo's
 search with the clean warm-up, ``results/demo-default``: 0.2699 and 0.0240). The search that
-skipped during warm-up chose the last MiniLM layer (arm 5), which PETL training alone shows to be
+skipped during warm-up chose the last MiniLM layer (layer 5), which PETL training alone shows to be
 the layer the task can least lose
-(``examples/benchmarks/layer_importance.py``: after 500 PETL steps, skipping arm 5 alone raised the
-held-out loss 0.46 → 2.01 and took colour questions from 49 % to 0 %; no other arm cost more than
+(``examples/benchmarks/layer_importance.py``: after 500 PETL steps, skipping layer 5 alone raised the
+held-out loss 0.46 → 2.01 and took colour questions from 49 % to 0 %; no other layer cost more than
 0.45; a trained skip adapter recovers much of it: the random set [3, 5, 7, 9] reached 0.9311 in
 ``examples/benchmarks/variants.py``). Training only the PETL adapters during warm-up lets the
 first rewards measure what each layer does for a model that has started to solve the task. The
@@ -99,22 +99,22 @@ class SearchConfig:
 class GateBandit:
     """The redundancy gates and the update rule; knows nothing about models."""
 
-    def __init__(self, n_arms: int, k: int, *, das_step: int = 3, gate_lr: float = 1.0, seed: int = 0):
-        if not 0 < k < n_arms:
-            raise ValueError(f"k must be between 1 and {n_arms - 1} for {n_arms} arms, got {k}")
-        if das_step > math.comb(n_arms, k):
+    def __init__(self, n_layers: int, k: int, *, das_step: int = 3, gate_lr: float = 1.0, seed: int = 0):
+        if not 0 < k < n_layers:
+            raise ValueError(f"k must be between 1 and {n_layers - 1} for {n_layers} layers, got {k}")
+        if das_step > math.comb(n_layers, k):
             raise ValueError(
-                f"das_step={das_step} exceeds the {math.comb(n_arms, k)} distinct skip sets of size {k}"
+                f"das_step={das_step} exceeds the {math.comb(n_layers, k)} distinct skip sets of size {k}"
             )
-        self.n_arms, self.k, self.das_step, self.gate_lr = n_arms, k, das_step, gate_lr
-        self.gates = torch.zeros(n_arms, dtype=torch.float64)
+        self.n_layers, self.k, self.das_step, self.gate_lr = n_layers, k, das_step, gate_lr
+        self.gates = torch.zeros(n_layers, dtype=torch.float64)
         self.generator = torch.Generator().manual_seed(seed)
 
     def probs(self) -> torch.Tensor:
         return torch.sigmoid(self.gates)
 
     def sample(self) -> list[int]:
-        """k distinct arms, drawn without replacement with weights ``sigmoid(gates)``."""
+        """k distinct layers, drawn without replacement with weights ``sigmoid(gates)``."""
         drawn = torch.multinomial(self.probs(), self.k, replacement=False, generator=self.generator)
         return sorted(drawn.tolist())
 
@@ -151,12 +151,12 @@ class GateBandit:
         return self.update(candidates, [evaluate(c) for c in candidates])
 
     def top_k(self) -> list[int]:
-        """The k arms with the largest gates (most redundant), sorted by index."""
+        """The k layers with the largest gates (most redundant), sorted by index."""
         return sorted(torch.topk(self.gates, self.k).indices.tolist())
 
     def ranking(self) -> list[int]:
-        """All arms from most to least redundant (ties broken by index)."""
-        return sorted(range(self.n_arms), key=lambda i: (-float(self.gates[i]), i))
+        """All layers from most to least redundant (ties broken by index)."""
+        return sorted(range(self.n_layers), key=lambda i: (-float(self.gates[i]), i))
 
     def state_dict(self) -> dict[str, Any]:
         return {"gates": self.gates.clone(), "generator": self.generator.get_state()}
@@ -202,10 +202,10 @@ def run_search(
     ``should_stop()`` turns true (then :class:`Interrupted` is raised); an existing checkpoint
     there is resumed.
     """
-    n_arms = len(family.arms(model))
-    # a round cannot score more distinct sets than exist (few arms, e.g. a small image tower)
-    das_step = min(config.das_step, math.comb(n_arms, k)) if 0 < k < n_arms else config.das_step
-    bandit = GateBandit(n_arms, k, das_step=das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1)
+    n_layers = len(family.layers(model))
+    # a round cannot score more distinct sets than exist (few layers, e.g. a small image tower)
+    das_step = min(config.das_step, math.comb(n_layers, k)) if 0 < k < n_layers else config.das_step
+    bandit = GateBandit(n_layers, k, das_step=das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1)
     steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
     # the search has its own length and LR schedule (spec §2.7): config.epochs over the search data
     loop = TrainLoop(family, model, train_data, train_config, total_steps=config.epochs * steps_per_epoch)

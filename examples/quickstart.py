@@ -37,7 +37,7 @@ def main() -> None:
     # 1. build: DAS search → adapter fine-tune → OpenVINO export → bundle (on a workstation)
     result = build(
         BuildConfig(model_dir=args.model, train_data=args.data, eval_data=args.eval_data, out=args.out,
-                    skip=args.skip, train=TrainConfig(epochs=1), overwrite=True)
+                    skip_count=args.skip, train=TrainConfig(epochs=1), overwrite=True)
     )  # fmt: skip
     print("skipped layers:", result.manifest["architecture"]["skipped"])
     print("eval accuracy:", result.manifest["metrics"]["eval_accuracy"])

@@ -67,12 +67,12 @@ def test_deterministic_forward_matches_hugging_face(family, model):
 
 
 def test_skipped_layer_is_h_plus_skip_adapter(family, model):
-    arms = family.insert_adapters(model)
+    layers = family.insert_adapters(model)
     family.set_skipped(model, [2])
     h = torch.randn(2, 7, model.config.hidden_size)
-    out = arms[2](h, None)[0]
-    assert torch.equal(out, h + arms[2].skip_adapter(h))
-    assert not torch.allclose(arms[1](h, None)[0], h + arms[1].skip_adapter(h))
+    out = layers[2](h, None)[0]
+    assert torch.equal(out, h + layers[2].skip_adapter(h))
+    assert not torch.allclose(layers[1](h, None)[0], h + layers[1].skip_adapter(h))
 
 
 def test_set_skipped_rejects_bad_index(family, model):
@@ -98,7 +98,7 @@ def test_only_adapters_head_pooler_and_token_types_train(family, model):
 
 def test_active_trainable_parameters_match_spec_arithmetic(family, model):
     """Spec §3.4: an adapter with bottleneck r has 2·d·r + r + d weights plus 2·d for its LN; only the
-    adapters in use count (PETL adapters of kept arms, skip adapters of skipped arms)."""
+    adapters in use count (PETL adapters of kept layers, skip adapters of skipped layers)."""
     cfg = AdapterConfig()
     family.insert_adapters(model, cfg)
     family.set_skipped(model, [1, 3])
@@ -126,11 +126,11 @@ def test_training_changes_only_trainable_weights_and_skipped_layers_get_no_gradi
     # gradients of one step: a skipped block and its PETL adapters receive none
     loss = cross_entropy(family.forward(model, data), data["labels"])
     loss.backward()
-    arm1 = family.arms(model)[1]
+    arm1 = family.layers(model)[1]
     assert all(p.grad is None for p in arm1.layer.parameters())
     assert all(p.grad is None for n, p in arm1.named_parameters() if n.startswith(PREFIX + "attn"))
     assert all(p.grad is not None for p in arm1.skip_adapter.parameters())
-    assert all(p.grad is None for p in family.arms(model)[0].skip_adapter.parameters())
+    assert all(p.grad is None for p in family.layers(model)[0].skip_adapter.parameters())
     model.zero_grad(set_to_none=True)
 
     rows = {k: v for k, v in data.items() if k != "pixel_values"}

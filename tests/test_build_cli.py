@@ -24,7 +24,7 @@ def test_manifest_lists_exactly_the_skipped_layers(tiny_bundle):
     assert arch["family"] == "vilt"
     assert arch["skipped"] == SKIP
     assert arch["kept"] == [0, 2]
-    assert arch["arms"] == [f"vilt.encoder.layer.{i}" for i in range(4)]
+    assert arch["layers"] == [f"vilt.encoder.layer.{i}" for i in range(4)]
     assert manifest["model"]["precision"] == "fp32"
     bundle_files = {"model.xml", "model.bin", "tokenizer.json", "report.json", "report.html"}
     assert set(manifest["files"]) == bundle_files
@@ -218,7 +218,7 @@ def test_build_without_model_uses_the_shipped_edge_vl_mini(tmp_path, shapes_data
     assert manifest["architecture"]["family"] == "meter"
     assert manifest["architecture"]["model_type"] == "edge_vl_mini"
     assert manifest["architecture"]["source"] == "edge-vl-mini"  # resolves on any machine
-    assert len(manifest["architecture"]["arms"]) == 12 and manifest["architecture"]["skipped"] == [2, 9]
+    assert len(manifest["architecture"]["layers"]) == 12 and manifest["architecture"]["skipped"] == [2, 9]
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
     example = read_examples(shapes_data[1])[0]
     assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.budget import ArmCosts, BudgetError, counted_macs, min_arms_for, select_within
+from edge_vl.budget import BudgetError, LayerCosts, counted_macs, min_layers_for, select_within
 from edge_vl.cli import cli
 from tests.conftest import build_args
 
@@ -29,7 +29,7 @@ def _manifest(bundle: Path) -> dict:
 
 
 def test_analytic_macs_match_a_flop_counter(tiny_checkpoint):
-    """The per-arm count agrees with torch's FlopCounterMode (ViLT attention is explicit matmuls,
+    """The per-layer count agrees with torch's FlopCounterMode (ViLT attention is explicit matmuls,
     which the counter sees; SDPA would be missed) for the full model and several skip sets."""
     family = family_for("vilt")
     with quiet_transformers():
@@ -45,7 +45,7 @@ def test_analytic_macs_match_a_flop_counter(tiny_checkpoint):
 
     full = counted_macs(lambda: model(**inputs, pixel_mask=torch.ones(1, size, size, dtype=torch.long)))
     family.insert_adapters(model)
-    costs = family.arm_costs(model, shape)
+    costs = family.layer_costs(model, shape)
     assert abs(costs.full() - full) / full < 0.02
     for skipped in ([], [1, 3], [0, 1, 2]):
         family.set_skipped(model, skipped)
@@ -54,18 +54,20 @@ def test_analytic_macs_match_a_flop_counter(tiny_checkpoint):
 
 
 def test_budget_helpers():
-    costs = ArmCosts(base=10, layer=(100, 100, 40), petl=(5, 5, 5), skip=(2, 2, 2))
+    costs = LayerCosts(base=10, layer=(100, 100, 40), petl=(5, 5, 5), skip=(2, 2, 2))
     assert costs.full() == 250 and costs.retained([]) == 265 and costs.retained([0]) == 162
-    assert min_arms_for(170, costs.retained, [costs.saving(i) for i in range(3)], "FLOPs") == 1
+    assert min_layers_for(170, costs.retained, [costs.saving(i) for i in range(3)], "FLOPs") == 1
     with pytest.raises(BudgetError, match="cannot be met"):
-        min_arms_for(10, costs.retained, [costs.saving(i) for i in range(3)], "FLOPs")
-    # ranking says arm 2 is most redundant, but it saves little: extend until the budget holds
+        min_layers_for(10, costs.retained, [costs.saving(i) for i in range(3)], "FLOPs")
+    # ranking says layer 2 is most redundant, but it saves little: extend until the budget holds
     assert select_within([2, 0, 1], 1, 170, costs.retained) == [0, 2]
 
 
 def test_build_searches_by_default_and_records_the_trace(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
-    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip", "2", *SEARCH))
+    result = CliRunner().invoke(
+        cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "2", *SEARCH)
+    )
     assert result.exit_code == 0, result.output
     m = _manifest(out)
     plan = m["skip_plan"]
@@ -82,7 +84,7 @@ def test_build_searches_by_default_and_records_the_trace(tmp_path, tiny_checkpoi
 
 def test_search_rows_bound_the_search_training_data(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
-    args = build_args(tiny_checkpoint, shapes_data, out, "--skip", "1", *SEARCH, "--search-rows", "10")
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "1", *SEARCH, "--search-rows", "10")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     plan = _manifest(out)["skip_plan"]
@@ -99,16 +101,16 @@ def test_flops_budget_is_met(tmp_path, tiny_checkpoint, shapes_data):
     assert result.exit_code == 0, result.output
     cost = _manifest(out)["cost"]
     assert cost["retained_model"] <= 0.6 * cost["full_model"]
-    costs = ArmCosts(**{k: tuple(v) if isinstance(v, list) else v for k, v in cost["per_arm"].items()})
+    costs = LayerCosts(**{k: tuple(v) if isinstance(v, list) else v for k, v in cost["per_layer"].items()})
     skipped = _manifest(out)["architecture"]["skipped"]
-    # the fewest arms that meet the budget: one arm fewer would not
+    # the fewest layers that meet the budget: one layer fewer would not
     assert costs.retained(skipped[:-1]) > 0.6 * cost["full_model"]
 
 
 def test_search_command_prints_and_saves_gates(tmp_path, tiny_checkpoint, shapes_data):
     gates = tmp_path / "gates.json"
     args = ["search", "--model", str(tiny_checkpoint), "--data", str(shapes_data[0]),
-            "--eval-data", str(shapes_data[1]), "--skip", "1", "--out", str(gates),
+            "--eval-data", str(shapes_data[1]), "--skip-count", "1", "--out", str(gates),
             "--quiet", *SEARCH]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -120,7 +122,7 @@ def test_search_command_prints_and_saves_gates(tmp_path, tiny_checkpoint, shapes
 def test_conflicting_plan_options_are_a_usage_error(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
     result = CliRunner().invoke(
-        cli, build_args(tiny_checkpoint, shapes_data, out, "--skip", "1", "--flops-budget", "0.5")
+        cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "1", "--flops-budget", "0.5")
     )
     assert result.exit_code == 2 and "at most one of" in result.output
 
@@ -136,7 +138,7 @@ def _sha(path: Path) -> str:
 
 
 def test_interrupted_build_resumes_to_the_same_result(tmp_path, tiny_checkpoint, shapes_data):
-    common = ["--skip", "1", "--search-epochs", "30", "--das-turn", "2", "--batch-size", "4",
+    common = ["--skip-count", "1", "--search-epochs", "30", "--das-turn", "2", "--batch-size", "4",
               "--max-steps", "10", "--checkpoint-every", "5", "--quiet"]  # fmt: skip
     reference = tmp_path / "reference"
     done = _run_build(build_args(tiny_checkpoint, shapes_data, reference, *common))
@@ -186,7 +188,7 @@ def test_latency_budget_is_measured_on_the_exported_graph(tmp_path, tiny_checkpo
         cli, build_args(tiny_checkpoint, shapes_data, loose, "--latency-budget-ms", "1e6")
     )
     assert result.exit_code == 0, result.output
-    assert "with every arm kept" in result.output
+    assert "with every layer kept" in result.output
     plan = _manifest(loose)["skip_plan"]
     assert plan["skipped"] == [] and plan["budget"]["kind"] == "latency"
     assert plan["budget"]["all_kept_ms"] > 0 and plan["budget"]["all_skipped_ms"] > 0
@@ -200,7 +202,7 @@ def test_latency_budget_is_measured_on_the_exported_graph(tmp_path, tiny_checkpo
 
 
 def test_latency_budget_for_a_target_profile_is_scaled_to_its_speed(tmp_path, tiny_checkpoint, shapes_data):
-    from edge_vl.bench import precision_probe
+    from edge_vl.timing import precision_probe
 
     probe = precision_probe(runs=20)
     slow = {"runtime_profile": "default", "machine": {"cpu": "slow box", "flags": {"AVX2": True}},

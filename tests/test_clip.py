@@ -1,6 +1,6 @@
 """CLIP through the shared interface: the fused image+text head with the DAS search, and the prompt
 head whose bundle holds the image tower only (tiny random CLIP checkpoints; the family contract
-suite in ``test_families.py`` covers arms, MACs, padding and export parity as well)."""
+suite in ``test_families.py`` covers layers, MACs, padding and export parity as well)."""
 
 from __future__ import annotations
 
@@ -48,11 +48,13 @@ def image_only_data(shapes_data, tmp_path_factory) -> tuple[Path, Path]:
 
 def test_fused_head_searches_both_towers(clip_checkpoint, shapes_data, tmp_path):
     out = tmp_path / "fused"
-    result = CliRunner().invoke(cli, build_args(clip_checkpoint, shapes_data, out, "--skip", "1", *SEARCH))
+    result = CliRunner().invoke(
+        cli, build_args(clip_checkpoint, shapes_data, out, "--skip-count", "1", *SEARCH)
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
-    arms = manifest["architecture"]["arms"]
-    assert [a.split(".")[0] for a in arms] == ["text_model"] * 2 + ["vision_model"] * 2
+    layers = manifest["architecture"]["layers"]
+    assert [a.split(".")[0] for a in layers] == ["text_model"] * 2 + ["vision_model"] * 2
     assert manifest["skip_plan"]["method"] == "das" and len(manifest["skip_plan"]["skipped"]) == 1
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
     assert [i["name"] for i in manifest["model"]["inputs"]] == ["input_ids", "attention_mask", "pixel_values"]
@@ -64,7 +66,7 @@ def test_prompt_head_bundle_runs_the_image_tower_only(clip_checkpoint, image_onl
     prompts = tmp_path / "prompts.tsv"
     prompts.write_text("circle\ta photo of a circle\ntriangle\ta photo of a triangle\n")
     out = tmp_path / "prompt"
-    args = build_args(clip_checkpoint, image_only_data, out, "--skip", "1", *SEARCH,
+    args = build_args(clip_checkpoint, image_only_data, out, "--skip-count", "1", *SEARCH,
                       "--prompts", str(prompts), "--prompt-template", "a {} shape")  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -77,7 +79,7 @@ def test_prompt_head_bundle_runs_the_image_tower_only(clip_checkpoint, image_onl
         "triangle": "a photo of a triangle",
     }
     # the search only knows the image tower: skipping a text layer would save nothing on the device
-    assert all(a.startswith("vision_model.") for a in manifest["architecture"]["arms"])
+    assert all(a.startswith("vision_model.") for a in manifest["architecture"]["layers"])
     assert [i["name"] for i in manifest["model"]["inputs"]] == ["pixel_values"]
     assert "text" not in manifest["preprocessing"] and "tokenizer.json" not in manifest["files"]
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4

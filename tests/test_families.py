@@ -1,5 +1,5 @@
 """The architecture-family contract, run for every registered family on its tiny random config:
-arms, adapters, freezing, analytic MACs vs a FLOP counter, and build → export parity."""
+layers, adapters, freezing, analytic MACs vs a FLOP counter, and build → export parity."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def _load(family, directory, labels=("a", "b", "c")):
 def test_arms_adapters_and_freezing(checkpoint):
     family, directory = checkpoint
     model = _load(family, directory)
-    names = family.arm_names(model)
-    assert len(names) == len(family.arms(model)) >= 2
+    names = family.layer_names(model)
+    assert len(names) == len(family.layers(model)) >= 2
     assert len(set(names)) == len(names)
     for name, param in model.named_parameters():
         assert param.requires_grad == (PREFIX in name or any(p in name for p in family.trainable_patterns)), (
@@ -66,7 +66,7 @@ def test_analytic_macs_match_the_flop_counter(checkpoint, tmp_path):
         "attention_mask": torch.ones(1, length, dtype=torch.long),
         "pixel_values": torch.randn(1, 3, h, w),
     }
-    costs = family.arm_costs(model, shape)
+    costs = family.layer_costs(model, shape)
     for skipped in ([], [1], [0, len(costs.layer) - 1]):
         family.set_skipped(model, skipped)
         counted = counted_macs(lambda: family.forward(model, inputs))

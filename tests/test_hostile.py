@@ -363,7 +363,7 @@ def test_single_class_and_tiny_search_data_are_refused(tmp_path, tiny_checkpoint
     assert result.exit_code == 2 and "at least two classes" in result.output
     tiny = _manifest(tmp_path / "tiny.jsonl", [rows[0], {**rows[1], "label": "other"}])
     result = CliRunner().invoke(
-        cli, build_args(tiny_checkpoint, (tiny, tiny), tmp_path / "b2", "--skip", "1")
+        cli, build_args(tiny_checkpoint, (tiny, tiny), tmp_path / "b2", "--skip-count", "1")
     )
     assert result.exit_code == 2 and "the DAS search needs at least 10 training rows" in result.output
     assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from converters.base import FP32_TOLERANCE, Converter
+from converters.export import FP32_TOLERANCE, parity
 from edge_vl.errors import ExportError
 
 
@@ -39,7 +39,7 @@ def _ir(tmp_path, scale: float):
 def test_parity_tolerance_scales_with_the_logits(tmp_path, scale, error, passes):
     sample = {"x": torch.ones(2, 4)}
     xml = _ir(tmp_path, scale)
-    check = lambda: Converter.parity(Offset(scale, error), xml, sample, tolerance=FP32_TOLERANCE)  # noqa: E731
+    check = lambda: parity(Offset(scale, error), xml, sample, tolerance=FP32_TOLERANCE)  # noqa: E731
     if passes:
         assert check() == pytest.approx(error, rel=1e-2)
     else:

@@ -45,7 +45,7 @@ def test_auto_precision_build_records_both_candidates_and_follows_its_numbers(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     manifest = read_bundle(out).data
-    precision = manifest["precision"]
+    precision = manifest["precision_choice"]
     by_name = {c["precision"]: c for c in precision["candidates"]}
     assert set(by_name) == {"fp32", "int8"}
     for c in by_name.values():
@@ -69,7 +69,7 @@ def test_int8_is_refused_when_it_loses_more_than_allowed(tmp_path, tiny_checkpoi
     result = CliRunner().invoke(cli, args)
     manifest_ok = result.exit_code == 0
     if manifest_ok:  # int8 happened to lose nothing on this tiny model: then it must say so
-        c = {c["precision"]: c for c in read_bundle(out).data["precision"]["candidates"]}
+        c = {c["precision"]: c for c in read_bundle(out).data["precision_choice"]["candidates"]}
         assert c["int8"]["accuracy"] >= c["fp32"]["accuracy"]
     else:
         assert "int8 was refused" in result.output and not out.exists()
@@ -157,7 +157,7 @@ def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     manifest = read_bundle(out).data
-    precision = manifest["precision"]
+    precision = manifest["precision_choice"]
     assert precision["vnni"] is False and precision["target"]["cpu"] == "old box"
     scale = precision["target"]["latency_scale"]
     assert scale["int8"] > 10 * scale["fp32"]
@@ -176,7 +176,7 @@ def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_
 def test_a_target_runtime_that_cannot_read_the_ir_fails_the_build(tmp_path):
     from types import SimpleNamespace
 
-    from edge_vl.build import runtime_for
+    from edge_vl.build.package import runtime_for
     from edge_vl.errors import ExportError
 
     (tmp_path / "model.xml").write_text(

@@ -23,7 +23,7 @@ def test_sample_returns_k_distinct_indices():
 
 
 def test_candidates_in_a_round_are_pairwise_distinct():
-    bandit = GateBandit(4, 1, das_step=4, seed=3)  # das_step = C(4, 1): every arm once
+    bandit = GateBandit(4, 1, das_step=4, seed=3)  # das_step = C(4, 1): every layer once
     for _ in range(50):
         cands = bandit.candidates()
         assert len(cands) == 4 and len(set(cands)) == 4
@@ -32,7 +32,7 @@ def test_candidates_in_a_round_are_pairwise_distinct():
 
 
 def test_gate_update_equals_hand_computation():
-    """g = 0, k = 1, losses 1, 2, 3: each chosen arm moves by (e^-L − mean) · 0.25; others stay."""
+    """g = 0, k = 1, losses 1, 2, 3: each chosen layer moves by (e^-L − mean) · 0.25; others stay."""
     bandit = GateBandit(5, 1, das_step=3)
     record = bandit.update([(0,), (1,), (2,)], [1.0, 2.0, 3.0])
     rewards = [math.exp(-1), math.exp(-2), math.exp(-3)]
@@ -40,7 +40,7 @@ def test_gate_update_equals_hand_computation():
     expected = [(r - mean) * 0.25 for r in rewards] + [0.0, 0.0]
     assert bandit.gates.tolist() == pytest.approx(expected, abs=1e-12)
     assert record["baseline"] == pytest.approx(mean)
-    # an arm present in every candidate gets no net change (Σ (R_c − b) = 0)
+    # an layer present in every candidate gets no net change (Σ (R_c − b) = 0)
     both = GateBandit(5, 2, das_step=3)
     both.update([(0, 1), (0, 2), (0, 3)], [1.0, 2.0, 3.0])
     assert float(both.gates[0]) == pytest.approx(0.0, abs=1e-12)
@@ -54,7 +54,7 @@ def test_final_set_is_top_k_of_gates():
 
 
 def _toy_search(seed: int, n: int = 12, k: int = 4, rounds: int = 400) -> tuple[list[int], list[int]]:
-    """Skipping arm i costs a known penalty c_i (+ noise); the best set is the k smallest c_i.
+    """Skipping layer i costs a known penalty c_i (+ noise); the best set is the k smallest c_i.
     Penalties are 0 … 0.5 evenly spaced in a random order; η = 1, 3 candidates per round."""
     g = torch.Generator().manual_seed(1000 + seed)
     penalties = torch.linspace(0.0, 0.5, n)[torch.randperm(n, generator=g)]
@@ -67,7 +67,7 @@ def _toy_search(seed: int, n: int = 12, k: int = 4, rounds: int = 400) -> tuple[
 
 def test_toy_bandit_recovers_the_cheapest_arms_in_19_of_20_seeds():
     hits = sum(found == best for found, best in (_toy_search(seed) for seed in range(20)))
-    assert hits >= 19, f"only {hits}/20 seeds recovered the k cheapest arms"
+    assert hits >= 19, f"only {hits}/20 seeds recovered the k cheapest layers"
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The contract every architecture family implements, and the generic code built on it.
 
-A family knows where a model's DAS arms (transformer layers) are, how adapters attach to them,
+A family knows where a model's skippable layers (the DAS search's arms) are, how adapters attach to them,
 how the task forward runs deterministically (the same code trains, evaluates and exports), and
 how its inputs are preprocessed. Everything else — freezing, skipping, counting, saving the
 tokenizer — is generic and lives here.
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edge_vl.adapters import PREFIX, AdapterConfig, SkippableLayer
-from edge_vl.budget import ArmCosts
+from edge_vl.budget import LayerCosts
 from edge_vl.bundle import Head, ImageSpec, Preprocessing, TensorSpec, TextSpec
 from edge_vl.errors import ModelError
 
@@ -80,7 +80,7 @@ class ArchitectureFamily(ABC):
 
     @abstractmethod
     def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
-        """The ``ModuleList``s whose entries are the DAS arms; arms are numbered across them in order."""
+        """The ``ModuleList``s whose entries are the DAS layers; layers are numbered across them in order."""
 
     @abstractmethod
     def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
@@ -89,6 +89,12 @@ class ArchitectureFamily(ABC):
     @abstractmethod
     def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic, traceable task forward: named input tensors → logits."""
+
+    def export_module(self, model: nn.Module, names: Sequence[str]) -> nn.Module:
+        """What :func:`converters.export` traces: a module taking the inputs ``names`` positionally
+        and returning the logits (default: :meth:`forward`). A family overrides it only if export
+        needs more than its forward (a tower split, a patched submodule)."""
+        return PositionalInputs(self, model, names)
 
     def head(self, model: nn.Module, kind: str, prompts: Mapping[str, str] | None = None) -> Head:
         """The head's labels, with the score function ``kind`` its training loss implies
@@ -107,8 +113,8 @@ class ArchitectureFamily(ABC):
         return [*text, TensorSpec("pixel_values", (-1, 3, h, w), "float32")]
 
     @abstractmethod
-    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
-        """Analytic MACs of the model at batch 1, split by arm (adapters inserted)."""
+    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
+        """Analytic MACs of the model at batch 1, split by layer (adapters inserted)."""
 
     @abstractmethod
     def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
@@ -154,40 +160,40 @@ class ArchitectureFamily(ABC):
         return data
 
     # -- generic behaviour ------------------------------------------------------------------
-    def arm_names(self, model: nn.Module) -> list[str]:
-        """Dotted module paths of the arms, in arm order."""
+    def layer_names(self, model: nn.Module) -> list[str]:
+        """Dotted module paths of the layers, in layer order."""
         paths = {id(module): name for name, module in model.named_modules()}
         return [f"{paths[id(layers)]}.{i}" for layers in self.layer_lists(model) for i in range(len(layers))]
 
     def insert_adapters(self, model: nn.Module, config: AdapterConfig | None = None) -> list[SkippableLayer]:
-        """Wrap every arm in place; returns the wrappers. Refuses to wrap twice."""
+        """Wrap every layer in place; returns the wrappers. Refuses to wrap twice."""
         config = config or self.default_adapters
         if any(isinstance(layer, SkippableLayer) for layers in self.layer_lists(model) for layer in layers):
             raise ModelError("adapters are already inserted in this model")
         for layers in self.layer_lists(model):
             for i, layer in enumerate(layers):
                 layers[i] = self.wrap_layer(layer, config)
-        return self.arms(model)
+        return self.layers(model)
 
-    def arms(self, model: nn.Module) -> list[SkippableLayer]:
-        """The wrapped arms (after :meth:`insert_adapters`)."""
+    def layers(self, model: nn.Module) -> list[SkippableLayer]:
+        """The wrapped layers (after :meth:`insert_adapters`)."""
         layers = [layer for group in self.layer_lists(model) for layer in group]
         if not all(isinstance(layer, SkippableLayer) for layer in layers):
-            raise ModelError("call insert_adapters() before using the arms")
+            raise ModelError("call insert_adapters() before using the layers")
         return layers
 
     def set_skipped(self, model: nn.Module, skipped: Sequence[int]) -> None:
-        """Bypass exactly the arms in ``skipped`` with their skip adapters."""
-        arms = self.arms(model)
-        bad = [i for i in skipped if not 0 <= int(i) < len(arms)]
+        """Bypass exactly the layers in ``skipped`` with their skip adapters."""
+        layers = self.layers(model)
+        bad = [i for i in skipped if not 0 <= int(i) < len(layers)]
         if bad:
-            raise ModelError(f"skip index(es) {bad} out of range: this model has arms 0..{len(arms) - 1}")
+            raise ModelError(f"skip index(es) {bad} out of range: this model has layers 0..{len(layers) - 1}")
         chosen = {int(i) for i in skipped}
-        for i, arm in enumerate(arms):
-            arm.skipped = i in chosen
+        for i, layer in enumerate(layers):
+            layer.skipped = i in chosen
 
     def skipped(self, model: nn.Module) -> list[int]:
-        return [i for i, arm in enumerate(self.arms(model)) if arm.skipped]
+        return [i for i, layer in enumerate(self.layers(model)) if layer.skipped]
 
     def is_trainable(self, name: str) -> bool:
         """True for inserted adapters and the family's head/pooler-like parameters."""
@@ -204,13 +210,15 @@ class ArchitectureFamily(ABC):
 
     def active_trainable_parameters(self, model: nn.Module) -> int:
         """Trainable parameters actually used by the current skip set: the PETL adapters of
-        skipped arms and the skip adapters of kept arms are not counted (spec §6.12)."""
+        skipped layers and the skip adapters of kept layers are not counted (spec §6.12)."""
         unused = set()
-        for arm in self.arms(model):
-            dead = [arm.layer] if arm.skipped else [arm.skip_adapter]
-            if arm.skipped:
+        for layer in self.layers(model):
+            dead = [layer.layer] if layer.skipped else [layer.skip_adapter]
+            if layer.skipped:
                 dead += [
-                    m for n, m in arm.named_children() if n.startswith(PREFIX) and m is not arm.skip_adapter
+                    m
+                    for n, m in layer.named_children()
+                    if n.startswith(PREFIX) and m is not layer.skip_adapter
                 ]
             for module in dead:
                 unused.update(id(p) for p in module.parameters())
@@ -236,6 +244,17 @@ class ArchitectureFamily(ABC):
             tokenizer="tokenizer.json", max_length=int(max_length), pad_id=int(tok.pad_token_id),
             pad_token=str(tok.pad_token),
         )  # fmt: skip
+
+
+class PositionalInputs(nn.Module):
+    """Calls ``family.forward`` with named inputs received positionally, for tracing."""
+
+    def __init__(self, family: ArchitectureFamily, model: nn.Module, names: Sequence[str]):
+        super().__init__()
+        self.family, self.model, self.names = family, model, list(names)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.family.forward(self.model, dict(zip(self.names, tensors, strict=True)))
 
 
 def label_maps(labels: Sequence[str]) -> dict[str, dict]:

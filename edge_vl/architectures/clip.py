@@ -1,6 +1,6 @@
-"""CLIP-style dual encoders (HF ``CLIPModel``): arms = the transformer layers of both towers.
+"""CLIP-style dual encoders (HF ``CLIPModel``): the skippable layers are both towers' layers.
 
-Everything CLIP-specific lives here: which layers are arms (text tower first, then vision tower),
+Everything CLIP-specific lives here: which layers can be skipped (text tower first, then vision tower),
 where the two parallel adapters go in the pre-LN CLIP layer (as in ViLT's, spec §3.3), the
 pooling, the task head and the preprocessing (shortest-edge resize + centre crop, CLIP's
 mean/std, read from the checkpoint's ``preprocessor_config.json``).
@@ -9,11 +9,11 @@ Two heads:
 
 - ``fused`` (default): the L2-normalised image and text embeddings ``i`` and ``t`` go through a
   small MLP on ``[i, t, i·t]`` — classification from image + text, like a VQA head on a dual
-  encoder. Arms: every layer of both towers (text first).
+  encoder. Skippable layers: every layer of both towers (text first).
 - ``prompt`` (``load(..., prompts={label: text})``): each label has a text prompt; the text tower
   runs once, at load, and the normalised prompt embeddings become a constant of the model. Logits
   are CLIP's ``logit_scale · cos(image, prompt)``. The device runs the image tower only, so only
-  its layers are arms: skipping a text layer would save nothing there.
+  layers can be skipped: skipping a text layer would save nothing there.
 
 The text embedding is taken at the last non-padding token, where CLIP's tokenizer puts its
 end-of-text token; transformers pools at the first ``eos_token_id`` instead, which is the same
@@ -41,7 +41,7 @@ from edge_vl.architectures.base import (
     read_image_processor_config,
 )
 from edge_vl.architectures.registry import register_family
-from edge_vl.budget import ArmCosts
+from edge_vl.budget import LayerCosts
 from edge_vl.bundle import ImageSpec
 from edge_vl.errors import ModelError
 from edge_vl.runtime.preprocess import default_image_spec
@@ -176,7 +176,7 @@ class ClipFamily(ArchitectureFamily):
         last = (mask.sum(dim=-1) - 1).clamp(min=0)
         return model.text_projection(hidden[torch.arange(hidden.shape[0]), last])
 
-    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
+    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
         cfg = model.config
         vision, text = cfg.vision_config, cfg.text_config
         h, w = shape.image
@@ -190,20 +190,21 @@ class ClipFamily(ArchitectureFamily):
         prompt = model.has_prompt_head
         sizes = [] if prompt else [(n_text, text) for _ in model.text_model.encoder.layers]
         sizes += [(n_vision, vision) for _ in model.vision_model.encoder.layers]
-        arms = self.arms(model)
+        layers = self.layers(model)
         p = cfg.projection_dim
         base = patches * 3 * patch * patch * vision.hidden_size + vision.hidden_size * p
         if prompt:  # cosine against every label prompt
             base += p * cfg.num_labels
         else:  # text projection and the fused MLP
             base += text.hidden_size * p + 3 * p * 2 * p + 2 * p * cfg.num_labels
-        return ArmCosts(
+        return LayerCosts(
             base=base,
             layer=tuple(layer(n, c.hidden_size, c.intermediate_size) for n, c in sizes),
             petl=tuple(
-                sum(a.macs(n) for a in arm.petl_adapters()) for arm, (n, _) in zip(arms, sizes, strict=True)
+                sum(a.macs(n) for a in layer.petl_adapters())
+                for layer, (n, _) in zip(layers, sizes, strict=True)
             ),
-            skip=tuple(arm.skip_adapter.macs(n) for arm, (n, _) in zip(arms, sizes, strict=True)),
+            skip=tuple(layer.skip_adapter.macs(n) for layer, (n, _) in zip(layers, sizes, strict=True)),
         )
 
     def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:

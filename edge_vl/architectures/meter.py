@@ -1,13 +1,13 @@
 """METER-style models (pretrained unimodal encoders + cross-modal fusion layers), the paper's second
 model and the family of edge-vl-mini.
 
-Arms (12 for edge-vl-mini, as in the paper): the text-encoder layers first, then the fusion
-layers. Unlike the paper's METER, whose encoders are never arms (spec §2.1), the text-encoder
-layers are arms here: the issue asks for 12 arms and MiniLM layers are real pretrained layers the
-task may not need. The image encoder is frozen and never skipped, so its output is cached during
-training (exact: the same frozen computation).
+Skippable layers (12 for edge-vl-mini, as METER has in the paper): the text-encoder layers first,
+then the fusion layers. Unlike the paper's METER, whose encoders are never skipped, the text-encoder
+layers can be skipped here: MiniLM's layers are real pretrained layers a task may not need, and they
+bring edge-vl-mini to the paper's 12. The image encoder is frozen and never skipped, so its output is
+cached during training (exact: the same frozen computation).
 
-Layers are post-LN BERT layers; adapters go where METER puts them (spec §3.3):
+Layers are post-LN BERT layers; adapters go where the authors' METER code puts them:
 ``a = LN(Dense(SelfAttn(x)) + x + A_sa(x))`` inside the attention output norm, and
 ``y = LN(FFN(a) + a) + A_ffn(a)`` after the output norm. A skipped layer gives ``x + A_skip(x)``.
 """
@@ -24,7 +24,7 @@ from torch import nn
 from edge_vl.adapters import AdapterConfig, SkippableLayer
 from edge_vl.architectures.base import ArchitectureFamily, InputShape, label_maps
 from edge_vl.architectures.registry import register_family
-from edge_vl.budget import ArmCosts
+from edge_vl.budget import LayerCosts
 from edge_vl.bundle import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
 
@@ -129,30 +129,29 @@ class MeterFamily(ArchitectureFamily):
         images = {"image_features": features, **({"pixel_values": pixels} if keep_pixels else {})}
         return data.with_images(images)
 
-    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
+    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
         cfg = model.config
         h, w = shape.image
         grid = (h // 32) * (w // 32)
         n_text = shape.text_length
         text_cfg = model.text_encoder.config
-        arms = self.arms(model)
-        n_text_arms = len(model.text_encoder.encoder.layer)
-        layer, petl, skip = [], [], []
-        for i, arm in enumerate(arms):
-            is_text = i < n_text_arms
+        n_text_layers = len(model.text_encoder.encoder.layer)
+        own, petl, skip = [], [], []
+        for i, layer in enumerate(self.layers(model)):
+            is_text = i < n_text_layers
             n = n_text if is_text else n_text + grid
             d, f = (
                 (text_cfg.hidden_size, text_cfg.intermediate_size)
                 if is_text
                 else (cfg.hidden_size, cfg.intermediate_size)
             )
-            layer.append(4 * n * d * d + 2 * n * n * d + 2 * n * d * f)
-            petl.append(sum(a.macs(n) for a in arm.petl_adapters()))
-            skip.append(arm.skip_adapter.macs(n))
+            own.append(4 * n * d * d + 2 * n * n * d + 2 * n * d * f)
+            petl.append(sum(a.macs(n) for a in layer.petl_adapters()))
+            skip.append(layer.skip_adapter.macs(n))
         d = cfg.hidden_size
         head = d * 2 * d + 2 * d * cfg.num_labels
         base = conv_macs(model.vision_encoder, (1, 3, h, w)) + grid * cfg.image_features * d + d * d + head
-        return ArmCosts(base=base, layer=tuple(layer), petl=tuple(petl), skip=tuple(skip))
+        return LayerCosts(base=base, layer=tuple(own), petl=tuple(petl), skip=tuple(skip))
 
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
         from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel

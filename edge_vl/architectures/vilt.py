@@ -1,6 +1,6 @@
-"""ViLT (single-stream fusion transformer, the paper's first model): arms = the encoder blocks.
+"""ViLT (single-stream fusion transformer, the paper's first model): its blocks are the skippable layers.
 
-Everything ViLT-specific lives here: which blocks are arms, where the two parallel adapters go in
+Everything ViLT-specific lives here: which blocks can be skipped, where the two parallel adapters go in
 the pre-LN block (spec §3.3), the deterministic image embedding, the VQA head and loss.
 """
 
@@ -23,7 +23,7 @@ from edge_vl.architectures.base import (
     read_image_processor_config,
 )
 from edge_vl.architectures.registry import register_family
-from edge_vl.budget import ArmCosts
+from edge_vl.budget import LayerCosts
 from edge_vl.bundle import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
 
@@ -141,7 +141,7 @@ class ViltFamily(ArchitectureFamily):
         pooled = vilt.pooler(vilt.layernorm(hidden))
         return model.classifier(pooled)
 
-    def arm_costs(self, model: nn.Module, shape: InputShape) -> ArmCosts:
+    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
         cfg = model.config
         d, f, p = cfg.hidden_size, cfg.intermediate_size, cfg.patch_size
         h, w = shape.image
@@ -150,12 +150,12 @@ class ViltFamily(ArchitectureFamily):
         layer = 4 * n * d * d + 2 * n * n * d + 2 * n * d * f  # QKV+O, scores+context, MLP
         head = d * 2 * d + 2 * d * cfg.num_labels
         base = patches * 3 * p * p * d + d * d + head  # patch projection, pooler, classifier
-        arms = self.arms(model)
-        return ArmCosts(
+        layers = self.layers(model)
+        return LayerCosts(
             base=base,
-            layer=tuple(layer for _ in arms),
-            petl=tuple(sum(a.macs(n) for a in arm.petl_adapters()) for arm in arms),
-            skip=tuple(arm.skip_adapter.macs(n) for arm in arms),
+            layer=tuple(layer for _ in layers),
+            petl=tuple(sum(a.macs(n) for a in layer.petl_adapters()) for layer in layers),
+            skip=tuple(layer.skip_adapter.macs(n) for layer in layers),
         )
 
     def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:

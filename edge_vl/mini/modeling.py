@@ -178,7 +178,7 @@ class EdgeVLMiniModel(PreTrainedModel):
 
     # -- forward ----------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Token states after the text encoder's layers (the arms 0…5 of edge-vl-mini)."""
+        """Token states after the text encoder's layers (the layers 0…5 of edge-vl-mini)."""
         text = self.text_encoder.embeddings(input_ids=input_ids)
         text_mask = _additive_mask(attention_mask, text.dtype)
         for layer in self.text_encoder.encoder.layer:
@@ -207,6 +207,19 @@ class EdgeVLMiniModel(PreTrainedModel):
         """Logits of ``head`` (``classifier`` or ``itm``). Cached encoder outputs may replace the
         inputs: ``image_features`` for ``pixel_values``, ``text_states`` (from :meth:`encode_text`,
         for pretraining with a frozen text encoder) for running the text layers."""
+        hidden = self.fuse(input_ids, attention_mask, pixel_values, image_features, text_states)
+        pooled = self.pooler(hidden[:, 0])
+        return self.itm_head(pooled) if head == "itm" else self.classifier(pooled)
+
+    def fuse(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+        text_states: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The fusion stack's output states: text tokens first, then the image grid."""
         if image_features is None:
             image_features = self.image_features(pixel_values)
         text = self.encode_text(input_ids, attention_mask) if text_states is None else text_states
@@ -219,8 +232,7 @@ class EdgeVLMiniModel(PreTrainedModel):
         )
         for layer in self.fusion:
             hidden = layer(hidden, mask)
-        pooled = self.pooler(hidden[:, 0])
-        return self.itm_head(pooled) if head == "itm" else self.classifier(pooled)
+        return hidden
 
 
 def _additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

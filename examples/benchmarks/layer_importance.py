@@ -57,7 +57,7 @@ def main() -> None:
     loop.run(progress=True, description="PETL (no skipping)")
     data = prep.eval_data
     kinds = [question_type(prep.labels[i]) for i in data.labels.tolist()]
-    sets = [[]] + [[i] for i in range(len(prep.arm_names))]
+    sets = [[]] + [[i] for i in range(len(prep.layer_names))]
     sets += [sorted(int(i) for i in s.split(",")) for s in args.sets.split(";") if s.strip()]
     rows = []
     for skipped in sets:
@@ -78,7 +78,7 @@ def main() -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_name(), "versions": package_versions(), "seconds": round(time.perf_counter() - started),
         "steps": args.steps, "eval_rows": len(data), "train_rows": len(prep.train_data),
-        "arms": prep.arm_names, "rows": rows,
+        "arms": prep.layer_names, "rows": rows,
     }  # fmt: skip
     write(report, args.out)
 

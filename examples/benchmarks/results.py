@@ -44,19 +44,19 @@ import numpy as np
 import torch
 from variants import sweep_table  # examples/benchmarks/variants.py
 
-from converters import converter_for, temporary_export
+from converters import export, temporary_export
 from converters.precision import quantize_int8
 from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.bench import compile_latency, throughput
 from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.build import package_versions, resolve_model_dir
 from edge_vl.bundle import read_bundle
-from edge_vl.compare import compare_with_torch, interleaved, rebuild_torch_model, spread
+from edge_vl.compare import compare_with_torch, rebuild_torch_model
 from edge_vl.fileio import write_text_atomic
 from edge_vl.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.runtime.tokenize import TEXT_INPUTS
+from edge_vl.timing import compile_latency, interleaved, spread, throughput
 
 HERE = Path(__file__).parent
 VILT_ANSWERS = 3129  # the VQAv2 answer set of the public checkpoint
@@ -106,21 +106,20 @@ def random_feeds(inputs, n: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
-def export_variants(family, model, inputs, sample, work: Path, ks, arms: list[int], shape, name):
-    """FP32 and NNCF INT8 exports of ``model`` with the last ``k`` of ``arms`` skipped, for each k;
+def export_variants(family, model, inputs, sample, work: Path, ks, layers: list[int], shape, name):
+    """FP32 and NNCF INT8 exports of ``model`` with the last ``k`` of ``layers`` skipped, for each k;
     returns ``(xmls, rows)`` keyed by contender name."""
-    converter = converter_for(family.name)
-    costs = family.arm_costs(model, shape)
+    costs = family.layer_costs(model, shape)
     calibration = random_feeds(inputs, 32)
     xmls: dict[str, Path] = {}
     rows: dict[str, dict[str, Any]] = {}
     for k in ks:
-        skipped = arms[len(arms) - k :] if k else []
+        skipped = layers[len(layers) - k :] if k else []
         family.set_skipped(model, skipped)
         out = work / f"{name}-k{k}"
         out.mkdir()
         print(f"{name}: exporting k={k} FP32 and quantizing INT8", flush=True)
-        fp32 = converter.export(family, model, inputs, sample, out).xml
+        fp32 = export(family, model, inputs, sample, out).xml
         int8 = quantize_int8(fp32, calibration, out, vnni=has_int8_dot_product(), size=len(calibration))
         label = "OpenVINO full model" if k == 0 else f"edge-vl k={k}"
         for precision, xml in (("FP32", fp32), ("INT8", int8)):
@@ -151,7 +150,7 @@ def time_contenders(
     print(f"timing {len(contenders)} contenders, {runs} interleaved rounds", flush=True)
     times = interleaved(contenders, runs)
     contenders.clear()
-    requests.clear()  # before ``compiled`` (see edge_vl.bench.compile_latency)
+    requests.clear()  # before ``compiled`` (see edge_vl.timing.compile_latency)
     for key in xmls:
         print(f"throughput of {key}", flush=True)
         rows[key]["throughput_per_s"] = throughput(xmls[key], feeds[key], duration=throughput_seconds)[
@@ -171,7 +170,7 @@ def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         family, model, inputs, sample, shape = vilt_b32(work)
-        arms = list(range(len(family.arms(model))))
+        arms = list(range(len(family.layers(model))))
         xmls, rows = export_variants(family, model, inputs, sample, work, (0, 2, 4, 6), arms, shape, "a")
         for row in rows.values():
             row["text_tokens"] = 40
@@ -183,12 +182,12 @@ def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
         ]  # fmt: skip
         cut = {k: (v[:, :16] if k in TEXT_INPUTS else v) for k, v in sample.items()}
         key = "edge-vl k=4 FP32, 16-token bucket"
-        xmls[key] = converter_for(family.name).export(family, model, specs, cut, out).xml
+        xmls[key] = export(family, model, specs, cut, out).xml
         rows[key] = {"k": 4, "precision": "FP32", "text_tokens": 16, "macs": None}
         feeds = {
             key: {n: v[:1].numpy() for n, v in (cut if "bucket" in key else sample).items()} for key in xmls
         }
-        full = family.arm_costs(model, shape).full()
+        full = family.layer_costs(model, shape).full()
         rows = time_contenders(family, model, sample, xmls, feeds, rows, runs, throughput_seconds, full)
         rows["torch eager full model FP32"]["text_tokens"] = 40
     return {"runs": runs, "int8_overflow_fix": not has_int8_dot_product(), "rows": rows}
@@ -218,10 +217,10 @@ def speed_clip_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         family, model, inputs, sample, shape = clip_b32(work)
-        arms = list(range(len(family.arms(model))))
+        arms = list(range(len(family.layers(model))))
         xmls, rows = export_variants(family, model, inputs, sample, work, (0, 2, 4), arms, shape, "d")
         feeds = {key: {n: v[:1].numpy() for n, v in sample.items()} for key in xmls}
-        full = family.arm_costs(model, shape).full()
+        full = family.layer_costs(model, shape).full()
         rows = time_contenders(family, model, sample, xmls, feeds, rows, runs, throughput_seconds, full)
     return {"runs": runs, "int8_overflow_fix": not has_int8_dot_product(), "rows": rows}
 
@@ -267,7 +266,7 @@ def sweep_by_k(variants: Path, bundle: Path, runs: int, model: str | None) -> di
         print(f"timing {len(contenders)} skip sets, {runs} interleaved rounds", flush=True)
         times = interleaved(contenders, runs)
         contenders.clear()
-        requests.clear()  # before ``compiled`` (see edge_vl.bench.compile_latency)
+        requests.clear()  # before ``compiled`` (see edge_vl.timing.compile_latency)
     for row in rows:
         row["latency"] = spread(times[tuple(row["skipped"])])
         row["latency_ms"] = row["latency"]["median"]  # this run's, not the build's
@@ -314,8 +313,8 @@ def flops_of(name: str, checkpoint: Path, work: Path) -> list[dict[str, Any]]:
         "attention_mask": torch.ones(1, length, dtype=torch.long),
         "pixel_values": torch.zeros(1, 3, h, w),
     }
-    costs = family.arm_costs(model, shape)
-    n, checks = costs.n_arms, []
+    costs = family.layer_costs(model, shape)
+    n, checks = costs.n_layers, []
     for skipped in ([], list(range(n - 4, n)), list(range(0, n, 2))):
         family.set_skipped(model, skipped)
         counted = counted_macs(lambda: family.forward(model, feed))

@@ -115,7 +115,7 @@ def write(report: dict, out: Path) -> None:
         f"`{report['command']}` on {report['date']}: {m['cpu']}, {m['cores']} cores, flags "
         f"{', '.join(m['flags'])}. Bundle `{report['bundle']}` ({report['precision']}). Medians of "
         f"{report['rounds']} alternating rounds. Reference graph: FP32 vs INT8 MLP blocks "
-        "(`edge_vl.bench.precision_probe`).",
+        "(`edge_vl.timing.precision_probe`).",
         "",
         "| runtime | OpenVINO | bundle p50 (ms, batch 1) | throughput (/s) | reference FP32 (ms) "
         "| reference INT8 (ms) | INT8 speed-up | emulated Westmere (no AVX2) |",

@@ -61,23 +61,44 @@ FULL_FINETUNE = "full fine-tune of the fusion stack"
 def full_finetune(config: BuildConfig) -> dict[str, Any]:
     """Fine-tune every weight of the last layer list (the fusion stack) plus pooler and head; no
     adapters, nothing skipped, encoders frozen — what a user would do without PETL."""
+    result = train_and_score(config, full=True)
+    return {"variant": FULL_FINETUNE, "eval_accuracy": result["eval_accuracy"], "retained_macs_fraction": 1.0,
+            "skipped": [], "trainable_parameters": result["trainable_parameters"]}  # fmt: skip
+
+
+def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any]:
+    """Train on ``config``'s data in this process and score the eval data in torch (no export):
+    PETL (adapters, ``config.skip_layers`` skipped) or, with ``full``, full fine-tuning of the fusion
+    stack (every weight of the last layer list, at a tenth of the learning rate; no adapters)."""
+    from edge_vl.build import load_adapted
+
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         prep = prepare(config, read_data(config), Path(work), print)
     family = prep.family
-    torch.manual_seed(config.train.seed)
-    with quiet_transformers():
-        model = family.load(Path(config.model_dir), prep.labels)  # no adapters
-    family.freeze(model)  # leaves the head (and the family's trainable extras) trainable
-    for layer in family.layer_lists(model)[-1]:
-        layer.requires_grad_(True)
+    train = config.train
+    if full:
+        torch.manual_seed(config.train.seed)
+        with quiet_transformers():
+            model = family.load(Path(config.model_dir), prep.labels)  # no adapters
+        family.freeze(model)  # leaves the head (and the family's trainable extras) trainable
+        for layer in family.layer_lists(model)[-1]:
+            layer.requires_grad_(True)
+        train = TrainConfig(
+            **{**config.train.to_dict(), "lr": config.train.lr / 10}
+        )  # full FT wants a smaller lr
+    else:
+        model = load_adapted(family, config, prep.labels)
+        family.set_skipped(model, config.skip_layers or [])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    train = TrainConfig(
-        **{**config.train.to_dict(), "lr": config.train.lr / 10}
-    )  # full FT wants a smaller lr
-    TrainLoop(family, model, prep.train_data, train).run(progress=False)
+    if not full:
+        trainable = family.active_trainable_parameters(model)
+    loop = TrainLoop(family, model, prep.train_data, train)
+    loop.run(progress=False)
     acc = accuracy(predict_logits(family, model, prep.eval_data), prep.eval_data.labels)
-    return {"variant": FULL_FINETUNE, "eval_accuracy": acc,
-            "retained_macs_fraction": 1.0, "skipped": [], "trainable_parameters": trainable}  # fmt: skip
+    total = sum(p.numel() for p in model.parameters())
+    return {"eval_accuracy": acc, "trainable_parameters": trainable, "trainable_fraction": trainable / total,
+            "steps": loop.step, "seconds": round(time.perf_counter() - started)}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         """Whether a finished variant's skip set is what ``plan`` asks for."""
         if plan.get("skip_layers") is not None:
             return skipped == plan["skip_layers"]
-        return plan.get("skip") is None or len(skipped) == plan["skip"]  # no k: the default third
+        return plan.get("skip_count") is None or len(skipped) == plan["skip_count"]  # none: the default third
 
     def variant(name: str, **plan) -> dict[str, Any]:
         previous = reused.get(name)
@@ -157,20 +178,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         das = record("das", manifest, manifest["training"]["seconds"])
         das["measured"] = manifest["created"]  # its latency is from its own build, not this run
     else:  # the demo's bundle, with the precision measured too (``eval_accuracy`` is the torch one)
-        das = variant("das", skip=args.k, text_buckets=settings.text_buckets, precision=args.precision)
+        das = variant("das", skip_count=args.k, text_buckets=settings.text_buckets, precision=args.precision)
     rows = [majority(train, evals), variant("petl-only", skip_layers=[]), das]
-    n_arms = len(manifests["das"]["architecture"]["arms"])
+    n_layers = len(manifests["das"]["architecture"]["arms"])
     rng = random.Random(args.seed)
     das_k = len(das["skipped"])
-    for r, skip_layers in enumerate(random_sets(rng, n_arms, das_k, args.random_sets, das["skipped"])):
+    for r, skip_layers in enumerate(random_sets(rng, n_layers, das_k, args.random_sets, das["skipped"])):
         rows.append(variant(f"random-{r}", skip_layers=skip_layers))
     if not args.no_full_finetune:
         rows.insert(1, reused.get(FULL_FINETUNE) or full_finetune(config("full-ft")))
     randoms = [row["eval_accuracy"] for row in rows if row["variant"].startswith("random")]
     for k in sorted(set(args.sweep) - {0, das_k}):  # k = 0 is PETL-only, das_k is built above
-        das_k_row = variant(f"das-k{k}", skip=k)
+        das_k_row = variant(f"das-k{k}", skip_count=k)
         rows.append(das_k_row)
-        draws = sweep_random_sets(args.seed, n_arms, k, args.sweep_random, das_k_row["skipped"])
+        draws = sweep_random_sets(args.seed, n_layers, k, args.sweep_random, das_k_row["skipped"])
         for r, skip_layers in enumerate(draws):
             rows.append(variant(f"random-k{k}-{r}", skip_layers=skip_layers))
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -182,12 +203,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
-        "k": das_k, "arms": n_arms, "rows": rows, "seed": args.seed,
+        "k": das_k, "arms": n_layers, "rows": rows, "seed": args.seed,
         "reused_from": [str(path) for path in args.reuse] or None,
         "runs": {**{d: c for d, c in runs.items() if d in taken_over}, date: command},
         "das_accuracy": das["eval_accuracy"],
         "petl_only_accuracy": rows[[r["variant"] for r in rows].index("petl-only")]["eval_accuracy"],
-        "das_precision": manifests["das"].get("precision"),
+        "das_precision": manifests["das"].get("precision_choice"),
         "random_mean_accuracy": sum(randoms) / len(randoms) if randoms else None,
         "sweep": sweep_table(rows) if args.sweep else None,
     }  # fmt: skip
@@ -228,23 +249,23 @@ def reusable_rows(
 
 
 def random_sets(
-    rng: random.Random, n_arms: int, k: int, count: int, exclude: list[int] | None = None
+    rng: random.Random, n_layers: int, k: int, count: int, exclude: list[int] | None = None
 ) -> list[list[int]]:
     """``count`` distinct random k-sets of arms, never ``exclude`` (the DAS set, which a random
     baseline must not repeat); fewer if there are not that many."""
     sets: list[list[int]] = []
-    available = math.comb(n_arms, k) - (exclude is not None)
+    available = math.comb(n_layers, k) - (exclude is not None)
     while len(sets) < min(count, available):
-        candidate = sorted(rng.sample(range(n_arms), k))
+        candidate = sorted(rng.sample(range(n_layers), k))
         if candidate not in sets and candidate != exclude:
             sets.append(candidate)
     return sets
 
 
-def sweep_random_sets(seed: int, n_arms: int, k: int, count: int, das_set: list[int]) -> list[list[int]]:
+def sweep_random_sets(seed: int, n_layers: int, k: int, count: int, das_set: list[int]) -> list[list[int]]:
     """The random k-sets of the sweep: one generator per (seed, k), so they do not depend on which
     other k a run sweeps, and a sweep split over several runs (``--reuse``) draws the same sets."""
-    return random_sets(random.Random(f"sweep-{seed}-{k}"), n_arms, k, count, exclude=das_set)
+    return random_sets(random.Random(f"sweep-{seed}-{k}"), n_layers, k, count, exclude=das_set)
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,94 @@
+"""``build()``: labelled data + a local checkpoint → DAS search → adapter fine-tune → bundle.
+
+The orchestrator only sequences the stages, each a module with one job:
+
+0. :mod:`~edge_vl.build.dataset` — read and check the data (nothing is written before this passes);
+   :mod:`edge_vl.output` checks ``--out`` and locks it.
+1. :mod:`~edge_vl.build.prepare` — load the checkpoint offline, encode every example once.
+2. :mod:`~edge_vl.build.plan` — the skip set: given, or found by the DAS search.
+3. :mod:`~edge_vl.build.train` — fine-tune fresh adapters with that skip set.
+4. :mod:`~edge_vl.build.package` — export (:mod:`converters`), manifest, report, atomic bundle.
+
+Long stages checkpoint into a work directory next to the bundle (:mod:`~edge_vl.build.workdir`).
+Rerunning the same command resumes where it stopped; finished stages are not redone. SIGINT/SIGTERM
+stop a build at the next step boundary after saving a checkpoint. The work directory is removed
+once the bundle is written.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_vl.build.config import NAMED_MODELS as NAMED_MODELS
+from edge_vl.build.config import BuildConfig as BuildConfig
+from edge_vl.build.config import model_source as model_source
+from edge_vl.build.config import resolve_model_dir as resolve_model_dir
+from edge_vl.build.dataset import TrainingData as TrainingData
+from edge_vl.build.dataset import build_inputs
+from edge_vl.build.dataset import read_data as read_data
+from edge_vl.build.package import package_stage
+from edge_vl.build.plan import skip_plan as skip_plan
+from edge_vl.build.prepare import Prepared as Prepared
+from edge_vl.build.prepare import load_adapted as load_adapted
+from edge_vl.build.prepare import prepare as prepare
+from edge_vl.build.train import finetune_stage
+from edge_vl.build.workdir import WorkDir
+from edge_vl.build.workdir import stop_on_signals as stop_on_signals
+from edge_vl.errors import BuildError, MissingExtraError
+from edge_vl.fileio import disk_full, free_space
+from edge_vl.output import OutputLock, check_output
+from edge_vl.versions import package_versions as package_versions
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The written bundle and its manifest; ``model``/``family`` are the trained torch model (with
+    adapters and the skip set applied) and its architecture family, for inspection and tests."""
+
+    bundle: Path
+    manifest: dict[str, Any]
+    model: Any = field(default=None, repr=False)
+    family: Any = field(default=None, repr=False)
+
+
+def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildResult:
+    """Run every stage (see the module docstring). Returns the bundle path and manifest."""
+    started = time.perf_counter()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read once when huggingface_hub is imported
+    for module in ("torch", "transformers"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise MissingExtraError("edge-vl build") from None
+    if config.sign_key is not None:
+        from edge_vl.signing import load_private_key
+
+        load_private_key(config.sign_key)  # a wrong key fails now, not after the training
+    check_output(config.out, {}, overwrite=config.overwrite)  # fail fast; inputs are checked below
+    data = read_data(config)  # fails on bad data before anything is written
+    with OutputLock(config.out):  # one build per --out; cleans up after killed ones
+        check_output(config.out, build_inputs(config, data), overwrite=config.overwrite)
+        for warning in data.warnings:
+            echo(f"warning: {warning}")
+        work = WorkDir.open(config, data, echo)
+        try:
+            with stop_on_signals() as should_stop:
+                prep = prepare(config, data, work.path, echo)
+                plan = work.state.get("plan") or skip_plan(config, prep, work.path, should_stop, echo)
+                work.update(plan=plan)
+                model, summary = finetune_stage(config, prep, plan["skipped"], work.path, should_stop, echo)
+                manifest = package_stage(config, prep, model, plan, summary, started, echo)
+        except (OSError, RuntimeError) as e:  # torch and OpenVINO report a full disk as RuntimeError
+            if disk_full(e, work.path):
+                raise BuildError(
+                    f"the disk is full while building {config.out} ({free_space(work.path)}; {e}); free "
+                    f"some space and rerun the same command: {work.path} keeps the progress"
+                ) from e
+            raise
+        work.remove()
+    return BuildResult(bundle=Path(config.out), manifest=manifest, model=model, family=prep.family)

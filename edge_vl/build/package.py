@@ -1,0 +1,180 @@
+"""Stage 4: the bundle — evaluate the fine-tuned model, export the retained subgraph (converters:
+FP32 IR checked against torch, the precision chosen by measurement, text buckets), time it,
+write the manifest and the report, sign, and swap the bundle in atomically."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edge_vl._version import __version__
+from edge_vl.build.config import BuildConfig, model_source
+from edge_vl.build.prepare import Prepared
+from edge_vl.bundle import MANIFEST_NAME, finalize_manifest
+from edge_vl.errors import ExportError
+from edge_vl.losses import score_kind
+from edge_vl.output import staged_bundle
+from edge_vl.report import REPORT_HTML, write_report
+from edge_vl.runtime.profiles import loadable_profiles
+from edge_vl.schema import to_json
+from edge_vl.versions import package_versions
+
+
+def package_stage(
+    config: BuildConfig,
+    prep: Prepared,
+    model,
+    plan: dict[str, Any],
+    summary,
+    started: float,
+    echo: Callable[[str], None],
+):
+    """Write the bundle of the fine-tuned ``model`` to ``config.out``; returns its manifest (JSON)."""
+    import converters
+    from converters.buckets import export_text_buckets
+    from edge_vl import finetune
+
+    family = prep.family
+    eval_accuracy = finetune.accuracy(finetune.predict_logits(family, model, prep.eval_data), prep.eval_data.labels)
+    echo(f"fine-tune: {summary.steps} steps, final loss {summary.final_loss:.4f}, eval accuracy {eval_accuracy:.4f}")
+    versions = package_versions()
+    with staged_bundle(config.out, overwrite=config.overwrite) as staging:
+        if prep.tokenizer_file is not None:
+            shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
+        inputs = family.input_specs(model, prep.shape)
+        sample = prep.eval_data.batch(slice(0, config.parity_samples))
+        exported = converters.export(family, model, inputs, sample, staging, versions=versions)
+        echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
+        precision, choice = choose_precision(config, prep, inputs, exported.xml, staging, echo)
+        buckets = []
+        lengths = [b for b in config.text_buckets if prep.shape.text_length and b < prep.shape.text_length]
+        if config.text_buckets and prep.tokenizer_file is None:
+            echo("text buckets: not exported (this model takes no text)")
+        elif lengths and precision == "int8":
+            echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
+        elif lengths:
+            buckets = export_text_buckets(family, model, inputs, sample, lengths, staging, precision=precision,
+                                          versions=versions, echo=echo)  # fmt: skip
+        latency = measure_latency(family, model, inputs, sample, exported.xml) if config.measure_latency else None
+        if latency:
+            latency["precision"] = precision  # the full model stays fp32
+            echo(f"latency: {latency['retained']:.2f} ms (batch 1, this machine); "
+                 f"{latency['full']:.2f} ms with no layer skipped")  # fmt: skip
+        manifest = to_json(manifest_for(config, prep, model, plan, summary, exported, precision, choice, buckets,
+                                        eval_accuracy, latency, runtime_for(config, staging), versions, started))  # fmt: skip
+        write_report(staging, manifest, config.report_variants)
+        manifest = finalize_manifest(staging, manifest)
+        if config.sign_key is not None:
+            from edge_vl.signing import sign_bundle
+
+            echo(f"bundle: signed with key {sign_bundle(staging, config.sign_key)}")
+    echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest['files'])} files)")
+    echo(f"report: {Path(config.out) / REPORT_HTML}")
+    return manifest
+
+
+def manifest_for(config, prep, model, plan, summary, exported, precision, choice, buckets, eval_accuracy,
+                 latency, runtime, versions, started) -> dict[str, Any]:  # fmt: skip
+    """The bundle's manifest (before :func:`~edge_vl.bundle.finalize_manifest` adds the files)."""
+    family, costs = prep.family, prep.costs
+    skipped = family.skipped(model)
+    trainable = family.active_trainable_parameters(model)
+    total = sum(p.numel() for p in model.parameters())
+    return {
+        "edge_vl_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions,
+        "runtime": runtime,  # the runtime profiles whose OpenVINO reads every IR file
+        "architecture": {
+            "family": family.name,
+            "model_type": model.config.model_type,
+            "source": model_source(config.model_dir),
+            "layers": prep.layer_names,
+            "skipped": skipped,
+            "kept": [i for i in range(len(prep.layer_names)) if i not in skipped],
+        },
+        "model": {"xml": exported.xml.name, "bin": exported.bin.name, "precision": precision,
+                  "inputs": exported.inputs, "outputs": exported.outputs, "text_buckets": buckets},  # fmt: skip
+        "preprocessing": prep.preprocessing,
+        "head": family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
+        "data": {"warnings": prep.warnings},
+        "metrics": {
+            "eval_accuracy": eval_accuracy,
+            "eval_examples": prep.n_eval,
+            "train_examples": prep.n_train,
+            "parity_max_abs": exported.parity_max_abs,
+            "parity_samples": exported.parity_samples,
+            **({"latency_ms": latency} if latency else {}),
+        },
+        "cost": {
+            "unit": "MACs (batch 1; matmuls and convolutions)",
+            "full_model": costs.full(),
+            "retained_model": costs.retained(skipped),
+            "retained_fraction": costs.retained(skipped) / costs.full(),
+            "per_layer": costs.to_dict(),
+        },
+        "skip_plan": plan,
+        "precision_choice": choice,
+        "training": {
+            **config.train.to_dict(),
+            "steps": summary.steps,
+            "final_loss": summary.final_loss,
+            "adapters": (config.adapters or family.default_adapters).to_dict(),
+            "trainable_parameters": trainable,
+            "total_parameters": total,
+            "trainable_fraction": trainable / total,
+            "train_data": str(Path(config.train_data).resolve()),
+            "eval_data": str(Path(config.eval_data).resolve()),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }
+
+
+def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo):
+    """``(precision, record)``: FP32 as exported, or the candidate :func:`converters.precision.
+    select_precision` measures best here (or on the target profile's machine)."""
+    if config.precision == "fp32":
+        return "fp32", None
+    from converters.precision import numpy_batches, select_precision
+    from edge_vl.runtime.cpu import has_int8_dot_product
+
+    names = [spec.name for spec in inputs]
+    target = config.target_profile
+    vnni = has_int8_dot_product(target["machine"]["flags"] if target else None)
+    precision, record = select_precision(
+        config.precision, fp32_xml, staging,
+        eval_batches=numpy_batches(prep.eval_data, names, 64), labels=prep.eval_data.labels.numpy(),
+        calibration=numpy_batches(prep.calibration_data, names, 1) if prep.calibration_data else None,
+        calibration_size=len(prep.calibration_data) if prep.calibration_data else 0,
+        vnni=vnni, max_accuracy_drop=config.max_accuracy_drop, latency_scale=prep.target_scale, echo=echo,
+    )  # fmt: skip
+    if target:
+        record["target"] = {"cpu": target["machine"].get("cpu"), "latency_scale": prep.target_scale}
+    return precision, record
+
+
+def runtime_for(config: BuildConfig, staging: Path) -> dict[str, Any]:
+    """The bundle's loadable runtime profiles; fails if the target profile's runtime is not one."""
+    runtime = loadable_profiles(sorted(staging.glob("*.xml")))
+    wanted = (config.target_profile or {}).get("runtime_profile")
+    if wanted and wanted not in runtime["profiles"]:
+        raise ExportError(
+            f"the target runs the {wanted} runtime, which cannot read this bundle's IR "
+            f"(opset{runtime['max_opset']}); it loads with: {', '.join(runtime['profiles'])}"
+        )
+    return runtime
+
+
+def measure_latency(family, model, inputs, sample, retained_xml: Path) -> dict[str, Any]:
+    """Median batch-1 latency (ms, this machine) of the exported retained model and of the same
+    model with no layer skipped."""
+    from converters import latency_with_skipped
+    from edge_vl.timing import median_latency_ms
+
+    feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
+    full_ms = latency_with_skipped(family, model, inputs, sample, [])
+    return {"retained": median_latency_ms(retained_xml, feed), "full": full_ms, "batch": 1, "threads": None}

@@ -1,0 +1,129 @@
+"""Stage 2: the skip plan — which layers the retained model skips. Given (``skip_layers``), or found
+by the DAS search for a count from ``skip_count``, a FLOPs budget or a latency budget
+(:mod:`edge_vl.budget`). The search trains on the training data minus a held-out part that scores
+its candidate skip sets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from edge_vl.build.config import BuildConfig
+from edge_vl.build.prepare import Prepared, load_adapted
+from edge_vl.errors import DataError, ModelError
+
+#: the smallest search: rows it holds out to score candidates, and rows it trains on
+MIN_SEARCH_HELD_OUT, MIN_SEARCH_TRAIN = 2, 8
+
+
+def skip_plan(
+    config: BuildConfig,
+    prep: Prepared,
+    work: Path,
+    should_stop: Callable[[], bool],
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """The skip set: given, or found by the DAS search within the requested budget."""
+    from edge_vl import budget
+
+    costs = prep.costs
+    n_layers = costs.n_layers
+    if config.skip_layers is not None:
+        skipped = sorted(int(i) for i in config.skip_layers)
+        bad = [i for i in skipped if not 0 <= i < n_layers]
+        if bad:
+            raise ModelError(f"skip index(es) {bad} out of range: this model has layers 0..{n_layers - 1}")
+        echo(f"skip plan: layers {skipped or 'none'} (given, no search)")
+        return {"method": "given", "skipped": skipped}
+
+    savings = [costs.saving(i) for i in range(n_layers)]
+    budget_info: dict[str, Any]
+    if config.flops_budget is not None:
+        limit = config.flops_budget * costs.full()
+        count = budget.min_layers_for(limit, costs.retained, savings, "FLOPs")
+        budget_info = {"kind": "flops", "fraction": config.flops_budget, "limit_macs": limit}
+        cost_of: Callable[[Sequence[int]], float] = costs.retained
+    elif config.latency_budget_ms is not None:
+        latency = measure_latency_model(config, prep, echo)
+        limit = config.latency_budget_ms
+        count = budget.min_layers_for(limit, latency.predict, savings, "latency")
+        on = (config.target_profile or {}).get("machine", {}).get("cpu", "this machine")
+        budget_info = {"kind": "latency", "limit_ms": limit, **asdict(latency), "costs": None, "on": on}
+        cost_of = latency.predict
+    else:
+        count = config.skip_count if config.skip_count is not None else n_layers // 3
+        if not 0 <= count < n_layers:
+            raise budget.BudgetError(
+                f"--skip-count must be between 0 and {n_layers - 1} for {n_layers} layers, got {count}"
+            )
+        budget_info, limit, cost_of = {"kind": "count", "count": count}, float("inf"), costs.retained
+    if count == 0:
+        echo("skip plan: the budget is met without skipping; no search")
+        return {"method": "budget", "skipped": [], "budget": budget_info}
+
+    echo(f"skip plan: DAS search for {count} of {n_layers} layers ({config.search.mode} mode)")
+    result = search_stage(config, prep, count, work, should_stop)
+    skipped = budget.select_within(result.ranking, count, limit, cost_of)
+    gates = ", ".join(f"{i}:{result.gates[i]:+.2e}" for i in result.ranking)
+    echo(f"search: skip {skipped}; gates, most redundant first: {gates}")
+    return {
+        "method": "das",
+        "skipped": skipped,
+        "budget": budget_info,
+        "search": result.to_dict(),
+        "search_config": config.search.to_dict(),
+    }
+
+
+def search_split(config: BuildConfig, prep: Prepared):
+    """(search training rows, held-out rows) of the training data: disjoint, seeded."""
+    import torch
+
+    n = prep.n_train
+    n_val = max(MIN_SEARCH_HELD_OUT, round(n * config.search_holdout))
+    if n - n_val < MIN_SEARCH_TRAIN:
+        raise DataError(
+            f"the DAS search needs at least {MIN_SEARCH_HELD_OUT + MIN_SEARCH_TRAIN} training rows "
+            f"({MIN_SEARCH_HELD_OUT} are held out to score its candidates); got {n}. Give more rows, or "
+            "skip layers without a search: --skip-layers I,J (or '' for none)",
+            path=str(config.train_data),
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.train.seed))
+    rows = order[n_val:] if config.search.max_rows is None else order[n_val : n_val + config.search.max_rows]
+    return prep.train_data.subset(rows), prep.train_data.subset(order[:n_val])
+
+
+def search_stage(config: BuildConfig, prep: Prepared, count: int, work: Path, should_stop: Callable[[], bool]):
+    """Run the DAS search on a held-out split of the training data (resumable)."""
+    from edge_vl.search import run_search
+
+    train_data, val_data = search_split(config, prep)
+    return run_search(
+        prep.family, prep.model, train_data, val_data, count, config.search, config.train,
+        progress=config.progress, checkpoint_dir=work / "search",
+        checkpoint_every=config.checkpoint_every, should_stop=should_stop,
+    )  # fmt: skip
+
+
+def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]):
+    """Time the exported graph with every layer kept and every layer skipped (batch 1, this machine);
+    layers in between are interpolated by their MACs."""
+    from converters import latency_with_skipped
+    from edge_vl.budget import LatencyModel
+
+    family = prep.family
+    model = load_adapted(family, config, prep.labels)
+    inputs = family.input_specs(model, prep.shape)
+    sample = prep.eval_data.batch(slice(0, 2))
+    kept, skipped = (
+        latency_with_skipped(family, model, inputs, sample, layers)
+        for layers in ([], list(range(prep.costs.n_layers)))
+    )
+    echo(f"latency: {kept:.2f} ms with every layer kept, {skipped:.2f} ms with every layer skipped")
+    if config.target_profile:  # the budget is the target's: scale by its speed on the reference graph
+        factor = prep.target_scale["int8" if config.precision == "int8" else "fp32"]
+        kept, skipped = kept * factor, skipped * factor
+        echo(f"latency: {kept:.2f} / {skipped:.2f} ms predicted on the target (× {factor:.2f})")
+    return LatencyModel(all_kept_ms=kept, all_skipped_ms=skipped, costs=prep.costs)

@@ -1,0 +1,107 @@
+"""Stage 1: load the checkpoint offline, save its tokenizer, preprocess every example once with
+the runtime's own code (so training and device see identical inputs), count the layers' MACs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_vl.build.config import BuildConfig
+from edge_vl.build.dataset import TrainingData
+from edge_vl.bundle import Preprocessing
+
+
+@dataclass
+class Prepared:
+    """What the later stages share: the encoded data and everything derived from the checkpoint."""
+
+    family: Any
+    labels: list[str]
+    preprocessing: Preprocessing
+    #: the static input shapes the exported graph is built for (``InputShape``)
+    shape: Any
+    #: what the data check found worth a look (printed, and recorded in the manifest and report)
+    warnings: list[str]
+    train_data: Any  # EncodedData
+    eval_data: Any
+    n_train: int
+    n_eval: int
+    layer_names: list[str]
+    costs: Any  # LayerCosts
+    tokenizer_file: Path | None
+    model: Any = field(repr=False)
+    #: training rows with raw inputs (as the exported model takes them), for INT8 calibration
+    calibration_data: Any = None
+    #: per-precision factors from latency here to latency on ``config.target_profile`` (measured once)
+    target_scale: dict[str, float] | None = None
+
+
+def prepare(config: BuildConfig, data: TrainingData, work: Path, echo: Callable[[str], None]) -> Prepared:
+    """Load the checkpoint, save its tokenizer into ``work``, encode the examples. The returned
+    ``model`` has fresh adapters and is ready for the search."""
+    from edge_vl.architectures import family_for_checkpoint
+    from edge_vl.architectures.base import InputShape
+    from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.bench import target_scale
+    from edge_vl.encoded import encode_examples
+    from edge_vl.runtime.tokenize import TextEncoder
+
+    train_examples, eval_examples, labels = data.train, data.evals, data.labels
+    echo(f"data: {len(train_examples)} training and {len(eval_examples)} eval rows, {len(labels)} labels")
+    family = family_for_checkpoint(config.model_dir)
+    model = load_adapted(family, config, labels)
+    text_length = family.text_length(model)
+    text = encoder = tokenizer_file = None
+    if text_length is not None:  # image-only models (a prompt head) take no text
+        with quiet_transformers():
+            text = family.save_tokenizer(Path(config.model_dir), work, text_length)
+        encoder, tokenizer_file = TextEncoder.from_spec(work, text), work / text.tokenizer
+    preprocessing = Preprocessing(image=family.image_spec(Path(config.model_dir), model), text=text)
+    shape = InputShape.of(preprocessing)
+    echo(f"model: {family.name} from {config.model_dir}, {len(family.layers(model))} skippable layers")
+    calibration = None
+    if config.precision in ("int8", "auto"):
+        rows = random.Random(config.train.seed).sample(
+            train_examples, min(config.calibration_size, len(train_examples))
+        )
+        calibration = encode_examples(rows, preprocessing.image, encoder, labels)
+
+    def encoded(examples, **kwargs):
+        return family.cache_frozen_features(model, encode_examples(examples, preprocessing.image, encoder, labels),
+                                            **kwargs)  # fmt: skip
+
+    return Prepared(
+        family=family,
+        labels=labels,
+        preprocessing=preprocessing,
+        shape=shape,
+        warnings=data.warnings,
+        train_data=encoded(train_examples),
+        eval_data=encoded(eval_examples, keep_pixels=True),
+        n_train=len(train_examples),
+        n_eval=len(eval_examples),
+        layer_names=family.layer_names(model),
+        costs=family.layer_costs(model, shape),
+        tokenizer_file=tokenizer_file,
+        model=model,
+        calibration_data=calibration,
+        target_scale=target_scale(config.target_profile, echo) if config.target_profile else None,
+    )
+
+
+def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
+    """Pretrained weights, fresh head and adapters (seeded), backbone frozen: where the search and
+    the fine-tune both start (the method's fine-tune reloads the pretrained weights, spec §4.1)."""
+    import torch
+
+    from edge_vl.architectures.quiet import quiet_transformers
+
+    torch.manual_seed(config.train.seed)
+    with quiet_transformers():
+        model = family.load(Path(config.model_dir), labels, prompts=config.label_prompts(labels))
+    family.insert_adapters(model, config.adapters)
+    family.freeze(model)
+    return model

@@ -1,0 +1,79 @@
+"""Downstream tasks for the benchmark scripts, written as edge-vl data manifests.
+
+- ``easy-vqa``: the demo task (64×64 shape images, 13 answers; :mod:`edge_vl.demo`).
+- ``digits``: questions about handwritten digits — scikit-learn's ``load_digits`` (1,797 real 8×8
+  scans from UCI, shipped inside the scikit-learn wheel), drawn at 64×64, dark on white. Unlike
+  easy-vqa and emoji: scanned grey-level handwriting, and questions about identity, parity,
+  magnitude and a named digit, none about colour. 12 answers (the ten digits, yes, no). Images
+  are split 75/25 by image, so test images are never seen in training.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from PIL import Image
+
+from edge_vl.data import Example, write_jsonl
+
+TASKS = ("easy-vqa", "digits")
+NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def write_task(
+    task: str, out: Path, *, train_size: int | None = None, eval_size: int | None = None
+) -> tuple[Path, Path]:
+    """``(train.jsonl, eval.jsonl)`` of ``task`` in ``out`` (seeded subsets of the given sizes)."""
+    if task == "easy-vqa":
+        from edge_vl.demo import write_easy_vqa_manifests
+
+        return write_easy_vqa_manifests(out, train_size=train_size, eval_size=eval_size)
+    if task == "digits":
+        return write_digits(out, train_size=train_size, eval_size=eval_size)
+    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+
+
+def digit_questions(digit: int, rng: random.Random) -> list[tuple[str, str]]:
+    """(question, answer) pairs about one image of ``digit``; yes/no questions are balanced by
+    asking about the true digit or another one at random."""
+    other = rng.choice([d for d in range(10) if d != digit])
+    named = digit if rng.random() < 0.5 else other
+    larger = rng.choice([3, 4, 5, 6])
+    return [
+        ("what digit is this?", str(digit)),
+        ("which number is written here?", str(digit)),
+        ("is this digit even?", "yes" if digit % 2 == 0 else "no"),
+        (f"is the digit larger than {NAMES[larger]}?", "yes" if digit > larger else "no"),
+        (f"is this a {NAMES[named]}?", "yes" if digit == named else "no"),
+    ]
+
+
+def write_digits(
+    out: Path, *, train_size: int | None = None, eval_size: int | None = None, seed: int = 0
+) -> tuple[Path, Path]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    order = list(range(len(digits.images)))
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    cut = int(len(order) * 0.75)
+    splits: dict[str, list[Example]] = {"train": [], "eval": []}
+    for rank, i in enumerate(order):
+        path = images_dir / f"{i}.png"
+        if not path.is_file():
+            pixels = (255 - digits.images[i] * 255 / 16).astype("uint8")  # 0..16 ink → dark on white
+            Image.fromarray(pixels, "L").resize((64, 64), Image.Resampling.BICUBIC).save(path)
+        split = "train" if rank < cut else "eval"
+        for question, answer in digit_questions(int(digits.target[i]), rng):
+            splits[split].append(Example(image=path, text=question, label=answer))
+    written = []
+    for split, size in (("train", train_size), ("eval", eval_size)):
+        rows = splits[split]
+        if size is not None and size < len(rows):
+            rows = random.Random(seed).sample(rows, size)
+        written.append(write_jsonl(rows, out / f"{split}.jsonl"))
+    return written[0], written[1]
