@@ -14,7 +14,7 @@ import torch
 
 from converters.export import export
 from converters.precision import compress_fp16_in_place
-from edge_vl.bundle import TEXT_INPUTS, TensorSpec, TextBucket
+from edge_vl.manifest import TEXT_INPUTS, TensorSpec, TextBucket
 
 
 def export_text_buckets(

@@ -22,9 +22,9 @@ from torch import nn
 
 from edge_vl.architectures.base import ArchitectureFamily
 from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.bundle import TensorSpec
 from edge_vl.errors import ExportError
 from edge_vl.fileio import free_space
+from edge_vl.manifest import TensorSpec
 from edge_vl.runtime.cpu import openvino_core
 
 #: FP32 parity tolerance between torch and OpenVINO logits: max absolute difference per unit of

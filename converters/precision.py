@@ -7,7 +7,7 @@ fastest candidate whose accuracy is within ``max_accuracy_drop`` of FP32.
 
 INT8 is NNCF post-training quantization calibrated on the task's own training inputs, with the
 transformer model type (attention softmax/matmuls handled as NNCF recommends) and NNCF's overflow
-fix on CPUs without VNNI (their int8 dot product saturates, see openvino-nncf-ecosystem notes).
+fix (``OverflowFix``) on CPUs without VNNI, whose int8 dot product saturates (openvinotoolkit/nncf#1498).
 """
 
 from __future__ import annotations

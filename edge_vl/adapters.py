@@ -1,4 +1,4 @@
-"""Bottleneck adapters and skippable layers, as in the DAS method spec (§3).
+"""Bottleneck adapters and skippable layers, as in the authors' code (``Adapter_Layer``, DAS repository).
 
 - :class:`BottleneckAdapter`: ``A(x) = s · W_up ReLU(W_down LN(x) + b_down) + b_up``; every Linear
   weight ~ N(0, 0.02²), biases 0, LN weight 1 / bias 0, ``s = 1``. ``W_up`` is *not* zero-initialised
@@ -24,14 +24,18 @@ PREFIX = "edgevl_"
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """Sizes of the inserted adapters, as fractions of the hidden size (spec §7.2)."""
+    """Sizes of the inserted adapters, as fractions of the hidden size (the authors: PETL r = d/8)."""
 
-    #: PETL adapter bottleneck = hidden_size * petl_ratio (spec: r = d/8)
+    #: PETL adapter bottleneck = hidden_size * petl_ratio (the authors: r = d/8)
     petl_ratio: float = 1 / 8
-    #: skip adapter bottleneck = hidden_size * skip_ratio (spec: 2·d/8 for ViLT, 3·d/8 for METER)
+    #: skip adapter bottleneck = hidden_size * skip_ratio (the authors: 2·d/8 for ViLT, 3·d/8 for METER)
     skip_ratio: float = 2 / 8
     #: initialisation std of the adapter Linear weights
     init_std: float = 0.02
+    #: rank of low-rank updates of the attention's query and value projections (0: none). Not in the
+    #: paper, whose adapters sit beside whole sub-layers: these let a frozen layer change what it
+    #: attends to (edge-vl's families that support it: METER-style)
+    attention_rank: int = 0
 
     def petl_rank(self, hidden: int) -> int:
         return max(1, round(hidden * self.petl_ratio))
@@ -61,6 +65,34 @@ class BottleneckAdapter(nn.Module):
     def macs(self, tokens: int) -> int:
         """Multiply-accumulates of the two projections over ``tokens`` tokens."""
         return 2 * tokens * self.down.in_features * self.down.out_features
+
+
+class LowRankUpdate(nn.Module):
+    """A frozen ``nn.Linear`` plus a trainable low-rank update: ``base(x) + up(down(x))``; ``up`` starts
+    at zero, so the layer computes exactly what it did before training (as LoRA does)."""
+
+    def __init__(self, base: nn.Linear, rank: int, *, init_std: float = 0.02):
+        super().__init__()
+        self.base = base
+        setattr(self, PREFIX + "down", nn.Linear(base.in_features, rank, bias=False))
+        setattr(self, PREFIX + "up", nn.Linear(rank, base.out_features, bias=False))
+        nn.init.normal_(self.down.weight, std=init_std)
+        nn.init.zeros_(self.up.weight)
+
+    @property
+    def down(self) -> nn.Linear:
+        return getattr(self, PREFIX + "down")
+
+    @property
+    def up(self) -> nn.Linear:
+        return getattr(self, PREFIX + "up")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.up(self.down(x))
+
+    def macs(self, tokens: int) -> int:
+        """Multiply-accumulates of the update over ``tokens`` tokens (the base is the layer's own)."""
+        return tokens * self.down.out_features * (self.base.in_features + self.base.out_features)
 
 
 class SkippableLayer(nn.Module):
@@ -104,9 +136,20 @@ class SkippableLayer(nn.Module):
     def forward_kept(self, hidden_states: torch.Tensor, *args, **kwargs):
         raise NotImplementedError
 
-    def petl_adapters(self) -> list[BottleneckAdapter]:
-        """The PETL adapters used when the layer is kept."""
-        return [m for n, m in self.named_children() if n.startswith(PREFIX) and m is not self.skip_adapter]
+    def add_low_rank_updates(
+        self, parent: nn.Module, names: tuple[str, ...], rank: int, init_std: float
+    ) -> None:
+        """Replace the ``nn.Linear`` children ``names`` of ``parent`` (inside the wrapped layer) by
+        :class:`LowRankUpdate` s of ``rank``."""
+        for name in names:
+            setattr(parent, name, LowRankUpdate(getattr(parent, name), rank, init_std=init_std))
+
+    def petl_adapters(self) -> list[nn.Module]:
+        """The PETL adapters and low-rank updates used when the layer is kept (each has ``macs``)."""
+        adapters = [
+            m for n, m in self.named_children() if n.startswith(PREFIX) and m is not self.skip_adapter
+        ]
+        return adapters + [m for m in self.layer.modules() if isinstance(m, LowRankUpdate)]
 
     def wrap_output(self, hidden_states: torch.Tensor):
         """Package a hidden state the way the wrapped layer returns it (default: a 1-tuple)."""

@@ -52,7 +52,7 @@ def benchmark(
     return {
         "bundle": str(bundle),
         "precision": predictor.bundle.manifest.model.precision,
-        "executed_precision": executed,
+        "inference_precision": executed,
         "batch": batch,
         "threads": threads,
         "cold_start_ms": cold_ms,

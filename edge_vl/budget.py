@@ -1,8 +1,8 @@
 """Compute budgets: what a skip set costs, and how many layers to skip to meet a budget.
 
 Costs are multiply-accumulates (MACs) of matmuls and convolutions, counted analytically per layer
-by each family (:meth:`ArchitectureFamily.layer_costs`) — the convention of the paper's "FLOPs"
-(spec §3.4). Norms, softmax and activations are not counted. The *full* model is the original
+by each family (:meth:`ArchitectureFamily.layer_costs`) — the convention of the paper's "FLOPs".
+Norms, softmax and activations are not counted. The *full* model is the original
 checkpoint without adapters: what a user would otherwise run.
 
 Going beyond the paper (which sets k by hand), a build may give a FLOPs budget (fraction of the

@@ -2,14 +2,14 @@
 
 Layout (paths relative to the bundle directory)::
 
-    manifest.json     the :class:`Manifest` below (sorted keys); ``files`` lists every other file
+    manifest.json     the :class:`~edge_vl.manifest.Manifest` (sorted keys); ``files`` lists every other file
     signature.json    optional: an Ed25519 signature of manifest.json's bytes (:mod:`edge_vl.signing`)
     model.xml/.bin    OpenVINO IR of the retained subgraph
     tokenizer.json    the tokenizer the model was trained with (``tokenizers`` format)
     report.html/.json what the build measured, for people
 
 The manifest is the contract between the build machine and the device: the build writes it
-through :func:`finalize_manifest` (which parses it with this schema first, so an invalid manifest
+through :func:`finalize_manifest` (which parses it with the schema first, so an invalid manifest
 is never written) and the device reads it with :func:`read_bundle`. Reading checks, before any
 file is opened: the format version; ``manifest_sha256`` (the hash of the manifest's own canonical
 JSON, so an edited or corrupted value is caught); every field's type and range (a
@@ -29,230 +29,38 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_vl.errors import BundleError, IncompatibleBundleError
 from edge_vl.fileio import write_json_atomic
-from edge_vl.schema import SchemaError, check, parse, to_json
 
-MANIFEST_NAME = "manifest.json"
-SIGNATURE_NAME = "signature.json"
-#: 2: ``manifest_sha256``, typed schema, every loaded file listed in ``files``
-FORMAT_VERSION = 2
+# the schema, re-exported: the manifest is part of the bundle format
+from edge_vl.manifest import FORMAT_VERSION as FORMAT_VERSION
+from edge_vl.manifest import MANIFEST_NAME as MANIFEST_NAME
+from edge_vl.manifest import SIGNATURE_NAME as SIGNATURE_NAME
+from edge_vl.manifest import TEXT_INPUTS as TEXT_INPUTS
+from edge_vl.manifest import Architecture as Architecture
+from edge_vl.manifest import FileEntry as FileEntry
+from edge_vl.manifest import Head as Head
+from edge_vl.manifest import ImageSpec as ImageSpec
+from edge_vl.manifest import Manifest as Manifest
+from edge_vl.manifest import ModelSpec as ModelSpec
+from edge_vl.manifest import Preprocessing as Preprocessing
+from edge_vl.manifest import RuntimeInfo as RuntimeInfo
+from edge_vl.manifest import TensorSpec as TensorSpec
+from edge_vl.manifest import TextBucket as TextBucket
+from edge_vl.manifest import TextSpec as TextSpec
+from edge_vl.schema import SchemaError, parse, to_json
+
 #: a manifest larger than this is not a manifest (protects the reader's memory)
 MAX_MANIFEST_BYTES = 16 << 20
-RESAMPLE_NAMES = ("nearest", "bilinear", "bicubic", "lanczos")
-HEAD_KINDS = ("sigmoid", "softmax")
-PRECISIONS = ("fp32", "fp16", "int8")
-#: model inputs the runtime can feed: pixels, and one value per text token
-MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "token_type_ids")
-TEXT_INPUTS = frozenset(MODEL_INPUTS[1:])
-_MAX_SIDE = 8192
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-# -- the schema -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FileEntry:
-    """Size and sha256 of one bundle file."""
-
-    sha256: str
-    size: int
-
-    def __post_init__(self) -> None:
-        check(bool(_SHA256.fullmatch(self.sha256)), "sha256 must be 64 lower-case hex digits")
-        check(self.size >= 0, "size must not be negative")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One named model input or output; ``shape`` uses -1 for the (dynamic) batch dimension."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def __post_init__(self) -> None:
-        check(self.dtype in ("float32", "int64", "int32"), f"dtype {self.dtype!r} is not supported")
-        check(len(self.shape) >= 1, "shape must not be empty")
-        check(self.shape[0] == -1 or self.shape[0] >= 1, "the batch dimension must be -1 or positive")
-        check(all(1 <= d <= 1 << 16 for d in self.shape[1:]), f"shape {list(self.shape)} is out of range")
-
-
-@dataclass(frozen=True)
-class TextBucket:
-    """A shorter text length exported next to the full one (``edge-vl build --text-buckets``)."""
-
-    length: int
-    xml: str
-    bin: str
-    parity_max_abs: float = 0.0
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The IR the runtime compiles, its inputs and outputs."""
-
-    xml: str
-    bin: str
-    precision: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    text_buckets: tuple[TextBucket, ...] = ()
-
-    def __post_init__(self) -> None:
-        check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
-        names = [spec.name for spec in self.inputs]
-        check("pixel_values" in names, "inputs lack pixel_values")
-        check(set(names) <= set(MODEL_INPUTS), f"inputs {names} include names the runtime cannot feed")
-        check(len(set(names)) == len(names), "inputs repeat a name")
-        check(len(self.outputs) == 1 and len(self.outputs[0].shape) == 2, "outputs must be one (N, labels)")
-
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """Image preprocessing (:mod:`edge_vl.runtime.preprocess`): decode, RGB on ``background``,
-    resize to ``size`` (or shortest edge then centre crop), rescale, normalise."""
-
-    size: tuple[int, int]
-    resample: str
-    rescale_factor: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    background: tuple[int, int, int] = (255, 255, 255)
-    shortest_edge: int | None = None
-
-    def __post_init__(self) -> None:
-        check(len(self.size) == 2 and all(1 <= s <= _MAX_SIDE for s in self.size),
-              f"size must be [height, width] within 1..{_MAX_SIDE}")  # fmt: skip
-        check(self.resample in RESAMPLE_NAMES, f"resample must be one of {RESAMPLE_NAMES}")
-        check(0 < self.rescale_factor <= 1, "rescale_factor must be in (0, 1]")
-        check(len(self.mean) == 3 and len(self.std) == 3, "mean and std need one value per channel")
-        check(all(s > 0 for s in self.std), "std values must be positive")
-        check(len(self.background) == 3 and all(0 <= c <= 255 for c in self.background),
-              "background must be three values in 0..255")  # fmt: skip
-        if self.shortest_edge is not None:
-            check(max(self.size) <= self.shortest_edge <= _MAX_SIDE,
-                  "shortest_edge must be at least the crop size")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TextSpec:
-    """Tokenization (:mod:`edge_vl.runtime.tokenize`): the tokenizer file and the fixed length."""
-
-    tokenizer: str
-    max_length: int
-    pad_id: int
-    pad_token: str
-
-    def __post_init__(self) -> None:
-        check(2 <= self.max_length <= 4096, "max_length must be within 2..4096")
-        check(self.pad_id >= 0, "pad_id must not be negative")
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    image: ImageSpec
-    #: None for image-only models (a prompt head)
-    text: TextSpec | None = None
-
-
-@dataclass(frozen=True)
-class Head:
-    """How logits become scores, and the label of each output."""
-
-    kind: str
-    labels: tuple[str, ...]
-    #: label → prompt text (prompt heads)
-    prompts: dict[str, str] | None = None
-
-    def __post_init__(self) -> None:
-        check(self.kind in HEAD_KINDS, f"kind must be one of {HEAD_KINDS}")
-        check(len(self.labels) >= 1, "labels must not be empty")
-        check(len(set(self.labels)) == len(self.labels), "labels repeat a name")
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Which model family, its skippable layers (names, in search order), and which of them the
-    retained model skips."""
-
-    family: str
-    model_type: str
-    source: str
-    layers: tuple[str, ...]
-    skipped: tuple[int, ...]
-    kept: tuple[int, ...]
-
-    def __post_init__(self) -> None:
-        check(sorted(self.skipped + self.kept) == list(range(len(self.layers))),
-              "skipped and kept must split the layers' indices")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class RuntimeInfo:
-    """The runtime profiles (:mod:`edge_vl.runtime.profiles`) whose OpenVINO reads every IR file."""
-
-    profiles: tuple[str, ...]
-    max_opset: int
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """``manifest.json``. The device reads the typed sections; ``metrics`` and the build records
-    (``training``, ``cost``, ``skip_plan``, ``precision_choice``, ``data``) are for people and tools."""
-
-    format_version: int
-    edge_vl_version: str
-    created: str
-    versions: dict[str, str]
-    runtime: RuntimeInfo
-    architecture: Architecture
-    model: ModelSpec
-    preprocessing: Preprocessing
-    head: Head
-    files: dict[str, FileEntry]
-    metrics: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    cost: dict[str, Any] = field(default_factory=dict)
-    skip_plan: dict[str, Any] = field(default_factory=dict)
-    precision_choice: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
-    manifest_sha256: str = ""
-
-    def __post_init__(self) -> None:
-        for name in self.files:
-            _check_relative(name, "files")
-        needed = [self.model.xml, self.model.bin]
-        needed += [f for b in self.model.text_buckets for f in (b.xml, b.bin)]
-        if self.preprocessing.text is not None:
-            needed.append(self.preprocessing.text.tokenizer)
-        unlisted = [name for name in needed if name not in self.files]
-        check(not unlisted, f"files does not list {unlisted}, which the runtime loads")
-        takes_text = bool(TEXT_INPUTS & {spec.name for spec in self.model.inputs})
-        check(takes_text == (self.preprocessing.text is not None),
-              "model.inputs and preprocessing.text disagree on whether the model takes text")  # fmt: skip
-        width, n_labels = self.model.outputs[0].shape[1], len(self.head.labels)
-        check(width == n_labels, f"the model outputs {width} scores but head.labels has {n_labels} labels")
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.head.labels)
-
-    def loaded_files(self) -> list[str]:
-        """The files the runtime opens (IR files and the tokenizer)."""
-        names = [self.model.xml, self.model.bin]
-        names += [f for b in self.model.text_buckets for f in (b.xml, b.bin)]
-        return names + ([self.preprocessing.text.tokenizer] if self.preprocessing.text else [])
-
-
-# -- reading ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Bundle:
     """A checked bundle: its directory, typed manifest, and the manifest as JSON (``data``)."""
@@ -391,17 +199,6 @@ def _parse_manifest(data: dict[str, Any], where: Path) -> Manifest:
         return parse(Manifest, data)
     except SchemaError as e:
         raise BundleError(f"{where}: {e}") from None
-
-
-def _check_relative(name: str, where: str) -> None:
-    """A plain relative POSIX path: no absolute path, no ``..``, no backslash, not the manifest."""
-    parts = PurePosixPath(name).parts
-    check(
-        bool(name) and "\\" not in name and "\x00" not in name and not name.startswith("/")
-        and ".." not in parts and "." not in parts and name not in (MANIFEST_NAME, SIGNATURE_NAME)
-        and parts[0] != "~",
-        f"{where}: {name!r} is not a plain relative path inside the bundle",
-    )  # fmt: skip
 
 
 def _inside(root: Path, name: str) -> Path:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from edge_vl.bundle import ImageSpec
 from edge_vl.data import Example
 from edge_vl.errors import DataError
+from edge_vl.manifest import ImageSpec
 from edge_vl.runtime.preprocess import preprocess_image
 from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 

@@ -1,4 +1,4 @@
-"""Adapter training with a frozen backbone (spec §4), as a resumable loop, plus evaluation.
+"""Adapter training with a frozen backbone, as a resumable loop, plus evaluation.
 
 Only what :meth:`ArchitectureFamily.is_trainable` allows trains: inserted adapters, pooler,
 token-type embeddings and the head. Optimiser and schedule follow the authors' recipe: AdamW

@@ -4,7 +4,7 @@
 - ``vqa-bce``: the VQA loss of ViLT/METER and of the DAS paper, BCE × num_labels on answer scores
   (one-hot here); scores are per-label sigmoids.
 
-Knowing deviation from the method spec (§7.2 keeps BCE × 13 for easy-VQA): edge-vl data have
+Knowing deviation from the paper (whose ViLT/METER VQA loss is BCE × number of answers): edge-vl data have
 exactly one answer per row, and with one-hot BCE the rare answers learn far slower than with
 softmax cross-entropy. Measured on edge-vl-mini/easy-vqa (4 layers skipped, 750 steps, 2,000 test
 questions): colour questions — 8 answers of about 1.7 % of the rows each — stayed at chance (0.13)
@@ -28,7 +28,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def vqa_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """BCE × num_labels on one-hot answer scores (the ViLT/METER VQA loss, spec §4.2)."""
+    """BCE × num_labels on one-hot answer scores (the authors' ViLT/METER VQA loss)."""
     one_hot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
 

@@ -30,9 +30,8 @@ from typing import Any
 
 from edge_vl.errors import BuildError, OutputError
 from edge_vl.fileio import free_space, fsync_dir, fsync_tree, is_no_space, umask
+from edge_vl.manifest import MANIFEST_NAME, SIGNATURE_NAME
 
-MANIFEST_NAME = "manifest.json"
-SIGNATURE_NAME = "signature.json"
 STAGING_PREFIX, OLD_PREFIX = "staging-", "old-"
 
 

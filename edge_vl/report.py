@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
             }
         )
     return {
+        "bundle": {
+            "created": manifest.get("created"),
+            "precision": manifest["model"]["precision"],
+            "edge_vl_version": manifest.get("edge_vl_version"),
+        },
         "model": {"family": arch["family"], "source": arch["source"], "layers": len(arch["layers"])},
         "metrics": manifest["metrics"],
         "cost": {k: cost[k] for k in ("unit", "full_model", "retained_model", "retained_fraction")},
@@ -76,6 +82,8 @@ def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
         return "skip set given by the user" if skipped else "kept (not in the given skip set)"
     if plan["method"] == "budget":
         return "kept: the budget is met without skipping"
+    if plan["method"] == "das-undecided":
+        return "the search did not separate the layers: skipped by index order" if skipped else "kept"
     k = len(plan["skipped"])
     rank = plan["search"]["ranking"].index(i) + 1
     if skipped:
@@ -84,22 +92,29 @@ def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
     return f"gate rank {rank}: kept"
 
 
-def write_report(directory: Path, manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = ()) -> Path:
+def write_report(
+    directory: Path, manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (), *, name: str = ""
+) -> Path:
     """Write ``report.json`` and ``report.html`` into ``directory``; returns the HTML path."""
     data = report_data(manifest, variants)
     write_text_atomic(directory / REPORT_JSON, json.dumps(data, indent=2, sort_keys=True) + "\n")
     out = directory / REPORT_HTML
-    write_text_atomic(out, render_html(data))
+    write_text_atomic(out, render_html(data, name=name))
     return out
 
 
 # -- rendering ------------------------------------------------------------------------------------
-def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> str:
-    m, c, t = data["metrics"], data["cost"], data["training"]
+def render_html(data: dict[str, Any], title: str = "edge-vl build report", name: str = "") -> str:
+    """The report page of ``data`` (:func:`report_data`); ``name``: the bundle's directory name."""
+    m, c, t, b = data["metrics"], data["cost"], data["training"], data.get("bundle", {})
+    majority = m.get("majority_accuracy")
+    baseline = f" (always answering the most frequent label: {majority:.4f})" if majority else ""
+    built = f"built {b.get('created', '?')} by edge-vl {b.get('edge_vl_version', '?')}"
     summary = [
-        ("model", f"{data['model']['family']} ({data['model']['layers']} layers) from "
-                  f"{data['model']['source']}"),
-        ("eval accuracy", f"{m['eval_accuracy']:.4f} on {m['eval_examples']} rows"),
+        ("bundle", f"{name or 'this bundle'}, {built}"),
+        ("model", f"{data['model']['family']} ({data['model']['layers']} skippable layers) from "
+                  f"{data['model']['source']}; {b.get('precision', '?')} weights"),
+        ("eval accuracy", f"{m['eval_accuracy']:.4f} on {m['eval_examples']} rows{baseline}"),
         ("skipped layers", f"{data['plan']['skipped'] or 'none'} ({data['plan']['method']})"),
         ("retained MACs", f"{c['retained_model']:,.0f} of {c['full_model']:,.0f} "
                           f"({c['retained_fraction']:.1%})"),
@@ -108,21 +123,22 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> st
         ("training", f"{t['steps']} steps; build took {t['seconds']} s"),
         ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
     ]  # fmt: skip
-    parts = [f"<h1>{_e(title)}</h1>", _table(["", ""], summary)]
+    parts = [f"<h1>{_e(title)}{(': ' + _e(name)) if name else ''}</h1>", _table(None, summary)]
     if data.get("warnings"):
         items = "".join(f"<li>{_e(w)}</li>" for w in data["warnings"])
         parts += ["<h2>Data warnings</h2>", f"<ul>{items}</ul>"]
     history = data["gate_history"]
     if history:
         series = {
-            f"{a['index']}{' (skipped)' if a['skipped'] else ''}": [g[a["index"]] for g in history]
+            f"{a['index']}{' skipped' if a['skipped'] else ''}": [g[a["index"]] for g in history]
             for a in data["layers"]
         }
+        highlighted = [k for k in series if k.endswith("skipped")]
         parts += ["<h2>Gates per layer over the search</h2>",
-                  "<p>A larger gate means the layer was more often in low-loss skip sets "
-                  "(more redundant).</p>",
-                  line_chart(series, "bandit round", "gate")]  # fmt: skip
-    parts += ["<h2>Accuracy against compute</h2>", scatter_chart(data["variants"])]
+                  "<p>A larger gate means the layer was more often in low-loss skip sets (more redundant). "
+                  "Skipped layers in colour, kept layers grey.</p>",
+                  line_chart(series, "bandit round", "gate", highlighted=highlighted)]  # fmt: skip
+    parts += ["<h2>Accuracy against compute</h2>", scatter_chart(data["variants"], majority)]
     parts += ["<h2>Variants</h2>", _table(
         ["variant", "eval accuracy", "MACs vs full", "skipped", "latency ms (batch 1)"],
         [(v["variant"], f"{v['eval_accuracy']:.4f}", f"{v['retained_macs_fraction']:.1%}",
@@ -137,7 +153,7 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report") -> st
         ), f"<p>OpenVINO {_e(lat.get('precision', ''))}, {lat.get('threads') or 'default'} threads, "
            "on the build machine; run <code>edge-vl bench</code> on the target.</p>"]  # fmt: skip
     parts += ["<h2>What was skipped and why</h2>", _table(
-        ["layer", "layer", "gate", "MACs saved", "decision"],
+        ["layer", "module", "gate", "MACs saved", "decision"],
         [(str(a["index"]), a["name"], "" if a["gate"] is None else f"{a['gate']:+.3e}",
           "" if a["saving_macs"] is None else f"{a['saving_macs']:,.0f}",
           ("skipped: " if a["skipped"] else "") + a["why"]) for a in data["layers"]],
@@ -163,13 +179,13 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+def _table(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> str:
+    head = "" if header is None else "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
-_W, _H, _PAD = 640, 320, 56
+_W, _H, _PAD = 640, 320, 72
 
 
 def _axes(xs: tuple[float, float], ys: tuple[float, float], xlabel: str, ylabel: str) -> list[str]:
@@ -180,15 +196,24 @@ def _axes(xs: tuple[float, float], ys: tuple[float, float], xlabel: str, ylabel:
         f'<text x="14" y="{_H / 2}" transform="rotate(-90 14 {_H / 2})" text-anchor="middle" '
         f'font-size="12">{_e(ylabel)}</text>',
     ]
-    for frac in (0.0, 0.5, 1.0):
-        x = xs[0] + frac * (xs[1] - xs[0])
-        y = ys[0] + frac * (ys[1] - ys[0])
-        px, py = _px(x, xs), _py(y, ys)
+    for x in ticks(*xs):
         out.append(
-            f'<text x="{px:.1f}" y="{_H - _PAD + 16}" text-anchor="middle" font-size="11">{x:.3g}</text>'
+            f'<text x="{_px(x, xs):.1f}" y="{_H - _PAD + 16}" text-anchor="middle" font-size="11">{x:g}</text>'
         )
-        out.append(f'<text x="{_PAD - 6}" y="{py + 4:.1f}" text-anchor="end" font-size="11">{y:.3g}</text>')
+    for y in ticks(*ys):
+        out.append(
+            f'<text x="{_PAD - 6}" y="{_py(y, ys) + 4:.1f}" text-anchor="end" font-size="11">{y:.3g}</text>'
+        )
     return out
+
+
+def ticks(lo: float, hi: float, most: int = 6) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 × 10^n) inside ``[lo, hi]``, at most ``most`` of them."""
+    raw = (hi - lo) / max(1, most - 1)
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), 10 * magnitude)
+    first = math.ceil(lo / step - 1e-9) * step
+    return [round(first + i * step, 12) for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def _span(values: Sequence[float]) -> tuple[float, float]:
@@ -212,42 +237,67 @@ def _py(y: float, ys: tuple[float, float]) -> float:
     return _H - _PAD - (y - ys[0]) / (ys[1] - ys[0]) * (_H - _PAD - 24)
 
 
-def line_chart(series: dict[str, list[float]], xlabel: str, ylabel: str) -> str:
-    """One polyline per series over x = 1…n, with a legend."""
+def line_chart(
+    series: dict[str, list[float]], xlabel: str, ylabel: str, *, highlighted: Sequence[str] | None = None
+) -> str:
+    """One polyline per series over x = 1…n, with a legend. With ``highlighted``, those series get a
+    colour each and a thick line; the others are thin, grey and dashed (so no two look alike)."""
     n = max(len(v) for v in series.values())
     xs = (1.0, float(max(n, 2)))
     ys = _span([y for v in series.values() for y in v])
     out = _axes(xs, ys, xlabel, ylabel)
+    coloured = list(series) if highlighted is None else list(highlighted)
     for j, (name, values) in enumerate(series.items()):
-        colour = _COLOURS[j % len(_COLOURS)]
-        dash = ' stroke-dasharray="5,3"' if j >= len(_COLOURS) else ""
+        if name in coloured:
+            style = f'stroke="{_COLOURS[coloured.index(name) % len(_COLOURS)]}" stroke-width="2.5"'
+        else:
+            style = 'stroke="#999" stroke-width="1" stroke-dasharray="4,3"'
         points = " ".join(f"{_px(i + 1, xs):.1f},{_py(v, ys):.1f}" for i, v in enumerate(values))
-        out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5"{dash} points="{points}"/>')
-        legend = (
+        out.append(f'<polyline fill="none" {style} points="{points}"/>')
+        colour = style.split('"')[1]
+        out.append(
             f'<text x="{_W + 8}" y="{24 + 14 * j}" font-size="11" fill="{colour}">layer {_e(name)}</text>'
         )
-        out.append(legend)
     return _svg(out, extra_width=120)
 
 
-def scatter_chart(variants: Sequence[dict[str, Any]]) -> str:
-    """Eval accuracy against the retained fraction of the full model's MACs, one labelled dot each."""
+def scatter_chart(variants: Sequence[dict[str, Any]], baseline: float | None = None) -> str:
+    """Eval accuracy against the retained fraction of the full model's MACs, one labelled dot each,
+    on axes from 0 to the full model (x) and from below the ``baseline`` accuracy (always the most
+    frequent label) to 1 (y), both drawn as reference lines."""
     points = {
         v["variant"]: [(v["retained_macs_fraction"], v["eval_accuracy"], v["variant"])] for v in variants
     }
-    return xy_chart(points, "MACs, fraction of the full model", "eval accuracy", x_includes=1.0, legend=False)
+    floor = min([v["eval_accuracy"] for v in variants] + ([baseline] if baseline is not None else []))
+    ys = (max(0.0, math.floor(floor * 10 - 0.5) / 10), 1.0)
+    lines = {"full model": (1.0, None)} | ({"most frequent label": (None, baseline)} if baseline else {})
+    return xy_chart(points, "MACs, fraction of the full model", "eval accuracy", legend=False,
+                    x_span=(0.0, 1.05), y_span=ys, reference=lines)  # fmt: skip
 
 
 def xy_chart(
     series: dict[str, list[tuple[float, float, str]]], xlabel: str, ylabel: str, *,
     joined: Sequence[str] = (), x_includes: float | None = None, legend: bool = True,
+    x_span: tuple[float, float] | None = None, y_span: tuple[float, float] | None = None,
+    reference: dict[str, tuple[float | None, float | None]] | None = None,
 ) -> str:  # fmt: skip
     """Labelled dots ``(x, y, label)`` per series, one colour each; the series named in ``joined``
-    are also connected in x order. ``x_includes``: a value the x axis must span."""
+    are also connected in x order. ``x_includes``: a value the x axis must span; ``x_span`` and
+    ``y_span`` fix the axes; ``reference``: labelled dashed lines at ``(x, None)`` or ``(None, y)``."""
     points = [p for ps in series.values() for p in ps]
-    xs = _padded(_span([p[0] for p in points] + ([x_includes] if x_includes is not None else [])))
-    ys = _padded(_span([p[1] for p in points]))
+    xs = x_span or _padded(_span([p[0] for p in points] + ([x_includes] if x_includes is not None else [])))
+    ys = y_span or _padded(_span([p[1] for p in points]))
     out = _axes(xs, ys, xlabel, ylabel)
+    dashed, grey = 'stroke="#999" stroke-dasharray="4,3"', 'font-size="11" fill="#666"'
+    for label, (x, y) in (reference or {}).items():
+        if x is not None:
+            px = _px(x, xs)
+            out.append(f'<line x1="{px:.1f}" y1="16" x2="{px:.1f}" y2="{_H - _PAD}" {dashed}/>')
+            out.append(f'<text x="{px - 4:.1f}" y="28" text-anchor="end" {grey}>{_e(label)}</text>')
+        else:
+            py = _py(y, ys)
+            out.append(f'<line x1="{_PAD}" y1="{py:.1f}" x2="{_W - 16}" y2="{py:.1f}" {dashed}/>')
+            out.append(f'<text x="{_PAD + 6}" y="{py - 5:.1f}" {grey}>{_e(label)} ({y:.3f})</text>')
     for j, (name, ps) in enumerate(series.items()):
         colour = _COLOURS[j % len(_COLOURS)]
         if name in joined:

@@ -1,4 +1,4 @@
-"""DAS search (Wu et al., NeurIPS 2023, §3.2): a bandit whose arms are the skippable layers.
+"""DAS search (Wu et al., NeurIPS 2023): a bandit whose arms are the skippable layers.
 
 Per training micro-batch, k distinct layers are sampled with weights ``sigmoid(gate)`` and replaced
 by their skip adapters; adapters, skip adapters and head train under that sub-network. After the
@@ -10,18 +10,20 @@ round. The result is the top-k of the gates.
 Two modes:
 
 - ``paper``: the authors' choices, quirks included — rewards computed in *train* mode (dropout
-  on) and on the *same* held-out batch every round (spec §6.1, §6.3).
+  on) and on the *same* held-out batch every round, as the authors' ViLT/METER search modules
+  (``*_module_search.py``) do.
 - ``clean`` (default): rewards in eval mode on a *fresh* random held-out batch each round, and
   no layer skipped during the warm-up epoch (see below).
 
 In both modes the held-out batches come from a split of the training data that the search never
-trains on (the authors' METER/NLVR2 "validation" overlapped training, spec §6.2 — we knowingly
+trains on (the authors' METER/NLVR2 "validation" overlapped training — we knowingly
 differ there). Unlike the paper, the fine-tune run is started by the caller (see
-:mod:`edge_vl.build`), which reloads the pretrained weights with fresh adapters (spec §4.1).
+:mod:`edge_vl.build`), which reloads the pretrained weights with fresh adapters, as the authors'
+fine-tune run does.
 
 Warm-up without skipping (``clean`` mode; ``warmup_skipping``): the paper samples k skipped layers
 from the first step. Then the layers sampled early get trained skip adapters first and keep winning
-(spec §6, pitfall 9: "rich get richer"), and later every skip set scores about the same: in the
+("rich get richer"), and later every skip set scores about the same: in the
 search trace of ``examples/benchmarks/results/demo-precision-auto/manifest.json`` the candidates of
 a round differ by a median 0.0105 in held-out loss over the first 25 rounds and 0.0014 over the last
 25, so the first rounds' noise picks the set (``examples/benchmarks/search_trace.py``; the demo's
@@ -33,7 +35,7 @@ held-out loss 0.46 → 2.01 and took colour questions from 49 % to 0 %; no other
 0.45; a trained skip adapter recovers much of it: the random set [3, 5, 7, 9] reached 0.9311 in
 ``examples/benchmarks/variants.py``). Training only the PETL adapters during warm-up lets the
 first rewards measure what each layer does for a model that has started to solve the task. The
-authors' LLaVA-DAS likewise skips fewer layers during warm-up (k ramps up, spec §2.10).
+authors' LLaVA-DAS likewise skips fewer layers during warm-up (k ramps up in its ``das_trainer.py``).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ MODES = ("clean", "paper")
 
 @dataclass
 class SearchConfig:
-    """DAS hyper-parameters (authors' defaults, spec §2.8)."""
+    """DAS hyper-parameters (defaults: the authors' ``config.py``, "DAS setting")."""
 
     #: search length in epochs over the search's training split (epoch 0 is warm-up)
     epochs: int = 3
@@ -207,7 +209,7 @@ def run_search(
     das_step = min(config.das_step, math.comb(n_layers, k)) if 0 < k < n_layers else config.das_step
     bandit = GateBandit(n_layers, k, das_step=das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1)
     steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
-    # the search has its own length and LR schedule (spec §2.7): config.epochs over the search data
+    # the search has its own length and LR schedule, as in the authors' search scripts
     loop = TrainLoop(family, model, train_data, train_config, total_steps=config.epochs * steps_per_epoch)
     val_generator = torch.Generator().manual_seed(train_config.seed + 2)
     n_val = len(val_data)

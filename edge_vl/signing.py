@@ -28,8 +28,8 @@ from typing import Any
 
 from edge_vl.errors import BundleError, MissingExtraError
 from edge_vl.fileio import write_json_atomic
+from edge_vl.manifest import MANIFEST_NAME, SIGNATURE_NAME
 
-SIGNATURE_NAME = "signature.json"
 TRUSTED_KEYS_ENV = "EDGE_VL_TRUSTED_KEYS"
 ALGORITHM = "ed25519"
 
@@ -101,12 +101,10 @@ def load_public_key(source: Any) -> Any:
 
 
 def sign_bundle(bundle: str | Path, private_key: str | Path) -> str:
-    """Check ``bundle`` (every file's hash) and write its ``signature.json``; returns the key id."""
-    from edge_vl.bundle import MANIFEST_NAME, read_bundle
-
+    """Write ``bundle``'s ``signature.json`` (replacing an earlier one); returns the key id. Check
+    the bundle first (:func:`edge_vl.bundle.read_bundle`): a signature vouches for what it signs."""
     key = load_private_key(private_key)
     root = Path(bundle)
-    read_bundle(root, trusted_keys=())  # structure and hashes; any earlier signature is replaced
     raw = (root / MANIFEST_NAME).read_bytes()
     kid = key_id(key.public_key())
     signature = base64.b64encode(key.sign(raw)).decode()

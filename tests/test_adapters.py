@@ -1,4 +1,4 @@
-"""Adapters, skipping and freezing on a tiny ViLT (method spec §3, §7.3 items 5–6)."""
+"""Adapters, skipping and freezing on a tiny ViLT (the adapter and skip adapter of the authors' code)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_bottleneck_adapter_formula_and_init():
     adapter = BottleneckAdapter(16, 4, init_std=0.02)
     assert torch.all(adapter.down.bias == 0) and torch.all(adapter.up.bias == 0)
     assert torch.all(adapter.norm.weight == 1) and torch.all(adapter.norm.bias == 0)
-    assert adapter.up.weight.abs().max() > 0  # W_up is not zero-initialised (spec §3.1)
+    assert adapter.up.weight.abs().max() > 0  # W_up is not zero-initialised (as in the authors' code)
     x = torch.randn(2, 5, 16)
     ln = torch.nn.functional.layer_norm(x, (16,), eps=1e-5)
     expected = (
@@ -97,7 +97,7 @@ def test_only_adapters_head_pooler_and_token_types_train(family, model):
 
 
 def test_active_trainable_parameters_match_spec_arithmetic(family, model):
-    """Spec §3.4: an adapter with bottleneck r has 2·d·r + r + d weights plus 2·d for its LN; only the
+    """An adapter with bottleneck r has 2·d·r + r + d weights plus 2·d for its LN; only the
     adapters in use count (PETL adapters of kept layers, skip adapters of skipped layers)."""
     cfg = AdapterConfig()
     family.insert_adapters(model, cfg)

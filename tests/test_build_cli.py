@@ -111,7 +111,7 @@ def test_info_and_bench_cli(tiny_bundle):
     assert report["batch"] == 2 and report["latency_ms"]["iterations"] >= 20
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p90"] <= report["latency_ms"]["p99"]
     assert report["throughput"]["requests"] >= 1 and report["throughput"]["samples_per_s"] > 0
-    assert report["executed_precision"] == "f32" and report["peak_rss_mb"] > 0
+    assert report["inference_precision"] == "f32" and report["peak_rss_mb"] > 0
     assert report["machine"]["flags"]["AVX2"] in (True, False) and report["machine"]["openvino"]
     text = runner.invoke(cli, ["bench", str(tiny_bundle), "--duration", "0.5"])
     assert text.exit_code == 0, text.output

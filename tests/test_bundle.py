@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from edge_vl import BundleError, IncompatibleBundleError, Predictor, read_bundle
-from edge_vl.bundle import FORMAT_VERSION, MANIFEST_NAME, manifest_digest
+from edge_vl.bundle import manifest_digest
 from edge_vl.cli import cli
 from edge_vl.fileio import sha256_file
+from edge_vl.manifest import FORMAT_VERSION, MANIFEST_NAME
 
 
 @pytest.fixture

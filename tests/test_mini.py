@@ -18,8 +18,8 @@ from edge_vl.mini import EdgeVLMiniModel
 from tests.conftest import VOCAB
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "pretraining"))
-import mini_data  # noqa: E402
-import pretrain_mini  # noqa: E402
+import mini_data
+import pretrain_mini
 
 
 def _concept(name: str, group: str, kind: str = "emoji", base: str | None = None) -> mini_data.Concept:
@@ -57,7 +57,9 @@ def test_checkpoint_stores_only_what_edge_vl_trains(tmp_path: Path):
         model = EdgeVLMiniModel.from_pretrained(tmp_path / "full")
         model.save_trained_parts(tmp_path / "trained")
         keys = load_file(str(tmp_path / "trained" / "model.safetensors")).keys()
-        assert keys and not any(k.startswith(("text_encoder.", "vision_encoder.", "classifier.")) for k in keys)
+        assert keys and not any(
+            k.startswith(("text_encoder.", "vision_encoder.", "classifier.")) for k in keys
+        )
         assert any(k.startswith("fusion.") for k in keys)
         reloaded = EdgeVLMiniModel.from_pretrained(tmp_path / "trained")
     fusion = dict(model.named_parameters())["fusion.0.output.dense.weight"]

@@ -135,7 +135,7 @@ def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_
 
     profile = tmp_path / "target.json"
     result = CliRunner().invoke(
-        cli, ["bench", str(tiny_bundle), "--duration", "0.2", "--profile", str(profile)]
+        cli, ["bench", str(tiny_bundle), "--duration", "0.2", "--target-profile", str(profile)]
     )
     assert result.exit_code == 0, result.output
     saved = json.loads(profile.read_text())

@@ -95,3 +95,75 @@ def test_bad_manifests_name_file_line_and_field(tmp_path, content, name, message
     with pytest.raises(DataError) as err:
         read_examples(path, check_images=False)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the edge_vl/converters modules it imports (at module level or inside functions)."""
+    import ast
+
+    modules = {}
+    for package in ("edge_vl", "converters"):
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {resolve(alias.name) for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets |= {resolve(f"{node.module}.{a.name}") or resolve(node.module) for a in node.names}
+        graph[name] = {t for t in targets if t and t != name}
+    return graph
+
+
+def test_no_import_cycles_between_modules():
+    graph = import_graph()
+    assert "edge_vl.build.plan" in graph["edge_vl.build"]  # the graph sees the imports
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " → ".join([*path[path.index(module) :], module]))
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_the_runtime_cannot_import_training_libraries():
+    """A lint rule (edge_vl/runtime/ruff.toml) refuses torch, transformers and nncf in edge_vl/runtime/."""
+    for library in ("torch", "transformers", "nncf"):
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", "--stdin-filename",
+             str(ROOT / "edge_vl" / "runtime" / "probe.py"), "-"],
+            input=f"import {library}\n", capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert result.returncode == 1 and "TID251" in result.stdout, (library, result.stdout)
+
+
+def test_readme_tables_render():
+    """Every Markdown table in the README has a header, a separator and rows of the same width (a
+    blank line inside a table turns the rest into a paragraph of pipes)."""
+    lines = ROOT.joinpath("README.md").read_text(encoding="utf-8").splitlines()
+    in_code = False
+    for i, line in enumerate(lines):
+        in_code = in_code != line.startswith("```")
+        if in_code or not line.startswith("|") or (i and lines[i - 1].startswith("|")):
+            continue
+        block = [row for row in lines[i:] if row.startswith("|")]
+        block = block[: next((n for n, row in enumerate(lines[i:]) if not row.startswith("|")), len(block))]
+        assert len(block) >= 2 and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", block[1]), f"README line {i + 1}: {line}"
+        widths = {row.count("|") - row.count("\\|") for row in block}
+        assert len(widths) == 1, f"README line {i + 1}: rows of different widths {widths}"

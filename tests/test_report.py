@@ -43,3 +43,35 @@ def test_report_of_a_searched_build_renders_and_matches_the_manifest(tmp_path, t
     assert f"{manifest['metrics']['eval_accuracy']:.4f}" in text
     assert f"{lat['retained']:.2f}" in text
     assert not root.findall(f".//{XHTML}script")
+    # what a reader needs before the numbers: which bundle, when, which precision, against what
+    assert out.name in text and manifest["created"] in text and "fp32 weights" in text
+    assert f"always answering the most frequent label: {manifest['metrics']['majority_accuracy']:.4f}" in text
+    accuracy_chart = "".join(charts[1].itertext())
+    assert "full model" in accuracy_chart and "most frequent label" in accuracy_chart
+    # skipped layers in colour and solid, kept ones grey and dashed: no two kept/skipped lines alike
+    lines = charts[0].findall(f"{SVG}polyline")
+    skipped = manifest["architecture"]["skipped"]
+    dashed = [bool(line.get("stroke-dasharray")) for line in lines]
+    assert dashed == [i not in skipped for i in range(len(lines))]
+    assert len({line.get("stroke") for i, line in enumerate(lines) if i in skipped}) == len(skipped)
+
+
+def test_report_screenshot_in_a_real_browser(tmp_path, tiny_bundle):
+    """The report as headless Chromium draws it (skipped without a browser; .ci/run installs one)."""
+    import importlib.util
+    from pathlib import Path
+
+    import pytest
+    from PIL import Image
+
+    path = Path(__file__).parents[1] / "examples" / "report_screenshots.py"
+    spec = importlib.util.spec_from_file_location("report_screenshots", path)
+    shots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shots)
+    if shots.browser() is None:
+        pytest.skip("no headless Chromium (Debian: apt-get install chromium)")
+    png = shots.screenshot(tiny_bundle / "report.html", tmp_path / "report.png", width=900, height=1400)
+    image = Image.open(png).convert("L")
+    assert image.size == (900, 1400)
+    ink = sum(1 for value in image.getdata() if value < 128)  # dark pixels: text and chart lines drawn
+    assert ink > 5_000, ink

@@ -112,7 +112,7 @@ def test_bundle_lists_runtime_profiles_and_the_wrong_one_is_refused(tiny_bundle,
     from dataclasses import replace
 
     from edge_vl import IncompatibleBundleError, read_bundle
-    from edge_vl.bundle import RuntimeInfo
+    from edge_vl.manifest import RuntimeInfo
     from edge_vl.runtime import profiles
 
     manifest = read_bundle(tiny_bundle).data

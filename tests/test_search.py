@@ -1,4 +1,4 @@
-"""DAS search: the bandit rule (spec §7.3) and the search loop on a tiny ViLT."""
+"""DAS search: the bandit rule of the authors' code and the search loop on a tiny ViLT."""
 
 from __future__ import annotations
 

@@ -5,4 +5,3 @@ from edge_vl.architectures.base import InputShape as InputShape
 from edge_vl.architectures.registry import family_for as family_for
 from edge_vl.architectures.registry import family_for_checkpoint as family_for_checkpoint
 from edge_vl.architectures.registry import register_family as register_family
-from edge_vl.architectures.registry import registered_families as registered_families

@@ -20,8 +20,8 @@ from torch import nn
 
 from edge_vl.adapters import PREFIX, AdapterConfig, SkippableLayer
 from edge_vl.budget import LayerCosts
-from edge_vl.bundle import Head, ImageSpec, Preprocessing, TensorSpec, TextSpec
 from edge_vl.errors import ModelError
+from edge_vl.manifest import Head, ImageSpec, Preprocessing, TensorSpec, TextSpec
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ArchitectureFamily(ABC):
         self, model_dir: Path, labels: Sequence[str], *, prompts: Mapping[str, str] | None = None
     ) -> nn.Module:
         """Load the checkpoint offline (fp32, ``trust_remote_code=False``) with a freshly
-        initialised ``classifier`` over ``labels``, as the method's fine-tune stage does (spec §4.1).
+        initialised ``classifier`` over ``labels``, as the authors' fine-tune run does.
 
         ``prompts`` (label → text) asks for a prompt head instead: images are classified against
         the text embeddings of the prompts. Only dual-encoder families (CLIP) have one."""
@@ -210,7 +210,8 @@ class ArchitectureFamily(ABC):
 
     def active_trainable_parameters(self, model: nn.Module) -> int:
         """Trainable parameters actually used by the current skip set: the PETL adapters of
-        skipped layers and the skip adapters of kept layers are not counted (spec §6.12)."""
+        skipped layers and the skip adapters of kept layers are not counted (the authors' code
+        prints all of them)."""
         unused = set()
         for layer in self.layers(model):
             dead = [layer.layer] if layer.skipped else [layer.skip_adapter]

@@ -1,7 +1,7 @@
 """CLIP-style dual encoders (HF ``CLIPModel``): the skippable layers are both towers' layers.
 
 Everything CLIP-specific lives here: which layers can be skipped (text tower first, then vision tower),
-where the two parallel adapters go in the pre-LN CLIP layer (as in ViLT's, spec §3.3), the
+where the two parallel adapters go in the pre-LN CLIP layer (as in ViLT's), the
 pooling, the task head and the preprocessing (shortest-edge resize + centre crop, CLIP's
 mean/std, read from the checkpoint's ``preprocessor_config.json``).
 
@@ -40,10 +40,9 @@ from edge_vl.architectures.base import (
     pil_resample_name,
     read_image_processor_config,
 )
-from edge_vl.architectures.registry import register_family
 from edge_vl.budget import LayerCosts
-from edge_vl.bundle import ImageSpec
 from edge_vl.errors import ModelError
+from edge_vl.manifest import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
 
 #: OpenAI CLIP's normalisation (transformers' OPENAI_CLIP_MEAN/STD)
@@ -230,6 +229,3 @@ class ClipFamily(ArchitectureFamily):
         config = CLIPConfig(text_config=text, vision_config=settings["vision_config"],
                             projection_dim=settings["projection_dim"], **label_maps(labels))  # fmt: skip
         return CLIPClassifier(config)
-
-
-register_family(ClipFamily())

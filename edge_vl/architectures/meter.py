@@ -23,9 +23,8 @@ from torch import nn
 
 from edge_vl.adapters import AdapterConfig, SkippableLayer
 from edge_vl.architectures.base import ArchitectureFamily, InputShape, label_maps
-from edge_vl.architectures.registry import register_family
 from edge_vl.budget import LayerCosts
-from edge_vl.bundle import ImageSpec
+from edge_vl.manifest import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
 
 #: EfficientNet-Lite's TF-Lite input convention, (x − 127) / 128, as rescale/mean/std
@@ -48,6 +47,9 @@ class BertAdaptedLayer(SkippableLayer):
     def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
         super().__init__(layer, hidden, config)
         self.add_petl_adapters(("attn", "ffn"), hidden, config, eps=layer.output.LayerNorm.eps)
+        if config.attention_rank:
+            attention = layer.attention.self
+            self.add_low_rank_updates(attention, ("query", "value"), config.attention_rank, config.init_std)
 
     def forward_kept(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs
@@ -79,7 +81,7 @@ class MeterFamily(ArchitectureFamily):
         "image_norm",
         "image_pos",
     )
-    # METER: PETL r = d/8, skip adapter r = 3d/8 (96 and 288 at d = 768; spec §3.2)
+    # METER: PETL r = d/8, skip adapter r = 3d/8 (96 and 288 at d = 768 in the authors' code)
     default_adapters = AdapterConfig(petl_ratio=1 / 8, skip_ratio=3 / 8)
     presets = _PRESETS
 
@@ -177,6 +179,3 @@ def conv_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
         for handle in handles:
             handle.remove()
     return total
-
-
-register_family(MeterFamily())

@@ -1,7 +1,8 @@
 """ViLT (single-stream fusion transformer, the paper's first model): its blocks are the skippable layers.
 
-Everything ViLT-specific lives here: which blocks can be skipped, where the two parallel adapters go in
-the pre-LN block (spec §3.3), the deterministic image embedding, the VQA head and loss.
+Everything ViLT-specific lives here: which blocks can be skipped, where the two parallel adapters
+go in the pre-LN block (as the authors' ViLT code places them), the deterministic image embedding,
+the VQA head and loss.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from edge_vl.architectures.base import (
     pil_resample_name,
     read_image_processor_config,
 )
-from edge_vl.architectures.registry import register_family
 from edge_vl.budget import LayerCosts
-from edge_vl.bundle import ImageSpec
+from edge_vl.manifest import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
 
-#: random-weight presets for tests and the stand-in demo model (not pretrained weights)
+#: random-weight presets for tests and speed benchmarks (never pretrained weights)
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         hidden_size=32,
@@ -61,7 +61,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
 
 
 class ViltAdaptedLayer(SkippableLayer):
-    """A ``ViltLayer`` with two parallel adapters (spec §3.3)::
+    """A ``ViltLayer`` with two parallel adapters, placed as in the authors' ViLT code::
 
     h1 = h  + Attn(LN1(h))  + A0(h)
     h2 = h1 + MLP(LN2(h1))  + A1(h1)
@@ -175,6 +175,3 @@ class ViltFamily(ArchitectureFamily):
         from transformers import ViltConfig, ViltForQuestionAnswering
 
         return ViltForQuestionAnswering(ViltConfig(vocab_size=vocab_size, **label_maps(labels), **settings))
-
-
-register_family(ViltFamily())

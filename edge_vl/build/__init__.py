@@ -36,6 +36,7 @@ from edge_vl.build.plan import skip_plan as skip_plan
 from edge_vl.build.prepare import Prepared as Prepared
 from edge_vl.build.prepare import load_adapted as load_adapted
 from edge_vl.build.prepare import prepare as prepare
+from edge_vl.build.schedule import adapt_schedule
 from edge_vl.build.train import finetune_stage
 from edge_vl.build.workdir import WorkDir
 from edge_vl.build.workdir import stop_on_signals as stop_on_signals
@@ -71,6 +72,7 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
         load_private_key(config.sign_key)  # a wrong key fails now, not after the training
     check_output(config.out, {}, overwrite=config.overwrite)  # fail fast; inputs are checked below
     data = read_data(config)  # fails on bad data before anything is written
+    config, _ = adapt_schedule(config, len(data.train), echo)
     with OutputLock(config.out):  # one build per --out; cleans up after killed ones
         check_output(config.out, build_inputs(config, data), overwrite=config.overwrite)
         for warning in data.warnings:

@@ -90,6 +90,15 @@ class BuildConfig:
     prompt_template: str | None = None
     #: private key (``edge-vl keygen``) to sign the bundle with (:mod:`edge_vl.signing`)
     sign_key: Path | None = None
+    #: fit training lengths to small data (:mod:`edge_vl.build.schedule`)
+    adapt_schedule: bool = True
+    #: what :func:`~edge_vl.build.schedule.adapt_schedule` changed (recorded in the manifest)
+    schedule_changes: tuple[str, ...] = ()
+
+    @property
+    def needs_search(self) -> bool:
+        """Whether the skip plan may run the DAS search (no fixed skip set, not a count of 0)."""
+        return self.skip_layers is None and self.skip_count != 0
 
     def label_prompts(self, labels: Sequence[str]) -> dict[str, str] | None:
         """The prompt per label (``prompts`` entries win over ``prompt_template``), or None."""

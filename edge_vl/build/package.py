@@ -7,21 +7,26 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_vl._version import __version__
 from edge_vl.build.config import BuildConfig, model_source
 from edge_vl.build.prepare import Prepared
-from edge_vl.bundle import MANIFEST_NAME, finalize_manifest
+from edge_vl.bundle import finalize_manifest
 from edge_vl.errors import ExportError
 from edge_vl.losses import score_kind
+from edge_vl.manifest import MANIFEST_NAME, TextBucket
 from edge_vl.output import staged_bundle
 from edge_vl.report import REPORT_HTML, write_report
 from edge_vl.runtime.profiles import loadable_profiles
 from edge_vl.schema import to_json
 from edge_vl.versions import package_versions
+
+if TYPE_CHECKING:
+    from converters.export import ExportResult
 
 
 def package_stage(
@@ -39,8 +44,10 @@ def package_stage(
     from edge_vl import finetune
 
     family = prep.family
-    eval_accuracy = finetune.accuracy(finetune.predict_logits(family, model, prep.eval_data), prep.eval_data.labels)
-    echo(f"fine-tune: {summary.steps} steps, final loss {summary.final_loss:.4f}, eval accuracy {eval_accuracy:.4f}")
+    logits = finetune.predict_logits(family, model, prep.eval_data)
+    eval_accuracy = finetune.accuracy(logits, prep.eval_data.labels)
+    loss = summary.final_loss
+    echo(f"fine-tune: {summary.steps} steps, final loss {loss:.4f}, eval accuracy {eval_accuracy:.4f}")
     versions = package_versions()
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
         if prep.tokenizer_file is not None:
@@ -51,22 +58,35 @@ def package_stage(
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
         precision, choice = choose_precision(config, prep, inputs, exported.xml, staging, echo)
         buckets = []
-        lengths = [b for b in config.text_buckets if prep.shape.text_length and b < prep.shape.text_length]
-        if config.text_buckets and prep.tokenizer_file is None:
+        full = prep.shape.text_length
+        lengths = [b for b in config.text_buckets if full and b < full]
+        if config.text_buckets and full is None:
             echo("text buckets: not exported (this model takes no text)")
         elif lengths and precision == "int8":
             echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
         elif lengths:
-            buckets = export_text_buckets(family, model, inputs, sample, lengths, staging, precision=precision,
-                                          versions=versions, echo=echo)  # fmt: skip
-        latency = measure_latency(family, model, inputs, sample, exported.xml) if config.measure_latency else None
-        if latency:
-            latency["precision"] = precision  # the full model stays fp32
+            buckets = export_text_buckets(
+                family,
+                model,
+                inputs,
+                sample,
+                lengths,
+                staging,
+                precision=precision,
+                versions=versions,
+                echo=echo,
+            )
+        latency = None
+        if config.measure_latency:
+            latency = measure_latency(family, model, inputs, sample, exported.xml)
+            latency["precision"] = precision  # of the retained model; the full model is timed in fp32
             echo(f"latency: {latency['retained']:.2f} ms (batch 1, this machine); "
                  f"{latency['full']:.2f} ms with no layer skipped")  # fmt: skip
-        manifest = to_json(manifest_for(config, prep, model, plan, summary, exported, precision, choice, buckets,
-                                        eval_accuracy, latency, runtime_for(config, staging), versions, started))  # fmt: skip
-        write_report(staging, manifest, config.report_variants)
+        files = Packaged(
+            exported, precision, choice, buckets, latency, runtime_for(config, staging), versions
+        )
+        manifest = to_json(manifest_for(config, prep, model, plan, summary, files, eval_accuracy, started))
+        write_report(staging, manifest, config.report_variants, name=Path(config.out).name)
         manifest = finalize_manifest(staging, manifest)
         if config.sign_key is not None:
             from edge_vl.signing import sign_bundle
@@ -77,18 +97,30 @@ def package_stage(
     return manifest
 
 
-def manifest_for(config, prep, model, plan, summary, exported, precision, choice, buckets, eval_accuracy,
-                 latency, runtime, versions, started) -> dict[str, Any]:  # fmt: skip
+@dataclass(frozen=True)
+class Packaged:
+    """What the export wrote into the staging directory, and what was measured on it."""
+
+    exported: ExportResult
+    precision: str
+    precision_choice: dict[str, Any] | None
+    buckets: list[TextBucket]
+    latency: dict[str, Any] | None
+    runtime: dict[str, Any]
+    versions: dict[str, str]
+
+
+def manifest_for(config, prep, model, plan, summary, files: Packaged, eval_accuracy: float, started: float):
     """The bundle's manifest (before :func:`~edge_vl.bundle.finalize_manifest` adds the files)."""
-    family, costs = prep.family, prep.costs
+    family, costs, exported, latency = prep.family, prep.costs, files.exported, files.latency
     skipped = family.skipped(model)
     trainable = family.active_trainable_parameters(model)
     total = sum(p.numel() for p in model.parameters())
     return {
         "edge_vl_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions,
-        "runtime": runtime,  # the runtime profiles whose OpenVINO reads every IR file
+        "versions": files.versions,
+        "runtime": files.runtime,  # the runtime profiles whose OpenVINO reads every IR file
         "architecture": {
             "family": family.name,
             "model_type": model.config.model_type,
@@ -97,13 +129,23 @@ def manifest_for(config, prep, model, plan, summary, exported, precision, choice
             "skipped": skipped,
             "kept": [i for i in range(len(prep.layer_names)) if i not in skipped],
         },
-        "model": {"xml": exported.xml.name, "bin": exported.bin.name, "precision": precision,
-                  "inputs": exported.inputs, "outputs": exported.outputs, "text_buckets": buckets},  # fmt: skip
+        "model": {
+            "xml": exported.xml.name,
+            "bin": exported.bin.name,
+            "precision": files.precision,
+            "inputs": exported.inputs,
+            "outputs": exported.outputs,
+            "text_buckets": files.buckets,
+        },
         "preprocessing": prep.preprocessing,
         "head": family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
         "data": {"warnings": prep.warnings},
         "metrics": {
             "eval_accuracy": eval_accuracy,
+            # the floor any model must beat: always the most frequent training label
+            "majority_accuracy": float(
+                (prep.eval_data.labels == prep.train_data.labels.mode().values).float().mean()
+            ),
             "eval_examples": prep.n_eval,
             "train_examples": prep.n_train,
             "parity_max_abs": exported.parity_max_abs,
@@ -118,12 +160,13 @@ def manifest_for(config, prep, model, plan, summary, exported, precision, choice
             "per_layer": costs.to_dict(),
         },
         "skip_plan": plan,
-        "precision_choice": choice,
+        "precision_choice": files.precision_choice,
         "training": {
             **config.train.to_dict(),
             "steps": summary.steps,
             "final_loss": summary.final_loss,
             "adapters": (config.adapters or family.default_adapters).to_dict(),
+            "schedule_changes": list(config.schedule_changes),
             "trainable_parameters": trainable,
             "total_parameters": total,
             "trainable_fraction": trainable / total,

@@ -67,14 +67,18 @@ def skip_plan(
     result = search_stage(config, prep, count, work, should_stop)
     skipped = budget.select_within(result.ranking, count, limit, cost_of)
     gates = ", ".join(f"{i}:{result.gates[i]:+.2e}" for i in result.ranking)
-    echo(f"search: skip {skipped}; gates, most redundant first: {gates}")
-    return {
-        "method": "das",
-        "skipped": skipped,
-        "budget": budget_info,
-        "search": result.to_dict(),
-        "search_config": config.search.to_dict(),
-    }
+    echo(f"search: {len(result.rounds)} bandit rounds in {result.steps} steps; skip {skipped}; "
+         f"gates, most redundant first: {gates}")  # fmt: skip
+    plan = {"method": "das", "skipped": skipped, "budget": budget_info, "search": result.to_dict(),
+            "search_config": config.search.to_dict()}  # fmt: skip
+    if len(set(result.gates)) == 1:  # no round moved a gate: the order says nothing
+        plan["method"] = "das-undecided"
+        rounds = len(result.rounds)
+        echo(
+            f"warning: the search's {rounds} rounds did not separate the layers; the skip set {skipped} "
+            "is the first layers by index, not a finding (give more data or --skip-layers)"
+        )
+    return plan
 
 
 def search_split(config: BuildConfig, prep: Prepared):
@@ -95,7 +99,9 @@ def search_split(config: BuildConfig, prep: Prepared):
     return prep.train_data.subset(rows), prep.train_data.subset(order[:n_val])
 
 
-def search_stage(config: BuildConfig, prep: Prepared, count: int, work: Path, should_stop: Callable[[], bool]):
+def search_stage(
+    config: BuildConfig, prep: Prepared, count: int, work: Path, should_stop: Callable[[], bool]
+):
     """Run the DAS search on a held-out split of the training data (resumable)."""
     from edge_vl.search import run_search
 

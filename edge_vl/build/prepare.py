@@ -11,7 +11,7 @@ from typing import Any
 
 from edge_vl.build.config import BuildConfig
 from edge_vl.build.dataset import TrainingData
-from edge_vl.bundle import Preprocessing
+from edge_vl.manifest import Preprocessing
 
 
 @dataclass
@@ -70,8 +70,8 @@ def prepare(config: BuildConfig, data: TrainingData, work: Path, echo: Callable[
         calibration = encode_examples(rows, preprocessing.image, encoder, labels)
 
     def encoded(examples, **kwargs):
-        return family.cache_frozen_features(model, encode_examples(examples, preprocessing.image, encoder, labels),
-                                            **kwargs)  # fmt: skip
+        data = encode_examples(examples, preprocessing.image, encoder, labels)
+        return family.cache_frozen_features(model, data, **kwargs)
 
     return Prepared(
         family=family,
@@ -94,7 +94,7 @@ def prepare(config: BuildConfig, data: TrainingData, work: Path, echo: Callable[
 
 def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
     """Pretrained weights, fresh head and adapters (seeded), backbone frozen: where the search and
-    the fine-tune both start (the method's fine-tune reloads the pretrained weights, spec §4.1)."""
+    the fine-tune both start (the authors' fine-tune reloads the pretrained weights)."""
     import torch
 
     from edge_vl.architectures.quiet import quiet_transformers

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from edge_vl.bundle import ImageSpec
 from edge_vl.errors import InputError
+from edge_vl.manifest import ImageSpec
 
 ImageInput = str | Path | bytes | bytearray | Image.Image | np.ndarray
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from edge_vl.errors import IncompatibleBundleError
 
 if TYPE_CHECKING:
-    from edge_vl.bundle import Manifest
+    from edge_vl.manifest import Manifest
 
 
 @dataclass(frozen=True)

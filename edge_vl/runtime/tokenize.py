@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from edge_vl.bundle import TEXT_INPUTS as TEXT_INPUTS
-from edge_vl.bundle import TextSpec
 from edge_vl.errors import BundleError, InputError
+from edge_vl.manifest import TEXT_INPUTS as TEXT_INPUTS
+from edge_vl.manifest import TextSpec
 
 #: characters kept per token of ``max_length`` before tokenizing (see the module docstring)
 MAX_CHARS_PER_TOKEN = 128

@@ -36,7 +36,7 @@ def bench(python: Path, bundle: Path, duration: float) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         profile = Path(tmp) / "profile.json"
         command = [str(python), "-m", "edge_vl", "bench", str(bundle), "--duration", str(duration),
-                   "--profile", str(profile), "--json"]  # fmt: skip
+                   "--target-profile", str(profile), "--json"]  # fmt: skip
         subprocess.run(command, check=True, capture_output=True, text=True)
         return json.loads(profile.read_text())
 

@@ -1,0 +1,64 @@
+"""Training lengths that fit the data: the defaults (3 epochs of batch 32; a 3-epoch search that
+scores candidates every 10 steps) are made for thousands of rows, and on a few dozen they would
+train a handful of steps and run no bandit round at all. With ``BuildConfig.adapt_schedule`` (the
+default) a build on small data instead:
+
+- shrinks the batch so that an epoch has at least :data:`MIN_STEPS_PER_EPOCH` steps;
+- fine-tunes for at least :data:`MIN_FINETUNE_STEPS` steps (unless ``max_steps`` is given);
+- lets the search run at least :data:`MIN_SEARCH_ROUNDS` bandit rounds, by scoring candidates more
+  often (``das_turn``) and, if needed, searching for more epochs.
+
+Every change is printed and recorded in the manifest (``training.schedule``). Settings that already
+fit the data are left alone, and nothing is ever shortened.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+
+from edge_vl.build.config import BuildConfig
+
+MIN_STEPS_PER_EPOCH = 8
+MIN_FINETUNE_STEPS = 300
+MIN_SEARCH_ROUNDS = 20
+
+
+def adapt_schedule(
+    config: BuildConfig, n_train: int, echo: Callable[[str], None] = print
+) -> tuple[BuildConfig, list[str]]:
+    """``config`` with training lengths that fit ``n_train`` rows, and what was changed."""
+    if not config.adapt_schedule:
+        return config, []
+    notes = []
+    train, search = config.train, config.search
+    batch = min(train.batch_size, max(1, n_train // MIN_STEPS_PER_EPOCH))
+    if batch < train.batch_size:
+        notes.append(f"batch size {train.batch_size} → {batch}, so that an epoch of {n_train} rows has "
+                     f"{math.ceil(n_train / batch)} steps")  # fmt: skip
+        train = replace(train, batch_size=batch)
+    steps = math.ceil(train.epochs * math.ceil(n_train / train.batch_size))
+    if train.max_steps is None and steps < MIN_FINETUNE_STEPS:
+        epochs = MIN_FINETUNE_STEPS / math.ceil(n_train / train.batch_size)
+        notes.append(f"fine-tune epochs {train.epochs:g} → {epochs:.1f} ({MIN_FINETUNE_STEPS} steps; "
+                     f"{train.epochs:g} epochs were {steps})")  # fmt: skip
+        train = replace(train, epochs=epochs)
+    if config.needs_search:
+        search_rows = n_train - max(2, round(n_train * config.search_holdout))
+        if search.max_rows is not None:
+            search_rows = min(search_rows, search.max_rows)
+        per_epoch = max(1, math.ceil(search_rows / train.batch_size))
+        scoring = (search.epochs - search.warmup_epochs) * per_epoch
+        if scoring // search.das_turn < MIN_SEARCH_ROUNDS:
+            das_turn = max(1, scoring // MIN_SEARCH_ROUNDS)
+            epochs = search.epochs
+            while (epochs - search.warmup_epochs) * per_epoch // das_turn < MIN_SEARCH_ROUNDS:
+                epochs += 1
+            notes.append(f"search: candidates scored every {das_turn} steps (was {search.das_turn}) over "
+                         f"{epochs} epochs (was {search.epochs}), for at least {MIN_SEARCH_ROUNDS} bandit "
+                         "rounds")  # fmt: skip
+            search = replace(search, das_turn=das_turn, epochs=epochs)
+    for note in notes:
+        echo(f"small data: {note}")
+    return replace(config, train=train, search=search, schedule_changes=tuple(notes)), notes

@@ -1,0 +1,250 @@
+"""Options shared by the workstation commands, and the :class:`~edge_vl.build.BuildConfig` they make."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+#: the model used when --model is not given (shipped inside edge-vl)
+DEFAULT_MODEL = "edge-vl-mini"
+
+
+def parse_indices(ctx, param, value: str | None) -> list[int] | None:
+    """Comma-separated distinct non-negative integers (layer indices, text lengths), sorted."""
+    if value is None:
+        return None
+    try:
+        layers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers like '1,3', got {value!r}") from None
+    if len(set(layers)) != len(layers) or any(v < 0 for v in layers):
+        raise click.BadParameter(f"expected distinct non-negative integers, got {value!r}")
+    return sorted(layers)
+
+
+def combine(*decorators):
+    def apply(f):
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+input_options = combine(
+    click.option(
+        "--model",
+        "model_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Local Hugging Face checkpoint directory (config.json, weights, tokenizer), loaded offline; "
+        "or a model shipped with edge-vl by name [default: edge-vl-mini].",
+    ),
+    click.option(
+        "--data",
+        "train_data",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Training manifest: JSONL or CSV rows with 'image', 'text' and 'label'.",
+    ),
+    click.option(
+        "--eval-data",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Evaluation manifest, same format; its accuracy goes into the bundle's manifest.",
+    ),
+)
+
+plan_options = combine(
+    click.option(
+        "--skip-count",
+        type=click.IntRange(min=0),
+        default=None,
+        help="How many layers the DAS search skips [default: a third of the skippable layers].",
+    ),
+    click.option("--skip", "skip_count_alias", type=click.IntRange(min=0), default=None, hidden=True),
+    click.option(
+        "--flops-budget",
+        type=click.FloatRange(min=0, max=1, min_open=True),
+        default=None,
+        help="Skip enough layers that the retained model uses at most this fraction of the full "
+        "model's MACs; the search picks which.",
+    ),
+    click.option(
+        "--latency-budget-ms",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="Skip enough layers to meet this batch-1 latency on this machine (measured on the "
+        "exported graph); the search picks which.",
+    ),
+    click.option(
+        "--search-mode",
+        type=click.Choice(["clean", "paper"]),
+        default="clean",
+        show_default=True,
+        help="clean: eval-mode rewards on a fresh held-out batch per round; paper: the authors' "
+        "train-mode rewards on one fixed batch.",
+    ),
+    click.option(
+        "--search-epochs",
+        type=click.IntRange(min=2),
+        default=3,
+        show_default=True,
+        help="Search length in epochs (the first is warm-up without gate updates).",
+    ),
+    click.option(
+        "--search-rows",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Train the search on at most this many training rows (a seeded subset); default all.",
+    ),
+    click.option(
+        "--das-turn",
+        type=click.IntRange(min=1),
+        default=10,
+        show_default=True,
+        help="Training steps between two bandit rounds.",
+    ),
+    click.option(
+        "--gate-lr",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1.0,
+        show_default=True,
+        help="Gate learning rate η of the bandit update (the authors' 1.0; rewards exp(-loss) are small "
+        "when the loss is large, so gates move slowly).",
+    ),
+    click.option(
+        "--das-step",
+        type=click.IntRange(min=1),
+        default=3,
+        show_default=True,
+        help="Distinct candidate skip sets scored per round.",
+    ),
+)
+
+finetune_options = combine(
+    click.option(
+        "--epochs",
+        type=click.FloatRange(min=0, min_open=True),
+        default=3.0,
+        show_default=True,
+        help="Fine-tuning epochs over the training data.",
+    ),
+    click.option(
+        "--max-steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Stop fine-tuning after this many optimizer steps (overrides --epochs).",
+    ),
+)
+
+train_options = combine(
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=32,
+        show_default=True,
+        help="Training examples per optimizer step (search and fine-tune).",
+    ),
+    click.option(
+        "--lr",
+        type=click.FloatRange(min=0, min_open=True),
+        default=1e-3,
+        show_default=True,
+        help="Adapter learning rate (the head uses 10x).",
+    ),
+    click.option(
+        "--loss",
+        type=click.Choice(["cross-entropy", "vqa-bce"]),
+        default="cross-entropy",
+        show_default=True,
+        help="Task loss. vqa-bce is the DAS paper's (BCE x labels, sigmoid scores); cross-entropy "
+        "learns rare answers much faster on single-answer data.",
+    ),
+    click.option(
+        "--prompts",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Label prompts (JSON object label → prompt, or 'label<TAB>prompt' lines): classify images "
+        "against the prompts' text embeddings (CLIP). The model then takes images only; labels may be "
+        "prompt-only (zero-shot).",
+    ),
+    click.option(
+        "--prompt-template",
+        default=None,
+        metavar="TEXT",
+        help="A prompt for every training label, '{}' standing for the label, e.g. 'a photo of a {}' "
+        "(--prompts entries win).",
+    ),
+    click.option(
+        "--seed",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Seed of every random choice (data order, adapter initialisation, search): the same seed "
+        "and data give the same result.",
+    ),
+    click.option(
+        "--fixed-schedule",
+        is_flag=True,
+        help="Train exactly the given lengths even on small data (by default a small data set gets a "
+        "smaller batch, at least 300 fine-tune steps and at least 20 search rounds; the build says so).",
+    ),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+)
+
+
+def build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
+    from edge_vl.bench import read_target_profile
+    from edge_vl.build import BuildConfig
+    from edge_vl.data import read_label_prompts
+    from edge_vl.finetune import TrainConfig
+    from edge_vl.search import SearchConfig
+
+    flags = {"train_data": "--data", "eval_data": "--eval-data"}
+    missing = [flag for key, flag in flags.items() if params[key] is None]
+    if missing:
+        raise click.UsageError(f"missing option(s) {', '.join(missing)}")
+    try:
+        return BuildConfig(
+            model_dir=params["model_dir"] or DEFAULT_MODEL,
+            train_data=params["train_data"],
+            eval_data=params["eval_data"],
+            out=out,
+            skip_layers=skip_layers,
+            skip_count=params["skip_count"]
+            if params["skip_count"] is not None
+            else params["skip_count_alias"],
+            flops_budget=params["flops_budget"],
+            latency_budget_ms=params["latency_budget_ms"],
+            search=SearchConfig(
+                epochs=params["search_epochs"],
+                das_turn=params["das_turn"],
+                das_step=params["das_step"],
+                gate_lr=params["gate_lr"],
+                mode=params["search_mode"],
+                max_rows=params["search_rows"],
+            ),
+            train=TrainConfig(
+                epochs=params.get("epochs", 3.0),
+                max_steps=params.get("max_steps"),
+                batch_size=params["batch_size"],
+                lr=params["lr"],
+                loss=params["loss"],
+                seed=params["seed"],
+            ),
+            overwrite=params.get("overwrite", False),
+            restart=params.get("restart", False),
+            checkpoint_every=params.get("checkpoint_every", 50),
+            precision=params.get("precision", "fp32"),
+            prompts=read_label_prompts(params["prompts"]) if params.get("prompts") else None,
+            prompt_template=params.get("prompt_template"),
+            target_profile=(
+                read_target_profile(params["target_profile"]) if params.get("target_profile") else None
+            ),
+            text_buckets=params.get("text_buckets") or (),
+            max_accuracy_drop=params.get("max_accuracy_drop", 0.01),
+            sign_key=params.get("sign_key"),
+            progress=not params["quiet"],
+            adapt_schedule=not params.get("fixed_schedule", False),
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
