@@ -197,8 +197,8 @@ def _axes(xs: tuple[float, float], ys: tuple[float, float], xlabel: str, ylabel:
         f'font-size="12">{_e(ylabel)}</text>',
     ]
     for x in ticks(*xs):
-        px = _px(x, xs)
-        out.append(f'<text x="{px:.1f}" y="{_H - _PAD + 16}" text-anchor="middle" font-size="11">{x:g}</text>')
+        px, py = _px(x, xs), _H - _PAD + 16
+        out.append(f'<text x="{px:.1f}" y="{py}" text-anchor="middle" font-size="11">{x:g}</text>')
     for y in ticks(*ys):
         out.append(
             f'<text x="{_PAD - 6}" y="{_py(y, ys) + 4:.1f}" text-anchor="end" font-size="11">{y:.3g}</text>'
