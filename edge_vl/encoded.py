@@ -60,6 +60,13 @@ class EncodedData:
     def with_images(self, images: dict[str, torch.Tensor]) -> EncodedData:
         return EncodedData(self.rows, images)
 
+    def to(self, device: torch.device | str) -> EncodedData:
+        """The same data on ``device`` (itself if it is there already)."""
+        if self.labels.device == torch.device(device):
+            return self
+        move = lambda tensors: {k: v.to(device) for k, v in tensors.items()}  # noqa: E731
+        return EncodedData(move(self.rows), move(self.images))
+
 
 def encode_examples(
     examples: Sequence[Example],

@@ -29,6 +29,9 @@ from edge_vl.architectures.base import ArchitectureFamily
 from edge_vl.encoded import EncodedData
 from edge_vl.errors import Interrupted
 from edge_vl.losses import task_loss
+from edge_vl.parallel import Placement
+
+CPU = Placement(torch.device("cpu"))
 
 
 @dataclass
@@ -52,7 +55,9 @@ class TrainConfig:
 
 
 @dataclass
-class TrainReport:
+class TrainSummary:
+    """What a training run did: its steps, epochs, and the mean loss of its last steps."""
+
     steps: int
     epochs: float
     final_loss: float
@@ -95,8 +100,14 @@ class TrainLoop:
         config: TrainConfig,
         *,
         total_steps: int | None = None,
+        placement: Placement = CPU,
     ):
+        self.placement = placement
+        model.to(placement.device)
+        data = data.to(placement.device)  # cached features live where the training runs
         self.family, self.model, self.data, self.config = family, model, data, config
+        self.forward = placement.wrap(FamilyForward(family, model))
+        self.scaler = placement.grad_scaler()
         self.n = len(data)
         self.steps_per_epoch = math.ceil(self.n / config.batch_size)
         self.total_steps = (
@@ -129,24 +140,37 @@ class TrainLoop:
     def done(self) -> bool:
         return self.step >= self.total_steps
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        if self.cursor >= self.n:
+    def next_batch(self) -> tuple[dict[str, torch.Tensor], float]:
+        """This rank's rows of the next mini-batch, and their share of the whole batch (every rank
+        draws the same batch; with several processes the tail of an epoch too short to give each
+        of them a row is dropped)."""
+        if self.cursor >= self.n or self.n - self.cursor < self.placement.world:
             self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
         index = self.order[self.cursor : self.cursor + self.config.batch_size]
         self.cursor += self.config.batch_size
-        return self.data.trimmed_batch(index)
+        mine = self.placement.shard(index)
+        return self.data.trimmed_batch(mine), len(mine) / len(index)
 
     def train_step(self) -> float:
-        """One optimizer step on the next mini-batch; returns its loss."""
+        """One optimizer step on the next mini-batch; returns its loss (averaged over the ranks)."""
         self.model.train()
-        batch = self.next_batch()
-        loss = self.loss_fn(self.family.forward(self.model, batch), batch["labels"])
+        batch, share = self.next_batch()
+        with self.placement.autocast():
+            loss = self.loss_fn(self.forward(batch), batch["labels"])
+        # DDP averages gradients over the ranks: weighting each rank's mean by its share of the rows
+        # makes that the mean over the whole batch, as one process would compute it
+        scaled = loss * (share * self.placement.world)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is None:
+            scaled.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(scaled).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.schedule.step()
         self.step += 1
-        value = float(loss.detach())
+        value = self.placement.mean(float(loss.detach()) * share, share)  # the ranks' shares sum to 1
         self.recent_losses = [*self.recent_losses, value][-20:]
         return value
 
@@ -157,7 +181,7 @@ class TrainLoop:
         after_step: Callable[[TrainLoop], None] | None = None,
         progress: bool = True,
         description: str = "fine-tune",
-    ) -> TrainReport:
+    ) -> TrainSummary:
         """Train until ``total_steps``; hooks run around every step (the DAS search uses them).
 
         A hook may raise to stop early (e.g. on an interrupt); the loop's state is then still
@@ -192,7 +216,7 @@ class TrainLoop:
         finally:
             bar.close()
         self.model.eval()
-        return TrainReport(
+        return TrainSummary(
             steps=self.step, epochs=self.step / self.steps_per_epoch, final_loss=self.mean_loss
         )
 
@@ -202,7 +226,7 @@ class TrainLoop:
 
     # -- checkpointing ----------------------------------------------------------------------
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        return {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
     def save(self, directory: Path, extra: dict[str, Any] | None = None) -> None:
         """Write ``weights.safetensors`` (trainable weights) and ``state.pt`` (optimizer, schedule,
@@ -235,22 +259,23 @@ class TrainLoop:
         with torch.no_grad():
             for name, value in weights.items():
                 params[name].copy_(value)
-        state = torch.load(directory / "state.pt", weights_only=True)
+        state = torch.load(directory / "state.pt", weights_only=True, map_location=self.placement.device)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(
             {**state["schedule"], "lr_lambdas": [None] * len(self.optimizer.param_groups)}
         )
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.order, self.step, self.cursor = state["order"], state["step"], state["cursor"]
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        self.order, self.step, self.cursor = state["order"].cpu(), state["step"], state["cursor"]
         self.recent_losses = list(state["recent_losses"])
         return state["extra"]
 
 
 class Checkpointer:
     """Saves a :class:`TrainLoop` (plus ``extra()`` state) every ``every`` steps and when
-    ``should_stop()`` turns true — then raises :class:`Interrupted`. Saving goes to a sibling
-    directory that is swapped in, so a kill never leaves a half-written checkpoint."""
+    ``should_stop()`` turns true on any rank — then every rank raises :class:`Interrupted`. Only rank
+    0 writes. Saving goes to a sibling directory that is swapped in, so a kill never leaves a
+    half-written checkpoint."""
 
     def __init__(
         self,
@@ -263,15 +288,22 @@ class Checkpointer:
         self.directory, self.every, self.should_stop, self.extra = Path(directory), every, should_stop, extra
 
     def restore(self, loop: TrainLoop) -> dict[str, Any] | None:
-        """Load the latest checkpoint into ``loop``; returns its extra state, or None if there is none."""
+        """Load the latest checkpoint into ``loop``; its extra state, or None if there is none."""
         old = self.directory.with_name(self.directory.name + ".old")
-        if not (self.directory / "state.pt").is_file() and (old / "state.pt").is_file():
+        if (
+            loop.placement.is_main
+            and not (self.directory / "state.pt").is_file()
+            and (old / "state.pt").is_file()
+        ):
             old.rename(self.directory)  # killed between the two renames of a save
+        loop.placement.barrier()
         if not (self.directory / "state.pt").is_file():
             return None
         return loop.load(self.directory)
 
     def save(self, loop: TrainLoop) -> None:
+        if not loop.placement.is_main:
+            return
         tmp = self.directory.with_name(self.directory.name + ".tmp")
         old = self.directory.with_name(self.directory.name + ".old")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -285,7 +317,7 @@ class Checkpointer:
     def after_step(self, loop: TrainLoop) -> None:
         if loop.step % self.every == 0 or loop.done:
             self.save(loop)
-        if self.should_stop() and not loop.done:
+        if loop.placement.any(self.should_stop()) and not loop.done:
             self.save(loop)
             raise Interrupted(
                 f"stopped at step {loop.step}/{loop.total_steps} after saving a checkpoint "
@@ -301,20 +333,33 @@ def train(
     *,
     progress: bool = True,
     description: str = "fine-tune",
-) -> TrainReport:
+) -> TrainSummary:
     """Train the trainable parameters on ``data`` in one go."""
     return TrainLoop(family, model, data, config).run(progress=progress, description=description)
+
+
+class FamilyForward(nn.Module):
+    """``family.forward(model, batch)`` as a module (what DistributedDataParallel wraps)."""
+
+    def __init__(self, family: ArchitectureFamily, model: nn.Module):
+        super().__init__()
+        self.family, self.model = family, model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.family.forward(self.model, batch)
 
 
 @torch.no_grad()
 def predict_logits(
     family: ArchitectureFamily, model: nn.Module, data: EncodedData, batch_size: int = 64
 ) -> torch.Tensor:
-    """Logits for every row of ``data`` in eval mode."""
+    """Logits for every row of ``data`` in eval mode, on the model's device; returned on the CPU."""
     model.eval()
+    device = next(model.parameters()).device
+    data = data.to(device)
     return torch.cat(
         [
-            family.forward(model, data.trimmed_batch(slice(i, i + batch_size)))
+            family.forward(model, data.trimmed_batch(slice(i, i + batch_size))).float().cpu()
             for i in range(0, len(data), batch_size)
         ]
     )

@@ -71,7 +71,7 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
         },
         "plan": {"method": plan["method"], "budget": plan.get("budget"), "skipped": arch["skipped"]},
         "layers": layers,
-        "gate_history": [r["gates"] for r in search.get("rounds", [])],
+        "gate_history": [r["gates"] for r in search.get("rounds", []) if "gates" in r],
         "warnings": (manifest.get("data") or {}).get("warnings", []),
         "variants": [variant_from_manifest(manifest), *variants],
     }

@@ -52,9 +52,13 @@ from torch import nn
 from edge_vl.architectures.base import ArchitectureFamily
 from edge_vl.encoded import EncodedData
 from edge_vl.errors import Interrupted
-from edge_vl.finetune import Checkpointer, TrainConfig, TrainLoop
+from edge_vl.finetune import CPU, Checkpointer, TrainConfig, TrainLoop
+from edge_vl.parallel import Placement
 
 MODES = ("clean", "paper")
+#: how the final ranking is read off a search: the bandit's gates (the paper), or the layers' added
+#: held-out loss estimated from every candidate the rounds scored (:func:`layer_effects`)
+ESTIMATORS = ("gates", "effects")
 
 
 @dataclass
@@ -79,10 +83,17 @@ class SearchConfig:
     #: train the search on at most this many training rows (a seeded subset; None: all of them).
     #: Not in the paper: it bounds the search's cost on large datasets.
     max_rows: int | None = None
+    #: what ranks the layers at the end (``ESTIMATORS``); the paper reads the gates
+    estimator: str = "gates"
+    #: after the warm-up, score every layer skipped alone on ``prior_rows`` held-out rows (one extra
+    #: round of single-layer candidates, used by the ``effects`` estimator). Not in the paper.
+    prior_rows: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"search mode must be one of {MODES}, got {self.mode!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"search estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"search max_rows must be at least 1, got {self.max_rows}")
         if self.epochs <= self.warmup_epochs:
@@ -179,9 +190,33 @@ class SearchResult:
     #: rows the search trained on and scored candidates on
     train_rows: int = 0
     val_rows: int = 0
+    #: each layer's estimated added held-out loss when skipped (:func:`layer_effects`)
+    effects: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def layer_effects(rounds: Sequence[dict[str, Any]], n_layers: int, *, ridge: float = 1e-3) -> list[float]:
+    """Each layer's added held-out loss when skipped, fitted to every candidate the rounds scored:
+    ``loss(round r, set S) ≈ a_r + Σ_{i∈S} e_i`` by ridge least squares, the per-round offsets
+    ``a_r`` absorbing training progress and batch-to-batch differences. Unlike the gates, which move
+    by ``(R − mean R)·p(1−p)`` per round, this uses every score at its full size, and rounds of
+    different candidate counts (the single-layer prior) mix freely. Only differences between layers
+    are meaningful (the mean of the effects is taken as 0 where the rounds cannot tell)."""
+    rows, targets = [], []
+    for record in rounds:
+        x = torch.zeros(len(record["candidates"]), n_layers, dtype=torch.float64)
+        for c, candidate in enumerate(record["candidates"]):
+            x[c, list(candidate)] = 1.0
+        y = torch.tensor(record["losses"], dtype=torch.float64)
+        rows.append(x - x.mean(0))
+        targets.append(y - y.mean())
+    if not rows:
+        return [0.0] * n_layers
+    x, y = torch.cat(rows), torch.cat(targets)
+    effects = torch.linalg.solve(x.T @ x + ridge * torch.eye(n_layers, dtype=torch.float64), x.T @ y)
+    return (effects - effects.mean()).tolist()
 
 
 def run_search(
@@ -197,6 +232,7 @@ def run_search(
     checkpoint_dir: Path | None = None,
     checkpoint_every: int = 50,
     should_stop: Callable[[], bool] = lambda: False,
+    placement: Placement = CPU,
 ) -> SearchResult:
     """Run the DAS search on ``model`` (adapters inserted, frozen); see the module docstring.
 
@@ -210,13 +246,19 @@ def run_search(
     bandit = GateBandit(n_layers, k, das_step=das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1)
     steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
     # the search has its own length and LR schedule, as in the authors' search scripts
-    loop = TrainLoop(family, model, train_data, train_config, total_steps=config.epochs * steps_per_epoch)
+    total_steps = config.epochs * steps_per_epoch
+    loop = TrainLoop(family, model, train_data, train_config, total_steps=total_steps, placement=placement)
+    val_data = val_data.to(placement.device)
     val_generator = torch.Generator().manual_seed(train_config.seed + 2)
     n_val = len(val_data)
-    fixed_val = val_data.trimmed_batch(
-        torch.randperm(n_val, generator=val_generator)[: config.val_batch_size]
-    )
-    state: dict[str, Any] = {"count": 0, "rounds": []}
+
+    def held_out(rows: int) -> dict[str, torch.Tensor]:
+        """This rank's share of ``rows`` random held-out rows (the same rows on every rank)."""
+        index = torch.randperm(n_val, generator=val_generator)[:rows]
+        return val_data.trimmed_batch(placement.shard(index))
+
+    fixed_val = held_out(config.val_batch_size)
+    state: dict[str, Any] = {"count": 0, "rounds": [], "prior_done": not config.prior_rows}
 
     def extra() -> dict[str, Any]:
         return {"bandit": bandit.state_dict(), "val_generator": val_generator.get_state(), **state}
@@ -230,13 +272,16 @@ def run_search(
         if restored is not None:
             bandit.load_state_dict(restored["bandit"])
             val_generator.set_state(restored["val_generator"])
-            state.update(count=restored["count"], rounds=restored["rounds"])
+            state.update(count=restored["count"], rounds=restored["rounds"],
+                         prior_done=restored.get("prior_done", True))  # fmt: skip
 
     def evaluate(batch: dict[str, torch.Tensor]) -> Callable[[tuple[int, ...]], float]:
         def loss_of(skip_set: tuple[int, ...]) -> float:
             family.set_skipped(model, skip_set)
-            with torch.no_grad():
-                return float(loop.loss_fn(family.forward(model, batch), batch["labels"]))
+            rows = len(batch["labels"])
+            with torch.no_grad(), placement.autocast():
+                loss = float(loop.loss_fn(family.forward(model, batch), batch["labels"]))
+            return placement.mean(loss * rows, rows)  # every rank gets the loss over all rows
 
         return loss_of
 
@@ -247,34 +292,49 @@ def run_search(
     def after_step(lp: TrainLoop) -> None:
         state["count"] += 1
         epoch_of_step = (lp.step - 1) // lp.steps_per_epoch
+        if not state["prior_done"] and lp.step >= config.warmup_epochs * lp.steps_per_epoch:
+            state["prior_done"] = True  # each layer skipped alone, once, after the warm-up
+            model.eval()
+            loss_of = evaluate(held_out(config.prior_rows))
+            singles = [(i,) for i in range(n_layers)]
+            state["rounds"].append({"kind": "prior", "candidates": [list(c) for c in singles],
+                                    "losses": [loss_of(c) for c in singles], "step": lp.step})  # fmt: skip
+            model.train()
         if state["count"] >= config.das_turn and epoch_of_step >= config.warmup_epochs:
             state["count"] = 0
             if config.mode == "paper":
                 batch = fixed_val  # the same held-out batch every round, train mode (dropout on)
                 model.train()
             else:
-                index = torch.randperm(n_val, generator=val_generator)[: config.val_batch_size]
-                batch = val_data.trimmed_batch(index)
+                batch = held_out(config.val_batch_size)
                 model.eval()
             record = bandit.round(evaluate(batch))
             model.train()
+            if placement.distributed:  # one bandit: the same gates on every rank
+                record["gates_agree"] = placement.same_everywhere(record["gates"])
             record.update(step=lp.step, epoch=epoch_of_step)
             state["rounds"].append(record)
         if checkpointer is not None:
             checkpointer.after_step(lp)
-        elif should_stop():
+        elif placement.any(should_stop()):
             raise Interrupted(f"search interrupted at step {lp.step}/{lp.total_steps}")
 
     loop.run(before_step=before_step, after_step=after_step, progress=progress, description="DAS search")
-    skipped = bandit.top_k()
+    effects = layer_effects(state["rounds"], n_layers)
+    if config.estimator == "effects":  # least added loss first
+        ranking = sorted(range(n_layers), key=lambda i: (effects[i], i))
+    else:
+        ranking = bandit.ranking()
+    skipped = sorted(ranking[:k])
     family.set_skipped(model, skipped)
     return SearchResult(
         k=k,
         skipped=skipped,
         gates=bandit.gates.tolist(),
-        ranking=bandit.ranking(),
+        ranking=ranking,
         rounds=state["rounds"],
         steps=loop.step,
         train_rows=len(train_data),
         val_rows=n_val,
+        effects=effects,
     )

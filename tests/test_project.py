@@ -162,8 +162,8 @@ def test_readme_tables_render():
         in_code = in_code != line.startswith("```")
         if in_code or not line.startswith("|") or (i and lines[i - 1].startswith("|")):
             continue
-        block = [row for row in lines[i:] if row.startswith("|")]
-        block = block[: next((n for n, row in enumerate(lines[i:]) if not row.startswith("|")), len(block))]
+        end = next((n for n, row in enumerate(lines[i:]) if not row.startswith("|")), len(lines) - i)
+        block = lines[i : i + end]
         assert len(block) >= 2 and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", block[1]), f"README line {i + 1}: {line}"
         widths = {row.count("|") - row.count("\\|") for row in block}
         assert len(widths) == 1, f"README line {i + 1}: rows of different widths {widths}"

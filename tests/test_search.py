@@ -11,7 +11,7 @@ from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.encoded import EncodedData
 from edge_vl.finetune import TrainConfig
-from edge_vl.search import GateBandit, SearchConfig, run_search
+from edge_vl.search import GateBandit, SearchConfig, layer_effects, run_search
 
 
 def test_sample_returns_k_distinct_indices():
@@ -68,6 +68,55 @@ def _toy_search(seed: int, n: int = 12, k: int = 4, rounds: int = 400) -> tuple[
 def test_toy_bandit_recovers_the_cheapest_arms_in_19_of_20_seeds():
     hits = sum(found == best for found, best in (_toy_search(seed) for seed in range(20)))
     assert hits >= 19, f"only {hits}/20 seeds recovered the k cheapest layers"
+
+
+def test_fitted_effects_recover_known_layer_costs_from_fewer_rounds():
+    """The effects estimator reads every scored candidate at full size: with a tenth of the rounds
+    the gates need, and losses drifting down as training goes on, it finds the k cheapest layers."""
+    n, k = 12, 4
+    for seed in range(20):
+        g = torch.Generator().manual_seed(1000 + seed)
+        penalties = torch.linspace(0.0, 0.5, n)[torch.randperm(n, generator=g)]
+        bandit = GateBandit(n, k, das_step=3, gate_lr=1.0, seed=seed)
+        rounds = []
+        for r in range(40):
+
+            def loss(skip_set, drift=1.0 / (1 + r), penalties=penalties, g=g):
+                noise = 0.05 * torch.randn(1, generator=g)
+                return float(0.3 + drift + penalties[list(skip_set)].sum() + noise)
+
+            rounds.append(bandit.round(loss))
+        effects = layer_effects(rounds, n)
+        cheapest = sorted(torch.topk(-penalties, k).indices.tolist())
+        assert sorted(sorted(range(n), key=lambda i: effects[i])[:k]) == cheapest, seed
+        truth = {(i,): -float(penalties[i]) for i in range(n)}
+        assert quality_of([-e for e in effects], truth, 1)["spearman"] > 0.9, seed
+
+
+def quality_of(scores, truth, k):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "examples" / "benchmarks" / "search_quality.py"
+    spec = importlib.util.spec_from_file_location("search_quality", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.quality(scores, truth, k)
+
+
+def test_search_quality_measure_on_a_case_with_a_known_answer():
+    """Skip sets whose fine-tuned accuracy falls with the sum of known layer costs: a ranking by the
+    true costs scores Spearman 1 and picks the best set; the reversed ranking scores −1 and the worst."""
+    import itertools
+
+    costs = [0.01, 0.08, 0.02, 0.32, 0.04, 0.16]  # every pair sums to a different total
+    truth = {s: 0.95 - sum(costs[i] for i in s) for s in itertools.combinations(range(6), 2)}
+    good = quality_of([-c for c in costs], truth, 2)
+    assert (
+        good["spearman"] == pytest.approx(1.0) and good["pick"] == [0, 2] and good["pick_percentile"] == 100
+    )
+    bad = quality_of(costs, truth, 2)
+    assert bad["spearman"] == pytest.approx(-1.0) and bad["pick_percentile"] == pytest.approx(100 / 15)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ once the bundle is written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -52,13 +53,15 @@ class BuildResult:
     adapters and the skip set applied) and its architecture family, for inspection and tests."""
 
     bundle: Path
-    manifest: dict[str, Any]
+    manifest: dict[str, Any] | None
     model: Any = field(default=None, repr=False)
     family: Any = field(default=None, repr=False)
 
 
 def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildResult:
-    """Run every stage (see the module docstring). Returns the bundle path and manifest."""
+    """Run every stage (see the module docstring). Returns the bundle path and manifest. Under
+    ``torchrun`` every process calls it; only rank 0 locks ``--out``, writes and returns a manifest
+    (the other ranks return ``manifest=None`` once the bundle is written)."""
     started = time.perf_counter()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read once when huggingface_hub is imported
     for module in ("torch", "transformers"):
@@ -66,6 +69,11 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
             __import__(module)
         except ImportError:
             raise MissingExtraError("edge-vl build") from None
+    from edge_vl.parallel import placement
+
+    where = placement(config.device, config.amp)
+    echo = echo if where.is_main else _quiet
+    echo(where.describe())
     if config.sign_key is not None:
         from edge_vl.signing import load_private_key
 
@@ -73,18 +81,23 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
     check_output(config.out, {}, overwrite=config.overwrite)  # fail fast; inputs are checked below
     data = read_data(config)  # fails on bad data before anything is written
     config, _ = adapt_schedule(config, len(data.train), echo)
-    with OutputLock(config.out):  # one build per --out; cleans up after killed ones
-        check_output(config.out, build_inputs(config, data), overwrite=config.overwrite)
-        for warning in data.warnings:
-            echo(f"warning: {warning}")
-        work = WorkDir.open(config, data, echo)
+    with OutputLock(config.out) if where.is_main else contextlib.nullcontext():  # one build per --out
+        if where.is_main:
+            check_output(config.out, build_inputs(config, data), overwrite=config.overwrite)
+            for warning in data.warnings:
+                echo(f"warning: {warning}")
+        work = WorkDir.open(config, data, echo, placement=where)
         try:
             with stop_on_signals() as should_stop:
-                prep = prepare(config, data, work.path, echo)
+                prep = prepare(config, data, work.path, echo, placement=where)
                 plan = work.state.get("plan") or skip_plan(config, prep, work.path, should_stop, echo)
                 work.update(plan=plan)
                 model, summary = finetune_stage(config, prep, plan["skipped"], work.path, should_stop, echo)
-                manifest = package_stage(config, prep, model, plan, summary, started, echo)
+                manifest = None
+                if where.is_main:  # export, parity check and bundle: on the CPU, once
+                    model.to("cpu")
+                    manifest = package_stage(config, prep, model, plan, summary, started, echo)
+                where.barrier()
         except (OSError, RuntimeError) as e:  # torch and OpenVINO report a full disk as RuntimeError
             if disk_full(e, work.path):
                 raise BuildError(
@@ -92,5 +105,10 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
                     f"some space and rerun the same command: {work.path} keeps the progress"
                 ) from e
             raise
-        work.remove()
+        if where.is_main:
+            work.remove()
     return BuildResult(bundle=Path(config.out), manifest=manifest, model=model, family=prep.family)
+
+
+def _quiet(_: str) -> None:
+    """What ranks other than 0 print: nothing (rank 0 speaks for the build)."""

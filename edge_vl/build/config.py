@@ -90,6 +90,10 @@ class BuildConfig:
     prompt_template: str | None = None
     #: private key (``edge-vl keygen``) to sign the bundle with (:mod:`edge_vl.signing`)
     sign_key: Path | None = None
+    #: where training runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``
+    device: str = "auto"
+    #: mixed precision of training on CUDA: ``off``, ``bf16``, ``fp16`` (with a gradient scaler)
+    amp: str = "off"
     #: fit training lengths to small data (:mod:`edge_vl.build.schedule`)
     adapt_schedule: bool = True
     #: what :func:`~edge_vl.build.schedule.adapt_schedule` changed (recorded in the manifest)

@@ -109,7 +109,7 @@ def search_stage(
     return run_search(
         prep.family, prep.model, train_data, val_data, count, config.search, config.train,
         progress=config.progress, checkpoint_dir=work / "search",
-        checkpoint_every=config.checkpoint_every, should_stop=should_stop,
+        checkpoint_every=config.checkpoint_every, should_stop=should_stop, **prep.placed,
     )  # fmt: skip
 
 

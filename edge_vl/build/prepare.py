@@ -37,9 +37,18 @@ class Prepared:
     calibration_data: Any = None
     #: per-precision factors from latency here to latency on ``config.target_profile`` (measured once)
     target_scale: dict[str, float] | None = None
+    #: where training runs (:class:`edge_vl.parallel.Placement`; None: this process's CPU)
+    placement: Any = None
+
+    @property
+    def placed(self) -> dict[str, Any]:
+        """``placement=`` for the training code, when the build chose one."""
+        return {} if self.placement is None else {"placement": self.placement}
 
 
-def prepare(config: BuildConfig, data: TrainingData, work: Path, echo: Callable[[str], None]) -> Prepared:
+def prepare(
+    config: BuildConfig, data: TrainingData, work: Path, echo: Callable[[str], None], *, placement: Any = None
+) -> Prepared:
     """Load the checkpoint, save its tokenizer into ``work``, encode the examples. The returned
     ``model`` has fresh adapters and is ready for the search."""
     from edge_vl.architectures import family_for_checkpoint
@@ -89,6 +98,7 @@ def prepare(config: BuildConfig, data: TrainingData, work: Path, echo: Callable[
         model=model,
         calibration_data=calibration,
         target_scale=target_scale(config.target_profile, echo) if config.target_profile else None,
+        placement=placement,
     )
 
 

@@ -24,7 +24,7 @@ def finetune_stage(
     family = prep.family
     model = load_adapted(family, config, prep.labels)
     family.set_skipped(model, skipped)
-    loop = TrainLoop(family, model, prep.train_data, config.train)
+    loop = TrainLoop(family, model, prep.train_data, config.train, **prep.placed)
     checkpointer = Checkpointer(work / "finetune", every=config.checkpoint_every, should_stop=should_stop)
     if checkpointer.restore(loop) is not None:
         echo(f"fine-tune: resuming at step {loop.step}/{loop.total_steps}")

@@ -27,15 +27,31 @@ WORK_STATE = "build.json"
 class WorkDir:
     """The resumable state of one build: ``.<out>.work/`` next to the bundle."""
 
-    def __init__(self, path: Path, state: dict[str, Any]):
-        self.path, self.state = path, state
+    def __init__(self, path: Path, state: dict[str, Any], *, writer: bool = True):
+        self.path, self.state, self.writer = path, state, writer
 
     @classmethod
-    def open(cls, config: BuildConfig, data: TrainingData, echo: Callable[[str], None]) -> WorkDir:
-        """Resume the unfinished build of ``config.out`` (same fingerprint) or start a new one."""
+    def open(
+        cls, config: BuildConfig, data: TrainingData, echo: Callable[[str], None], *, placement: Any = None
+    ) -> WorkDir:
+        """Resume the unfinished build of ``config.out`` (same fingerprint) or start a new one. With
+        several processes rank 0 opens it, the others read it after rank 0 has (and never write)."""
         out = Path(config.out)
         path = out.parent / f".{out.name}.work"
         digest = fingerprint(config, data)
+        state_file = path / WORK_STATE
+        if placement is not None and not placement.is_main:
+            placement.barrier()  # rank 0 has opened (or made) it
+            return cls(path, json.loads(state_file.read_text(encoding="utf-8")), writer=False)
+        work = cls._open_as_writer(config, path, digest, echo)
+        if placement is not None:
+            placement.barrier()
+        return work
+
+    @classmethod
+    def _open_as_writer(
+        cls, config: BuildConfig, path: Path, digest: str, echo: Callable[[str], None]
+    ) -> WorkDir:
         state_file = path / WORK_STATE
         if path.exists() and config.restart:
             shutil.rmtree(path)
@@ -55,7 +71,8 @@ class WorkDir:
 
     def update(self, **values: Any) -> None:
         self.state.update(values)
-        write_json_atomic(self.path / WORK_STATE, self.state)
+        if self.writer:
+            write_json_atomic(self.path / WORK_STATE, self.state)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
@@ -93,7 +110,9 @@ def fingerprint(config: BuildConfig, data: TrainingData) -> str:
         h.update(f"{p.name}:{p.stat().st_size}".encode())
     for rows in (data.train, data.evals):
         h.update(data_fingerprint(rows).encode())
-    unrelated = ("out", "overwrite", "restart", "progress", "measure_latency", "report_variants", "sign_key")
+    # what does not change the result (the device may differ between a run and its resumption)
+    unrelated = ("out", "overwrite", "restart", "progress", "measure_latency", "report_variants", "sign_key",
+                 "device")  # fmt: skip
     settings = {k: v for k, v in asdict(config).items() if k not in unrelated}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()

@@ -129,6 +129,8 @@ def build(out, skip_layers, demo, quick, **params) -> None:
         raise click.UsageError("missing option --out")
     result = run_build(build_config(params, out, skip_layers), echo=click.echo)
     m = result.manifest
+    if m is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     click.echo(
         f"\ndone: {result.bundle}  (eval accuracy {m['metrics']['eval_accuracy']:.4f} on "
         f"{m['metrics']['eval_examples']} rows; skipped layers {m['architecture']['skipped']}; "

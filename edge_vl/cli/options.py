@@ -84,6 +84,22 @@ plan_options = combine(
         "train-mode rewards on one fixed batch.",
     ),
     click.option(
+        "--search-estimator",
+        type=click.Choice(["gates", "effects"]),
+        default="gates",
+        show_default=True,
+        help="What ranks the layers after the search: the bandit's gates (the paper), or each layer's "
+        "added held-out loss fitted to every candidate the rounds scored.",
+    ),
+    click.option(
+        "--search-prior-rows",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="After the warm-up, score each layer skipped alone on this many held-out rows (0: no such "
+        "round); the effects estimator uses it.",
+    ),
+    click.option(
         "--search-epochs",
         type=click.IntRange(min=2),
         default=3,
@@ -183,6 +199,21 @@ train_options = combine(
         "and data give the same result.",
     ),
     click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        metavar="auto|cpu|cuda|cuda:N",
+        help="Where the search and the fine-tune run (auto: a CUDA GPU when there is one). Export and "
+        "quantization always run on the CPU. Under torchrun, each process takes its local GPU.",
+    ),
+    click.option(
+        "--amp",
+        type=click.Choice(["off", "bf16", "fp16"]),
+        default="off",
+        show_default=True,
+        help="Mixed precision on CUDA (fp16 with a gradient scaler); the CPU trains in fp32.",
+    ),
+    click.option(
         "--fixed-schedule",
         is_flag=True,
         help="Train exactly the given lengths even on small data (by default a small data set gets a "
@@ -222,6 +253,8 @@ def build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
                 gate_lr=params["gate_lr"],
                 mode=params["search_mode"],
                 max_rows=params["search_rows"],
+                estimator=params["search_estimator"],
+                prior_rows=params["search_prior_rows"],
             ),
             train=TrainConfig(
                 epochs=params.get("epochs", 3.0),
@@ -245,6 +278,8 @@ def build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
             sign_key=params.get("sign_key"),
             progress=not params["quiet"],
             adapt_schedule=not params.get("fixed_schedule", False),
+            device=params.get("device", "auto"),
+            amp=params.get("amp", "off"),
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None

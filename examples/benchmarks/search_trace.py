@@ -26,7 +26,7 @@ from edge_vl.search import SearchConfig
 def loss_spreads(manifest: dict[str, Any]) -> list[float]:
     """Per round: largest minus smallest candidate loss."""
     try:
-        rounds = manifest["skip_plan"]["search"]["rounds"]
+        rounds = [r for r in manifest["skip_plan"]["search"]["rounds"] if r.get("kind") != "prior"]
     except (KeyError, TypeError):
         raise ValueError("no search trace (skip_plan.search.rounds): not built with a DAS search") from None
     return [max(r["losses"]) - min(r["losses"]) for r in rounds if len(r["losses"]) > 1]

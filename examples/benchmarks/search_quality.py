@@ -1,0 +1,115 @@
+"""How well a DAS search ranks skip sets, scored offline against fine-tuned accuracies.
+
+    python examples/benchmarks/search_quality.py \\
+        --truth examples/benchmarks/results/edge-vl-mini/variants.json \\
+        --search examples/benchmarks/results/demo-default/manifest.json
+
+``--truth``: a ``variants.py`` result (each row: a skip set and the accuracy its full fine-tune
+reached). ``--search``: bundle manifests or ``edge-vl search --out`` files of the same model and
+task. For every search and both of its rankings — the bandit's gates (the paper) and the layers'
+fitted added loss (``effects``, :func:`edge_vl.search.layer_effects`) — it scores each truth set
+(sum of its layers' gates, or minus the sum of their effects) and reports, per number of skipped
+layers k: the rank correlation (Spearman) between score and accuracy, and the accuracy percentile
+of the set the search picks among the truth sets of that k. Re-scoring needs no training: the
+searches' traces are in their files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_vl.search import layer_effects
+
+
+def load_search(path: Path) -> dict[str, Any]:
+    """The search record of a bundle manifest (``skip_plan.search``) or of ``edge-vl search --out``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    plan = data.get("skip_plan", data)
+    if "search" not in plan:
+        raise SystemExit(f"{path}: no search record (skip_plan.search)")
+    return plan["search"]
+
+
+def scorers(search: dict[str, Any]) -> dict[str, list[float]]:
+    """Per-layer redundancy scores (higher: more redundant) of each ranking a search offers."""
+    gates = search["gates"]
+    effects = search.get("effects") or layer_effects(search["rounds"], len(gates))
+    return {"gates": list(gates), "effects": [-e for e in effects]}
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None for fewer than 3 points or no spread."""
+    if len(xs) < 3:
+        return None
+
+    def ranks(values: Sequence[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for m in range(i, j + 1):
+                out[order[m]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx, syy = sum((a - mx) ** 2 for a in rx), sum((b - my) ** 2 for b in ry)
+    return None if sxx == 0 or syy == 0 else sxy / (sxx * syy) ** 0.5
+
+
+def percentile(value: float, population: Sequence[float]) -> float:
+    """Share of ``population`` at or below ``value``, in percent."""
+    return 100.0 * sum(v <= value for v in population) / len(population)
+
+
+def quality(scores: Sequence[float], truth: dict[tuple[int, ...], float], k: int) -> dict[str, Any]:
+    """How ``scores`` (per layer) rank the truth sets of size ``k``: Spearman between set score and
+    accuracy, and the accuracy percentile of the best-scored truth set and of the top-k pick."""
+    sets = [s for s in truth if len(s) == k]
+    set_scores = [sum(scores[i] for i in s) for s in sets]
+    accuracies = [truth[s] for s in sets]
+    pick = tuple(sorted(sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]))
+    best = sets[max(range(len(sets)), key=lambda j: set_scores[j])]
+    return {
+        "k": k, "sets": len(sets), "spearman": spearman(set_scores, accuracies), "pick": list(pick),
+        "pick_accuracy": truth.get(pick),
+        "pick_percentile": percentile(truth[pick], accuracies) if pick in truth else None,
+        "best_scored_percentile": percentile(truth[best], accuracies),
+    }  # fmt: skip
+
+
+def read_truth(path: Path) -> dict[tuple[int, ...], float]:
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    return {tuple(sorted(r["skipped"])): r["eval_accuracy"] for r in rows if r.get("skipped")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--truth", type=Path, required=True, help="variants.json with fine-tuned skip sets")
+    p.add_argument("--search", type=Path, action="append", required=True, help="a manifest or search file")
+    args = p.parse_args()
+    truth = read_truth(args.truth)
+    ks = sorted({len(s) for s in truth})
+    print("| search | ranking | k | truth sets | Spearman | pick | pick accuracy (percentile) |")
+    print("|---|---|---|---|---|---|---|")
+    for path in args.search:
+        for name, scores in scorers(load_search(path)).items():
+            for k in ks:
+                q = quality(scores, truth, k)
+                rho = "–" if q["spearman"] is None else f"{q['spearman']:+.2f}"
+                acc = "not fine-tuned" if q["pick_accuracy"] is None else (
+                    f"{q['pick_accuracy']:.4f} ({q['pick_percentile']:.0f} %)")  # fmt: skip
+                print(f"| {path} | {name} | {k} | {q['sets']} | {rho} | {q['pick']} | {acc} |")
+
+
+if __name__ == "__main__":
+    main()
