@@ -164,6 +164,7 @@ def test_readme_tables_render():
             continue
         end = next((n for n, row in enumerate(lines[i:]) if not row.startswith("|")), len(lines) - i)
         block = lines[i : i + end]
-        assert len(block) >= 2 and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", block[1]), f"README line {i + 1}: {line}"
+        separator = len(block) >= 2 and re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", block[1])
+        assert separator, f"README line {i + 1}: {line}"
         widths = {row.count("|") - row.count("\\|") for row in block}
         assert len(widths) == 1, f"README line {i + 1}: rows of different widths {widths}"

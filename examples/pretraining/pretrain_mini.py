@@ -218,6 +218,17 @@ def evaluate(model, tensors: Tensors, concepts, *, seed: int = 1) -> dict[str, f
     return out
 
 
+def start_fusion_from_text_layers(model) -> None:
+    """Initialise fusion layer i with MiniLM's layer i, as ALBEF and METER start their fusion layers
+    from a pretrained language model's: attention and FFNs that already work on text, so pretraining
+    only has to teach the image side."""
+    text_layers = model.text_encoder.encoder.layer
+    if len(text_layers) < len(model.fusion):
+        raise SystemExit("--fusion-from-text needs at least as many text-encoder layers as fusion layers")
+    for fusion, text in zip(model.fusion, text_layers, strict=False):
+        fusion.load_state_dict(text.state_dict())
+
+
 def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
 
@@ -230,8 +241,10 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     if args.evaluate:
         model = EdgeVLMiniModel.from_pretrained(args.evaluate)
     else:
-        model = EdgeVLMiniModel(EdgeVLMiniConfig(num_labels=2))
+        model = EdgeVLMiniModel(EdgeVLMiniConfig(num_labels=2, intermediate_size=args.fusion_intermediate))
         model.load_pretrained_encoders()
+        if args.fusion_from_text:
+            start_fusion_from_text_layers(model)
     train_t, held_t = Tensors(model, train, args.cache, echo), Tensors(model, held, args.cache, echo)
     if args.evaluate:
         return {"checkpoint": str(args.evaluate), "heldout": evaluate(model, held_t, held)}
@@ -275,6 +288,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--mlm", action="store_true", help="add masked-language modelling of the captions")
+    p.add_argument("--fusion-intermediate", type=int, default=1536, help="FFN width of the fusion layers")
+    p.add_argument("--fusion-from-text", action=argparse.BooleanOptionalAction, default=True,
+                   help="initialise the fusion layers from MiniLM's layers (needs --fusion-intermediate 1536)")  # fmt: skip
     p.add_argument("--evaluate", type=Path, default=None, help="only score this checkpoint on the held-out concepts")
     p.add_argument("--export-heldout", type=Path, default=None, metavar="DIR",
                    help="instead of training, copy 150 held-out emoji (PNGs and names) to DIR for the checkpoint test")  # fmt: skip
