@@ -3,8 +3,8 @@ torch), its precision (FP32, FP16 weights, NNCF INT8, chosen by measurement) and
 Build-time only: imports torch and openvino.
 """
 
-from converters.export import FP32_TOLERANCE as FP32_TOLERANCE
-from converters.export import ExportResult as ExportResult
-from converters.export import export as export
-from converters.export import latency_with_skipped as latency_with_skipped
-from converters.export import temporary_export as temporary_export
+from edge_vl.converters.export import FP32_TOLERANCE as FP32_TOLERANCE
+from edge_vl.converters.export import ExportResult as ExportResult
+from edge_vl.converters.export import export as export
+from edge_vl.converters.export import latency_with_skipped as latency_with_skipped
+from edge_vl.converters.export import temporary_export as temporary_export

@@ -11,9 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from edge_vl.converters.export import export
+from edge_vl.converters.precision import compress_fp16_in_place
 
-from converters.export import export
-from converters.precision import compress_fp16_in_place
 from edge_vl.manifest import TEXT_INPUTS, TensorSpec, TextBucket
 
 

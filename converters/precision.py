@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edge_vl.converters.export import save_model
 
-from converters.export import save_model
 from edge_vl.errors import ExportError
 from edge_vl.runtime.cpu import openvino_core
 

@@ -34,8 +34,8 @@ def compare_with_torch(
         import torch
     except ImportError:
         raise MissingExtraError("bench --compare torch", extra="build") from None
-    from converters import temporary_export
     from edge_vl.architectures.base import InputShape
+    from edge_vl.converters import temporary_export
     from edge_vl.runtime.predictor import Predictor
 
     predictor = Predictor(bundle, threads=threads, warmup=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,14 +140,3 @@ def placement(device: str = "auto", amp: str = "off") -> Placement:
             torch.cuda.set_device(resolved)
         dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo")
     return Placement(device=resolved, amp=amp, rank=rank, world=world)
-
-
-@contextlib.contextmanager
-def on(model: nn.Module, device: torch.device) -> Iterator[nn.Module]:
-    """``model`` moved to ``device`` for the block, then back to the CPU (export and evaluation of
-    the bundle run on the CPU)."""
-    model.to(device)
-    try:
-        yield model
-    finally:
-        model.to("cpu")

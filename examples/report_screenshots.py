@@ -26,7 +26,9 @@ def screenshot(html: Path, png: Path, *, width: int = 1100, height: int = 2600, 
     """Render ``html`` to ``png`` with headless Chromium; raises if no browser is installed."""
     exe = browser()
     if exe is None:
-        raise SystemExit(f"no headless browser found ({', '.join(BROWSERS)}); on Debian: apt-get install chromium")
+        raise SystemExit(
+            f"no headless browser found ({', '.join(BROWSERS)}); on Debian: apt-get install chromium"
+        )
     with tempfile.TemporaryDirectory(prefix="edge-vl-chromium-") as profile:
         subprocess.run(
             [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-quic",

@@ -69,8 +69,9 @@ def test_checkpoint_stores_only_what_edge_vl_trains(tmp_path: Path):
 HELDOUT = Path(__file__).parent / "data" / "emoji-heldout"
 #: ITM accuracy the shipped checkpoint must reach on the 150 shipped held-out emoji it never saw in
 #: pretraining (chance 0.5), with random negatives and with half of them from the same
-#: subcategory; what it measured on them is in edge_vl/mini/checkpoint/README.md (all held out).
-SHIPPED_ITM_THRESHOLDS = {"random": 0.85, "hard": 0.75}
+#: subcategory: a few points below what it measures on them, so a regression fails; what it
+#: measured on all its held-out emoji is in edge_vl/mini/checkpoint/README.md.
+SHIPPED_ITM_THRESHOLDS = {"random": 0.75, "hard": 0.65}
 
 
 @pytest.fixture(scope="module")

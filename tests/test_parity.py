@@ -5,9 +5,9 @@ from __future__ import annotations
 import openvino as ov
 import pytest
 import torch
+from edge_vl.converters.export import FP32_TOLERANCE, parity
 from torch import nn
 
-from converters.export import FP32_TOLERANCE, parity
 from edge_vl.errors import ExportError
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from edge_vl.converters.precision import Candidate, choose
 
-from converters.precision import Candidate, choose
 from edge_vl import Predictor, read_bundle
 from edge_vl.cli import cli
 from edge_vl.data import read_examples

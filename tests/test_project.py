@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -30,43 +31,60 @@ def test_ci_runs_the_readme_test_command():
     assert commands[1] in ROOT.joinpath(".ci/run").read_text()
 
 
-def test_runtime_only_install_predicts_without_torch(tmp_path, tiny_bundle, shapes_data):
-    """`pip install edge-vl` (no extras) into a fresh venv is enough to load a bundle and predict."""
+RUNTIME_SITE_PACKAGES_LIMIT_MB = 300
+
+
+def test_offline_wheelhouse_install_predicts_without_torch(tmp_path, tiny_bundle, shapes_data):
+    """The README's factory install: a wheelhouse made on a connected machine (`pip wheel`), then
+    `pip install --no-index --find-links` into a fresh venv. No torch, transformers or nncf; the
+    venv's site-packages stay under the limit; the installed `edge-vl predict` works."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for package in ("edge_vl", "converters"):
         shutil.copytree(ROOT / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
+    wheelhouse = tmp_path / "wheelhouse"
+    made = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(wheelhouse), str(src)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    assert not any(wheel.name.startswith(("torch-", "transformers-")) for wheel in wheelhouse.iterdir())
+    [ours] = wheelhouse.glob("edge_vl-*.whl")
+    with zipfile.ZipFile(ours) as wheel:  # training weights stay out of the device wheel
+        assert not [name for name in wheel.namelist() if name.endswith(".safetensors")]
+
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", str(src)], capture_output=True, text=True
-    )
-    assert pip.returncode == 0, pip.stderr[-2000:]
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    for heavy in ("torch", "transformers", "nncf"):
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-index",
+         "--find-links", str(wheelhouse), "edge-vl"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    for heavy in ("torch", "transformers", "nncf", "tokenizers"):
         probe = subprocess.run([python, "-c", f"import {heavy}"], capture_output=True)
         assert probe.returncode != 0, f"{heavy} got installed by the runtime-only install"
+    [site_packages] = venv.glob("lib/python*/site-packages")
+    size_mb = sum(f.stat().st_size for f in site_packages.rglob("*") if f.is_file()) / 1e6
+    assert size_mb <= RUNTIME_SITE_PACKAGES_LIMIT_MB, f"runtime install is {size_mb:.0f} MB"
+
     row = json.loads(shapes_data[1].read_text().splitlines()[0])
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
-        [
-            str(venv / "bin" / "edge-vl"),
-            "predict",
-            str(tiny_bundle),
-            str(shapes_data[1].parent / row["image"]),
-            row["text"],
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
+        [str(venv / "bin" / "edge-vl"), "predict", str(tiny_bundle),
+         str(shapes_data[1].parent / row["image"]), row["text"], "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["label"]
+    build = subprocess.run(
+        [str(venv / "bin" / "edge-vl"), "build", "--demo", "--out", str(tmp_path / "b")],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
+    )  # fmt: skip
+    assert build.returncode != 0 and 'pip install "edge-vl[build]"' in build.stderr, build.stderr
 
 
 def test_csv_manifest_and_relative_paths(tmp_path, shapes_data):
@@ -102,9 +120,9 @@ def import_graph() -> dict[str, set[str]]:
     import ast
 
     modules = {}
-    for package in ("edge_vl", "converters"):
-        for path in (ROOT / package).rglob("*.py"):
-            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    for package, directory in (("edge_vl", "edge_vl"), ("edge_vl.converters", "converters")):
+        for path in (ROOT / directory).rglob("*.py"):
+            parts = [package, *path.relative_to(ROOT / directory).with_suffix("").parts]
             modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
 
     def resolve(name: str) -> str | None:
@@ -122,6 +140,20 @@ def import_graph() -> dict[str, set[str]]:
                 targets |= {resolve(f"{node.module}.{a.name}") or resolve(node.module) for a in node.names}
         graph[name] = {t for t in targets if t and t != name}
     return graph
+
+
+def test_every_package_is_installed_under_edge_vl():
+    """pyproject.toml lists the packages by hand (converters/ maps to edge_vl.converters): a new
+    sub-package missing from the list would be absent from the wheel."""
+    import tomllib
+
+    setuptools = tomllib.loads(ROOT.joinpath("pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(("edge_vl", *init.parent.relative_to(ROOT / "edge_vl").parts))
+        for init in (ROOT / "edge_vl").rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == found | {"edge_vl.converters"}
+    assert setuptools["package-dir"] == {"edge_vl.converters": "converters"}
 
 
 def test_no_import_cycles_between_modules():

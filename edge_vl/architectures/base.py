@@ -91,7 +91,7 @@ class ArchitectureFamily(ABC):
         """Deterministic, traceable task forward: named input tensors → logits."""
 
     def export_module(self, model: nn.Module, names: Sequence[str]) -> nn.Module:
-        """What :func:`converters.export` traces: a module taking the inputs ``names`` positionally
+        """What :func:`edge_vl.converters.export` traces: a module taking the inputs ``names`` positionally
         and returning the logits (default: :meth:`forward`). A family overrides it only if export
         needs more than its forward (a tower split, a patched submodule)."""
         return PositionalInputs(self, model, names)

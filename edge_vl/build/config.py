@@ -13,7 +13,8 @@ from edge_vl.finetune import TrainConfig
 from edge_vl.losses import score_kind
 from edge_vl.search import SearchConfig
 
-#: models users can name instead of giving a directory (checkpoints shipped inside edge-vl)
+#: models users can name instead of giving a directory: checkpoints in the source tree, kept out
+#: of the wheel (devices install the wheel), so they resolve in editable installs from a checkout
 NAMED_MODELS = {"edge-vl-mini": Path(__file__).parents[1] / "mini" / "checkpoint"}
 
 
@@ -34,8 +35,10 @@ def resolve_model_dir(value: str | Path) -> Path:
         return Path(value)
     if not (shipped / "config.json").is_file():
         raise ModelError(
-            f"{value}: this edge-vl version does not ship its pretrained checkpoint yet ({shipped} is "
-            "empty); pass --model with a local checkpoint directory"
+            f"{value}: its checkpoint is not in this install ({shipped} has no config.json). It lives "
+            "in edge-vl's source repository and is left out of the wheel so devices do not carry "
+            'training weights: install from a checkout with pip install -e ".[build]", or pass '
+            "--model <checkout>/edge_vl/mini/checkpoint"
         )
     return shipped
 
@@ -125,7 +128,7 @@ class BuildConfig:
             )
         if self.flops_budget is not None and not 0 < self.flops_budget <= 1:
             raise ValueError(f"flops_budget must be a fraction in (0, 1], got {self.flops_budget}")
-        from converters.precision import PRECISIONS
+        from edge_vl.converters.precision import PRECISIONS
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

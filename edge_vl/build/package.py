@@ -26,7 +26,7 @@ from edge_vl.schema import to_json
 from edge_vl.versions import package_versions
 
 if TYPE_CHECKING:
-    from converters.export import ExportResult
+    from edge_vl.converters.export import ExportResult
 
 
 def package_stage(
@@ -39,9 +39,8 @@ def package_stage(
     echo: Callable[[str], None],
 ):
     """Write the bundle of the fine-tuned ``model`` to ``config.out``; returns its manifest (JSON)."""
-    import converters
-    from converters.buckets import export_text_buckets
-    from edge_vl import finetune
+    from edge_vl import converters, finetune
+    from edge_vl.converters.buckets import export_text_buckets
 
     family = prep.family
     logits = finetune.predict_logits(family, model, prep.eval_data)
@@ -178,11 +177,11 @@ def manifest_for(config, prep, model, plan, summary, files: Packaged, eval_accur
 
 
 def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo):
-    """``(precision, record)``: FP32 as exported, or the candidate :func:`converters.precision.
+    """``(precision, record)``: FP32 as exported, or the candidate :func:`edge_vl.converters.precision.
     select_precision` measures best here (or on the target profile's machine)."""
     if config.precision == "fp32":
         return "fp32", None
-    from converters.precision import numpy_batches, select_precision
+    from edge_vl.converters.precision import numpy_batches, select_precision
     from edge_vl.runtime.cpu import has_int8_dot_product
 
     names = [spec.name for spec in inputs]
@@ -215,7 +214,7 @@ def runtime_for(config: BuildConfig, staging: Path) -> dict[str, Any]:
 def measure_latency(family, model, inputs, sample, retained_xml: Path) -> dict[str, Any]:
     """Median batch-1 latency (ms, this machine) of the exported retained model and of the same
     model with no layer skipped."""
-    from converters import latency_with_skipped
+    from edge_vl.converters import latency_with_skipped
     from edge_vl.timing import median_latency_ms
 
     feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}

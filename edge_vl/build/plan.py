@@ -116,8 +116,8 @@ def search_stage(
 def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]):
     """Time the exported graph with every layer kept and every layer skipped (batch 1, this machine);
     layers in between are interpolated by their MACs."""
-    from converters import latency_with_skipped
     from edge_vl.budget import LatencyModel
+    from edge_vl.converters import latency_with_skipped
 
     family = prep.family
     model = load_adapted(family, config, prep.labels)

@@ -6,7 +6,7 @@
   Apache-2.0): a 4×4 grid of 320-d features at 128×128
 - fusion: ``num_fusion_layers`` BERT layers over [text tokens; projected image tokens]
   ("merged attention", one of the fusion designs of the METER paper), pretrained by edge-vl on
-  emoji image–text matching (see ``edge_vl/mini/pretrain.py`` and the checkpoint's README)
+  emoji image–text matching (see ``examples/pretraining/`` and the checkpoint's README)
 
 The shipped checkpoint holds only what edge-vl trained (fusion stack, image projection, pooler,
 ITM head); :meth:`EdgeVLMiniModel.from_pretrained` loads the encoders from their packages.

@@ -1,23 +1,27 @@
-"""Text → fixed-length token ids with the bundle's ``tokenizer.json`` (the ``tokenizers`` library).
+"""Text → fixed-length token ids with the bundle's ``tokenizer.json``.
 
-``tokenizer.json`` is what transformers' fast tokenizer saves; loading it with ``tokenizers``
-gives the same ids without importing transformers. Texts longer than ``max_length`` tokens
-(special tokens included) are truncated at the end, as during training. A text is first cut to
-:data:`MAX_CHARS_PER_TOKEN` characters per token of ``max_length``, so a megabyte of text costs
-no more than a sentence (no token of a real tokenizer spans that many characters).
+BERT WordPiece tokenizers (ViLT, METER-style models, edge-vl-mini) are run by
+:mod:`edge_vl.runtime.wordpiece`, in plain Python, so a device needs no ``tokenizers`` package and
+none of the hub libraries it brings; other kinds (CLIP's byte-level BPE) by the ``tokenizers``
+library (the ``tokenizers`` extra), the code transformers uses. Either gives the ids transformers'
+fast tokenizer gave at build time. Texts longer than ``max_length`` tokens (special tokens
+included) are truncated at the end, as during training; a text is first cut to
+:data:`MAX_CHARS_PER_TOKEN` characters per token of ``max_length``, so a megabyte of text costs no
+more than a sentence (no token of a real tokenizer spans that many characters).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
-from edge_vl.errors import BundleError, InputError
+from edge_vl.errors import BundleError, InputError, MissingExtraError
 from edge_vl.manifest import TEXT_INPUTS as TEXT_INPUTS
 from edge_vl.manifest import TextSpec
+from edge_vl.runtime.wordpiece import Unsupported, WordPieceTokenizer
 
 #: characters kept per token of ``max_length`` before tokenizing (see the module docstring)
 MAX_CHARS_PER_TOKEN = 128
@@ -27,20 +31,22 @@ class TextEncoder:
     """Encodes texts into ``input_ids`` and ``attention_mask`` (int64, shape ``(N, max_length)``).
 
     Raises:
-        BundleError: the tokenizer JSON cannot be read by ``tokenizers``.
+        BundleError: the tokenizer JSON cannot be read.
+        MissingExtraError: a tokenizer kind that needs the ``tokenizers`` package, which is missing.
     """
 
     def __init__(self, tokenizer_json: str, spec: TextSpec, *, source: str = "tokenizer.json"):
         self.max_length = spec.max_length
         self.max_chars = spec.max_length * MAX_CHARS_PER_TOKEN
+        self.pad_id = spec.pad_id
         try:
-            self._tok = Tokenizer.from_str(tokenizer_json)
-        except Exception as e:  # tokenizers raises a bare Exception for malformed files
-            raise BundleError(
-                f"{source}: not a tokenizer file the tokenizers library can read ({e})"
-            ) from None
-        self._tok.enable_truncation(max_length=self.max_length)
-        self._tok.enable_padding(length=self.max_length, pad_id=spec.pad_id, pad_token=spec.pad_token)
+            parsed = json.loads(tokenizer_json)
+            self._wordpiece: WordPieceTokenizer | None = WordPieceTokenizer(parsed)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            if not isinstance(e, Unsupported):
+                raise BundleError(f"{source}: not a tokenizer file edge-vl can read ({e})") from None
+            self._wordpiece = None
+            self._library = _library_tokenizer(tokenizer_json, spec, source)
 
     @classmethod
     def from_spec(cls, directory: str | Path, spec: TextSpec) -> TextEncoder:
@@ -62,7 +68,32 @@ class TextEncoder:
             except UnicodeEncodeError:
                 raise InputError(f"text #{i} is not valid Unicode (it holds a lone surrogate)") from None
             cut.append(t)
-        encodings = self._tok.encode_batch(cut)
-        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        if self._wordpiece is None:
+            encodings = self._library.encode_batch(cut)
+            ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+            return {
+                "input_ids": ids,
+                "attention_mask": np.asarray([e.attention_mask for e in encodings], np.int64),
+            }
+        ids = np.full((len(cut), self.max_length), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(cut), self.max_length), dtype=np.int64)
+        for row, text in enumerate(cut):
+            tokens = self._wordpiece.encode(text, self.max_length)
+            ids[row, : len(tokens)] = tokens
+            mask[row, : len(tokens)] = 1
         return {"input_ids": ids, "attention_mask": mask}
+
+
+def _library_tokenizer(tokenizer_json: str, spec: TextSpec, source: str):
+    """The ``tokenizers`` library's tokenizer, truncating and padding to ``spec.max_length``."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise MissingExtraError(f"{source} (not a WordPiece tokenizer)", "tokenizers") from None
+    try:
+        tok = Tokenizer.from_str(tokenizer_json)
+    except Exception as e:  # tokenizers raises a bare Exception for malformed files
+        raise BundleError(f"{source}: not a tokenizer file the tokenizers library can read ({e})") from None
+    tok.enable_truncation(max_length=spec.max_length)
+    tok.enable_padding(length=spec.max_length, pad_id=spec.pad_id, pad_token=spec.pad_token)
+    return tok

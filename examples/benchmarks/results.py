@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from edge_vl.converters import export, temporary_export
+from edge_vl.converters.precision import quantize_int8
 from variants import sweep_table  # examples/benchmarks/variants.py
 
-from converters import export, temporary_export
-from converters.precision import quantize_int8
 from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.budget import counted_macs, with_eager_attention

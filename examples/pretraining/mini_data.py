@@ -40,14 +40,28 @@ PACKAGES = {
     "lucide-static@1.62.0": "ISC (© Lucide Icons and Contributors)",
     "@mdi/svg@7.4.47": "Pictogrammers Free License; icons Apache-2.0 (© Pictogrammers)",
 }
-SKIN_TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark", "1F3FF": "dark"}
+SKIN_TONES = {
+    "1F3FB": "light",
+    "1F3FC": "medium-light",
+    "1F3FD": "medium",
+    "1F3FE": "medium-dark",
+    "1F3FF": "dark",
+}
 FLUENT_STYLES = ("flat", "modern", "high-contrast")
 #: colours icons are drawn in (named in their captions)
 COLOURS = {
-    "red": "#d62728", "orange": "#ff7f0e", "yellow": "#e5c100", "green": "#2ca02c", "teal": "#17a3a3",
-    "blue": "#1f5fd6", "purple": "#7b3fb5", "pink": "#e377c2", "brown": "#8c564b", "black": "#111111",
+    "red": "#d62728",
+    "orange": "#ff7f0e",
+    "yellow": "#e5c100",
+    "green": "#2ca02c",
+    "teal": "#17a3a3",
+    "blue": "#1f5fd6",
+    "purple": "#7b3fb5",
+    "pink": "#e377c2",
+    "brown": "#8c564b",
+    "black": "#111111",
     "gray": "#7f7f7f",
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,12 @@ class Concept:
             words = ", ".join(self.keywords[:4]) or topic
             return [name, f"a {colour} {name} icon", f"{colour} icon: {name}", f"{name}, {words}"]
         extra = ", ".join(self.keywords[:3])
-        return [name, f"{name}, {topic}", f"an emoji of {name}", f"{topic}: {name}" + (f", {extra}" if extra else "")]
+        return [
+            name,
+            f"{name}, {topic}",
+            f"an emoji of {name}",
+            f"{topic}: {name}" + (f", {extra}" if extra else ""),
+        ]
 
 
 def normalise(text: str) -> str:
@@ -98,8 +117,10 @@ def install(cache: Path) -> Path:
     if shutil.which("npm") is None:
         raise SystemExit("npm is needed to fetch the pretraining data: " + ", ".join(PACKAGES))
     cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["npm", "install", "--prefix", str(cache), "--no-save", "--no-audit", "--no-fund",
-                    *PACKAGES], check=True)  # fmt: skip
+    subprocess.run(
+        ["npm", "install", "--prefix", str(cache), "--no-save", "--no-audit", "--no-fund", *PACKAGES],
+        check=True,
+    )
     marker.write_text(json.dumps(sorted(PACKAGES)))
     return root
 
@@ -122,11 +143,24 @@ def emoji_concepts(root: Path) -> list[Concept]:
             if (tone := code.split("-")[-1]) in SKIN_TONES and "-" not in code.removeprefix(tone)
         ]
         for label, image, tone in variants:
-            pictures = [Picture(root / f"emoji-datasource-{s}" / "img" / s / "64" / image, s)
-                        for s in ("google", "twitter")]  # fmt: skip
-            pictures += [Picture(p, f"fluent-{style}") for style, p in fluent.get((normalise(name), tone), {}).items()]
-            out.append(Concept(normalise(label), label, r["subcategory"], "emoji", keywords, tuple(pictures),
-                               base=normalise(name)))  # fmt: skip
+            pictures = [
+                Picture(root / f"emoji-datasource-{s}" / "img" / s / "64" / image, s)
+                for s in ("google", "twitter")
+            ]
+            pictures += [
+                Picture(p, f"fluent-{style}") for style, p in fluent.get((normalise(name), tone), {}).items()
+            ]
+            out.append(
+                Concept(
+                    normalise(label),
+                    label,
+                    r["subcategory"],
+                    "emoji",
+                    keywords,
+                    tuple(pictures),
+                    base=normalise(name),
+                )
+            )
     return out
 
 
@@ -165,18 +199,33 @@ def icon_concepts(root: Path, seed: int = 0, second_colour: float = 0.3) -> list
         if meta.get("category") == "Brand":
             continue
         for style in meta.get("styles", {}):
-            add(meta["name"], f"tabler {meta.get('category') or 'misc'}", meta.get("tags", []),
-                root / "@tabler" / "icons" / "icons" / style / f"{meta['name']}.svg", f"tabler-{style}")  # fmt: skip
+            add(
+                meta["name"],
+                f"tabler {meta.get('category') or 'misc'}",
+                meta.get("tags", []),
+                root / "@tabler" / "icons" / "icons" / style / f"{meta['name']}.svg",
+                f"tabler-{style}",
+            )
     lucide = json.loads((root / "lucide-static" / "tags.json").read_text(encoding="utf-8"))
     for name, tags in lucide.items():
-        add(name, f"lucide {tags[0] if tags else 'misc'}", tags, root / "lucide-static" / "icons" / f"{name}.svg",
-            "lucide")  # fmt: skip
+        add(
+            name,
+            f"lucide {tags[0] if tags else 'misc'}",
+            tags,
+            root / "lucide-static" / "icons" / f"{name}.svg",
+            "lucide",
+        )
     for meta in json.loads((root / "@mdi" / "svg" / "meta.json").read_text(encoding="utf-8")):
         tags = meta.get("tags") or []
         if meta.get("deprecated") or "Brand / Logo" in tags or meta["name"].endswith("-outline"):
             continue
-        add(meta["name"], f"mdi {tags[0] if tags else 'misc'}", [a.replace("-", " ") for a in meta.get("aliases", [])],
-            root / "@mdi" / "svg" / "svg" / f"{meta['name']}.svg", "mdi")  # fmt: skip
+        add(
+            meta["name"],
+            f"mdi {tags[0] if tags else 'misc'}",
+            [a.replace("-", " ") for a in meta.get("aliases", [])],
+            root / "@mdi" / "svg" / "svg" / f"{meta['name']}.svg",
+            "mdi",
+        )
     names = sorted(COLOURS)
     out = []
     for key in sorted(by_key):
@@ -189,7 +238,9 @@ def icon_concepts(root: Path, seed: int = 0, second_colour: float = 0.3) -> list
             pictures += [Picture(path, style, c) for c in colours]
         if pictures:
             keywords = tuple(dict.fromkeys(normalise(k) for k in entry["keywords"]))
-            out.append(Concept(key, entry["name"], entry["group"], "icon", keywords, tuple(pictures), base=key))
+            out.append(
+                Concept(key, entry["name"], entry["group"], "icon", keywords, tuple(pictures), base=key)
+            )
     return out
 
 
@@ -255,10 +306,17 @@ def load_heldout(directory: Path) -> list[Concept]:
     """The concepts written by :func:`export_heldout`."""
     rows = json.loads((directory / HELDOUT_INDEX).read_text(encoding="utf-8"))
     return [
-        Concept(normalise(r["name"]), r["name"], r["subcategory"], "emoji", (),
-                tuple(Picture(directory / f, s) for s, f in r["images"].items()), base=normalise(r["name"]))
+        Concept(
+            normalise(r["name"]),
+            r["name"],
+            r["subcategory"],
+            "emoji",
+            (),
+            tuple(Picture(directory / f, s) for s, f in r["images"].items()),
+            base=normalise(r["name"]),
+        )
         for r in rows
-    ]  # fmt: skip
+    ]
 
 
 def pairs(concepts: list[Concept]) -> list[tuple[int, int]]:
@@ -266,7 +324,9 @@ def pairs(concepts: list[Concept]) -> list[tuple[int, int]]:
     return [(i, j) for i, c in enumerate(concepts) for j in range(len(c.pictures))]
 
 
-def summary(concepts: list[Concept], by: Callable[[Concept], str] = lambda c: c.kind) -> dict[str, dict[str, int]]:
+def summary(
+    concepts: list[Concept], by: Callable[[Concept], str] = lambda c: c.kind
+) -> dict[str, dict[str, int]]:
     """Concepts and pictures per kind (for the report)."""
     out: dict[str, dict[str, int]] = {}
     for c in concepts:

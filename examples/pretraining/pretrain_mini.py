@@ -31,11 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import mini_data as data
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-import mini_data as data
 
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-vl" / "pretrain"
 
@@ -58,8 +57,11 @@ class Tensors:
         index = {t: i for i, t in enumerate(texts)}
         self.caption_index = torch.tensor([[index[t] for t in cs] for cs in captions])
         spec = MeterFamily().image_spec(Path("."), model)
-        key = hashlib.sha256(json.dumps([[str(p) for c in concepts for p in c.pictures], texts,
-                                         str(spec)], sort_keys=True).encode()).hexdigest()[:16]  # fmt: skip
+        key = hashlib.sha256(
+            json.dumps(
+                [[str(p) for c in concepts for p in c.pictures], texts, str(spec)], sort_keys=True
+            ).encode()
+        ).hexdigest()[:16]
         path = cache / f"tensors-{key}.pt" if cache is not None else None
         if path is not None and path.is_file():
             saved = torch.load(path, weights_only=True)
@@ -70,30 +72,44 @@ class Tensors:
                 pictures = [p for c in concepts for p in c.pictures]
                 feats = []
                 for i in range(0, len(pictures), 128):
-                    pixels = torch.stack([torch.from_numpy(preprocess_image(data.draw(p), spec))
-                                          for p in pictures[i : i + 128]])  # fmt: skip
+                    pixels = torch.stack(
+                        [
+                            torch.from_numpy(preprocess_image(data.draw(p), spec))
+                            for p in pictures[i : i + 128]
+                        ]
+                    )
                     feats.append(model.image_features(pixels).half())
                     if (i // 128) % 20 == 0:
                         echo(f"  images {i + len(pixels)}/{len(pictures)}")
                 tok = TextSpec("tokenizer.json", model.config.max_text_length, 0, "[PAD]")
                 enc = TextEncoder.from_spec(text_encoder_dir(), tok).encode(texts)
                 ids, mask = torch.from_numpy(enc["input_ids"]), torch.from_numpy(enc["attention_mask"])
-                states = torch.cat([model.encode_text(ids[i : i + 256], mask[i : i + 256]).half()
-                                    for i in range(0, len(ids), 256)])  # fmt: skip
+                states = torch.cat(
+                    [
+                        model.encode_text(ids[i : i + 256], mask[i : i + 256]).half()
+                        for i in range(0, len(ids), 256)
+                    ]
+                )
             saved = {"image": torch.cat(feats), "ids": ids, "mask": mask, "states": states}
             if path is not None:
                 cache.mkdir(parents=True, exist_ok=True)
                 with tempfile.NamedTemporaryFile(dir=cache, delete=False) as tmp:
                     torch.save(saved, tmp.name)
                 Path(tmp.name).replace(path)
-            echo(f"cached encoder outputs of {len(pictures)} pictures and {len(texts)} captions in "
-                 f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+            echo(
+                f"cached encoder outputs of {len(pictures)} pictures and {len(texts)} captions in "
+                f"{time.perf_counter() - started:.0f} s"
+            )
         self.image, self.ids, self.mask, self.states = (saved[k] for k in ("image", "ids", "mask", "states"))
 
     def batch(self, pictures: torch.Tensor, captions: torch.Tensor) -> dict[str, torch.Tensor]:
         """Rows for picture indices ``pictures`` and caption indices (into the caption table)."""
-        return {"image_features": self.image[pictures].float(), "input_ids": self.ids[captions],
-                "attention_mask": self.mask[captions], "text_states": self.states[captions].float()}  # fmt: skip
+        return {
+            "image_features": self.image[pictures].float(),
+            "input_ids": self.ids[captions],
+            "attention_mask": self.mask[captions],
+            "text_states": self.states[captions].float(),
+        }
 
 
 class ContrastHeads(nn.Module):
@@ -140,7 +156,15 @@ class MaskedWords(nn.Module):
 
 
 def training_step(
-    model, heads, tensors: Tensors, concepts, rng: random.Random, batch_size: int, mlm=None, generator=None
+    model,
+    heads,
+    tensors: Tensors,
+    concepts,
+    rng: random.Random,
+    batch_size: int,
+    mlm=None,
+    generator=None,
+    negatives: str = "albef",
 ) -> dict[str, Any]:
     """ITC + ITM with hard negatives (+ MLM) on ``batch_size`` pictures of distinct concepts."""
     chosen = rng.sample(range(len(concepts)), batch_size)
@@ -155,17 +179,34 @@ def training_step(
         weights = sim.float().softmax(1).fill_diagonal_(0) + 1e-9
         neg_text = torch.multinomial(weights, 1).squeeze(1)
         neg_image = torch.multinomial(sim.T.float().softmax(1).fill_diagonal_(0) + 1e-9, 1).squeeze(1)
-    image_rows = torch.cat([pics, pics, pics[neg_image]])
-    caption_rows = torch.cat([caps, caps[neg_text], caps])
+    if negatives == "albef":  # a mined caption for every image and a mined image for every caption
+        image_rows = torch.cat([pics, pics, pics[neg_image]])
+        caption_rows = torch.cat([caps, caps[neg_text], caps])
+    else:  # "balanced": one negative per positive, half mined and half uniformly random
+        half = batch_size // 2
+        rand = torch.randint(1, batch_size, (batch_size,))
+        random_other = (torch.arange(batch_size) + rand) % batch_size
+        mined = torch.rand(batch_size) < 0.5
+        neg_text, neg_image = (
+            torch.where(mined, neg_text, random_other),
+            torch.where(mined, neg_image, random_other),
+        )
+        image_rows = torch.cat([pics, pics[:half], pics[neg_image[half:]]])
+        caption_rows = torch.cat([caps, caps[neg_text[:half]], caps[half:]])
     m = tensors.batch(image_rows, caption_rows)
-    logits = model(m["input_ids"], m["attention_mask"], image_features=m["image_features"],
-                   text_states=m["text_states"], head="itm")  # fmt: skip
-    labels = torch.cat([torch.ones(batch_size), torch.zeros(2 * batch_size)]).long()
+    logits = model(
+        m["input_ids"],
+        m["attention_mask"],
+        image_features=m["image_features"],
+        text_states=m["text_states"],
+        head="itm",
+    )
+    labels = torch.cat([torch.ones(batch_size), torch.zeros(len(image_rows) - batch_size)]).long()
     itm = F.cross_entropy(logits, labels)
-    out = {"loss": itc + itm, "itc": float(itc), "itm": float(itm)}
+    out = {"loss": itc + itm, "itc": float(itc.detach()), "itm": float(itm.detach())}
     if mlm is not None:
         masked = mlm.loss(model, b, generator)
-        out.update(loss=out["loss"] + masked, mlm=float(masked))
+        out.update(loss=out["loss"] + masked, mlm=float(masked.detach()))
     return out
 
 
@@ -187,7 +228,11 @@ def itm_pairs(concepts, rng: random.Random, hard: float) -> list[tuple[int, int,
     for i, c in enumerate(concepts):
         out.append((i, i, 1))
         same = [j for j in by_group[c.group] if j != i]
-        j = rng.choice(same) if same and rng.random() < hard else rng.choice([j for j in range(len(concepts)) if j != i])
+        j = (
+            rng.choice(same)
+            if same and rng.random() < hard
+            else rng.choice([j for j in range(len(concepts)) if j != i])
+        )
         out.append((i, j, 0))
     return out
 
@@ -209,8 +254,13 @@ def evaluate(model, tensors: Tensors, concepts, *, seed: int = 1) -> dict[str, f
             pics = torch.tensor([starts[base[i]] + style for i, _, _ in pairs])
             caps = tensors.caption_index[torch.tensor([starts[base[j]] for _, j, _ in pairs]), 0]
             b = tensors.batch(pics, caps)
-            pred = model(b["input_ids"], b["attention_mask"], image_features=b["image_features"],
-                         text_states=b["text_states"], head="itm").argmax(-1)  # fmt: skip
+            pred = model(
+                b["input_ids"],
+                b["attention_mask"],
+                image_features=b["image_features"],
+                text_states=b["text_states"],
+                head="itm",
+            ).argmax(-1)
             correct += int((pred == torch.tensor([m for _, _, m in pairs])).sum())
             total += len(pairs)
         out[name] = correct / total
@@ -236,7 +286,9 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
     root = data.install(args.cache)
-    train, held = data.split(data.emoji_concepts(root), data.icon_concepts(root, seed=args.seed), seed=args.seed)
+    train, held = data.split(
+        data.emoji_concepts(root), data.icon_concepts(root, seed=args.seed), seed=args.seed
+    )
     echo(f"concepts: {data.summary(train)} for training; {data.summary(held)} held out")
     if args.evaluate:
         model = EdgeVLMiniModel.from_pretrained(args.evaluate)
@@ -257,12 +309,16 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     params = [p for p in [*model.parameters(), *extra] if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.01)
     warmup = max(1, args.steps // 10)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: (s + 1) / warmup if s < warmup
-                                                 else max(0.0, (args.steps - s) / (args.steps - warmup)))  # fmt: skip
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: (s + 1) / warmup if s < warmup else max(0.0, (args.steps - s) / (args.steps - warmup)),
+    )
     history, t0 = [], time.perf_counter()
     model.train()
     for step in range(1, args.steps + 1):
-        out = training_step(model, heads, train_t, train, rng, args.batch_size, mlm, generator)
+        out = training_step(
+            model, heads, train_t, train, rng, args.batch_size, mlm, generator, args.itm_negatives
+        )
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
@@ -271,17 +327,26 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
             scores = evaluate(model, held_t, held)
             losses = {k: out[k] for k in ("itc", "itm", "mlm") if k in out}
             history.append({"step": step, **losses, **scores, "seconds": round(time.perf_counter() - t0)})
-            echo(f"step {step}/{args.steps}  itc {out['itc']:.3f}  itm {out['itm']:.3f}  held-out ITM: "
-                 f"hard {scores['hard']:.3f}, random {scores['random']:.3f}, same-subcategory "
-                 f"{scores['same_subcategory']:.3f}  ({history[-1]['seconds']} s)")  # fmt: skip
-    return {"model": model, "history": history, "seconds": round(time.perf_counter() - started),
-            "train": data.summary(train), "heldout": data.summary(held)}
+            echo(
+                f"step {step}/{args.steps}  itc {out['itc']:.3f}  itm {out['itm']:.3f}  held-out ITM: "
+                f"hard {scores['hard']:.3f}, random {scores['random']:.3f}, same-subcategory "
+                f"{scores['same_subcategory']:.3f}  ({history[-1]['seconds']} s)"
+            )
+    return {
+        "model": model,
+        "history": history,
+        "seconds": round(time.perf_counter() - started),
+        "train": data.summary(train),
+        "heldout": data.summary(held),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None, help="checkpoint directory to write")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="npm packages and cached encoder outputs")
+    p.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE, help="npm packages and cached encoder outputs"
+    )
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -289,15 +354,34 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--mlm", action="store_true", help="add masked-language modelling of the captions")
     p.add_argument("--fusion-intermediate", type=int, default=1536, help="FFN width of the fusion layers")
-    p.add_argument("--fusion-from-text", action=argparse.BooleanOptionalAction, default=True,
-                   help="initialise the fusion layers from MiniLM's layers (needs --fusion-intermediate 1536)")  # fmt: skip
-    p.add_argument("--evaluate", type=Path, default=None, help="only score this checkpoint on the held-out concepts")
-    p.add_argument("--export-heldout", type=Path, default=None, metavar="DIR",
-                   help="instead of training, copy 150 held-out emoji (PNGs and names) to DIR for the checkpoint test")  # fmt: skip
+    p.add_argument(
+        "--itm-negatives",
+        choices=("albef", "balanced"),
+        default="balanced",
+        help="albef: two mined negatives per positive; balanced: one, half mined, half random",
+    )
+    p.add_argument(
+        "--fusion-from-text",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="initialise the fusion layers from MiniLM's layers (needs --fusion-intermediate 1536)",
+    )
+    p.add_argument(
+        "--evaluate", type=Path, default=None, help="only score this checkpoint on the held-out concepts"
+    )
+    p.add_argument(
+        "--export-heldout",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="instead of training, copy 150 held-out emoji (PNGs and names) to DIR for the checkpoint test",
+    )
     args = p.parse_args()
     if args.export_heldout is not None:
         root = data.install(args.cache)
-        _, held = data.split(data.emoji_concepts(root), data.icon_concepts(root, seed=args.seed), seed=args.seed)
+        _, held = data.split(
+            data.emoji_concepts(root), data.icon_concepts(root, seed=args.seed), seed=args.seed
+        )
         print(f"wrote {data.export_heldout(held, args.export_heldout)}")
         return
     result = pretrain(args)
@@ -321,13 +405,19 @@ def write_checkpoint(result: dict[str, Any], args: argparse.Namespace, command: 
     report = {
         "command": command,
         "machine": f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "objective": "ITC + ITM with negatives mined from the ITC similarities"
-        + (" + MLM of the captions" if args.mlm else "") + " (ALBEF)",
+        "objective": f"ITC + ITM ({args.itm_negatives} negatives, mined from the ITC similarities)"
+        + (" + MLM of the captions" if args.mlm else "")
+        + " (ALBEF)",
         "data": {"packages": data.PACKAGES, "train": result["train"], "heldout": result["heldout"]},
-        "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
         "heldout_itm": {k: last[k] for k in ("hard", "random", "same_subcategory")},
-        "chance": 0.5, "history": result["history"], "seconds": result["seconds"],
-    }  # fmt: skip
+        "chance": 0.5,
+        "history": result["history"],
+        "seconds": result["seconds"],
+    }
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -351,7 +441,9 @@ def checkpoint_readme(report: dict[str, Any]) -> str:
     """Provenance, licences and measured quality of the checkpoint."""
     d, held = report["data"], report["heldout_itm"]
     packages = "\n".join(f"- `{name}`: {licence}" for name, licence in d["packages"].items())
-    train = ", ".join(f"{v['concepts']:,} {k} concepts ({v['pictures']:,} pictures)" for k, v in d["train"].items())
+    train = ", ".join(
+        f"{v['concepts']:,} {k} concepts ({v['pictures']:,} pictures)" for k, v in d["train"].items()
+    )
     n_held = d["heldout"]["emoji"]["concepts"]
     return f"""# edge-vl-mini pretrained fusion stack
 

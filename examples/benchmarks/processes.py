@@ -1,0 +1,129 @@
+"""The demo build with one process against several (torch.distributed, gloo on the CPU).
+
+Runs ``edge-vl build --demo`` as 1 process × ``--threads`` threads and as ``--procs`` processes ×
+1 thread (``torchrun``), one after the other in fresh folders under ``--work``, and optionally the
+same 1-process build of an older commit (``--baseline-rev``, checked out with ``git worktree``) to
+see what a change costs CPU users. Each run's wall time, the build's own training time, skip set
+and accuracy go to ``--out`` (JSON) and a Markdown table is printed. Runs already finished in
+``--work`` are read back, so an interrupted sweep resumes.
+
+    python examples/benchmarks/processes.py --work /tmp/procs --baseline-rev 3046dea \\
+        --out examples/benchmarks/results/processes/processes.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) -> dict:
+    """One demo build in ``work/name`` (its own ``edge-vl-demo/``); the result row."""
+    folder = work / name
+    bundle = folder / "bundle"
+    result_file = folder / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    with (folder / "build.log").open("w") as log:
+        subprocess.run(
+            [*command, "--out", str(bundle)],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+    wall = time.perf_counter() - started
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    row = {
+        "run": name,
+        "command": " ".join(command),
+        "wall_seconds": round(wall, 1),
+        "train_seconds": manifest["training"]["seconds"],
+        "skipped": manifest["skip_plan"]["skipped"],
+        "eval_accuracy": manifest["metrics"]["eval_accuracy"],
+        "eval_examples": manifest["metrics"]["eval_examples"],
+    }
+    result_file.write_text(json.dumps(row, indent=2))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for the builds (resumable)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    parser.add_argument("--procs", type=int, default=2, help="processes of the distributed run")
+    parser.add_argument("--threads", type=int, default=2, help="threads of the 1-process run")
+    parser.add_argument("--baseline-rev", help="also build the demo with this commit's edge-vl (1 process)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # progress lines reach build.log as they happen
+    build = [sys.executable, "-m", "edge_vl", "build", "--demo"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={args.procs}",
+    ]
+    plans = []
+    if args.baseline_rev:
+        tree = args.work / f"tree-{args.baseline_rev}"
+        if not tree.exists():
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.baseline_rev],
+                check=True,
+            )
+        plans.append(
+            (
+                f"baseline {args.baseline_rev}, 1×{args.threads}",
+                build,
+                {"PYTHONPATH": str(tree), "OMP_NUM_THREADS": str(args.threads)},
+            )
+        )
+    plans.append((f"1 process × {args.threads} threads", build, {"OMP_NUM_THREADS": str(args.threads)}))
+    plans.append(
+        (
+            f"{args.procs} processes × 1 thread",
+            [*torchrun, "-m", "edge_vl", "build", "--demo"],
+            {"OMP_NUM_THREADS": "1"},
+        )
+    )
+    rows = []
+    for name, command, extra in plans:
+        print(f"{name}: building …", flush=True)
+        folder = name.replace(" ", "").replace("×", "x").replace(",", "-")
+        rows.append(run_build(folder, args.work, command, {**env, **extra}) | {"run": name})
+        last = rows[-1]
+        print(f"  {last['wall_seconds']} s, skipped {last['skipped']}, accuracy {last['eval_accuracy']:.4f}")
+    revision = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    report = {
+        "command": "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]]),
+        "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "revision": revision,
+        "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in rows],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print("| run | wall s | training s | skipped | accuracy |\n|---|---|---|---|---|")
+    for r in rows:
+        cells = [r["run"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}", str(r["skipped"])]
+        print("| " + " | ".join([*cells, f"{r['eval_accuracy']:.4f}"]) + " |")
+
+
+if __name__ == "__main__":
+    main()
