@@ -190,6 +190,7 @@ class TrainLoop:
         from tqdm.auto import tqdm
 
         interactive = sys.stderr.isatty()
+        progress = progress and self.placement.is_main  # rank 0 speaks for a multi-process build
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,7 +60,9 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> str:
 @pytest.fixture(scope="module")
 def two_process_bundle(tmp_path_factory, tiny_checkpoint, shapes_data) -> Path:
     out = tmp_path_factory.mktemp("ddp") / "bundle"
-    finish(torchrun(build_args(tiny_checkpoint, shapes_data, out, *SEARCH), port=29511))
+    args = [a for a in build_args(tiny_checkpoint, shapes_data, out, *SEARCH) if a != "--quiet"]
+    output = finish(torchrun(args, port=29511))  # with its progress lines
+    (out.parent / "torchrun.log").write_text(output)
     return out
 
 
@@ -76,6 +79,11 @@ def test_two_processes_choose_what_one_process_chooses(
     assert two["architecture"]["skipped"] == one["architecture"]["skipped"]
     assert abs(two["metrics"]["eval_accuracy"] - one["metrics"]["eval_accuracy"]) <= 0.01
     assert two["training"]["steps"] == one["training"]["steps"]
+    # rank 0 speaks for the build: every progress line once
+    output = (two_process_bundle.parent / "torchrun.log").read_text()
+    progress = re.findall(r"(?:DAS search|fine-tune): step \d+/\d+", output)
+    assert progress and len(progress) == len(set(progress)), output[-3000:]
+    assert output.count("2 processes (torch.distributed)") == 1
 
 
 def test_a_killed_two_process_build_resumes_to_the_same_skip_set(

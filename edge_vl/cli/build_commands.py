@@ -4,6 +4,7 @@ alone). They need the ``build`` extra; in a runtime-only install they say so in 
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import click
@@ -192,9 +193,11 @@ def _demo_defaults(params: dict, out, quick: bool):
 
     settings = QUICK_DEMO if quick else FULL_DEMO
     name = "quick" if quick else "full"
+    # under torchrun every rank writes the same manifests (atomically); only rank 0 says so
+    say = click.echo if os.environ.get("RANK", "0") == "0" else (lambda _: None)
     if params["train_data"] is None or params["eval_data"] is None:
         data_dir = DEMO_DIR / f"data-{name}"
-        click.echo(f"demo: writing easy-vqa manifests to {data_dir}/")
+        say(f"demo: writing easy-vqa manifests to {data_dir}/")
         train_default, eval_default = write_easy_vqa_manifests(
             data_dir, train_size=settings.train_size, eval_size=settings.eval_size
         )
@@ -209,7 +212,7 @@ def _demo_defaults(params: dict, out, quick: bool):
         if out.exists() and not params.get("overwrite"):
             raise click.UsageError(f"{out} exists from an earlier demo run; add --overwrite to replace it")
     if settings.caveat:
-        click.echo(f"demo: {settings.caveat}")
+        say(f"demo: {settings.caveat}")
     return out
 
 

@@ -3,7 +3,7 @@
 Runs ``edge-vl build --demo`` as 1 process × ``--threads`` threads and as ``--procs`` processes ×
 1 thread (``torchrun``), one after the other in fresh folders under ``--work``, and optionally the
 same 1-process build of an older commit (``--baseline-rev``, checked out with ``git worktree``) to
-see what a change costs CPU users. Each run's wall time, the build's own training time, skip set
+see what a change costs CPU users. Each run's wall time, the build's own time (manifest ``training.seconds``), skip set
 and accuracy go to ``--out`` (JSON) and a Markdown table is printed. Runs already finished in
 ``--work`` are read back, so an interrupted sweep resumes.
 
@@ -66,6 +66,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
     parser.add_argument("--procs", type=int, default=2, help="processes of the distributed run")
     parser.add_argument("--threads", type=int, default=2, help="threads of the 1-process run")
+    parser.add_argument(
+        "--fixed-skip",
+        metavar="I,J,...",
+        help="also a multi-process build with this skip set and no search (the fine-tune alone)",
+    )
     parser.add_argument("--baseline-rev", help="also build the demo with this commit's edge-vl (1 process)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -101,6 +106,10 @@ def main() -> None:
             {"OMP_NUM_THREADS": "1"},
         )
     )
+    if args.fixed_skip:
+        fixed = [*torchrun, "-m", "edge_vl", "build", "--demo", "--skip-layers", args.fixed_skip]
+        name = f"{args.procs} processes × 1 thread, skip {args.fixed_skip}"
+        plans.append((name, fixed, {"OMP_NUM_THREADS": "1"}))
     rows = []
     for name, command, extra in plans:
         print(f"{name}: building …", flush=True)
@@ -119,7 +128,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| run | wall s | training s | skipped | accuracy |\n|---|---|---|---|---|")
+    print("| run | wall s | build s | skipped | accuracy |\n|---|---|---|---|---|")
     for r in rows:
         cells = [r["run"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}", str(r["skipped"])]
         print("| " + " | ".join([*cells, f"{r['eval_accuracy']:.4f}"]) + " |")

@@ -24,8 +24,11 @@ k) Accuracy vs MACs vs latency on the demo task for k = 0…6 skipped arms, DAS 
    accuracy and MACs from the sweep of ``variants.py`` (``--variants``, each set fine-tuned with the
    same budget), batch-1 latency of every set timed here, interleaved (FP32 exports of the demo
    model with each skip set; adapter values do not change the work).
+p) The demo build with 1 process × 2 threads against 2 processes × 1 thread (torch.distributed),
+   read from ``--processes``, which ``examples/benchmarks/processes.py`` writes (the builds take an
+   hour, so they are not run here).
 
-``--parts a,b,c,d,k`` runs a subset (the others keep their previous results from ``RESULTS.json``).
+``--parts a,b,c,d,k,p`` runs a subset (the others keep their previous results from ``RESULTS.json``).
 """
 
 from __future__ import annotations
@@ -419,6 +422,8 @@ def render(results: dict[str, Any]) -> str:
         ]
         lines += speed_table(d["rows"], text_tokens=False)
         lines += ["", "![CLIP ViT-B/32 image tower batch-1 latency](clip_b32_latency.svg)", ""]
+    if results.get("processes"):
+        lines += processes_section(results["processes"])
     c = results.get("flops")
     if c:
         lines += [
@@ -439,6 +444,29 @@ def render(results: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def processes_section(p: dict[str, Any]) -> list[str]:
+    """Part p of RESULTS.md: the demo build's time with one and with several processes."""
+    lines = [
+        "## p) The demo build: one process or several (torch.distributed)",
+        "",
+        "`edge-vl build --demo` run to the end, one build after the other on this machine: one process "
+        "with 2 threads, `torchrun --nproc-per-node 2` with 1 thread each (gloo; the global batch and "
+        "the seed are the same, so both take the same steps), and the same 1-process build at the "
+        "commit before multi-process training was added. Wall time of the whole command, and the "
+        "build's own time in its manifest (`training.seconds`: search, fine-tune, evaluation and "
+        f"export). Revision {p['revision']}. {_measured(p)}",
+        "",
+        "| run | wall s | build s | skipped layers | eval accuracy |",
+        "|---|---|---|---|---|",
+    ]
+    for r in p["runs"]:
+        lines.append(
+            f"| {r['run']} | {r['wall_seconds']:.0f} | {r['train_seconds']:.0f} | {r['skipped']} | "
+            f"{r['eval_accuracy']:.4f} |"
+        )
+    return [*lines, ""]
 
 
 def sweep_section(k: dict[str, Any]) -> list[str]:
@@ -537,13 +565,17 @@ def main() -> None:
     p.add_argument("--demo-model", default=None, help="checkpoint of the demo bundle [its manifest's source]")
     p.add_argument("--variants", type=Path, default=HERE / "results" / "edge-vl-mini" / "variants.json",
                    help="variants.json with the sweep over k (part k)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k")
+    p.add_argument("--processes", type=Path, default=HERE / "results" / "processes" / "processes.json",
+                   help="processes.json of examples/benchmarks/processes.py (part p)")  # fmt: skip
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k,p")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - {"a", "b", "c", "d", "k"}:
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k, got {args.parts!r}")
+    if not parts or parts - {"a", "b", "c", "d", "k", "p"}:
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k,p, got {args.parts!r}")
+    if "p" in parts and not args.processes.is_file():
+        p.error(f"--processes {args.processes} is not a file: run examples/benchmarks/processes.py")
     if "k" in parts and not args.variants.is_file():
         p.error(f"--variants {args.variants} is not a file: run examples/benchmarks/variants.py --sweep 1-6")
     if parts & {"b", "k"} and not (args.demo_bundle / "manifest.json").is_file():
@@ -560,6 +592,9 @@ def main() -> None:
     if "k" in parts:
         sweep = sweep_by_k(args.variants, args.demo_bundle, args.runs, args.demo_model)
         results["sweep"] = {**sweep, **run, "date": _now()}
+    if "p" in parts:
+        measured = json.loads(args.processes.read_text())
+        results["processes"] = {**measured, "date": measured["measured"]}
     if "c" in parts:
         results["flops"] = {**flops_check(), **run, "date": _now()}
     if "d" in parts:
