@@ -113,7 +113,8 @@ class TrainLoop:
         self.total_steps = (
             total_steps or config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         )
-        torch.manual_seed(config.seed)  # dropout
+        # dropout; the same seed on every rank, so rank 0's checkpointed RNG state resumes them all
+        torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.optimizer = make_optimizer(family, model, config)
         self.loss_fn = task_loss(config.loss)

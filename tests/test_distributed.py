@@ -79,6 +79,8 @@ def test_two_processes_choose_what_one_process_chooses(
     assert two["architecture"]["skipped"] == one["architecture"]["skipped"]
     assert abs(two["metrics"]["eval_accuracy"] - one["metrics"]["eval_accuracy"]) <= 0.01
     assert two["training"]["steps"] == one["training"]["steps"]
+    # no dropout in the tiny ViLT: the ranks' averaged gradients are one process's, up to rounding
+    assert two["training"]["final_loss"] == pytest.approx(one["training"]["final_loss"], rel=1e-4)
     # rank 0 speaks for the build: every progress line once
     output = (two_process_bundle.parent / "torchrun.log").read_text()
     progress = re.findall(r"(?:DAS search|fine-tune): step \d+/\d+", output)

@@ -3,12 +3,13 @@
 Runs ``edge-vl build --demo`` as 1 process × ``--threads`` threads and as ``--procs`` processes ×
 1 thread (``torchrun``), one after the other in fresh folders under ``--work``, and optionally the
 same 1-process build of an older commit (``--baseline-rev``, checked out with ``git worktree``) to
-see what a change costs CPU users. Each run's wall time, the build's own time (manifest ``training.seconds``), skip set
-and accuracy go to ``--out`` (JSON) and a Markdown table is printed. Runs already finished in
-``--work`` are read back, so an interrupted sweep resumes.
+see what a change costs CPU users; ``--fixed-skip`` adds a multi-process build with a given skip
+set (the fine-tune without the search). Each run's wall time, the build's own time (manifest
+``training.seconds``), skip set and accuracy go to ``--out`` (JSON) and a Markdown table is
+printed. Runs already finished in ``--work`` are read back, so an interrupted sweep resumes.
 
     python examples/benchmarks/processes.py --work /tmp/procs --baseline-rev 3046dea \\
-        --out examples/benchmarks/results/processes/processes.json
+        --fixed-skip 3,6,8,11 --out examples/benchmarks/results/processes/processes.json
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         return json.loads(result_file.read_text())
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    commit = revision(env.get("PYTHONPATH") or REPO)
     started = time.perf_counter()
     with (folder / "build.log").open("w") as log:
         subprocess.run(
@@ -49,6 +51,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
     manifest = json.loads((bundle / "manifest.json").read_text())
     row = {
         "run": name,
+        "commit": commit,
         "command": " ".join(command),
         "wall_seconds": round(wall, 1),
         "train_seconds": manifest["training"]["seconds"],
@@ -58,6 +61,16 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
     }
     result_file.write_text(json.dumps(row, indent=2))
     return row
+
+
+def revision(tree: str | Path) -> str:
+    """The commit a build runs (a dirty tree gets a ``+``)."""
+    git = ["git", "-C", str(tree)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "edge_vl", "converters"], capture_output=True, text=True
+    )
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
@@ -117,13 +130,9 @@ def main() -> None:
         rows.append(run_build(folder, args.work, command, {**env, **extra}) | {"run": name})
         last = rows[-1]
         print(f"  {last['wall_seconds']} s, skipped {last['skipped']}, accuracy {last['eval_accuracy']:.4f}")
-    revision = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
     report = {
         "command": "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]]),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "revision": revision,
         "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in rows],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

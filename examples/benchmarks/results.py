@@ -456,16 +456,14 @@ def processes_section(p: dict[str, Any]) -> list[str]:
         "the seed are the same, so both take the same steps), and the same 1-process build at the "
         "commit before multi-process training was added. Wall time of the whole command, and the "
         "build's own time in its manifest (`training.seconds`: search, fine-tune, evaluation and "
-        f"export). Revision {p['revision']}. {_measured(p)}",
+        f"export). {_measured(p)}",
         "",
-        "| run | wall s | build s | skipped layers | eval accuracy |",
-        "|---|---|---|---|---|",
+        "| run | commit | wall s | build s | skipped layers | eval accuracy |",
+        "|---|---|---|---|---|---|",
     ]
     for r in p["runs"]:
-        lines.append(
-            f"| {r['run']} | {r['wall_seconds']:.0f} | {r['train_seconds']:.0f} | {r['skipped']} | "
-            f"{r['eval_accuracy']:.4f} |"
-        )
+        cells = [r["run"], r["commit"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}"]
+        lines.append("| " + " | ".join([*cells, str(r["skipped"]), f"{r['eval_accuracy']:.4f}"]) + " |")
     return [*lines, ""]
 
 
