@@ -233,7 +233,7 @@ def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
     manifest = read_bundle(bundle).data
     compare = compare_with_torch(bundle, runs=runs, source=model)
     return {
-        "bundle": str(bundle),
+        "bundle": _repo_relative(bundle),
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "eval_examples": manifest["metrics"]["eval_examples"],
         "skipped": manifest["architecture"]["skipped"],
@@ -549,6 +549,13 @@ def plots(results: dict[str, Any], out: Path) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it: results name no machine folders."""
+    resolved = Path(path).resolve()
+    repo = HERE.parents[1].resolve()
+    return str(resolved.relative_to(repo)) if resolved.is_relative_to(repo) else str(path)
 
 
 def _measured(part: dict[str, Any]) -> str:
