@@ -193,14 +193,7 @@ def training_step(
         )
         image_rows = torch.cat([pics, pics[:half], pics[neg_image[half:]]])
         caption_rows = torch.cat([caps, caps[neg_text[:half]], caps[half:]])
-    m = tensors.batch(image_rows, caption_rows)
-    logits = model(
-        m["input_ids"],
-        m["attention_mask"],
-        image_features=m["image_features"],
-        text_states=m["text_states"],
-        head="itm",
-    )
+    logits = itm_logits(model, tensors.batch(image_rows, caption_rows))
     labels = torch.cat([torch.ones(batch_size), torch.zeros(len(image_rows) - batch_size)]).long()
     itm = F.cross_entropy(logits, labels)
     out = {"loss": itc + itm, "itc": float(itc.detach()), "itm": float(itm.detach())}
@@ -216,6 +209,17 @@ def _picture_starts(concepts) -> list[int]:
         starts.append(n)
         n += len(c.pictures)
     return starts
+
+
+def itm_logits(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Match / no-match logits of the ITM head for a batch of :meth:`Tensors.batch`."""
+    return model(
+        batch["input_ids"],
+        batch["attention_mask"],
+        image_features=batch["image_features"],
+        text_states=batch["text_states"],
+        head="itm",
+    )
 
 
 def itm_pairs(concepts, rng: random.Random, hard: float) -> list[tuple[int, int, int]]:
@@ -253,14 +257,7 @@ def evaluate(model, tensors: Tensors, concepts, *, seed: int = 1) -> dict[str, f
         for style in (0, 1):  # google, twitter
             pics = torch.tensor([starts[base[i]] + style for i, _, _ in pairs])
             caps = tensors.caption_index[torch.tensor([starts[base[j]] for _, j, _ in pairs]), 0]
-            b = tensors.batch(pics, caps)
-            pred = model(
-                b["input_ids"],
-                b["attention_mask"],
-                image_features=b["image_features"],
-                text_states=b["text_states"],
-                head="itm",
-            ).argmax(-1)
+            pred = itm_logits(model, tensors.batch(pics, caps)).argmax(-1)
             correct += int((pred == torch.tensor([m for _, _, m in pairs])).sum())
             total += len(pairs)
         out[name] = correct / total
