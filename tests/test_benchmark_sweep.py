@@ -105,3 +105,32 @@ def test_reuse_refuses_a_file_measured_with_other_settings(variants, tmp_path):
     other = _variants_file(tmp_path / "a.json", "T1", "variants.py --seed 3", [], seed=3)
     with pytest.raises(SystemExit, match=r"a\.json was measured with other settings: seed: 3"):
         variants.reusable_rows(other, variants.FULL_DEMO, argparse.Namespace(model="edge-vl-mini", seed=0))
+
+
+@pytest.fixture(scope="module")
+def results_script(variants):
+    path = SCRIPT.parent / "results.py"
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("results_script", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return module
+
+
+def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results_script):
+    spread = {"by_set": {"[1, 2]": {"n": 3, "mean": 0.9, "std": 0.02},
+                         "[3, 4]": {"n": 3, "mean": 0.8, "std": 0.05},
+                         "[5, 6]": {"n": 1, "mean": 0.7, "std": None}}}  # fmt: skip
+    assert results_script.widest_spread(spread)[0] == "[3, 4]"
+    assert results_script.widest_spread({"by_set": {"[5, 6]": spread["by_set"]["[5, 6]"]}}) is None
+    runs = [
+        {"skipped": [3, 4], "seed": s, "eval_accuracy": a, "commit": "abc"}
+        for s, a in enumerate((0.75, 0.8, 0.85))
+    ]
+    section = "\n".join(
+        results_script.seed_spread_section({**spread, "runs": runs, "measured": "D", "command": "C"})
+    )
+    assert "| [3, 4] | 2 | 0.8500 | abc |" in section and "| [3, 4] | 3 | 0.8000 | 0.0500 |" in section

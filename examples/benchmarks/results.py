@@ -27,8 +27,12 @@ k) Accuracy vs MACs vs latency on the demo task for k = 0…6 skipped arms, DAS 
 p) The demo build with 1 process × 2 threads against 2 processes × 1 thread (torch.distributed),
    read from ``--processes``, which ``examples/benchmarks/processes.py`` writes (the builds take an
    hour, so they are not run here).
+s) The fine-tune's seed spread on the demo (one skip set, several seeds), read from
+   ``--seed-spread`` (``seed_spread.py``); part k then cites it under its single-seed rows.
+t) Transfer: PETL against full fine-tuning of edge-vl-mini checkpoints and PETL recipes, on
+   easy-vqa and a second task, read from ``--transfer`` (``transfer.py``).
 
-``--parts a,b,c,d,k,p`` runs a subset (the others keep their previous results from ``RESULTS.json``).
+``--parts a,b,c,d,k,p,s,t`` runs a subset (the others keep their previous results from ``RESULTS.json``).
 """
 
 from __future__ import annotations
@@ -406,7 +410,11 @@ def render(results: dict[str, Any]) -> str:
             )
         lines += ["", "![demo bundle batch-1 latency](demo_latency.svg)", ""]
     if results.get("sweep"):
-        lines += sweep_section(results["sweep"])
+        lines += sweep_section(results["sweep"], results.get("seed_spread"))
+    if results.get("seed_spread"):
+        lines += seed_spread_section(results["seed_spread"])
+    if results.get("transfer"):
+        lines += transfer_section(results["transfer"])
     d = results.get("clip_b32")
     if d:
         lines += [
@@ -467,7 +475,61 @@ def processes_section(p: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def sweep_section(k: dict[str, Any]) -> list[str]:
+def widest_spread(spread: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The skip set with the largest seed std among those measured with at least 3 seeds."""
+    sets = [(name, s) for name, s in spread["by_set"].items() if s["n"] >= 3 and s["std"] is not None]
+    return max(sets, key=lambda item: item[1]["std"]) if sets else None
+
+
+def seed_spread_section(spread: dict[str, Any]) -> list[str]:
+    """Part s of RESULTS.md: one skip set fine-tuned with several seeds (the fine-tune's noise)."""
+    lines = [
+        "## s) Seed spread of the demo's fine-tune",
+        "",
+        "`edge-vl build --demo --skip-layers SET --seed S`: no search, so only the fine-tune's randomness "
+        "(batch order, dropout, adapter initialisation) differs between runs of a set. Accuracy on all "
+        f"test questions. Measured {spread['measured']} by `{spread['command']}` (runs of earlier "
+        "invocations came in through `--reuse`; each run names its own command and commit).",
+        "",
+        "| skip set | seed | accuracy | commit |",
+        "|---|---|---|---|",
+    ]
+    for r in sorted(spread["runs"], key=lambda r: (str(r["skipped"]), r["seed"])):
+        lines.append(f"| {r['skipped']} | {r['seed']} | {r['eval_accuracy']:.4f} | {r['commit']} |")
+    lines += ["", "| skip set | seeds | mean | std |", "|---|---|---|---|"]
+    for name, s in spread["by_set"].items():
+        std = "–" if s["std"] is None else f"{s['std']:.4f}"
+        lines.append(f"| {name} | {s['n']} | {s['mean']:.4f} | {std} |")
+    return [*lines, ""]
+
+
+def transfer_section(t: dict[str, Any]) -> list[str]:
+    """Part t of RESULTS.md: PETL and full fine-tuning of edge-vl-mini checkpoints and PETL recipes."""
+    lines = [
+        "## t) Transfer: PETL against full fine-tuning, checkpoints and adapter recipes",
+        "",
+        "Each row trains in torch with the task's budget (easy-vqa: the demo's, all 9,673 test questions; "
+        "digits: `examples/benchmarks/tasks.py`) and one seed unless the recipe names another. PETL: "
+        "adapters, no layer skipped; full: every fusion-stack weight (no adapters). A recipe changes "
+        "only what it names (`transfer.py --recipe`). Final loss: mean training loss of the last "
+        "steps. The rows were measured by these runs (a row's date names its run) and merged with "
+        f"`--reuse` by `{t['command']}` ({t['date']}):",
+        "",
+        *sorted({f"- {r['date']}: `{r['command']}`" for r in t["rows"] if r.get("command")}),
+        "",
+        "| task | model | mode | recipe | accuracy | final loss | trainable | measured |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in t["rows"]:
+        loss = f"{r['final_loss']:.3f}" if r.get("final_loss") is not None else "–"
+        trainable = f"{r['trainable_parameters']:,} ({r['trainable_fraction']:.1%})"
+        cells = [r["task"], f"{r['model']} (`{r['spec']}`)", r["mode"], r.get("recipe") or "default",
+                 f"{r['eval_accuracy']:.4f}", loss, trainable, r["date"]]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def sweep_section(k: dict[str, Any], spread: dict[str, Any] | None = None) -> list[str]:
     """Part k of RESULTS.md: one row per k (random: mean over its sets)."""
     refs = ", ".join(f"{name} {acc:.2%}" for name, acc in k["references"].items())
     lines = [
@@ -482,6 +544,12 @@ def sweep_section(k: dict[str, Any]) -> list[str]:
         f"all sets timed in one interleaved run of {k['runs']} rounds. {_measured(k)}",
         "",
     ]
+    widest = widest_spread(spread) if spread else None
+    if widest:
+        name, s = widest
+        lines += [f"**Every row is one fine-tune seed.** The same skip set {name} fine-tuned with "
+                  f"{s['n']} seeds spans a std of {s['std']:.2%} (part s): a difference between two "
+                  "rows smaller than that is not evidence that one set is better.", ""]  # fmt: skip
     runs = k.get("variants_runs") or {}
     if len(runs) > 1:  # a sweep split over runs and merged with --reuse: each row's run, by its date
         lines += ["The rows were measured by these runs (a row's `measured` date in the file names its "
@@ -572,15 +640,22 @@ def main() -> None:
                    help="variants.json with the sweep over k (part k)")  # fmt: skip
     p.add_argument("--processes", type=Path, default=HERE / "results" / "processes" / "processes.json",
                    help="processes.json of examples/benchmarks/processes.py (part p)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k,p")
+    p.add_argument("--seed-spread", type=Path, default=HERE / "results" / "seed_spread" / "seed_spread.json",
+                   help="seed_spread.json of examples/benchmarks/seed_spread.py (part s)")  # fmt: skip
+    p.add_argument("--transfer", type=Path, default=HERE / "results" / "transfer" / "transfer.json",
+                   help="transfer.json of examples/benchmarks/transfer.py (part t)")  # fmt: skip
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k,p,s,t")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - {"a", "b", "c", "d", "k", "p"}:
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k,p, got {args.parts!r}")
-    if "p" in parts and not args.processes.is_file():
-        p.error(f"--processes {args.processes} is not a file: run examples/benchmarks/processes.py")
+    if not parts or parts - set("abcdkpst"):
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k,p,s,t, got {args.parts!r}")
+    inputs = {"p": (args.processes, "processes.py"), "s": (args.seed_spread, "seed_spread.py"),
+              "t": (args.transfer, "transfer.py")}  # fmt: skip
+    for part, (path, script) in inputs.items():
+        if part in parts and not path.is_file():
+            p.error(f"{path} is not a file: run examples/benchmarks/{script}")
     if "k" in parts and not args.variants.is_file():
         p.error(f"--variants {args.variants} is not a file: run examples/benchmarks/variants.py --sweep 1-6")
     if parts & {"b", "k"} and not (args.demo_bundle / "manifest.json").is_file():
@@ -600,6 +675,10 @@ def main() -> None:
     if "p" in parts:
         measured = json.loads(args.processes.read_text())
         results["processes"] = {**measured, "date": measured["measured"]}
+    if "s" in parts:
+        results["seed_spread"] = json.loads(args.seed_spread.read_text())
+    if "t" in parts:
+        results["transfer"] = json.loads(args.transfer.read_text())
     if "c" in parts:
         results["flops"] = {**flops_check(), **run, "date": _now()}
     if "d" in parts:

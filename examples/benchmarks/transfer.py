@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from edge_vl.adapters import AdapterConfig
 from edge_vl.build import BuildConfig, package_versions, resolve_model_dir
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import sha256_file, write_text_atomic
@@ -49,6 +50,11 @@ BUDGETS = {
 QUICK = {
     "easy-vqa": (8_000, 2_000, TrainConfig(epochs=1.0, batch_size=32)),
     "digits": (None, None, BUDGETS["digits"]),
+}
+#: keys a ``--recipe`` may set: fields of the adapter config or of the training config
+RECIPE_KEYS = {
+    **{k: "adapters" for k in AdapterConfig.__dataclass_fields__},
+    **{k: "train" for k in ("lr", "head_lr_mult", "weight_decay", "warmup_ratio", "seed")},
 }
 
 
@@ -82,15 +88,15 @@ def checkpoint(spec: str, work: Path) -> Path | str:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = args.work or Path(tempfile.mkdtemp(prefix="edge-vl-transfer-"))
     results_file = args.out / "transfer.json"
-    earlier = json.loads(results_file.read_text()) if results_file.is_file() else {"rows": []}
-    rows = {
-        (r["model"], r["task"], r["mode"]): r
-        for path in args.reuse
-        for r in json.loads(path.read_text())["rows"]
-    }
-    rows.update({(r["model"], r["task"], r["mode"]): r for r in earlier["rows"]})
+    files = [*args.reuse, *([results_file] if results_file.is_file() else [])]
+    rows = {}
+    for path in files:  # rows of this --out win over reused ones
+        measured = json.loads(path.read_text())
+        # a row measured before rows named their command was measured by its file's command
+        its_command = " ".join(map(portable, measured["command"].split()))
+        rows.update({row_key(r): {"command": its_command, **r} for r in measured["rows"]})
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(["python examples/benchmarks/transfer.py", *sys.argv[1:]])
+    command = " ".join(["python examples/benchmarks/transfer.py", *map(portable, sys.argv[1:])])
     report = {
         "command": command, "date": date, "machine": cpu_name(), "threads": torch.get_num_threads(),
         "versions": package_versions(), "budgets": {t: asdict(c) for t, c in BUDGETS.items()},
@@ -102,29 +108,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             train_size, eval_size, budget = QUICK[task] if args.quick else (None, None, BUDGETS[task])
             data_dir = work / "data" / (f"{task}-quick" if args.quick else task)
             train, evals = write_task(task, data_dir, train_size=train_size, eval_size=eval_size)
-            for mode in args.modes:
-                key = (name, task, mode)
-                same = {"checkpoint_sha256": digest, "budget": asdict(budget), "quick": args.quick}
+            for mode, (recipe, changes) in [(m, r) for m in args.modes for r in args.recipe or [("", {})]]:
+                train_cfg, adapters = apply_recipe(budget, changes)
+                key = (name, task, mode, recipe)
+                same = {"checkpoint_sha256": digest, "budget": asdict(train_cfg), "quick": args.quick,
+                        "adapters": adapters and adapters.to_dict()}  # fmt: skip
+                label = " ".join(filter(None, (name, task, mode, recipe)))
                 if key in rows and all(rows[key].get(k) == v for k, v in same.items()):
-                    print(f"[{name} {task} {mode}] taken from {rows[key]['date']}", flush=True)
+                    print(f"[{label}] taken from {rows[key]['date']}", flush=True)
                     continue
                 config = BuildConfig(
                     model_dir=model_dir, train_data=train, eval_data=evals, out=work / "unused",
-                    train=budget, skip_layers=[], progress=False,
+                    train=train_cfg, adapters=adapters, skip_layers=[], progress=False,
                 )  # fmt: skip
                 result = train_and_score(config, full=mode == "full")
-                rows[key] = {"model": name, "spec": spec, "task": task, "mode": mode, "date": date, **same,
-                             **result}  # fmt: skip
-                print(f"[{name} {task} {mode}] accuracy {result['eval_accuracy']:.4f}", flush=True)
+                rows[key] = {"model": name, "spec": spec, "task": task, "mode": mode, "recipe": recipe,
+                             "date": date, "command": command, **same, **result}  # fmt: skip
+                print(f"[{label}] accuracy {result['eval_accuracy']:.4f}", flush=True)
                 args.out.mkdir(parents=True, exist_ok=True)
                 write(
                     args.out,
                     {
                         **report,
-                        "rows": sorted(rows.values(), key=lambda r: (r["task"], r["model"], r["mode"])),
+                        "rows": sorted(rows.values(), key=lambda r: (r["task"], *row_key(r))),
                     },
                 )
-    return {**report, "rows": sorted(rows.values(), key=lambda r: (r["task"], r["model"], r["mode"]))}
+    return {**report, "rows": sorted(rows.values(), key=lambda r: (r["task"], *row_key(r)))}
+
+
+def portable(arg: str) -> str:
+    """A command-line argument as results record it: paths inside the repository relative to it,
+    other absolute paths as ``<scratch>/…`` (results name no machine's folders)."""
+    if not arg.startswith("/"):
+        return arg
+    path = Path(arg).resolve()
+    if path.is_relative_to(REPO):
+        return str(path.relative_to(REPO))
+    return "<scratch>/" + "/".join(path.parts[-2:])
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return row["model"], row["task"], row["mode"], row.get("recipe", "")
+
+
+def apply_recipe(budget: TrainConfig, changes: dict[str, float]) -> tuple[TrainConfig, AdapterConfig | None]:
+    """The training config and adapter config (None: the family's default) of a recipe."""
+    from edge_vl.architectures.meter import MeterFamily
+
+    train = {k: v for k, v in changes.items() if RECIPE_KEYS[k] == "train"}
+    adapters = {k: v for k, v in changes.items() if RECIPE_KEYS[k] == "adapters"}
+    train_cfg = TrainConfig(**{**asdict(budget), **train})
+    if not adapters:
+        return train_cfg, None
+    return train_cfg, AdapterConfig(**{**MeterFamily.default_adapters.to_dict(), **adapters})
 
 
 def write(out: Path, report: dict[str, Any]) -> None:
@@ -136,16 +172,30 @@ def write(out: Path, report: dict[str, Any]) -> None:
         "in torch with the same budget per task and scores every test question; PETL: adapters, no "
         "layer skipped; full: every fusion-stack weight, adapters none.",
         "",
-        "| task | model | mode | accuracy | trainable parameters | steps | measured |",
-        "|---|---|---|---|---|---|---|",
+        "| task | model | mode | recipe | accuracy | trainable parameters | steps | measured |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         trainable = f"{r['trainable_parameters']:,} ({r['trainable_fraction']:.1%})"
         model = f"{r['model']} (`{r['spec']}`)"
         accuracy = f"{r['eval_accuracy']:.4f}"
-        cells = [r["task"], model, r["mode"], accuracy, trainable, str(r["steps"]), r["date"]]
+        recipe = r.get("recipe") or "default"
+        cells = [r["task"], model, r["mode"], recipe, accuracy, trainable, str(r["steps"]), r["date"]]
         lines.append("| " + " | ".join(cells) + " |")
     write_text_atomic(out / "transfer.md", "\n".join(lines) + "\n")
+
+
+def _recipe(text: str) -> tuple[str, dict[str, float]]:
+    """``NAME=key=value,key=value`` → (NAME, {key: value}); keys from :data:`RECIPE_KEYS`."""
+    name, _, body = text.partition("=")
+    changes: dict[str, float] = {}
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition("=")
+        if key not in RECIPE_KEYS or not value:
+            expected = f"expected KEY=VALUE with KEY one of {sorted(RECIPE_KEYS)}"
+            raise argparse.ArgumentTypeError(f"{item!r}: {expected}")
+        changes[key] = int(value) if key in ("attention_rank", "seed") else float(value)
+    return name, changes
 
 
 def _named(text: str) -> tuple[str, str]:
@@ -155,11 +205,16 @@ def _named(text: str) -> tuple[str, str]:
     return name, spec
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=_named, action="append", required=True, help="NAME=SPEC (repeatable)")
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     p.add_argument("--modes", nargs="+", choices=("petl", "full"), default=["petl"])
+    p.add_argument(
+        "--recipe", type=_recipe, action="append", default=[],
+        help="NAME=KEY=VALUE,... a training or adapter variant (repeatable) [default: the defaults]",
+    )  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="the quick proxy budgets (QUICK), not the table's")
     p.add_argument(
         "--reuse", type=Path, action="append", default=[], help="merge rows of another transfer.json"
     )
@@ -167,10 +222,12 @@ def main() -> None:
         "--work", type=Path, default=None, help="data and extracted checkpoints [default: a temp dir]"
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "transfer")
-    report = run(p.parse_args())
-    print(
-        json.dumps([(r["task"], r["model"], r["mode"], round(r["eval_accuracy"], 4)) for r in report["rows"]])
-    )
+    return p
+
+
+def main() -> None:
+    report = run(parser().parse_args())
+    print(json.dumps([(*row_key(r), round(r["eval_accuracy"], 4)) for r in report["rows"]]))
 
 
 if __name__ == "__main__":

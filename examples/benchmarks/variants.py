@@ -94,11 +94,12 @@ def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any
     if not full:
         trainable = family.active_trainable_parameters(model)
     loop = TrainLoop(family, model, prep.train_data, train)
-    loop.run(progress=False)
+    summary = loop.run(progress=False)
     acc = accuracy(predict_logits(family, model, prep.eval_data), prep.eval_data.labels)
     total = sum(p.numel() for p in model.parameters())
     return {"eval_accuracy": acc, "trainable_parameters": trainable, "trainable_fraction": trainable / total,
-            "steps": loop.step, "seconds": round(time.perf_counter() - started)}  # fmt: skip
+            "steps": loop.step, "final_loss": summary.final_loss,
+            "seconds": round(time.perf_counter() - started)}  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,0 +1,50 @@
+"""``examples/benchmarks/transfer.py``: its command line and training/adapter recipes."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def transfer():
+    spec = importlib.util.spec_from_file_location("transfer_script", BENCHMARKS / "transfer.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_command_line_reads_quick_and_recipes(transfer):
+    args = transfer.parser().parse_args(
+        ["--model", "a=random", "--quick", "--recipe", "wide=petl_ratio=0.375,lr=5e-4", "--recipe", "base="]
+    )
+    assert args.quick
+    assert args.recipe == [("wide", {"petl_ratio": 0.375, "lr": 5e-4}), ("base", {})]
+
+
+def test_recipe_changes_only_what_it_names(transfer):
+    budget = transfer.BUDGETS["easy-vqa"]
+    train, adapters = transfer.apply_recipe(budget, {"petl_ratio": 0.375, "attention_rank": 16, "lr": 5e-4})
+    assert train.lr == 5e-4 and train.epochs == budget.epochs and train.head_lr_mult == budget.head_lr_mult
+    assert adapters.petl_ratio == 0.375 and adapters.attention_rank == 16
+    assert adapters.skip_ratio == 3 / 8  # the METER family's default, not AdapterConfig's
+    assert transfer.apply_recipe(budget, {}) == (budget, None)
+
+
+def test_unknown_recipe_key_is_refused_with_the_allowed_keys(transfer, capsys):
+    with pytest.raises(SystemExit):
+        transfer.parser().parse_args(["--model", "a=random", "--recipe", "x=learning_rate=1"])
+    assert "petl_ratio" in capsys.readouterr().err
+
+
+def test_recorded_commands_name_no_machine_folders(transfer):
+    inside = str(transfer.REPO / "examples" / "benchmarks" / "results" / "transfer")
+    assert transfer.portable(inside) == "examples/benchmarks/results/transfer"
+    assert transfer.portable("/tmp/run7/out") == "<scratch>/run7/out"
+    assert transfer.portable("--quick") == "--quick" and transfer.portable("a=random") == "a=random"
