@@ -37,9 +37,8 @@ from edge_vl.runtime.cpu import cpu_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tasks import TASKS, write_task
-from variants import train_and_score
+from variants import REPO, portable, train_and_score
 
-REPO = Path(__file__).resolve().parents[2]
 #: training settings per task: easy-vqa as the demo; digits: 3 epochs of its 6,735 questions
 BUDGETS = {
     "easy-vqa": TrainConfig(epochs=FULL_DEMO.epochs, batch_size=FULL_DEMO.batch_size),
@@ -134,17 +133,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     },
                 )
     return {**report, "rows": sorted(rows.values(), key=lambda r: (r["task"], *row_key(r)))}
-
-
-def portable(arg: str) -> str:
-    """A command-line argument as results record it: paths inside the repository relative to it,
-    other absolute paths as ``<scratch>/…`` (results name no machine's folders)."""
-    if not arg.startswith("/"):
-        return arg
-    path = Path(arg).resolve()
-    if path.is_relative_to(REPO):
-        return str(path.relative_to(REPO))
-    return "<scratch>/" + "/".join(path.parts[-2:])
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:

@@ -46,6 +46,19 @@ from edge_vl.report import write_report
 from edge_vl.runtime.cpu import cpu_name
 from edge_vl.search import SearchConfig
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def portable(arg: str) -> str:
+    """A command-line argument as results record it: paths inside the repository relative to it,
+    other absolute paths as ``<scratch>/…`` (results name no machine's folders)."""
+    if not arg.startswith("/"):
+        return arg
+    path = Path(arg).resolve()
+    if path.is_relative_to(REPO):
+        return str(path.relative_to(REPO))
+    return "<scratch>/" + "/".join(path.parts[-2:])
+
 
 def majority(train: Path, evals: Path) -> dict[str, Any]:
     """Always answer the most frequent training label."""
@@ -196,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r, skip_layers in enumerate(draws):
             rows.append(variant(f"random-k{k}-{r}", skip_layers=skip_layers))
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(["python examples/benchmarks/variants.py", *sys.argv[1:]])
+    command = " ".join(["python examples/benchmarks/variants.py", *map(portable, sys.argv[1:])])
     taken_over = {row["measured"] for row in rows if "measured" in row}
     report = {
         "date": date, "command": command,
@@ -205,7 +218,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
         "k": das_k, "arms": n_layers, "rows": rows, "seed": args.seed,
-        "reused_from": [str(path) for path in args.reuse] or None,
+        "reused_from": [portable(str(path)) for path in args.reuse] or None,
         "runs": {**{d: c for d, c in runs.items() if d in taken_over}, date: command},
         "das_accuracy": das["eval_accuracy"],
         "petl_only_accuracy": rows[[r["variant"] for r in rows].index("petl-only")]["eval_accuracy"],
