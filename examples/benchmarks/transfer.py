@@ -124,15 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows[key] = {"model": name, "spec": spec, "task": task, "mode": mode, "recipe": recipe,
                              "date": date, "command": command, **same, **result}  # fmt: skip
                 print(f"[{label}] accuracy {result['eval_accuracy']:.4f}", flush=True)
-                args.out.mkdir(parents=True, exist_ok=True)
-                write(
-                    args.out,
-                    {
-                        **report,
-                        "rows": sorted(rows.values(), key=lambda r: (r["task"], *row_key(r))),
-                    },
-                )
-    return {**report, "rows": sorted(rows.values(), key=lambda r: (r["task"], *row_key(r)))}
+                write(args.out, report, rows)  # a crash later on keeps what was measured
+    return write(args.out, report, rows)  # also when every row was taken over (a merge)
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -151,7 +144,10 @@ def apply_recipe(budget: TrainConfig, changes: dict[str, float]) -> tuple[TrainC
     return train_cfg, AdapterConfig(**{**MeterFamily.default_adapters.to_dict(), **adapters})
 
 
-def write(out: Path, report: dict[str, Any]) -> None:
+def write(out: Path, report: dict[str, Any], rows: dict[tuple[str, ...], dict[str, Any]]) -> dict[str, Any]:
+    """Write ``transfer.json`` and ``transfer.md`` into ``out``; returns the report written."""
+    report = {**report, "rows": sorted(rows.values(), key=lambda r: (r["task"], *row_key(r)))}
+    out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "transfer.json", json.dumps(report, indent=2) + "\n")
     lines = [
         "# Transfer of edge-vl-mini checkpoints",
@@ -160,17 +156,19 @@ def write(out: Path, report: dict[str, Any]) -> None:
         "in torch with the same budget per task and scores every test question; PETL: adapters, no "
         "layer skipped; full: every fusion-stack weight, adapters none.",
         "",
-        "| task | model | mode | recipe | accuracy | trainable parameters | steps | measured |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | model | mode | recipe | accuracy | final loss | trainable parameters | steps | measured |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["rows"]:
         trainable = f"{r['trainable_parameters']:,} ({r['trainable_fraction']:.1%})"
         model = f"{r['model']} (`{r['spec']}`)"
         accuracy = f"{r['eval_accuracy']:.4f}"
         recipe = r.get("recipe") or "default"
-        cells = [r["task"], model, r["mode"], recipe, accuracy, trainable, str(r["steps"]), r["date"]]
+        loss = "–" if r.get("final_loss") is None else f"{r['final_loss']:.3f}"
+        cells = [r["task"], model, r["mode"], recipe, accuracy, loss, trainable, str(r["steps"]), r["date"]]
         lines.append("| " + " | ".join(cells) + " |")
     write_text_atomic(out / "transfer.md", "\n".join(lines) + "\n")
+    return report
 
 
 def _recipe(text: str) -> tuple[str, dict[str, float]]:
