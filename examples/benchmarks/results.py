@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
+from transfer import recipe_label  # examples/benchmarks/transfer.py
 from variants import sweep_table  # examples/benchmarks/variants.py
 
 from edge_vl.architectures import InputShape, family_for
@@ -523,7 +524,7 @@ def transfer_section(t: dict[str, Any]) -> list[str]:
     for r in t["rows"]:
         loss = f"{r['final_loss']:.3f}" if r.get("final_loss") is not None else "–"
         trainable = f"{r['trainable_parameters']:,} ({r['trainable_fraction']:.1%})"
-        cells = [r["task"], f"{r['model']} (`{r['spec']}`)", r["mode"], r.get("recipe") or "default",
+        cells = [r["task"], f"{r['model']} (`{r['spec']}`)", r["mode"], recipe_label(r),
                  f"{r['eval_accuracy']:.4f}", loss, trainable, r["date"]]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]

@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 label = " ".join(filter(None, (name, task, mode, recipe)))
                 if key in rows and all(rows[key].get(k) == v for k, v in same.items()):
                     print(f"[{label}] taken from {rows[key]['date']}", flush=True)
+                    rows[key]["changes"] = changes  # same settings, so the same recipe
                     continue
                 config = BuildConfig(
                     model_dir=model_dir, train_data=train, eval_data=evals, out=work / "unused",
@@ -122,7 +123,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )  # fmt: skip
                 result = train_and_score(config, full=mode == "full")
                 rows[key] = {"model": name, "spec": spec, "task": task, "mode": mode, "recipe": recipe,
-                             "date": date, "command": command, **same, **result}  # fmt: skip
+                             "changes": changes, "date": date, "command": command,
+                             **same, **result}  # fmt: skip
                 print(f"[{label}] accuracy {result['eval_accuracy']:.4f}", flush=True)
                 write(args.out, report, rows)  # a crash later on keeps what was measured
     return write(args.out, report, rows)  # also when every row was taken over (a merge)
@@ -144,6 +146,12 @@ def apply_recipe(budget: TrainConfig, changes: dict[str, float]) -> tuple[TrainC
     return train_cfg, AdapterConfig(**{**MeterFamily.default_adapters.to_dict(), **adapters})
 
 
+def recipe_label(row: dict[str, Any]) -> str:
+    """``name (key=value, …)`` of a row's recipe, ``default`` without one."""
+    changes = ", ".join(f"{k}={v:g}" for k, v in (row.get("changes") or {}).items())
+    return f"{row.get('recipe') or 'default'}" + (f" ({changes})" if changes else "")
+
+
 def write(out: Path, report: dict[str, Any], rows: dict[tuple[str, ...], dict[str, Any]]) -> dict[str, Any]:
     """Write ``transfer.json`` and ``transfer.md`` into ``out``; returns the report written."""
     report = {**report, "rows": sorted(rows.values(), key=lambda r: (r["task"], *row_key(r)))}
@@ -163,7 +171,7 @@ def write(out: Path, report: dict[str, Any], rows: dict[tuple[str, ...], dict[st
         trainable = f"{r['trainable_parameters']:,} ({r['trainable_fraction']:.1%})"
         model = f"{r['model']} (`{r['spec']}`)"
         accuracy = f"{r['eval_accuracy']:.4f}"
-        recipe = r.get("recipe") or "default"
+        recipe = recipe_label(r)
         loss = "–" if r.get("final_loss") is None else f"{r['final_loss']:.3f}"
         cells = [r["task"], model, r["mode"], recipe, accuracy, loss, trainable, str(r["steps"]), r["date"]]
         lines.append("| " + " | ".join(cells) + " |")
