@@ -12,6 +12,12 @@ training and 9,673 test questions) and :data:`BUDGETS` on the others. Rows are w
 ``--out/transfer.json`` as they finish; a rerun takes the rows already there with the same
 settings, so a long run can be split (or run as two processes with different ``--model``, one
 thread each, into different ``--out`` and merged with ``--reuse``).
+
+``--recipe NAME=KEY=VALUE,…`` (repeatable) trains variants that change only what they name — adapter
+sizes (``petl_ratio``, ``attention_rank``, …), learning rates, seed — e.g. the PETL seed spread:
+
+    python examples/benchmarks/transfer.py --model shipped=edge-vl-mini --tasks easy-vqa \
+        --recipe seed1=seed=1 --recipe seed2=seed=2
 """
 
 from __future__ import annotations
