@@ -549,8 +549,9 @@ def sweep_section(k: dict[str, Any], spread: dict[str, Any] | None = None) -> li
     if widest:
         name, s = widest
         lines += [f"**Every row is one fine-tune seed.** The same skip set {name} fine-tuned with "
-                  f"{s['n']} seeds spans a std of {s['std']:.2%} (part s): a difference between two "
-                  "rows smaller than that is not evidence that one set is better.", ""]  # fmt: skip
+                  f"{s['n']} seeds has a std of {s['std']:.2%} (part s): a difference between two "
+                  "rows smaller than that is not evidence that one set is better (seeds of other "
+                  "settings: part t).", ""]  # fmt: skip
     runs = k.get("variants_runs") or {}
     if len(runs) > 1:  # a sweep split over runs and merged with --reuse: each row's run, by its date
         lines += ["The rows were measured by these runs (a row's `measured` date in the file names its "
