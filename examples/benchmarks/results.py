@@ -353,7 +353,7 @@ def speed_table(rows: dict[str, dict[str, Any]], *, text_tokens: bool) -> list[s
             f"{r['speedup_vs_torch_eager_full']:.2f}×",
             thr,
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_table_row(cells))
     return lines
 
 
@@ -472,7 +472,7 @@ def processes_section(p: dict[str, Any]) -> list[str]:
     ]
     for r in p["runs"]:
         cells = [r["run"], r["commit"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}"]
-        lines.append("| " + " | ".join([*cells, str(r["skipped"]), f"{r['eval_accuracy']:.4f}"]) + " |")
+        lines.append(_table_row([*cells, str(r["skipped"]), f"{r['eval_accuracy']:.4f}"]))
     return [*lines, ""]
 
 
@@ -496,11 +496,12 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     for r in sorted(spread["runs"], key=lambda r: (str(r["skipped"]), r["seed"])):
-        lines.append(f"| {r['skipped']} | {r['seed']} | {r['eval_accuracy']:.4f} | {r['commit']} |")
+        accuracy = f"{r['eval_accuracy']:.4f}"
+        lines.append(_table_row([str(r["skipped"]), str(r["seed"]), accuracy, r["commit"]]))
     lines += ["", "| skip set | seeds | mean | std |", "|---|---|---|---|"]
     for name, s in spread["by_set"].items():
         std = "–" if s["std"] is None else f"{s['std']:.4f}"
-        lines.append(f"| {name} | {s['n']} | {s['mean']:.4f} | {std} |")
+        lines.append(_table_row([name, str(s["n"]), f"{s['mean']:.4f}", std]))
     return [*lines, ""]
 
 
@@ -526,7 +527,7 @@ def transfer_section(t: dict[str, Any]) -> list[str]:
         trainable = f"{r['trainable_parameters']:,} ({r['trainable_fraction']:.1%})"
         cells = [r["task"], f"{r['model']} (`{r['spec']}`)", r["mode"], recipe_label(r),
                  f"{r['eval_accuracy']:.4f}", loss, trainable, r["date"]]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_table_row(cells))
     return [*lines, ""]
 
 
@@ -576,9 +577,14 @@ def sweep_section(k: dict[str, Any], spread: dict[str, Any] | None = None) -> li
         cells = [str(t["k"]), str(t["das_set"]), _pct(t["das_eval_accuracy"]),
                  _pct(t["das_retained_macs_fraction"], 1),
                  f"{das['median']:.2f} ({das['p10']:.2f}–{das['p90']:.2f})", *random_cells]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(_table_row(cells))
     return [*lines, "", "![accuracy against MACs by k](sweep_accuracy_macs.svg)", "",
             "![accuracy against latency by k](sweep_accuracy_latency.svg)", ""]  # fmt: skip
+
+
+def _table_row(cells: list[str]) -> str:
+    """One Markdown table row."""
+    return "| " + " | ".join(cells) + " |"
 
 
 def _pct(value: float | None, digits: int = 2) -> str:
