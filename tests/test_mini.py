@@ -66,6 +66,20 @@ def test_checkpoint_stores_only_what_edge_vl_trains(tmp_path: Path):
     assert torch.equal(dict(reloaded.named_parameters())["fusion.0.output.dense.weight"], fusion)
 
 
+def test_fusion_layers_start_as_the_text_encoders_layers(tmp_path: Path):
+    with quiet_transformers():
+        family_for("edge_vl_mini").random_checkpoint(tmp_path / "m", vocab=VOCAB, labels=["a", "b"])
+        model = EdgeVLMiniModel.from_pretrained(tmp_path / "m")
+    text = model.text_encoder.encoder.layer[1].state_dict()
+    assert not torch.equal(model.fusion[1].state_dict()["output.dense.weight"], text["output.dense.weight"])
+    model.init_fusion_from_text_encoder()
+    fusion = model.fusion[1].state_dict()
+    assert all(torch.equal(fusion[k], v) for k, v in text.items())
+    model.config.intermediate_size *= 2  # a fusion FFN wider than the text layers' cannot take them
+    with pytest.raises(ValueError, match="intermediate_size"):
+        model.init_fusion_from_text_encoder()
+
+
 HELDOUT = Path(__file__).parent / "data" / "emoji-heldout"
 #: ITM accuracy the shipped checkpoint must reach on the 150 shipped held-out emoji it never saw in
 #: pretraining (chance 0.5), with random negatives and with half of them from the same

@@ -159,6 +159,21 @@ class EdgeVLMiniModel(PreTrainedModel):
             raise RuntimeError(f"MiniLM weights lack {missing[:5]}…")
         self.vision_encoder.load_imagenet_weights()
 
+    def init_fusion_from_text_encoder(self) -> None:
+        """Initialise fusion layer i with the text encoder's layer i, as ALBEF starts its fusion layers
+        from BERT's (Li et al., 2021, §3.1): attention and FFNs that already work on text. Needs as many
+        text layers and the same FFN width (MiniLM: ``intermediate_size=1536``)."""
+        text_layers = self.text_encoder.encoder.layer
+        width = self.config.text_config["intermediate_size"]
+        if len(text_layers) < len(self.fusion) or self.config.intermediate_size != width:
+            raise ValueError(
+                f"fusion layers from the text encoder need ≥ {len(self.fusion)} text layers and "
+                f"intermediate_size {width} "
+                f"(got {len(text_layers)} layers, {self.config.intermediate_size})"
+            )
+        for fusion, text in zip(self.fusion, text_layers, strict=False):
+            fusion.load_state_dict(text.state_dict())
+
     def save_trained_parts(
         self, out_dir: str | Path, *, dtype: torch.dtype | None = None, **kwargs: Any
     ) -> None:

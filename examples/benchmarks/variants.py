@@ -107,12 +107,24 @@ def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any
     if not full:
         trainable = family.active_trainable_parameters(model)
     loop = TrainLoop(family, model, prep.train_data, train)
-    summary = loop.run(progress=False)
-    acc = accuracy(predict_logits(family, model, prep.eval_data), prep.eval_data.labels)
+    summary = loop.run(progress=True)  # a loss line at every tenth of the run (logs show stalls)
+    logits = predict_logits(family, model, prep.eval_data)
+    acc = accuracy(logits, prep.eval_data.labels)
     total = sum(p.numel() for p in model.parameters())
     return {"eval_accuracy": acc, "trainable_parameters": trainable, "trainable_fraction": trainable / total,
             "steps": loop.step, "final_loss": summary.final_loss,
+            "accuracy_by_answer": accuracy_by_answer(logits, prep.eval_data.labels, prep.labels),
             "seconds": round(time.perf_counter() - started)}  # fmt: skip
+
+
+def accuracy_by_answer(logits: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """Accuracy on the eval rows of each true answer (which questions a variant gets wrong)."""
+    right = logits.argmax(-1) == labels
+    return {
+        name: round(float(right[labels == i].float().mean()), 4)
+        for i, name in enumerate(names)
+        if bool((labels == i).any())
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -265,17 +265,6 @@ def evaluate(model, tensors: Tensors, concepts, *, seed: int = 1) -> dict[str, f
     return out
 
 
-def start_fusion_from_text_layers(model) -> None:
-    """Initialise fusion layer i with MiniLM's layer i, as ALBEF and METER start their fusion layers
-    from a pretrained language model's: attention and FFNs that already work on text, so pretraining
-    only has to teach the image side."""
-    text_layers = model.text_encoder.encoder.layer
-    if len(text_layers) < len(model.fusion):
-        raise SystemExit("--fusion-from-text needs at least as many text-encoder layers as fusion layers")
-    for fusion, text in zip(model.fusion, text_layers, strict=False):
-        fusion.load_state_dict(text.state_dict())
-
-
 def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
     from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
 
@@ -293,7 +282,7 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
         model = EdgeVLMiniModel(EdgeVLMiniConfig(num_labels=2, intermediate_size=args.fusion_intermediate))
         model.load_pretrained_encoders()
         if args.fusion_from_text:
-            start_fusion_from_text_layers(model)
+            model.init_fusion_from_text_encoder()
     train_t, held_t = Tensors(model, train, args.cache, echo), Tensors(model, held, args.cache, echo)
     if args.evaluate:
         return {"checkpoint": str(args.evaluate), "heldout": evaluate(model, held_t, held)}
@@ -329,6 +318,8 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
                 f"hard {scores['hard']:.3f}, random {scores['random']:.3f}, same-subcategory "
                 f"{scores['same_subcategory']:.3f}  ({history[-1]['seconds']} s)"
             )
+    if not history:  # --steps 0: the initial stack (e.g. MiniLM's layers), scored as a control
+        history.append({"step": 0, **evaluate(model, held_t, held), "seconds": 0})
     return {
         "model": model,
         "history": history,
