@@ -134,3 +134,17 @@ def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results
         results_script.seed_spread_section({**spread, "runs": runs, "measured": "D", "command": "C"})
     )
     assert "| [3, 4] | 2 | 0.8500 | abc |" in section and "| [3, 4] | 3 | 0.8000 | 0.0500 |" in section
+
+
+def test_rows_name_the_answers_a_variant_gets_wrong(variants, results_script):
+    import torch
+
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    logits = torch.tensor([[1.0, 0], [0, 1], [0, 1], [0, 1], [1, 0]])
+    by_answer = variants.accuracy_by_answer(logits, labels, ["yes", "no", "red"])
+    assert by_answer == {"yes": 0.5, "no": 0.6667}  # "red" has no test question
+    row = {"task": "t", "model": "m", "spec": "s", "mode": "petl", "eval_accuracy": 0.6,
+           "trainable_parameters": 10, "trainable_fraction": 0.1, "date": "D", "command": "C",
+           "accuracy_by_answer": by_answer}  # fmt: skip
+    section = "\n".join(results_script.transfer_section({"command": "C", "date": "D", "rows": [row]}))
+    assert "| yes 0.50, no 0.67 |" in section

@@ -513,20 +513,24 @@ def transfer_section(t: dict[str, Any]) -> list[str]:
         "Each row trains in torch with the task's budget (easy-vqa: the demo's, all 9,673 test questions; "
         "digits: `examples/benchmarks/tasks.py`) and one seed unless the recipe names another. PETL: "
         "adapters, no layer skipped; full: every fusion-stack weight (no adapters). A recipe changes "
-        "only what it names (`transfer.py --recipe`). Final loss: mean training loss of the last "
-        "steps. The rows were measured by these runs (a row's date names its run) and merged with "
+        "only what it names (`transfer.py --recipe`). Weakest answers: the three answers with the "
+        "lowest accuracy among the test questions that have them (rows measured since they are "
+        "recorded). Final loss: mean training loss of the last steps. The rows were measured by "
+        "these runs (a row's date names its run) and merged with "
         f"`--reuse` by `{t['command']}` ({t['date']}):",
         "",
         *sorted({f"- {r['date']}: `{r['command']}`" for r in t["rows"] if r.get("command")}),
         "",
-        "| task | model | mode | recipe | accuracy | final loss | trainable | measured |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | model | mode | recipe | accuracy | weakest answers | final loss | trainable | measured |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in t["rows"]:
         loss = f"{r['final_loss']:.3f}" if r.get("final_loss") is not None else "–"
         trainable = f"{r['trainable_parameters']:,} ({r['trainable_fraction']:.1%})"
+        weakest = sorted((r.get("accuracy_by_answer") or {}).items(), key=lambda item: item[1])[:3]
         cells = [r["task"], f"{r['model']} (`{r['spec']}`)", r["mode"], recipe_label(r),
-                 f"{r['eval_accuracy']:.4f}", loss, trainable, r["date"]]  # fmt: skip
+                 f"{r['eval_accuracy']:.4f}", ", ".join(f"{a} {v:.2f}" for a, v in weakest) or "–",
+                 loss, trainable, r["date"]]  # fmt: skip
         lines.append(_table_row(cells))
     return [*lines, ""]
 
