@@ -309,6 +309,9 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
         out["loss"].backward()
         optimizer.step()
         schedule.step()
+        if step % 25 == 0 and step % args.eval_every:  # a sign of life between evaluations
+            rate = (time.perf_counter() - t0) / step
+            echo(f"step {step}/{args.steps}  loss {float(out['loss']):.3f}  ({rate:.1f} s/step)")
         if step % args.eval_every == 0 or step == args.steps:
             scores = evaluate(model, held_t, held)
             losses = {k: out[k] for k in ("itc", "itm", "mlm") if k in out}
@@ -330,6 +333,7 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # progress lines reach a redirected log as they come
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None, help="checkpoint directory to write")
     p.add_argument(
