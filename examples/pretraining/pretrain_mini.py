@@ -369,6 +369,9 @@ def main() -> None:
         help="instead of training, copy 150 held-out emoji (PNGs and names) to DIR for the checkpoint test",
     )
     args = p.parse_args()
+    if args.fusion_from_text and args.fusion_intermediate != 1536 and not args.evaluate:
+        p.error("--fusion-from-text takes MiniLM's layers, whose FFN is 1536 wide: pass "
+                "--fusion-intermediate 1536 or --no-fusion-from-text")  # fmt: skip
     if args.export_heldout is not None:
         root = data.install(args.cache)
         _, held = data.split(
