@@ -148,3 +148,15 @@ def test_rows_name_the_answers_a_variant_gets_wrong(variants, results_script):
            "accuracy_by_answer": by_answer}  # fmt: skip
     section = "\n".join(results_script.transfer_section({"command": "C", "date": "D", "rows": [row]}))
     assert "| yes 0.50, no 0.67 |" in section
+
+
+def test_question_templates_show_questions_answered_from_the_prior(variants):
+    import torch
+
+    names = ["no", "red", "yes"]
+    texts = ["is there a red shape?", "is there a red shape?", "is there a red shape?", "what color?"]
+    labels = torch.tensor([0, 0, 2, 1])
+    logits = torch.tensor([[1.0, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]])  # always "no" to the template
+    by_question = variants.accuracy_by_question(logits, labels, names, texts)
+    assert by_question["is there a <answer> shape?"] == {"n": 3, "accuracy": 0.6667, "majority_share": 0.6667}
+    assert by_question["what color?"] == {"n": 1, "accuracy": 1.0, "majority_share": 1.0}

@@ -23,6 +23,7 @@ import json
 import math
 import platform
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -86,8 +87,9 @@ def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any
     from edge_vl.build import load_adapted
 
     started = time.perf_counter()
+    data = read_data(config)
     with tempfile.TemporaryDirectory() as work:
-        prep = prepare(config, read_data(config), Path(work), print)
+        prep = prepare(config, data, Path(work), print)
     family = prep.family
     train = config.train
     if full:
@@ -114,7 +116,30 @@ def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any
     return {"eval_accuracy": acc, "trainable_parameters": trainable, "trainable_fraction": trainable / total,
             "steps": loop.step, "final_loss": summary.final_loss,
             "accuracy_by_answer": accuracy_by_answer(logits, prep.eval_data.labels, prep.labels),
+            "accuracy_by_question": accuracy_by_question(
+                logits, prep.eval_data.labels, prep.labels, [e.text for e in data.evals]),
             "seconds": round(time.perf_counter() - started)}  # fmt: skip
+
+
+def accuracy_by_question(
+    logits: torch.Tensor, labels: torch.Tensor, names: list[str], texts: list[str]
+) -> dict[str, dict[str, float]]:
+    """Accuracy per question template (the question with every answer word as ``<answer>``), next
+    to the share of the template's most common answer: a template answered at that share is
+    answered from the prior, without looking at the picture."""
+    words = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names), key=len, reverse=True)) + r")\b")
+    right = (logits.argmax(-1) == labels).tolist()
+    groups: dict[str, list[tuple[bool, int]]] = {}
+    for text, ok, label in zip(texts, right, labels.tolist(), strict=True):
+        groups.setdefault(words.sub("<answer>", text), []).append((ok, label))
+    return {
+        template: {
+            "n": len(rows),
+            "accuracy": round(sum(ok for ok, _ in rows) / len(rows), 4),
+            "majority_share": round(Counter(label for _, label in rows).most_common(1)[0][1] / len(rows), 4),
+        }
+        for template, rows in sorted(groups.items())
+    }
 
 
 def accuracy_by_answer(logits: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict[str, float]:
