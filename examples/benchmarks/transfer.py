@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         measured = json.loads(path.read_text())
         # a row measured before rows named their command was measured by its file's command
         its_command = " ".join(map(portable, measured["command"].split()))
-        rows.update({row_key(r): {"command": its_command, **r} for r in measured["rows"]})
+        rows.update(
+            {row_key(r): {"command": its_command, **r, "spec": portable(r["spec"])} for r in measured["rows"]}
+        )
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["python examples/benchmarks/transfer.py", *map(portable, sys.argv[1:])])
     report = {
@@ -128,8 +130,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     train=train_cfg, adapters=adapters, skip_layers=[], progress=False,
                 )  # fmt: skip
                 result = train_and_score(config, full=mode == "full")
-                rows[key] = {"model": name, "spec": spec, "task": task, "mode": mode, "recipe": recipe,
-                             "changes": changes, "date": date, "command": command,
+                rows[key] = {"model": name, "spec": portable(spec), "task": task, "mode": mode,
+                             "recipe": recipe, "changes": changes, "date": date, "command": command,
                              **same, **result}  # fmt: skip
                 print(f"[{label}] accuracy {result['eval_accuracy']:.4f}", flush=True)
                 write(args.out, report, rows)  # a crash later on keeps what was measured
