@@ -48,3 +48,4 @@ def test_recorded_commands_name_no_machine_folders(transfer):
     assert transfer.portable(inside) == "examples/benchmarks/results/transfer"
     assert transfer.portable("/tmp/run7/out") == "<scratch>/run7/out"
     assert transfer.portable("--quick") == "--quick" and transfer.portable("a=random") == "a=random"
+    assert transfer.portable("new=/tmp/ck/textinit") == "new=<scratch>/ck/textinit"

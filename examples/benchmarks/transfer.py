@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         measured = json.loads(path.read_text())
         # a row measured before rows named their command was measured by its file's command
         its_command = " ".join(map(portable, measured["command"].split()))
-        rows.update(
-            {row_key(r): {"command": its_command, **r, "spec": portable(r["spec"])} for r in measured["rows"]}
-        )
+        for r in measured["rows"]:
+            command = " ".join(map(portable, r.get("command", its_command).split()))
+            rows[row_key(r)] = {**r, "command": command, "spec": portable(r["spec"])}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     command = " ".join(["python examples/benchmarks/transfer.py", *map(portable, sys.argv[1:])])
     report = {

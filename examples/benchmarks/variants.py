@@ -52,7 +52,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def portable(arg: str) -> str:
     """A command-line argument as results record it: paths inside the repository relative to it,
-    other absolute paths as ``<scratch>/…`` (results name no machine's folders)."""
+    other absolute paths as ``<scratch>/…`` (results name no machine's folders); also the path of
+    a ``NAME=PATH`` argument."""
+    name, sep, value = arg.rpartition("=")
+    if sep and value.startswith("/"):
+        return f"{name}={portable(value)}"
     if not arg.startswith("/"):
         return arg
     path = Path(arg).resolve()
