@@ -52,7 +52,7 @@ import torch
 from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
 from transfer import recipe_label  # examples/benchmarks/transfer.py
-from variants import sweep_table  # examples/benchmarks/variants.py
+from variants import portable, sweep_table  # examples/benchmarks/variants.py
 
 from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers
@@ -238,7 +238,7 @@ def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
     manifest = read_bundle(bundle).data
     compare = compare_with_torch(bundle, runs=runs, source=model)
     return {
-        "bundle": _repo_relative(bundle),
+        "bundle": portable(str(Path(bundle).resolve())),
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "eval_examples": manifest["metrics"]["eval_examples"],
         "skipped": manifest["architecture"]["skipped"],
@@ -629,13 +629,6 @@ def plots(results: dict[str, Any], out: Path) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _repo_relative(path: Path) -> str:
-    """``path`` relative to the repository when it lies inside it: results name no machine folders."""
-    resolved = Path(path).resolve()
-    repo = HERE.parents[1].resolve()
-    return str(resolved.relative_to(repo)) if resolved.is_relative_to(repo) else str(path)
 
 
 def _measured(part: dict[str, Any]) -> str:
