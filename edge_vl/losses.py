@@ -3,6 +3,10 @@
 - ``cross-entropy`` (default): softmax cross-entropy; the bundle's scores are softmax probabilities.
 - ``vqa-bce``: the VQA loss of ViLT/METER and of the DAS paper, BCE × num_labels on answer scores
   (one-hot here); scores are per-label sigmoids.
+- ``focal``: softmax cross-entropy weighted by ``(1 − p_true)^2`` (Lin et al., 2017, "Focal Loss for
+  Dense Object Detection", eq. 5, γ = 2); scores are softmax probabilities. Questions the prior
+  already answers weigh little, so a minority answer of a lopsided question kind is not drowned
+  out (beyond the paper; an option, not the default).
 
 Knowing deviation from the paper (whose ViLT/METER VQA loss is BCE × number of answers): edge-vl data have
 exactly one answer per row, and with one-hot BCE the rare answers learn far slower than with
@@ -33,10 +37,17 @@ def vqa_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
 
 
+def focal(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+    """Focal loss: per-row cross-entropy × ``(1 − p_true) ** gamma``, averaged."""
+    ce = F.cross_entropy(logits, targets, reduction="none")
+    return ((1 - torch.exp(-ce)) ** gamma * ce).mean()
+
+
 #: loss name → (loss function, how the runtime turns logits into scores)
 LOSSES: dict[str, tuple[LossFn, str]] = {
     "cross-entropy": (cross_entropy, "softmax"),
     "vqa-bce": (vqa_bce, "sigmoid"),
+    "focal": (focal, "softmax"),
 }
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from edge_vl import Predictor, read_bundle
 from edge_vl.cli import cli
 from edge_vl.data import read_examples
-from edge_vl.losses import cross_entropy, score_kind, task_loss, vqa_bce
+from edge_vl.losses import LOSSES, cross_entropy, focal, score_kind, task_loss, vqa_bce
 from tests.conftest import build_args
 
 
@@ -29,7 +29,25 @@ def test_losses_equal_hand_computations():
         task_loss("hinge")
 
 
-@pytest.mark.parametrize(("loss", "kind"), [("cross-entropy", "softmax"), ("vqa-bce", "sigmoid")])
+def test_focal_loss_weighs_rows_by_how_wrong_they_are():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]])
+    target = torch.tensor([0, 0])  # the first row mostly right, the second badly wrong
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    p = torch.exp(-ce)
+    assert focal(logits, target).item() == pytest.approx(((1 - p) ** 2 * ce).mean().item())
+    # the well-classified row contributes far less than under cross-entropy
+    assert focal(logits[:1], target[:1]) < 0.1 * cross_entropy(logits[:1], target[:1])
+    assert focal(logits, target, gamma=0.0).item() == pytest.approx(cross_entropy(logits, target).item())
+
+
+def test_the_cli_offers_every_loss():
+    loss_option = next(p for p in cli.commands["build"].params if p.name == "loss")
+    assert list(loss_option.type.choices) == list(LOSSES)
+
+
+@pytest.mark.parametrize(
+    ("loss", "kind"), [("cross-entropy", "softmax"), ("vqa-bce", "sigmoid"), ("focal", "softmax")]
+)
 def test_bundle_scores_follow_the_training_loss(loss, kind, tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
     result = CliRunner().invoke(

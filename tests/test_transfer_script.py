@@ -22,10 +22,18 @@ def transfer():
 
 def test_command_line_reads_quick_and_recipes(transfer):
     args = transfer.parser().parse_args(
-        ["--model", "a=random", "--quick", "--recipe", "wide=petl_ratio=0.375,lr=5e-4", "--recipe", "base="]
-    )
+        ["--model", "a=random", "--quick", "--recipe", "wide=petl_ratio=0.375,lr=5e-4", "--recipe", "base=",
+         "--recipe", "f=loss=focal"]
+    )  # fmt: skip
     assert args.quick
-    assert args.recipe == [("wide", {"petl_ratio": 0.375, "lr": 5e-4}), ("base", {})]
+    assert args.recipe == [
+        ("wide", {"petl_ratio": 0.375, "lr": 5e-4}),
+        ("base", {}),
+        ("f", {"loss": "focal"}),
+    ]
+    assert transfer.recipe_label({"recipe": "f", "changes": {"loss": "focal", "lr": 5e-4}}) == (
+        "f (loss=focal, lr=0.0005)"
+    )
 
 
 def test_recipe_changes_only_what_it_names(transfer):

@@ -169,11 +169,12 @@ train_options = combine(
     ),
     click.option(
         "--loss",
-        type=click.Choice(["cross-entropy", "vqa-bce"]),
+        type=click.Choice(["cross-entropy", "vqa-bce", "focal"]),  # edge_vl.losses.LOSSES (no torch here)
         default="cross-entropy",
         show_default=True,
         help="Task loss. vqa-bce is the DAS paper's (BCE x labels, sigmoid scores); cross-entropy "
-        "learns rare answers much faster on single-answer data.",
+        "learns rare answers much faster on single-answer data; focal down-weights rows the model "
+        "already gets right (Lin et al., 2017).",
     ),
     click.option(
         "--prompts",

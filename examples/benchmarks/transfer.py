@@ -59,7 +59,7 @@ QUICK = {
 #: keys a ``--recipe`` may set: fields of the adapter config or of the training config
 RECIPE_KEYS = {
     **{k: "adapters" for k in AdapterConfig.__dataclass_fields__},
-    **{k: "train" for k in ("lr", "head_lr_mult", "weight_decay", "warmup_ratio", "seed")},
+    **{k: "train" for k in ("lr", "head_lr_mult", "weight_decay", "warmup_ratio", "seed", "loss")},
 }
 
 
@@ -156,7 +156,9 @@ def apply_recipe(budget: TrainConfig, changes: dict[str, float]) -> tuple[TrainC
 
 def recipe_label(row: dict[str, Any]) -> str:
     """``name (key=value, …)`` of a row's recipe, ``default`` without one."""
-    changes = ", ".join(f"{k}={v:g}" for k, v in (row.get("changes") or {}).items())
+    changes = ", ".join(
+        f"{k}={v}" if isinstance(v, str) else f"{k}={v:g}" for k, v in (row.get("changes") or {}).items()
+    )
     return f"{row.get('recipe') or 'default'}" + (f" ({changes})" if changes else "")
 
 
@@ -187,16 +189,19 @@ def write(out: Path, report: dict[str, Any], rows: dict[tuple[str, ...], dict[st
     return report
 
 
-def _recipe(text: str) -> tuple[str, dict[str, float]]:
+def _recipe(text: str) -> tuple[str, dict[str, float | str]]:
     """``NAME=key=value,key=value`` → (NAME, {key: value}); keys from :data:`RECIPE_KEYS`."""
     name, _, body = text.partition("=")
-    changes: dict[str, float] = {}
+    changes: dict[str, float | str] = {}
     for item in filter(None, body.split(",")):
         key, _, value = item.partition("=")
         if key not in RECIPE_KEYS or not value:
             expected = f"expected KEY=VALUE with KEY one of {sorted(RECIPE_KEYS)}"
             raise argparse.ArgumentTypeError(f"{item!r}: {expected}")
-        changes[key] = int(value) if key in ("attention_rank", "seed") else float(value)
+        if key == "loss":  # a name from edge_vl.losses
+            changes[key] = value
+        else:
+            changes[key] = int(value) if key in ("attention_rank", "seed") else float(value)
     return name, changes
 
 
