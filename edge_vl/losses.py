@@ -6,7 +6,8 @@
 - ``focal``: softmax cross-entropy weighted by ``(1 − p_true)^2`` (Lin et al., 2017, "Focal Loss for
   Dense Object Detection", eq. 5, γ = 2); scores are softmax probabilities. Questions the prior
   already answers weigh little, so a minority answer of a lopsided question kind is not drowned
-  out (beyond the paper; an option, not the default).
+  out (beyond the paper; an option, not the default). The DAS search's rewards exp(−loss) then use
+  it too, on a smaller scale than cross-entropy's; not measured there yet.
 
 Knowing deviation from the paper (whose ViLT/METER VQA loss is BCE × number of answers): edge-vl data have
 exactly one answer per row, and with one-hot BCE the rare answers learn far slower than with
