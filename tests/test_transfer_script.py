@@ -57,3 +57,9 @@ def test_recorded_commands_name_no_machine_folders(transfer):
     assert transfer.portable("/tmp/run7/out") == "<scratch>/run7/out"
     assert transfer.portable("--quick") == "--quick" and transfer.portable("a=random") == "a=random"
     assert transfer.portable("new=/tmp/ck/textinit") == "new=<scratch>/ck/textinit"
+
+
+def test_unknown_loss_in_a_recipe_is_refused(transfer, capsys):
+    with pytest.raises(SystemExit):
+        transfer.parser().parse_args(["--model", "a=random", "--recipe", "x=loss=hinge"])
+    assert "loss must be one of" in capsys.readouterr().err

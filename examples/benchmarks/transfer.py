@@ -39,6 +39,7 @@ from edge_vl.build import BuildConfig, package_versions, resolve_model_dir
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import sha256_file, write_text_atomic
 from edge_vl.finetune import TrainConfig
+from edge_vl.losses import LOSSES
 from edge_vl.runtime.cpu import cpu_name
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -199,6 +200,8 @@ def _recipe(text: str) -> tuple[str, dict[str, float | str]]:
             expected = f"expected KEY=VALUE with KEY one of {sorted(RECIPE_KEYS)}"
             raise argparse.ArgumentTypeError(f"{item!r}: {expected}")
         if key == "loss":  # a name from edge_vl.losses
+            if value not in LOSSES:
+                raise argparse.ArgumentTypeError(f"{item!r}: loss must be one of {sorted(LOSSES)}")
             changes[key] = value
         else:
             changes[key] = int(value) if key in ("attention_rank", "seed") else float(value)
