@@ -95,13 +95,13 @@ def heldout() -> list[mini_data.Concept]:
     return concepts
 
 
-def test_shipped_checkpoint_matches_unseen_emoji_with_their_names(heldout):
+def test_shipped_checkpoint_matches_unseen_emoji_with_their_names(shipped_model_and_tensors, heldout):
     """The shipped edge-vl-mini is a real vision-language model: on emoji concepts held out of its
     pretraining it tells matching from non-matching image–name pairs far above chance, while the
     same model with freshly initialised fusion layers is at chance (so the test can fail)."""
-    with quiet_transformers():
-        model = EdgeVLMiniModel.from_pretrained(resolve_model_dir("edge-vl-mini"))
-    tensors = pretrain_mini.Tensors(model, heldout, cache=None, echo=lambda _: None)
+    import copy
+
+    model, tensors = copy.deepcopy(shipped_model_and_tensors[0]), shipped_model_and_tensors[1]
     trained = pretrain_mini.evaluate(model, tensors, heldout)
     assert all(trained[k] >= v for k, v in SHIPPED_ITM_THRESHOLDS.items()), trained
 
@@ -111,3 +111,55 @@ def test_shipped_checkpoint_matches_unseen_emoji_with_their_names(heldout):
     model.itm_head.apply(model._init_weights)
     control = pretrain_mini.evaluate(model, tensors, heldout)
     assert abs(control["random"] - 0.5) < 0.1, control
+
+
+@pytest.fixture(scope="module")
+def shipped_model_and_tensors(heldout):
+    """The shipped model and the encoder outputs of the held-out emoji (computed once)."""
+    with quiet_transformers():
+        model = EdgeVLMiniModel.from_pretrained(resolve_model_dir("edge-vl-mini"))
+    return model, pretrain_mini.Tensors(model, heldout, cache=None, echo=lambda _: None)
+
+
+def _pretraining_run(model, data, state: Path | None, *, stop_at: int | None = None, lr: float = 1e-4):
+    """Four pretraining steps of a copy of ``model`` on ``data`` (tensors, concepts), evaluating
+    (and saving state) every two; ``stop_at`` kills the run at that step's evaluation, before
+    its state is saved."""
+    import argparse
+    import copy
+
+    model = copy.deepcopy(model)
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(model.NOT_STORED))
+    heads = pretrain_mini.ContrastHeads(model.config.hidden_size, model.config.text_config["hidden_size"])
+    mlm = pretrain_mini.MaskedWords(model.config.hidden_size, model.config.text_config["vocab_size"])
+    args = argparse.Namespace(steps=4, batch_size=8, lr=lr, seed=0, mlm=True, eval_every=2, state=state,
+                              fusion_intermediate=model.config.intermediate_size,
+                              itm_negatives="balanced", fusion_from_text=False)  # fmt: skip
+
+    def echo(line: str) -> None:
+        if stop_at is not None and line.startswith(f"step {stop_at}/4  itc"):
+            raise KeyboardInterrupt
+
+    return model, pretrain_mini.run_steps(model, heads, mlm, data, data, args, echo)
+
+
+def test_killed_pretraining_resumes_where_its_state_was_saved(shipped_model_and_tensors, heldout, tmp_path):
+    """A run killed after step 3 and rerun continues from step 2's saved state and ends with the
+    weights and history of a run that was never interrupted; other settings refuse the state."""
+    model, concepts = shipped_model_and_tensors[0], heldout[:40]  # a few concepts: the test is about state
+    data = pretrain_mini.Tensors(model, concepts, cache=None, echo=lambda _: None), concepts
+    straight, history = _pretraining_run(model, data, None)
+    state = tmp_path / "state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        _pretraining_run(model, data, state, stop_at=4)
+    assert torch.load(state, weights_only=True)["step"] == 2
+    resumed, resumed_history = _pretraining_run(model, data, state)
+    assert [h["step"] for h in resumed_history] == [2, 4]
+    assert [h["hard"] for h in resumed_history] == [h["hard"] for h in history]
+    for (name, a), b in zip(straight.named_parameters(), resumed.parameters(), strict=True):
+        if a.requires_grad:
+            torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(SystemExit, match="lr"):
+        _pretraining_run(model, data, state, lr=2e-4)

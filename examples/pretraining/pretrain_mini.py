@@ -14,8 +14,9 @@ masked-language modelling of the captions through the fusion layers (ALBEF's MLM
 runs on the masked caption).
 
 The checkpoint (fusion weights in fp16), its ``pretrain_report.json`` and a README with the data's
-licences are written atomically to ``--out``. ``--evaluate DIR`` only scores a checkpoint on the
-held-out concepts.
+licences are written atomically to ``--out``. The training state is saved at every evaluation
+(``--state``); a killed run, rerun with the same command, continues where it was saved.
+``--evaluate DIR`` only scores a checkpoint on the held-out concepts.
 """
 
 from __future__ import annotations
@@ -270,7 +271,6 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
     root = data.install(args.cache)
     train, held = data.split(
         data.emoji_concepts(root), data.icon_concepts(root, seed=args.seed), seed=args.seed
@@ -290,6 +290,29 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
         p.requires_grad_(not name.startswith(model.NOT_STORED))
     heads = ContrastHeads(model.config.hidden_size, model.config.text_config["hidden_size"])
     mlm = MaskedWords(model.config.hidden_size, model.config.text_config["vocab_size"]) if args.mlm else None
+    history = run_steps(model, heads, mlm, (train_t, train), (held_t, held), args, echo)
+    if not history:  # --steps 0: the initial stack (e.g. MiniLM's layers), scored as a control
+        history.append({"step": 0, **evaluate(model, held_t, held), "seconds": 0})
+    return {
+        "model": model,
+        "history": history,
+        "seconds": round(time.perf_counter() - started),
+        "train": data.summary(train),
+        "heldout": data.summary(held),
+    }
+
+
+#: settings a saved training state must share with the run that resumes it
+RESUME_KEYS = ("steps", "batch_size", "lr", "seed", "mlm", "fusion_intermediate", "itm_negatives",
+               "fusion_from_text")  # fmt: skip
+
+
+def run_steps(model, heads, mlm, training, heldout, args: argparse.Namespace, echo=print) -> list[dict]:
+    """The optimisation loop; returns the evaluation history. With ``args.state`` set, the whole
+    training state (weights, optimiser, schedule, random generators, history) is written there
+    atomically at every evaluation, and a rerun with the same settings continues from it."""
+    (train_t, train), (held_t, held) = training, heldout
+    rng = random.Random(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     extra = [*heads.parameters(), *(mlm.parameters() if mlm else [])]
     params = [p for p in [*model.parameters(), *extra] if p.requires_grad]
@@ -299,9 +322,28 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
         optimizer,
         lambda s: (s + 1) / warmup if s < warmup else max(0.0, (args.steps - s) / (args.steps - warmup)),
     )
-    history, t0 = [], time.perf_counter()
+    modules = {"model": model, "heads": heads, **({"mlm": mlm} if mlm else {})}
+    history, done, elapsed = [], 0, 0.0
+    state_file = getattr(args, "state", None)
+    if state_file is not None and Path(state_file).is_file():
+        saved = torch.load(state_file, weights_only=True)
+        settings = {k: getattr(args, k) for k in RESUME_KEYS}
+        if saved["settings"] != settings:
+            differ = sorted(k for k in RESUME_KEYS if saved["settings"].get(k) != settings[k])
+            raise SystemExit(f"{state_file}: saved by a run with other settings ({', '.join(differ)}); "
+                             "rerun with those or delete the file to start afresh")  # fmt: skip
+        for name, module in modules.items():
+            module.load_state_dict(saved[name], strict=name != "model")  # model: trained parts only
+        optimizer.load_state_dict(saved["optimizer"])
+        schedule.load_state_dict(saved["schedule"])
+        rng.setstate(saved["rng"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        history, done, elapsed = saved["history"], saved["step"], saved["seconds"]
+        echo(f"resumed from {state_file} at step {done}/{args.steps}")
+    t0 = time.perf_counter() - elapsed
     model.train()
-    for step in range(1, args.steps + 1):
+    for step in range(done + 1, args.steps + 1):
         out = training_step(
             model, heads, train_t, train, rng, args.batch_size, mlm, generator, args.itm_negatives
         )
@@ -321,15 +363,25 @@ def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
                 f"hard {scores['hard']:.3f}, random {scores['random']:.3f}, same-subcategory "
                 f"{scores['same_subcategory']:.3f}  ({history[-1]['seconds']} s)"
             )
-    if not history:  # --steps 0: the initial stack (e.g. MiniLM's layers), scored as a control
-        history.append({"step": 0, **evaluate(model, held_t, held), "seconds": 0})
-    return {
-        "model": model,
-        "history": history,
-        "seconds": round(time.perf_counter() - started),
-        "train": data.summary(train),
-        "heldout": data.summary(held),
-    }
+            if state_file is not None:
+                trained = {n: {k: v for k, v in m.state_dict().items() if not k.startswith(model.NOT_STORED)}
+                           if n == "model" else m.state_dict() for n, m in modules.items()}  # fmt: skip
+                save_state(Path(state_file), {
+                    **trained, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "rng": rng.getstate(), "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "step": step,
+                    "seconds": time.perf_counter() - t0,
+                    "settings": {k: getattr(args, k) for k in RESUME_KEYS},
+                })  # fmt: skip
+    return history
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, renamed into place (never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+        torch.save(state, tmp.name)
+    Path(tmp.name).replace(path)
 
 
 def main() -> None:
@@ -359,6 +411,14 @@ def main() -> None:
         help="initialise the fusion layers from MiniLM's layers (needs --fusion-intermediate 1536)",
     )
     p.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="training state, saved at every evaluation; a rerun with the same settings resumes from it "
+        "(default: in --cache, named by the settings; removed once the checkpoint is written)",
+    )
+    p.add_argument(
         "--evaluate", type=Path, default=None, help="only score this checkpoint on the held-out concepts"
     )
     p.add_argument(
@@ -379,12 +439,18 @@ def main() -> None:
         )
         print(f"wrote {data.export_heldout(held, args.export_heldout)}")
         return
+    if args.state is None and not args.evaluate:
+        key = hashlib.sha256(json.dumps({k: getattr(args, k) for k in RESUME_KEYS}).encode()).hexdigest()
+        args.state = args.cache / f"state-{key[:16]}.pt"
+        print(f"training state: {args.state} (a rerun of this command resumes from it)")
     result = pretrain(args)
     if args.evaluate or args.out is None:
         print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=1))
         return
     command = shlex.join(["python", "examples/pretraining/pretrain_mini.py", *sys.argv[1:]])
     report = write_checkpoint(result, args, command)
+    if args.state is not None:
+        args.state.unlink(missing_ok=True)  # the checkpoint holds what the state was for
     final = report["heldout_itm"]
     print(f"held-out ITM accuracy: hard {final['hard']:.3f}, random {final['random']:.3f}; wrote {args.out}")
 
