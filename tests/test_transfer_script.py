@@ -63,3 +63,36 @@ def test_unknown_loss_in_a_recipe_is_refused(transfer, capsys):
     with pytest.raises(SystemExit):
         transfer.parser().parse_args(["--model", "a=random", "--recipe", "x=loss=hinge"])
     assert "loss must be one of" in capsys.readouterr().err
+
+
+def test_unfreeze_recipe_trains_only_the_named_parts_of_the_fusion_layers(transfer, tmp_path, capsys):
+    from edge_vl.architectures import family_for
+    from edge_vl.architectures.quiet import quiet_transformers
+    from tests.conftest import VOCAB
+
+    args = transfer.parser().parse_args(["--model", "a=random", "--recipe", "p=unfreeze=attention+ffn"])
+    assert args.recipe == [("p", {"unfreeze": "attention+ffn"})]
+    assert transfer.apply_recipe(transfer.BUDGETS["digits"], {"unfreeze": "ffn"})[1] is None
+    with pytest.raises(SystemExit):
+        transfer.parser().parse_args(["--model", "a=random", "--recipe", "x=unfreeze=attention+norms"])
+    assert "attention or ffn" in capsys.readouterr().err
+
+    family = family_for("edge_vl_mini")
+    with quiet_transformers():
+        family.random_checkpoint(tmp_path / "m", vocab=VOCAB, labels=["a", "b"], preset="tiny")
+        model = family.load(tmp_path / "m", ["a", "b"])
+    family.insert_adapters(model)
+    family.freeze(model)
+    unfreeze = sys.modules["variants"].unfreeze_fusion
+    fusion = len(family.layer_lists(model)[-1])
+    attention = unfreeze(family, model, ["attention"])
+    assert len(attention) == fusion * 6  # query, key, value: weight and bias
+    assert all(".layer.attention.self." in f".{n}" for n in attention)
+    ffn = unfreeze(family, model, ["ffn"])
+    assert sorted({n.split(".", 1)[1] for n in ffn}) == [
+        "layer.intermediate.dense.bias", "layer.intermediate.dense.weight",
+        "layer.output.dense.bias", "layer.output.dense.weight",
+    ]  # fmt: skip
+    text_layers = family.layer_lists(model)[0]
+    assert not any(p.requires_grad for layer in text_layers for n, p in layer.named_parameters()
+                   if not n.startswith("edgevl_") and ".edgevl_" not in n)  # fmt: skip

@@ -44,7 +44,7 @@ from edge_vl.runtime.cpu import cpu_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tasks import TASKS, write_task
-from variants import REPO, portable, train_and_score
+from variants import FUSION_PARTS, REPO, portable, train_and_score
 
 #: training settings per task: easy-vqa as the demo; digits: 3 epochs of its 6,735 questions
 BUDGETS = {
@@ -60,6 +60,7 @@ QUICK = {
 #: keys a ``--recipe`` may set: fields of the adapter config or of the training config
 RECIPE_KEYS = {
     **{k: "adapters" for k in AdapterConfig.__dataclass_fields__},
+    "unfreeze": "model",  # fusion-layer parts trained in full beside the adapters ("attention+ffn")
     **{k: "train" for k in ("lr", "head_lr_mult", "weight_decay", "warmup_ratio", "seed", "loss")},
 }
 
@@ -118,9 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             train, evals = write_task(task, data_dir, train_size=train_size, eval_size=eval_size)
             for mode, (recipe, changes) in [(m, r) for m in args.modes for r in args.recipe or [("", {})]]:
                 train_cfg, adapters = apply_recipe(budget, changes)
+                unfreeze = changes.get("unfreeze")
                 key = (name, task, mode, recipe)
                 same = {"checkpoint_sha256": digest, "budget": asdict(train_cfg), "quick": args.quick,
-                        "adapters": adapters and adapters.to_dict()}  # fmt: skip
+                        "adapters": adapters and adapters.to_dict(), "unfreeze": unfreeze}  # fmt: skip
                 label = " ".join(filter(None, (name, task, mode, recipe)))
                 if key in rows and all(rows[key].get(k) == v for k, v in same.items()):
                     print(f"[{label}] taken from {rows[key]['date']}", flush=True)
@@ -130,7 +132,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     model_dir=model_dir, train_data=train, eval_data=evals, out=work / "unused",
                     train=train_cfg, adapters=adapters, skip_layers=[], progress=False,
                 )  # fmt: skip
-                result = train_and_score(config, full=mode == "full")
+                parts = unfreeze.split("+") if unfreeze else ()
+                result = train_and_score(config, full=mode == "full", unfreeze=parts)
                 rows[key] = {"model": name, "spec": portable(spec), "task": task, "mode": mode,
                              "recipe": recipe, "changes": changes, "date": date, "command": command,
                              **same, **result}  # fmt: skip
@@ -202,6 +205,11 @@ def _recipe(text: str) -> tuple[str, dict[str, float | str]]:
         if key == "loss":  # a name from edge_vl.losses
             if value not in LOSSES:
                 raise argparse.ArgumentTypeError(f"{item!r}: loss must be one of {sorted(LOSSES)}")
+            changes[key] = value
+        elif key == "unfreeze":  # parts of the fusion layers, joined by "+"
+            if not set(value.split("+")) <= set(FUSION_PARTS):
+                raise argparse.ArgumentTypeError(f"{item!r}: unfreeze takes {' or '.join(FUSION_PARTS)}, "
+                                                 "joined by '+'")  # fmt: skip
             changes[key] = value
         else:
             changes[key] = int(value) if key in ("attention_rank", "seed") else float(value)

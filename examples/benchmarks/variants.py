@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -84,10 +85,19 @@ def full_finetune(config: BuildConfig) -> dict[str, Any]:
             "skipped": [], "trainable_parameters": result["trainable_parameters"]}  # fmt: skip
 
 
-def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any]:
+#: parts of a fusion-stack layer (a BERT layer) that PETL may also train in full: parameter names
+#: below the adapter wrapper
+FUSION_PARTS = {"attention": r"layer\.attention\.self\.", "ffn": r"layer\.(intermediate|output)\.dense\."}
+
+
+def train_and_score(
+    config: BuildConfig, *, full: bool = False, unfreeze: Sequence[str] = ()
+) -> dict[str, Any]:
     """Train on ``config``'s data in this process and score the eval data in torch (no export):
     PETL (adapters, ``config.skip_layers`` skipped) or, with ``full``, full fine-tuning of the fusion
-    stack (every weight of the last layer list, at a tenth of the learning rate; no adapters)."""
+    stack (every weight of the last layer list, at a tenth of the learning rate; no adapters).
+    ``unfreeze`` (keys of :data:`FUSION_PARTS`) also trains those parts of every fusion-stack layer
+    in full beside the adapters, at the adapters' learning rate: partial fine-tuning baselines."""
     from edge_vl.build import load_adapted
 
     started = time.perf_counter()
@@ -109,6 +119,7 @@ def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any
     else:
         model = load_adapted(family, config, prep.labels)
         family.set_skipped(model, config.skip_layers or [])
+        unfreeze_fusion(family, model, unfreeze)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if not full:
         trainable = family.active_trainable_parameters(model)
@@ -123,6 +134,21 @@ def train_and_score(config: BuildConfig, *, full: bool = False) -> dict[str, Any
             "accuracy_by_question": accuracy_by_question(
                 logits, prep.eval_data.labels, prep.labels, [e.text for e in data.evals]),
             "seconds": round(time.perf_counter() - started)}  # fmt: skip
+
+
+def unfreeze_fusion(family, model: torch.nn.Module, parts: Sequence[str]) -> list[str]:
+    """Make ``parts`` (keys of :data:`FUSION_PARTS`) of every fusion-stack layer trainable;
+    returns the names of the parameters it switched on."""
+    if not parts:
+        return []
+    pattern = re.compile("|".join(FUSION_PARTS[part] for part in parts))
+    switched = []
+    for i, layer in enumerate(family.layer_lists(model)[-1]):
+        for name, param in layer.named_parameters():
+            if pattern.match(name) and not param.requires_grad:
+                param.requires_grad_(True)
+                switched.append(f"{i}.{name}")
+    return switched
 
 
 def accuracy_by_question(
