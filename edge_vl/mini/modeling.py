@@ -181,10 +181,13 @@ class EdgeVLMiniModel(PreTrainedModel):
         no task classifier; optionally cast (e.g. fp16 to halve the shipped size)."""
         state = {
             k: (v.detach().to(dtype) if dtype else v).contiguous()
-            for k, v in self.state_dict().items()
-            if not k.startswith(self.NOT_STORED)
+            for k, v in self.trained_state_dict().items()
         }
         self.save_pretrained(out_dir, state_dict=state, **kwargs)
+
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state a checkpoint stores: everything but :attr:`NOT_STORED`."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.NOT_STORED)}
 
     def train(self, mode: bool = True) -> EdgeVLMiniModel:
         super().train(mode)

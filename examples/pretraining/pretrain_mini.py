@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import shlex
 import sys
@@ -93,10 +94,7 @@ class Tensors:
                 )
             saved = {"image": torch.cat(feats), "ids": ids, "mask": mask, "states": states}
             if path is not None:
-                cache.mkdir(parents=True, exist_ok=True)
-                with tempfile.NamedTemporaryFile(dir=cache, delete=False) as tmp:
-                    torch.save(saved, tmp.name)
-                Path(tmp.name).replace(path)
+                save_atomic(path, saved)
             echo(
                 f"cached encoder outputs of {len(pictures)} pictures and {len(texts)} captions in "
                 f"{time.perf_counter() - started:.0f} s"
@@ -327,7 +325,7 @@ def run_steps(model, heads, mlm, training, heldout, args: argparse.Namespace, ec
     state_file = getattr(args, "state", None)
     if state_file is not None and Path(state_file).is_file():
         saved = torch.load(state_file, weights_only=True)
-        settings = {k: getattr(args, k) for k in RESUME_KEYS}
+        settings = resume_settings(args)
         if saved["settings"] != settings:
             differ = sorted(k for k in RESUME_KEYS if saved["settings"].get(k) != settings[k])
             raise SystemExit(f"{state_file}: saved by a run with other settings ({', '.join(differ)}); "
@@ -364,24 +362,34 @@ def run_steps(model, heads, mlm, training, heldout, args: argparse.Namespace, ec
                 f"{scores['same_subcategory']:.3f}  ({history[-1]['seconds']} s)"
             )
             if state_file is not None:
-                trained = {n: {k: v for k, v in m.state_dict().items() if not k.startswith(model.NOT_STORED)}
-                           if n == "model" else m.state_dict() for n, m in modules.items()}  # fmt: skip
-                save_state(Path(state_file), {
+                trained = {
+                    n: m.trained_state_dict() if m is model else m.state_dict() for n, m in modules.items()
+                }
+                save_atomic(Path(state_file), {
                     **trained, "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "rng": rng.getstate(), "generator": generator.get_state(),
                     "torch_rng": torch.get_rng_state(), "history": history, "step": step,
-                    "seconds": time.perf_counter() - t0,
-                    "settings": {k: getattr(args, k) for k in RESUME_KEYS},
+                    "seconds": time.perf_counter() - t0, "settings": resume_settings(args),
                 })  # fmt: skip
     return history
 
 
-def save_state(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, renamed into place (never half-written)."""
+def resume_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in RESUME_KEYS}
+
+
+def save_atomic(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file beside ``path``, renamed into place: never half-written,
+    and the temporary file is removed if saving fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        torch.save(state, tmp.name)
-    Path(tmp.name).replace(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def main() -> None:
@@ -440,7 +448,7 @@ def main() -> None:
         print(f"wrote {data.export_heldout(held, args.export_heldout)}")
         return
     if args.state is None and not args.evaluate:
-        key = hashlib.sha256(json.dumps({k: getattr(args, k) for k in RESUME_KEYS}).encode()).hexdigest()
+        key = hashlib.sha256(json.dumps(resume_settings(args)).encode()).hexdigest()
         args.state = args.cache / f"state-{key[:16]}.pt"
         print(f"training state: {args.state} (a rerun of this command resumes from it)")
     result = pretrain(args)
