@@ -36,6 +36,10 @@ class AdapterConfig:
     #: paper, whose adapters sit beside whole sub-layers: these let a frozen layer change what it
     #: attends to (edge-vl's families that support it: METER-style)
     attention_rank: int = 0
+    #: rank of low-rank updates of the feed-forward block's two projections (0: none). Not in the
+    #: paper either: they change the FFN's per-token transform itself, which a parallel adapter only
+    #: adds to (edge-vl's families that support it: METER-style)
+    ffn_rank: int = 0
 
     def petl_rank(self, hidden: int) -> int:
         return max(1, round(hidden * self.petl_ratio))

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from edge_vl import Predictor
-from edge_vl.adapters import PREFIX
+from edge_vl.adapters import PREFIX, AdapterConfig, LowRankUpdate
 from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.budget import counted_macs, with_eager_attention
@@ -107,3 +107,41 @@ def test_build_export_and_predict(checkpoint, shapes_data, tmp_path):
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
     example = read_examples(shapes_data[1])[0]
     assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]
+
+
+def test_low_rank_updates_start_as_the_layer_they_wrap_and_are_counted(tmp_path):
+    """METER-style layers with low-rank updates of attention and FFN: before training the logits are
+    the plain adapted model's, the trainable count grows by r·(in + out) per updated projection, and
+    the analytic MACs still match the FLOP counter."""
+    family = family_for("edge_vl_mini")
+    with quiet_transformers():
+        family.random_checkpoint(tmp_path / "tiny", vocab=VOCAB, labels=["x", "y"], preset="tiny", seed=0)
+    eager = with_eager_attention(tmp_path / "tiny", tmp_path / "eager")
+    rank = 3
+    config = AdapterConfig(**{**family.default_adapters.to_dict(), "attention_rank": rank, "ffn_rank": rank})
+    models = []
+    for adapters in (family.default_adapters, config):
+        torch.manual_seed(0)
+        with quiet_transformers():
+            model = family.load(eager, ["a", "b"])
+        family.insert_adapters(model, adapters)
+        family.freeze(model)
+        models.append(model.eval())
+    plain, updated = models
+    updates = [m for m in updated.modules() if isinstance(m, LowRankUpdate)]
+    assert len(updates) == 4 * len(family.layers(updated))  # query, value and the FFN's two projections
+    added = sum(rank * (u.base.in_features + u.base.out_features) for u in updates)
+    assert family.active_trainable_parameters(updated) - family.active_trainable_parameters(plain) == added
+
+    updated.load_state_dict(plain.state_dict(), strict=False)  # same base weights and adapters
+    shape = family.input_shape(eager, updated)
+    h, w = shape.image
+    inputs = {"input_ids": torch.randint(5, len(VOCAB), (2, shape.text_length)),
+              "attention_mask": torch.ones(2, shape.text_length, dtype=torch.long),
+              "pixel_values": torch.randn(2, 3, h, w)}  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(family.forward(updated, inputs), family.forward(plain, inputs))
+    costs = family.layer_costs(updated, shape)
+    one = {k: v[:1] for k, v in inputs.items()}
+    counted = counted_macs(lambda: family.forward(updated, one))
+    assert abs(costs.retained([]) - counted) / counted < 0.02

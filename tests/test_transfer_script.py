@@ -38,9 +38,10 @@ def test_command_line_reads_quick_and_recipes(transfer):
 
 def test_recipe_changes_only_what_it_names(transfer):
     budget = transfer.BUDGETS["easy-vqa"]
-    train, adapters = transfer.apply_recipe(budget, {"petl_ratio": 0.375, "attention_rank": 16, "lr": 5e-4})
+    changes = {"petl_ratio": 0.375, "attention_rank": 16, "ffn_rank": 32, "lr": 5e-4}
+    train, adapters = transfer.apply_recipe(budget, changes)
     assert train.lr == 5e-4 and train.epochs == budget.epochs and train.head_lr_mult == budget.head_lr_mult
-    assert adapters.petl_ratio == 0.375 and adapters.attention_rank == 16
+    assert adapters.petl_ratio == 0.375 and adapters.attention_rank == 16 and adapters.ffn_rank == 32
     assert adapters.skip_ratio == 3 / 8  # the METER family's default, not AdapterConfig's
     assert transfer.apply_recipe(budget, {}) == (budget, None)
 

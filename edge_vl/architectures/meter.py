@@ -50,6 +50,9 @@ class BertAdaptedLayer(SkippableLayer):
         if config.attention_rank:
             attention = layer.attention.self
             self.add_low_rank_updates(attention, ("query", "value"), config.attention_rank, config.init_std)
+        if config.ffn_rank:
+            for block in (layer.intermediate, layer.output):
+                self.add_low_rank_updates(block, ("dense",), config.ffn_rank, config.init_std)
 
     def forward_kept(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, *args, **kwargs

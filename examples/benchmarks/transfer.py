@@ -14,7 +14,7 @@ settings, so a long run can be split (or run as two processes with different ``-
 thread each, into different ``--out`` and merged with ``--reuse``).
 
 ``--recipe NAME=KEY=VALUE,…`` (repeatable) trains variants that change only what they name — adapter
-sizes (``petl_ratio``, ``attention_rank``, …), learning rates, seed — e.g. the PETL seed spread:
+sizes (``petl_ratio``, ``attention_rank``, ``ffn_rank``, …), learning rates, seed — e.g. the PETL seed spread:
 
     python examples/benchmarks/transfer.py --model shipped=edge-vl-mini --tasks easy-vqa \
         --recipe seed1=seed=1 --recipe seed2=seed=2
@@ -212,7 +212,7 @@ def _recipe(text: str) -> tuple[str, dict[str, float | str]]:
                                                  "joined by '+'")  # fmt: skip
             changes[key] = value
         else:
-            changes[key] = int(value) if key in ("attention_rank", "seed") else float(value)
+            changes[key] = int(value) if key in ("attention_rank", "ffn_rank", "seed") else float(value)
     return name, changes
 
 
