@@ -246,22 +246,33 @@ def evaluate(model, tensors: Tensors, concepts, *, seed: int = 1) -> dict[str, f
     their Google and Twitter pictures, the plain name as caption; ``hard``: half of the negatives
     from the same subcategory, ``random``: random negatives, ``same_subcategory``: all of them."""
     model.eval()
-    starts = _picture_starts(concepts)
-    base = [i for i, c in enumerate(concepts) if ":" not in c.name]
-    sub = [concepts[i] for i in base]
     out = {}
-    for name, hard in (("hard", 0.5), ("random", 0.0), ("same_subcategory", 1.0)):
-        pairs = itm_pairs(sub, random.Random(seed), hard)
+    for name, hard in EVAL_KINDS:
         correct = total = 0
-        for style in (0, 1):  # google, twitter
-            pics = torch.tensor([starts[base[i]] + style for i, _, _ in pairs])
-            caps = tensors.caption_index[torch.tensor([starts[base[j]] for _, j, _ in pairs]), 0]
+        for pics, caps, labels in eval_pairs(concepts, tensors, hard, seed=seed):
             pred = itm_logits(model, tensors.batch(pics, caps)).argmax(-1)
-            correct += int((pred == torch.tensor([m for _, _, m in pairs])).sum())
-            total += len(pairs)
+            correct += int((pred == labels).sum())
+            total += len(labels)
         out[name] = correct / total
     model.train()
     return out
+
+
+#: (name, share of same-subcategory negatives) of the held-out evaluations
+EVAL_KINDS = (("hard", 0.5), ("random", 0.0), ("same_subcategory", 1.0))
+
+
+def eval_pairs(concepts, tensors: Tensors, hard: float, *, seed: int = 1, min_pictures: int = 1):
+    """:func:`evaluate`'s pairs, per picture style (Google, Twitter): (picture rows, caption rows,
+    match labels) for the base concepts (no skin tones) with at least ``min_pictures`` pictures."""
+    starts = _picture_starts(concepts)
+    base = [i for i, c in enumerate(concepts) if ":" not in c.name and len(c.pictures) >= min_pictures]
+    pairs = itm_pairs([concepts[i] for i in base], random.Random(seed), hard)
+    labels = torch.tensor([m for _, _, m in pairs])
+    for style in (0, 1):
+        pics = torch.tensor([starts[base[i]] + style for i, _, _ in pairs])
+        caps = tensors.caption_index[torch.tensor([starts[base[j]] for _, j, _ in pairs]), 0]
+        yield pics, caps, labels
 
 
 def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:

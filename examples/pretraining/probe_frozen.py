@@ -26,13 +26,11 @@ from pathlib import Path
 
 import mini_data as data
 import torch
-from pretrain_mini import DEFAULT_CACHE, Tensors, _picture_starts, itm_pairs
+from pretrain_mini import DEFAULT_CACHE, EVAL_KINDS, Tensors, _picture_starts, eval_pairs
 from torch import nn
 from torch.nn import functional as F
 
 from edge_vl.fileio import write_text_atomic
-
-KINDS = (("hard", 0.5), ("random", 0.0), ("same_subcategory", 1.0))
 
 
 def pooled(tensors: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,16 +59,11 @@ class Probe(nn.Module):
 def pair_scores(probe: Probe, concepts, tensors: Tensors, image, text, hard: float):
     """Cosine similarities and match labels of :func:`pretrain_mini.evaluate`'s pairs."""
     probe.eval()
-    starts = _picture_starts(concepts)
-    base = [i for i, c in enumerate(concepts) if ":" not in c.name and len(c.pictures) >= 2]
-    pairs = itm_pairs([concepts[i] for i in base], random.Random(1), hard)
     sims, labels = [], []
-    for style in (0, 1):
-        pics = torch.tensor([starts[base[i]] + style for i, _, _ in pairs])
-        caps = tensors.caption_index[torch.tensor([starts[base[j]] for _, j, _ in pairs]), 0]
+    for pics, caps, match in eval_pairs(concepts, tensors, hard, min_pictures=2):  # two styles
         a, b = probe.embed(image[pics], text[caps])
         sims.append((a * b).sum(-1))
-        labels.append(torch.tensor([m for _, _, m in pairs]))
+        labels.append(match)
     probe.train()
     return torch.cat(sims), torch.cat(labels)
 
@@ -110,7 +103,7 @@ def run(args: argparse.Namespace, echo=print) -> dict:
         if step % 500 == 0:
             echo(f"step {step}/{args.steps}  itc {float(loss.detach()):.3f}")
     heldout = {}
-    for name, hard in KINDS:
+    for name, hard in EVAL_KINDS:
         threshold = best_threshold(*pair_scores(probe, train, train_t, train_i, train_x, hard))
         sims, labels = pair_scores(probe, held, held_t, held_i, held_x, hard)
         pos, neg = sims[labels == 1], sims[labels == 0]
