@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,8 @@ class TrainConfig:
     #: stop after this many optimizer steps (overrides ``epochs`` when set)
     max_steps: int | None = None
     batch_size: int = 32
-    lr: float = 1e-3
+    #: adapter learning rate; None: the architecture family's ``default_lr``
+    lr: float | None = None
     #: task loss, a key of :data:`edge_vl.losses.LOSSES` (``vqa-bce`` is the paper's)
     loss: str = "cross-entropy"
     head_lr_mult: float = 10.0
@@ -52,6 +53,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def for_family(self, family: ArchitectureFamily) -> TrainConfig:
+        """This config with the family's default learning rate filled in (when ``lr`` is None)."""
+        return self if self.lr is not None else replace(self, lr=family.default_lr)
 
 
 @dataclass
@@ -64,6 +69,7 @@ class TrainSummary:
 
 
 def make_optimizer(family: ArchitectureFamily, model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    config = config.for_family(family)
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
@@ -105,6 +111,7 @@ class TrainLoop:
         self.placement = placement
         model.to(placement.device)
         data = data.to(placement.device)  # cached features live where the training runs
+        config = config.for_family(family)
         self.family, self.model, self.data, self.config = family, model, data, config
         self.forward = placement.wrap(FamilyForward(family, model))
         self.scaler = placement.grad_scaler()

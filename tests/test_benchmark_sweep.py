@@ -83,7 +83,7 @@ def _variants_file(path: Path, date: str, command: str, rows: list[dict], **extr
 def test_reused_rows_keep_the_run_that_measured_them(variants, tmp_path):
     """Merging split sweep runs (--reuse of a file that itself reused another) must name, for every
     row, the command that measured it."""
-    args = argparse.Namespace(model="edge-vl-mini", seed=0)
+    args = argparse.Namespace(model="edge-vl-mini", seed=0, lr=1e-3)
     settings = variants.FULL_DEMO
     row = {"variant": "petl-only", "eval_accuracy": 0.9, "skipped": []}
     first = _variants_file(tmp_path / "a.json", "T1", "variants.py", [row])
@@ -102,9 +102,16 @@ def test_reused_rows_keep_the_run_that_measured_them(variants, tmp_path):
 
 
 def test_reuse_refuses_a_file_measured_with_other_settings(variants, tmp_path):
+    args = argparse.Namespace(model="edge-vl-mini", seed=0, lr=1e-3)
     other = _variants_file(tmp_path / "a.json", "T1", "variants.py --seed 3", [], seed=3)
     with pytest.raises(SystemExit, match=r"a\.json was measured with other settings: seed: 3"):
-        variants.reusable_rows(other, variants.FULL_DEMO, argparse.Namespace(model="edge-vl-mini", seed=0))
+        variants.reusable_rows(other, variants.FULL_DEMO, args)
+    other_lr = _variants_file(tmp_path / "b.json", "T2", "variants.py --lr 1e-4", [], lr=1e-4)
+    with pytest.raises(SystemExit, match=r"lr: 0\.0001 \(this run: 0\.001\)"):
+        variants.reusable_rows(other_lr, variants.FULL_DEMO, args)
+    # files from before "lr" was recorded were measured at 1e-3
+    assert variants.reusable_rows(_variants_file(tmp_path / "c.json", "T3", "variants.py", []),
+                                  variants.FULL_DEMO, args)[0] == {}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

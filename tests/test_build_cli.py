@@ -195,11 +195,11 @@ def test_overwrite_replaces_a_bundle_atomically(tmp_path, tiny_checkpoint, shape
     out = tmp_path / "b"
     first = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1"))
     assert first.exit_code == 0, first.output
-    second = CliRunner().invoke(
-        cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "2", "--overwrite")
-    )
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "2", "--overwrite", "--lr", "5e-4")
+    second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output
     assert read_bundle(out).data["architecture"]["skipped"] == [2]
+    assert read_bundle(out).data["training"]["lr"] == 5e-4  # an explicit --lr beats the family's
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging or backup directories left
 
 

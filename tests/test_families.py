@@ -105,6 +105,8 @@ def test_build_export_and_predict(checkpoint, shapes_data, tmp_path):
     assert manifest["architecture"]["family"] == family.name
     assert manifest["architecture"]["skipped"] == [1]
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
+    # no --lr: the family's default adapter learning rate, recorded as a number
+    assert manifest["training"]["lr"] == {"vilt": 1e-3, "meter": 1e-4, "clip": 1e-3}[family.name]
     example = read_examples(shapes_data[1])[0]
     assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]
 

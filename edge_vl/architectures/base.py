@@ -49,6 +49,8 @@ class ArchitectureFamily(ABC):
     trainable_patterns: ClassVar[tuple[str, ...]] = ()
     #: adapter sizes used unless the caller overrides them
     default_adapters: ClassVar[AdapterConfig] = AdapterConfig()
+    #: adapter learning rate used unless the caller sets one (the head trains at ``head_lr_mult`` ×)
+    default_lr: ClassVar[float] = 1e-3
 
     # -- what each family provides ----------------------------------------------------------
     @abstractmethod

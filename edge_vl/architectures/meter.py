@@ -86,6 +86,9 @@ class MeterFamily(ArchitectureFamily):
     )
     # METER: PETL r = d/8, skip adapter r = 3d/8 (96 and 288 at d = 768 in the authors' code)
     default_adapters = AdapterConfig(petl_ratio=1 / 8, skip_ratio=3 / 8)
+    # The authors train METER's fusion adapters at 2.5e-5–5e-5 × 5 (cross-modal multiplier), ViLT's
+    # at 1e-4; on edge-vl-mini 1e-3 overshoots (collapses on some seeds), so a METER-like 1e-4.
+    default_lr = 1e-4
     presets = _PRESETS
 
     def model_class(self) -> type:

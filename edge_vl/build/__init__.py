@@ -21,7 +21,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
             __import__(module)
         except ImportError:
             raise MissingExtraError("edge-vl build") from None
+    from edge_vl.architectures import family_for_checkpoint
     from edge_vl.parallel import placement
 
     where = placement(config.device, config.amp)
@@ -81,6 +82,8 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
     check_output(config.out, {}, overwrite=config.overwrite)  # fail fast; inputs are checked below
     data = read_data(config)  # fails on bad data before anything is written
     config, _ = adapt_schedule(config, len(data.train), echo)
+    # a concrete learning rate, so the work directory's fingerprint and the manifest record it
+    config = replace(config, train=config.train.for_family(family_for_checkpoint(config.model_dir)))
     with OutputLock(config.out) if where.is_main else contextlib.nullcontext():  # one build per --out
         if where.is_main:
             check_output(config.out, build_inputs(config, data), overwrite=config.overwrite)

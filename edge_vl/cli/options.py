@@ -163,9 +163,9 @@ train_options = combine(
     click.option(
         "--lr",
         type=click.FloatRange(min=0, min_open=True),
-        default=1e-3,
-        show_default=True,
-        help="Adapter learning rate (the head uses 10x).",
+        default=None,
+        help="Adapter learning rate (the head uses 10x). Default: the architecture's (1e-4 for "
+        "METER-style models such as edge-vl-mini, 1e-3 for ViLT and CLIP).",
     ),
     click.option(
         "--loss",

@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1000, help="easy-vqa test questions to measure on")
     parser.add_argument("--sets", default="2,5,10,11;0,7,9,10", help="extra skip sets, ';'-separated")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3, help="adapter lr (committed: 1e-3)")
     parser.add_argument("--out", type=Path, default=REPO / "examples/benchmarks/results/layer_importance")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -48,7 +49,7 @@ def main() -> None:
         train_jsonl, eval_jsonl = write_easy_vqa_manifests(tmp, eval_size=args.rows, seed=args.seed)
         config = BuildConfig(
             model_dir="edge-vl-mini", train_data=train_jsonl, eval_data=eval_jsonl, out=Path(tmp) / "x",
-            progress=False, train=TrainConfig(max_steps=args.steps, seed=args.seed),
+            progress=False, train=TrainConfig(max_steps=args.steps, lr=args.lr, seed=args.seed),
         )  # fmt: skip
         prep = prepare(config, read_data(config), Path(tmp), print)
     family, model = prep.family, prep.model

@@ -58,6 +58,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "skipped": manifest["skip_plan"]["skipped"],
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "eval_examples": manifest["metrics"]["eval_examples"],
+        "lr": manifest["training"]["lr"],
     }
     result_file.write_text(json.dumps(row, indent=2))
     return row

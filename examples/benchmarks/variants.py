@@ -10,7 +10,7 @@ the accuracy-vs-MACs plot) into ``--out``.
     python examples/benchmarks/variants.py --out examples/benchmarks/results/edge-vl-mini
 
 Takes about two hours on 2 cores with the defaults (``--quick``: minutes, for a smoke run);
-``--das-bundle BUNDLE`` takes the DAS row from a finished ``edge-vl build --demo`` (its settings
+``--das-bundle BUNDLE`` takes the DAS row from a finished ``edge-vl build --demo --lr LR`` (its settings
 are checked against the other variants') and saves the 20 minutes of building it again.
 A meaningful comparison needs a pretrained model: on random weights every layer is equally
 useless and the differences are noise.
@@ -189,7 +189,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     train, evals = write_easy_vqa_manifests(
         work / "data", train_size=settings.train_size, eval_size=settings.eval_size
     )
-    train_cfg = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, seed=args.seed)
+    train_cfg = TrainConfig(
+        epochs=settings.epochs, batch_size=settings.batch_size, lr=args.lr, seed=args.seed
+    )
     search_cfg = SearchConfig(epochs=settings.search_epochs, max_rows=settings.search_rows)
 
     def config(name: str, **plan) -> BuildConfig:
@@ -284,7 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
-        "k": das_k, "arms": n_layers, "rows": rows, "seed": args.seed,
+        "k": das_k, "arms": n_layers, "rows": rows, "seed": args.seed, "lr": args.lr,
         "reused_from": [portable(str(path)) for path in args.reuse] or None,
         "runs": {**{d: c for d, c in runs.items() if d in taken_over}, date: command},
         "das_accuracy": das["eval_accuracy"],
@@ -319,8 +321,10 @@ def reusable_rows(
         raise SystemExit(f"--reuse {path}: cannot read it as a variants.json ({e})") from None
     # runs before "seed" was recorded used the default seed unless the command named one
     seed = earlier.get("seed", 0 if "--seed" not in earlier.get("command", "") else None)
+    # files before "lr" was recorded were measured at 1e-3, the build's default then
     expected = {"settings": (json.loads(json.dumps(settings.__dict__)), earlier.get("settings")),
-                "model": (str(args.model), earlier.get("model")), "seed": (args.seed, seed)}  # fmt: skip
+                "model": (str(args.model), earlier.get("model")), "seed": (args.seed, seed),
+                "lr": (args.lr, earlier.get("lr", 1e-3))}  # fmt: skip
     wrong = [f"{k}: {got!r} (this run: {want!r})" for k, (want, got) in expected.items() if want != got]
     if wrong:
         raise SystemExit(f"--reuse {path} was measured with other settings: " + "; ".join(wrong))
@@ -505,6 +509,9 @@ def main() -> None:
     p.add_argument("--k", type=int, default=None, help="arms to skip [default: a third]")
     p.add_argument("--random-sets", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="adapter learning rate (full fine-tuning: a tenth) [default: 1e-3, that of the "
+                   "committed results; the build's own default is the family's]")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="the --quick demo settings (smoke run)")
     p.add_argument("--no-full-finetune", action="store_true")
     p.add_argument("--precision", default="auto", help="precision of the DAS bundle (fp32|fp16|int8|auto)")
