@@ -130,7 +130,8 @@ def results_script(variants):
 def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results_script):
     spread = {"by_set": {"[1, 2]": {"n": 3, "mean": 0.9, "std": 0.02},
                          "[3, 4]": {"n": 3, "mean": 0.8, "std": 0.05},
-                         "[5, 6]": {"n": 1, "mean": 0.7, "std": None}}}  # fmt: skip
+                         "[5, 6]": {"n": 1, "mean": 0.7, "std": None},
+                         "das at lr 0.0001": {"n": 3, "mean": 0.9, "std": 0.09}}}  # fmt: skip
     assert results_script.widest_spread(spread)[0] == "[3, 4]"
     assert results_script.widest_spread({"by_set": {"[5, 6]": spread["by_set"]["[5, 6]"]}}) is None
     runs = [
@@ -140,7 +141,8 @@ def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results
     section = "\n".join(
         results_script.seed_spread_section({**spread, "runs": runs, "measured": "D", "command": "C"})
     )
-    assert "| [3, 4] | 2 | 0.8500 | abc |" in section and "| [3, 4] | 3 | 0.8000 | 0.0500 |" in section
+    assert "| fixed | 0.001 | 2 | [3, 4] | 0.8500 | abc |" in section  # no "lr" recorded: 1e-3
+    assert "| [3, 4] | 3 | 0.8000 | 0.0500 |" in section
 
 
 def test_rows_name_the_answers_a_variant_gets_wrong(variants, results_script):

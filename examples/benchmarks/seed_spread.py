@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from processes import REPO, run_build
 
 
-def set_key(run: dict) -> str:
-    """``das`` for a run whose search chose the set, else the skip set as a list."""
-    return "das" if run.get("set") == "das" else str(run["skipped"])
+def run_key(run: dict) -> tuple[str, int, float]:
+    """(set, seed, lr) of a run: the set is ``das`` when the search chose it, else the skip set as a
+    list; runs recorded without "lr" were built at 1e-3, the default then."""
+    return "das" if run.get("set") == "das" else str(run["skipped"]), run["seed"], run.get("lr", 1e-3)
 
 
 def main() -> None:
@@ -43,7 +44,7 @@ def main() -> None:
         type=Path,
         action="append",
         default=[],
-        help="an earlier seed_spread.json whose runs count too (same set and seed)",
+        help="an earlier seed_spread.json whose runs are kept (the same set, seed and lr is not rebuilt)",
     )
     parser.add_argument("--lr", type=float, default=1e-3, help="adapter learning rate (committed runs: 1e-3)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
@@ -51,17 +52,12 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     build = [sys.executable, "-m", "edge_vl", "build", "--demo"]
-    reused = {  # runs recorded without "lr" were built at 1e-3, the default then
-        (set_key(r), r["seed"]): r
-        for f in args.reuse
-        for r in json.loads(f.read_text())["runs"]
-        if r.get("lr", 1e-3) == args.lr
-    }
+    reused = {run_key(r): r for f in args.reuse for r in json.loads(f.read_text())["runs"]}
     jobs = []
     for spec in args.sets:
         key = spec if spec == "das" else str([int(i) for i in spec.split(",")])
         for seed in seeds:
-            if (key, seed) not in reused:
+            if (key, seed, args.lr) not in reused:
                 command = [*build, "--seed", str(seed), "--lr", f"{args.lr:g}"]
                 if spec != "das":
                     command += ["--skip-layers", spec]
@@ -74,7 +70,8 @@ def main() -> None:
         runs = [*reused.values(), *done]
     by_set: dict[str, list[float]] = {}
     for r in runs:
-        by_set.setdefault(set_key(r), []).append(r["eval_accuracy"])
+        key, _, lr = run_key(r)
+        by_set.setdefault(f"{key} at lr {lr:g}", []).append(r["eval_accuracy"])
     summary = {
         key: {"n": len(v), "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else None}
         for key, v in by_set.items()
