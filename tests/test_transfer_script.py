@@ -52,6 +52,15 @@ def test_unknown_recipe_key_is_refused_with_the_allowed_keys(transfer, capsys):
     assert "petl_ratio" in capsys.readouterr().err
 
 
+def test_recipe_values_take_their_config_fields_types(transfer, capsys):
+    args = transfer.parser().parse_args(["--model", "a=random", "--recipe", "r=ffn_rank=32,seed=1,lr=1e-4"])
+    changes = args.recipe[0][1]
+    assert changes == {"ffn_rank": 32, "seed": 1, "lr": 1e-4} and type(changes["ffn_rank"]) is int
+    with pytest.raises(SystemExit):
+        transfer.parser().parse_args(["--model", "a=random", "--recipe", "x=attention_rank=3.5"])
+    assert "attention_rank='3.5': expected an integer" in capsys.readouterr().err
+
+
 def test_recorded_commands_name_no_machine_folders(transfer):
     inside = str(transfer.REPO / "examples" / "benchmarks" / "results" / "transfer")
     assert transfer.portable(inside) == "examples/benchmarks/results/transfer"

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
 
@@ -215,8 +215,19 @@ def _recipe(text: str) -> tuple[str, dict[str, float | str]]:
                                                  "joined by '+'")  # fmt: skip
             changes[key] = value
         else:
-            changes[key] = int(value) if key in ("attention_rank", "ffn_rank", "seed") else float(value)
+            changes[key] = _number(key, value)
     return name, changes
+
+
+def _number(key: str, value: str) -> int | float:
+    """``value`` as the type of the config field ``key`` names (int fields: integers only)."""
+    owner = AdapterConfig if RECIPE_KEYS[key] == "adapters" else TrainConfig
+    kind = int if get_type_hints(owner)[key] is int else float
+    try:
+        return kind(value)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{key}={value!r}: expected {expected}") from None
 
 
 def _named(text: str) -> tuple[str, str]:
