@@ -129,7 +129,7 @@ def main() -> None:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="as pretrain_mini.py's --cache")
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default: print)")
     args = p.parse_args()
-    result = run(args)
+    result = run(args, echo=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the JSON only
     result["command"] = shlex.join(["python", "examples/pretraining/probe_frozen.py", *sys.argv[1:]])
     text = json.dumps(result, indent=1)
     if args.out is None:
