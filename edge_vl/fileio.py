@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 #: errno values that mean "no room": a full disk or an exhausted quota
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
@@ -34,13 +35,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 text to a temp file in the same directory, flush it to disk, then rename it over
-    ``path``: a reader sees the old file or the new one, never a half-written one."""
+    """Write UTF-8 text atomically (see :func:`write_atomic`)."""
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write`` on a temp file in the same directory, flush it to disk, then rename it over
+    ``path``: a reader sees the old file or the new one, never a half-written one, and a failed
+    write leaves no temp file behind (e.g. ``write_atomic(p, lambda f: torch.save(state, f))``)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~umask())

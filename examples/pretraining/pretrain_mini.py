@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import shlex
 import sys
@@ -37,6 +36,8 @@ import mini_data as data
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from edge_vl.fileio import write_atomic
 
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-vl" / "pretrain"
 
@@ -391,17 +392,9 @@ def resume_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def save_atomic(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file beside ``path``, renamed into place: never half-written,
-    and the temporary file is removed if saving fails."""
+    """``torch.save`` that never leaves a half-written file (:func:`edge_vl.fileio.write_atomic`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda f: torch.save(state, f))
 
 
 def main() -> None:
