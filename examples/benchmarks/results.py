@@ -503,7 +503,9 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         "| set | lr | seed | skipped | accuracy | commit |",
         "|---|---|---|---|---|---|",
     ]
-    for r in sorted(spread["runs"], key=lambda r: (r.get("set") == "das", str(r["skipped"]), r["seed"])):
+    das = [r for r in spread["runs"] if r.get("set") == "das"]  # by seed: their sets differ
+    fixed = sorted((r for r in spread["runs"] if r not in das), key=lambda r: (str(r["skipped"]), r["seed"]))
+    for r in [*fixed, *sorted(das, key=lambda r: (r.get("lr", 1e-3), r["seed"]))]:
         kind, lr = "das" if r.get("set") == "das" else "fixed", f"{r.get('lr', 1e-3):g}"
         cells = [kind, lr, str(r["seed"]), str(r["skipped"]), f"{r['eval_accuracy']:.4f}", r["commit"]]
         lines.append(_table_row(cells))

@@ -24,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from processes import REPO, run_build
+from processes import run_build
+from variants import portable
 
 
 def run_key(run: dict) -> tuple[str, int, float]:
@@ -77,7 +78,8 @@ def main() -> None:
         for key, v in by_set.items()
     }
     report = {
-        "command": "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]]),
+        "command": "python "
+        + " ".join([portable(str(Path(sys.argv[0]).resolve())), *map(portable, sys.argv[1:])]),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "lr": args.lr,
         "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in runs],
