@@ -242,7 +242,7 @@ def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "eval_examples": manifest["metrics"]["eval_examples"],
         "skipped": manifest["architecture"]["skipped"],
-        "arms": len(manifest["architecture"]["arms"]),
+        "arms": len(manifest["architecture"]["layers"]),
         "retained_macs_fraction": manifest["cost"]["retained_fraction"],
         "compare": compare,
     }

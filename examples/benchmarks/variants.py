@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:  # the demo's bundle, with the precision measured too (``eval_accuracy`` is the torch one)
         das = variant("das", skip_count=args.k, text_buckets=settings.text_buckets, precision=args.precision)
     rows = [majority(train, evals), variant("petl-only", skip_layers=[]), das]
-    n_layers = len(manifests["das"]["architecture"]["arms"])
+    n_layers = len(manifests["das"]["architecture"]["layers"])
     rng = random.Random(args.seed)
     das_k = len(das["skipped"])
     for r, skip_layers in enumerate(random_sets(rng, n_layers, das_k, args.random_sets, das["skipped"])):
