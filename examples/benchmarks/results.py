@@ -680,7 +680,7 @@ def main() -> None:
         )
     previous = args.out / "RESULTS.json"
     results = json.loads(previous.read_text()) if previous.is_file() else {}
-    run = {"command": " ".join(["python examples/benchmarks/results.py", *sys.argv[1:]])}
+    run = {"command": " ".join(["python examples/benchmarks/results.py", *map(portable, sys.argv[1:])])}
     if "a" in parts:
         results["vilt_b32"] = {**speed_vilt_b32(args.runs, args.throughput_seconds), **run, "date": _now()}
     if "b" in parts:
