@@ -236,9 +236,10 @@ def speed_clip_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
 def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
     """Part b."""
     manifest = read_bundle(bundle).data
-    compare = compare_with_torch(bundle, runs=runs, source=model)
+    where = portable(str(Path(bundle).resolve()))
+    compare = {**compare_with_torch(bundle, runs=runs, source=model), "bundle": where}  # no machine's folders
     return {
-        "bundle": portable(str(Path(bundle).resolve())),
+        "bundle": where,
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "eval_examples": manifest["metrics"]["eval_examples"],
         "skipped": manifest["architecture"]["skipped"],
