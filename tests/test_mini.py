@@ -163,3 +163,32 @@ def test_killed_pretraining_resumes_where_its_state_was_saved(shipped_model_and_
             torch.testing.assert_close(a, b, msg=name)
     with pytest.raises(SystemExit, match="lr"):
         _pretraining_run(model, data, state, lr=2e-4)
+
+
+def test_probe_trains_the_top_image_blocks_but_keeps_their_batch_norm_statistics(tmp_path: Path):
+    import probe_frozen
+
+    with quiet_transformers():
+        family_for("edge_vl_mini").random_checkpoint(tmp_path / "m", vocab=VOCAB, labels=["a", "b"])
+        model = EdgeVLMiniModel.from_pretrained(tmp_path / "m")
+    for module in model.vision_encoder.modules():  # a source in training mode must not leak into the copy
+        module.training = True
+    top = probe_frozen.TopBlocks(model, 5)
+    stats = {k: v.clone() for k, v in top.state_dict().items() if "running" in k}
+    weights = {k: v.clone() for k, v in top.named_parameters()}
+    torch.manual_seed(0)
+    inputs = torch.randn(6, 112, 8, 8).half()  # the encoder's activations in front of block 11
+    top.features(inputs)  # as the probe standardises by the blocks' starting features
+    assert all(torch.equal(v, top.state_dict()[k]) for k, v in stats.items())
+    optimizer = torch.optim.SGD(top.parameters(), lr=0.1)
+    for _ in range(2):
+        loss = top.train()(inputs).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert top.features(inputs).shape == (6, 320)
+    assert all(torch.equal(v, top.state_dict()[k]) for k, v in stats.items())
+    assert any(not torch.equal(v, dict(top.named_parameters())[k]) for k, v in weights.items())
+    assert top.first == 11 and not any(
+        m.training for m in top.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
