@@ -50,7 +50,6 @@ class Tensors:
         from edge_vl.architectures.meter import MeterFamily
         from edge_vl.manifest import TextSpec
         from edge_vl.mini.modeling import text_encoder_dir
-        from edge_vl.runtime.preprocess import preprocess_image
         from edge_vl.runtime.tokenize import TextEncoder
 
         self.pairs = data.pairs(concepts)
@@ -73,17 +72,7 @@ class Tensors:
             started = time.perf_counter()
             with torch.no_grad():
                 pictures = [p for c in concepts for p in c.pictures]
-                feats = []
-                for i in range(0, len(pictures), 128):
-                    pixels = torch.stack(
-                        [
-                            torch.from_numpy(preprocess_image(data.draw(p), spec))
-                            for p in pictures[i : i + 128]
-                        ]
-                    )
-                    feats.append(model.image_features(pixels).half())
-                    if (i // 128) % 20 == 0:
-                        echo(f"  images {i + len(pixels)}/{len(pictures)}")
+                image = encode_pictures(pictures, spec, model.image_features, echo)
                 tok = TextSpec("tokenizer.json", model.config.max_text_length, 0, "[PAD]")
                 enc = TextEncoder.from_spec(text_encoder_dir(), tok).encode(texts)
                 ids, mask = torch.from_numpy(enc["input_ids"]), torch.from_numpy(enc["attention_mask"])
@@ -93,7 +82,7 @@ class Tensors:
                         for i in range(0, len(ids), 256)
                     ]
                 )
-            saved = {"image": torch.cat(feats), "ids": ids, "mask": mask, "states": states}
+            saved = {"image": image, "ids": ids, "mask": mask, "states": states}
             if path is not None:
                 save_atomic(path, saved)
             echo(
@@ -110,6 +99,20 @@ class Tensors:
             "attention_mask": self.mask[captions],
             "text_states": self.states[captions].float(),
         }
+
+
+def encode_pictures(pictures, spec, encode, echo=print) -> torch.Tensor:
+    """``encode`` (preprocessed pixels → features) over ``pictures`` in batches of 128, in fp16."""
+    from edge_vl.runtime.preprocess import preprocess_image
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(pictures), 128):
+            batch = [torch.from_numpy(preprocess_image(data.draw(p), spec)) for p in pictures[i : i + 128]]
+            out.append(encode(torch.stack(batch)).half())
+            if (i // 128) % 20 == 0:
+                echo(f"  images {i + len(batch)}/{len(pictures)}")
+    return torch.cat(out)
 
 
 class ContrastHeads(nn.Module):

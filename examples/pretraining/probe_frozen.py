@@ -32,7 +32,15 @@ from pathlib import Path
 
 import mini_data as data
 import torch
-from pretrain_mini import DEFAULT_CACHE, EVAL_KINDS, Tensors, _picture_starts, eval_pairs, save_atomic
+from pretrain_mini import (
+    DEFAULT_CACHE,
+    EVAL_KINDS,
+    Tensors,
+    _picture_starts,
+    encode_pictures,
+    eval_pairs,
+    save_atomic,
+)
 from torch import nn
 from torch.nn import functional as F
 
@@ -71,7 +79,6 @@ class TopBlocks(nn.Module):
     def inputs(self, model, concepts, cache: Path, echo=print) -> torch.Tensor:
         """The encoder's activations in front of these blocks for every picture (cached in ``cache``)."""
         from edge_vl.architectures.meter import MeterFamily
-        from edge_vl.runtime.preprocess import preprocess_image
 
         spec = MeterFamily().image_spec(Path("."), model)
         pictures = [p for c in concepts for p in c.pictures]
@@ -79,19 +86,15 @@ class TopBlocks(nn.Module):
         path = cache / f"blocks-{key.hexdigest()[:16]}.pt"
         if path.is_file():
             return torch.load(path, weights_only=True)
-        encoder, out = model.vision_encoder.eval(), []
-        with torch.no_grad():
-            for i in range(0, len(pictures), 128):
-                batch = [
-                    torch.from_numpy(preprocess_image(data.draw(p), spec)) for p in pictures[i : i + 128]
-                ]
-                x = F.relu6(encoder._bn0(encoder._conv_stem(torch.stack(batch))))
-                for block in encoder._blocks[: self.first]:
-                    x = block(x)
-                out.append(x.half())
-                if (i // 128) % 20 == 0:
-                    echo(f"  block inputs {i + len(batch)}/{len(pictures)}")
-        saved = torch.cat(out)
+        encoder = model.vision_encoder.eval()
+
+        def up_to_first(pixels: torch.Tensor) -> torch.Tensor:  # the trunk's forward, stopped early
+            x = F.relu6(encoder._bn0(encoder._conv_stem(pixels)))
+            for block in encoder._blocks[: self.first]:
+                x = block(x)
+            return x
+
+        saved = encode_pictures(pictures, spec, up_to_first, echo)
         save_atomic(path, saved)
         return saved
 
