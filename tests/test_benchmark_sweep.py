@@ -145,6 +145,53 @@ def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results
     assert "| [3, 4] | 3 | 0.8000 | 0.0500 |" in section
 
 
+@pytest.fixture(scope="module")
+def seed_spread_script(variants):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("seed_spread_script", SCRIPT.parent / "seed_spread.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return module
+
+
+def test_random_draws_keep_their_first_sets_when_more_are_asked(seed_spread_script):
+    six, eight = seed_spread_script.random_sets(4, 6), seed_spread_script.random_sets(4, 8)
+    assert eight[:6] == six and len({tuple(s) for s in eight}) == 8
+    assert all(len(s) == 4 and s == sorted(s) and max(s) < 12 for s in eight)
+    assert seed_spread_script.random_sets(6, 6) != seed_spread_script.random_sets(5, 6)
+
+
+def test_search_picks_are_scored_against_random_sets_and_the_fine_tune_spread(seed_spread_script,
+                                                                              results_script):  # fmt: skip
+    def run(skipped, seed, accuracy, label, lr=1e-4):
+        return {"skipped": skipped, "seed": seed, "eval_accuracy": accuracy, "set": label, "lr": lr,
+                "commit": "c"}  # fmt: skip
+
+    accuracies = (0.80, 0.85, 0.90, 0.91, 0.92, 0.94)
+    runs = [run([0, 1], 0, 0.95, "das:2"), run([0, 2], 1, 0.93, "das:2"),  # picks: mean 0.94
+            *(run([i, i + 1], 0, a, "random:2") for i, a in zip(range(2, 8), accuracies, strict=True)),
+            run([2, 3], 1, 0.81, "random:2"),  # that set's mean: 0.805
+            run([9, 10], 0, 0.90, "9,10"), run([9, 10], 1, 0.92, "9,10"),  # widest seed std: 0.0141
+            run([0, 1], 0, 0.99, "das:2", lr=1e-3)]  # other lr: not mixed in  # fmt: skip
+    (row,) = seed_spread_script.search_against_chance(runs)
+    assert (row["k"], row["lr"], row["random_sets"]) == (2, 1e-4, 6)
+    assert row["picks_mean"] == pytest.approx(0.94)
+    assert row["random_mean"] == pytest.approx((0.805 + 0.85 + 0.90 + 0.91 + 0.92 + 0.94) / 6)
+    assert row["percentile_rank"] == pytest.approx(100 * 5 / 6)  # 0.94 is not below itself
+    assert row["random_p80"] == pytest.approx(0.92)
+    assert row["finetune_spread"] == pytest.approx(0.0141, abs=1e-4)
+    assert row["beats_p80_and_spread"]  # margin 0.0517 > spread, 0.94 >= 0.92
+    spread = {"runs": runs, "by_set": {}, "measured": "D", "command": "C", "search_against_chance": [row]}
+    section = "\n".join(results_script.seed_spread_section(spread))
+    assert "| random | 0.0001 | 1 | [2, 3] | 0.8100 | c |" in section
+    assert "| 2 | 0.0001 | 0.9500, 0.9300 | 0.9400 | 6 |" in section
+    without_spread = [r for r in runs if r["set"] != "9,10" and r["skipped"] != [2, 3]]
+    assert not seed_spread_script.search_against_chance(without_spread)[0]["beats_p80_and_spread"]
+
+
 def test_rows_name_the_answers_a_variant_gets_wrong(variants, results_script):
     import torch
 

@@ -489,31 +489,62 @@ def widest_spread(spread: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 
 def seed_spread_section(spread: dict[str, Any]) -> list[str]:
-    """Part s of RESULTS.md: one skip set fine-tuned with several seeds (the fine-tune's noise), and
-    the whole demo (search and fine-tune) with several seeds."""
+    """Part s of RESULTS.md: skip sets fine-tuned with several seeds (the fine-tune's noise), the
+    whole demo (search and fine-tune) with several seeds, and its picks against random sets."""
     lines = [
-        "## s) Seed spread of the demo",
+        "## s) Seed spread of the demo, and the search against chance",
         "",
         "`edge-vl build --demo --skip-layers SET --seed S --lr LR`: no search, so only the fine-tune's "
-        "randomness (batch order, dropout, adapter initialisation) differs between runs of a set. Set "
-        "`das`: the whole demo, whose seed also changes the search, so the skip set differs too. "
-        f"Accuracy on all test questions. Measured {spread['measured']} by `{spread['command']}` (runs "
+        "randomness (batch order, dropout, adapter initialisation) differs between runs of a set "
+        "(`fixed`: a set chosen by hand; `random`: a set of `seed_spread.py --random K:N`'s fixed draw). "
+        "Set `das` (`das:K`: with `--skip-count K`): the whole demo, whose seed also changes the search, "
+        "so the skip set differs too. Accuracy on all test questions. Measured "
+        f"{spread['measured']} by `{spread['command']}` (runs "
         "of earlier invocations came in through `--reuse`; each run names its own command and commit; "
         "runs without a recorded lr were built at 1e-3, the default then).",
         "",
         "| set | lr | seed | skipped | accuracy | commit |",
         "|---|---|---|---|---|---|",
     ]
-    das = [r for r in spread["runs"] if r.get("set") == "das"]  # by seed: their sets differ
-    fixed = sorted((r for r in spread["runs"] if r not in das), key=lambda r: (str(r["skipped"]), r["seed"]))
-    for r in [*fixed, *sorted(das, key=lambda r: (r.get("lr", 1e-3), r["seed"]))]:
-        kind, lr = "das" if r.get("set") == "das" else "fixed", f"{r.get('lr', 1e-3):g}"
-        cells = [kind, lr, str(r["seed"]), str(r["skipped"]), f"{r['eval_accuracy']:.4f}", r["commit"]]
-        lines.append(_table_row(cells))
+
+    def kind(run: dict[str, Any]) -> str:
+        label = run.get("set", "")
+        return "random" if label.startswith("random:") else label if label.startswith("das") else "fixed"
+
+    def order(r: dict[str, Any]) -> tuple:
+        rank = {"fixed": 0, "random": 1}.get(kind(r), 2)
+        return rank, kind(r), r.get("lr", 1e-3), len(r["skipped"]), str(r["skipped"]), r["seed"]
+
+    for r in sorted(spread["runs"], key=order):
+        lr, accuracy = f"{r.get('lr', 1e-3):g}", f"{r['eval_accuracy']:.4f}"
+        lines.append(_table_row([kind(r), lr, str(r["seed"]), str(r["skipped"]), accuracy, r["commit"]]))
     lines += ["", "| set | runs | mean | std |", "|---|---|---|---|"]
     for name, s in spread["by_set"].items():
         std = "–" if s["std"] is None else f"{s['std']:.4f}"
         lines.append(_table_row([name, str(s["n"]), f"{s['mean']:.4f}", std]))
+    against = spread.get("search_against_chance", [])
+    if against:
+        lines += [
+            "",
+            "The search against chance (issue #17): the mean accuracy of the sets the search picked "
+            "(one per search seed) against random sets of the same k and lr (each set averaged over its "
+            "seeds). Percentile rank: the share of random sets below the picks' mean. Fine-tune spread: "
+            "the widest seed std of any set fine-tuned with several seeds at that k and lr; a margin "
+            "(picks' mean − random mean) smaller than it is not a finding.",
+            "",
+            "| k | lr | picks | picks' mean | random sets | random mean | random 80th pct | "
+            "percentile rank | fine-tune spread | margin | ≥ 80th pct and margin > spread |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for c in against:
+            spread_cell = "not measured" if c["finetune_spread"] is None else f"{c['finetune_spread']:.4f}"
+            lines.append(_table_row([
+                str(c["k"]), f"{c['lr']:g}", ", ".join(f"{a:.4f}" for a in c["picks"]),
+                f"{c['picks_mean']:.4f}",
+                str(c["random_sets"]), f"{c['random_mean']:.4f}", f"{c['random_p80']:.4f}",
+                f"{c['percentile_rank']:.0f}", spread_cell, f"{c['margin']:+.4f}",
+                "yes" if c["beats_p80_and_spread"] else "no",
+            ]))  # fmt: skip
     return [*lines, ""]
 
 

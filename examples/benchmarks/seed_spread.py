@@ -4,7 +4,10 @@ Each run is ``edge-vl build --demo --skip-layers SET --seed S --lr LR`` (no sear
 fine-tune's randomness — batch order, dropout, adapter initialisation — changes), two runs at a time
 with one thread each, in fresh folders under ``--work`` (finished runs are read back, so a cut-off
 sweep resumes). The set ``das`` runs the whole demo instead (no ``--skip-layers``): the seed then
-changes the search too, so its runs give the spread of what a user's ``edge-vl build --demo`` gets.
+changes the search too, so its runs give the spread of what a user's ``edge-vl build --demo`` gets;
+``das:K`` does the same with ``--skip-count K``. ``none`` fine-tunes adapters only (no arm skipped).
+``--random K:N`` adds N random K-sets of the demo's 12 arms, drawn by a generator seeded with K, so
+asking for more sets later keeps the first ones (the baseline a search must beat, issue #17).
 Writes every run and the mean ± std per set to ``--out``. Any DAS-vs-random difference smaller than
 this spread is not a finding.
 
@@ -18,27 +21,94 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import numpy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from processes import run_build
 from variants import portable
 
+DEMO_ARMS = 12
+
+
+def random_sets(k: int, n: int) -> list[list[int]]:
+    """The first ``n`` distinct random ``k``-sets of the demo's arms (generator seeded with ``k``)."""
+    rng, sets = random.Random(k), []
+    while len(sets) < n:
+        drawn = sorted(rng.sample(range(DEMO_ARMS), k))
+        if drawn not in sets:
+            sets.append(drawn)
+    return sets
+
+
+def set_key(spec: str) -> str:
+    """The key of a requested set: ``das``/``das:K`` as given, else the skip set as a list."""
+    if spec.startswith("das"):
+        return spec
+    return str([] if spec == "none" else [int(i) for i in spec.split(",")])
+
 
 def run_key(run: dict) -> tuple[str, int, float]:
-    """(set, seed, lr) of a run: the set is ``das`` when the search chose it, else the skip set as a
-    list; runs recorded without "lr" were built at 1e-3, the default then."""
-    return "das" if run.get("set") == "das" else str(run["skipped"]), run["seed"], run.get("lr", 1e-3)
+    """(set, seed, lr) of a run: ``das``/``das:K`` when the search chose the set, else the skip set as
+    a list; runs recorded without "lr" were built at 1e-3, the default then."""
+    spec = run.get("set", "")
+    key = spec if spec.startswith("das") else str(run["skipped"])
+    return key, run["seed"], run.get("lr", 1e-3)
+
+
+def search_against_chance(runs: list[dict]) -> list[dict]:
+    """For each (k, lr) with search picks and random sets: issue #17's comparison.
+
+    Picks: the sets ``das``/``das:K`` runs chose (one per search seed). Random sets: ``random:K``
+    runs, each set's accuracy averaged over its seeds. The fine-tune spread is the widest std over
+    seeds of any fixed set at that k and lr (none: not measured)."""
+    by_lr_k: dict[tuple[float, int], dict[str, Any]] = {}
+    for r in runs:
+        _, _, lr = run_key(r)
+        group = by_lr_k.setdefault((lr, len(r["skipped"])), {"picks": [], "random": {}, "fixed": {}})
+        label = r.get("set", "")
+        if label.startswith("das"):
+            group["picks"].append(r["eval_accuracy"])
+        else:
+            kind = "random" if label.startswith("random:") else "fixed"
+            group[kind].setdefault(str(r["skipped"]), []).append(r["eval_accuracy"])
+    rows = []
+    for (lr, k), g in sorted(by_lr_k.items(), key=lambda item: (item[0][1], item[0][0])):
+        if not g["picks"] or not g["random"]:
+            continue
+        random_means = sorted(statistics.fmean(v) for v in g["random"].values())
+        picks_mean = statistics.fmean(g["picks"])
+        seeded = [v for kind in ("random", "fixed") for v in g[kind].values() if len(v) > 1]
+        spread = max((statistics.stdev(v) for v in seeded), default=None)
+        margin = picks_mean - statistics.fmean(random_means)
+        rows.append({
+            "k": k, "lr": lr, "picks": g["picks"], "picks_mean": picks_mean,
+            "random_sets": len(random_means), "random_mean": statistics.fmean(random_means),
+            "random_p80": float(numpy.percentile(random_means, 80)),
+            "percentile_rank": 100 * sum(a < picks_mean for a in random_means) / len(random_means),
+            "finetune_spread": spread, "margin": margin,
+            "beats_p80_and_spread": picks_mean >= numpy.percentile(random_means, 80)
+            and spread is not None and margin > spread,
+        })  # fmt: skip
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for the builds (resumable)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results file")
-    parser.add_argument("--sets", nargs="+", required=True, metavar="I,J,...", help="skip sets, or das")
+    parser.add_argument(
+        "--sets", nargs="*", default=[], metavar="I,J,...", help="skip sets, none (no skip), das or das:K"
+    )
+    parser.add_argument(
+        "--random", action="append", default=[], metavar="K:N", help="N random K-sets (a fixed draw)"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="fine-tune seeds, comma-separated")
     parser.add_argument(
         "--reuse",
@@ -47,22 +117,28 @@ def main() -> None:
         default=[],
         help="an earlier seed_spread.json whose runs are kept (the same set, seed and lr is not rebuilt)",
     )
-    parser.add_argument("--lr", type=float, default=1e-3, help="adapter learning rate (committed runs: 1e-3)")
+    parser.add_argument("--lr", type=float, default=1e-4, help="adapter learning rate (the demo's default)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     build = [sys.executable, "-m", "edge_vl", "build", "--demo"]
     reused = {run_key(r): r for f in args.reuse for r in json.loads(f.read_text())["runs"]}
+    specs = {spec: spec for spec in args.sets}  # skip set → the label its runs record as "set"
+    for draw in args.random:
+        k, n = (int(v) for v in draw.split(":"))
+        specs.update({",".join(map(str, s)): f"random:{k}" for s in random_sets(k, n)})
     jobs = []
-    for spec in args.sets:
-        key = spec if spec == "das" else str([int(i) for i in spec.split(",")])
+    for spec, label in specs.items():
         for seed in seeds:
-            if (key, seed, args.lr) not in reused:
+            if (set_key(spec), seed, args.lr) not in reused:
                 command = [*build, "--seed", str(seed), "--lr", f"{args.lr:g}"]
-                if spec != "das":
-                    command += ["--skip-layers", spec]
-                jobs.append((seed, spec, f"skip{spec.replace(',', '-')}-seed{seed}", command))
+                if spec.startswith("das:"):
+                    command += ["--skip-count", spec.removeprefix("das:")]
+                elif spec != "das":
+                    command += ["--skip-layers", "" if spec == "none" else spec]
+                name = f"skip{spec.replace(',', '-').replace(':', '')}-seed{seed}"
+                jobs.append((seed, label, name, command))
     args.work.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.parallel) as pool:
         done = pool.map(
@@ -84,12 +160,16 @@ def main() -> None:
         "lr": args.lr,
         "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in runs],
         "by_set": summary,
+        "search_against_chance": search_against_chance(runs),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     for key, s in summary.items():
         std = f" ± {s['std']:.4f}" if s["std"] is not None else ""
         print(f"{key}: {s['mean']:.4f}{std} over {s['n']} seeds")
+    for c in report["search_against_chance"]:
+        print(f"k={c['k']} lr {c['lr']:g}: picks {c['picks_mean']:.4f}, random {c['random_mean']:.4f}, "
+              f"percentile rank {c['percentile_rank']:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":
