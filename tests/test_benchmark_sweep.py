@@ -131,7 +131,8 @@ def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results
     spread = {"by_set": {"[1, 2]": {"n": 3, "mean": 0.9, "std": 0.02},
                          "[3, 4]": {"n": 3, "mean": 0.8, "std": 0.05},
                          "[5, 6]": {"n": 1, "mean": 0.7, "std": None},
-                         "das at lr 0.0001": {"n": 3, "mean": 0.9, "std": 0.09}}}  # fmt: skip
+                         "das at lr 0.0001": {"n": 3, "mean": 0.9, "std": 0.09},
+                         "digits: [1, 2] at lr 0.0001": {"n": 3, "mean": 0.9, "std": 0.08}}}  # fmt: skip
     assert results_script.widest_spread(spread)[0] == "[3, 4]"
     assert results_script.widest_spread({"by_set": {"[5, 6]": spread["by_set"]["[5, 6]"]}}) is None
     runs = [
@@ -187,7 +188,7 @@ def test_search_picks_are_scored_against_random_sets_and_the_fine_tune_spread(se
     spread = {"runs": runs, "by_set": {}, "measured": "D", "command": "C", "search_against_chance": [row]}
     section = "\n".join(results_script.seed_spread_section(spread))
     assert "| random | 0.0001 | 1 | [2, 3] | 0.8100 | c |" in section
-    assert "| 2 | 0.0001 | 0.9500, 0.9300 | 0.9400 | 6 |" in section
+    assert "| easy-vqa | 2 | 0.0001 | 0.9500, 0.9300 | 0.9400 | 6 |" in section
     without_spread = [r for r in runs if r["set"] != "9,10" and r["skipped"] != [2, 3]]
     assert not seed_spread_script.search_against_chance(without_spread)[0]["beats_p80_and_spread"]
 

@@ -478,12 +478,12 @@ def processes_section(p: dict[str, Any]) -> list[str]:
 
 
 def widest_spread(spread: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The fixed skip set with the largest seed std among those measured with at least 3 seeds (not
-    ``das``, whose runs differ in their sets too)."""
+    """The demo's skip set with the largest seed std among those measured with at least 3 seeds (not
+    ``das``, whose runs differ in their sets too, nor another task's, named ``task: …``)."""
     sets = [
         (name, s)
         for name, s in spread["by_set"].items()
-        if s["n"] >= 3 and s["std"] is not None and not name.startswith("das")
+        if s["n"] >= 3 and s["std"] is not None and not name.startswith("das") and ": " not in name
     ]
     return max(sets, key=lambda item: item[1]["std"]) if sets else None
 
@@ -508,12 +508,17 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
     ]
 
     def kind(run: dict[str, Any]) -> str:
-        label = run.get("set", "")
-        return "random" if label.startswith("random:") else label if label.startswith("das") else "fixed"
+        label, task = run.get("set", ""), run.get("task", "easy-vqa")
+        name = "random" if label.startswith("random:") else label if label.startswith("das") else "fixed"
+        return name if task == "easy-vqa" else f"{task}: {name}"
 
     def order(r: dict[str, Any]) -> tuple:
-        rank = {"fixed": 0, "random": 1}.get(kind(r), 2)
-        return rank, kind(r), r.get("lr", 1e-3), len(r["skipped"]), str(r["skipped"]), r["seed"]
+        """Other tasks last; fixed, random, then das runs; das runs by seed (their sets differ)."""
+        name = kind(r).split(": ")[-1]
+        rank = {"fixed": 0, "random": 1}.get(name, 2)
+        skipped = (len(r["skipped"]), str(r["skipped"]))
+        by_set = (r["seed"], skipped) if rank == 2 else (skipped, r["seed"])
+        return r.get("task", "easy-vqa") != "easy-vqa", rank, name, r.get("lr", 1e-3), by_set
 
     for r in sorted(spread["runs"], key=order):
         lr, accuracy = f"{r.get('lr', 1e-3):g}", f"{r['eval_accuracy']:.4f}"
@@ -532,15 +537,15 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
             "the widest seed std of any set fine-tuned with several seeds at that k and lr; a margin "
             "(picks' mean − random mean) smaller than it is not a finding.",
             "",
-            "| k | lr | picks | picks' mean | random sets | random mean | random 80th pct | "
+            "| task | k | lr | picks | picks' mean | random sets | random mean | random 80th pct | "
             "percentile rank | fine-tune spread | margin | ≥ 80th pct and margin > spread |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in against:
             spread_cell = "not measured" if c["finetune_spread"] is None else f"{c['finetune_spread']:.4f}"
             lines.append(_table_row([
-                str(c["k"]), f"{c['lr']:g}", ", ".join(f"{a:.4f}" for a in c["picks"]),
-                f"{c['picks_mean']:.4f}",
+                c.get("task", "easy-vqa"), str(c["k"]), f"{c['lr']:g}",
+                ", ".join(f"{a:.4f}" for a in c["picks"]), f"{c['picks_mean']:.4f}",
                 str(c["random_sets"]), f"{c['random_mean']:.4f}", f"{c['random_p80']:.4f}",
                 f"{c['percentile_rank']:.0f}", spread_cell, f"{c['margin']:+.4f}",
                 "yes" if c["beats_p80_and_spread"] else "no",

@@ -8,7 +8,9 @@ changes the search too, so its runs give the spread of what a user's ``edge-vl b
 ``das:K`` does the same with ``--skip-count K``. ``none`` fine-tunes adapters only (no arm skipped).
 ``--random K:N`` adds N random K-sets of the demo's 12 arms, drawn by a generator seeded with K, so
 asking for more sets later keeps the first ones (the baseline a search must beat, issue #17).
-Writes every run and the mean ± std per set to ``--out``. Any DAS-vs-random difference smaller than
+``--task digits`` runs the same on ``tasks.py``'s second task (``edge-vl build --data … --eval-data
+…`` with edge-vl-mini and the build's default budget) instead of the demo. Writes every run and the
+mean ± std per set to ``--out``. Any DAS-vs-random difference smaller than
 this spread is not a finding.
 
     python examples/benchmarks/seed_spread.py --work /tmp/spread --sets 3,6,8,11 --seeds 1,2 \\
@@ -32,6 +34,7 @@ import numpy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from processes import run_build
+from tasks import TASKS, write_task
 from variants import portable
 
 DEMO_ARMS = 12
@@ -54,24 +57,24 @@ def set_key(spec: str) -> str:
     return str([] if spec == "none" else [int(i) for i in spec.split(",")])
 
 
-def run_key(run: dict) -> tuple[str, int, float]:
-    """(set, seed, lr) of a run: ``das``/``das:K`` when the search chose the set, else the skip set as
-    a list; runs recorded without "lr" were built at 1e-3, the default then."""
+def run_key(run: dict) -> tuple[str, str, int, float]:
+    """(task, set, seed, lr) of a run: ``das``/``das:K`` when the search chose the set, else the skip
+    set as a list; runs recorded without "task" are the demo's, without "lr" built at 1e-3."""
     spec = run.get("set", "")
     key = spec if spec.startswith("das") else str(run["skipped"])
-    return key, run["seed"], run.get("lr", 1e-3)
+    return run.get("task", "easy-vqa"), key, run["seed"], run.get("lr", 1e-3)
 
 
 def search_against_chance(runs: list[dict]) -> list[dict]:
-    """For each (k, lr) with search picks and random sets: issue #17's comparison.
+    """For each (task, k, lr) with search picks and random sets: issue #17's comparison.
 
     Picks: the sets ``das``/``das:K`` runs chose (one per search seed). Random sets: ``random:K``
     runs, each set's accuracy averaged over its seeds. The fine-tune spread is the widest std over
     seeds of any fixed set at that k and lr (none: not measured)."""
-    by_lr_k: dict[tuple[float, int], dict[str, Any]] = {}
+    groups: dict[tuple[str, int, float], dict[str, Any]] = {}
     for r in runs:
-        _, _, lr = run_key(r)
-        group = by_lr_k.setdefault((lr, len(r["skipped"])), {"picks": [], "random": {}, "fixed": {}})
+        task, _, _, lr = run_key(r)
+        group = groups.setdefault((task, len(r["skipped"]), lr), {"picks": [], "random": {}, "fixed": {}})
         label = r.get("set", "")
         if label.startswith("das"):
             group["picks"].append(r["eval_accuracy"])
@@ -79,7 +82,7 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
             kind = "random" if label.startswith("random:") else "fixed"
             group[kind].setdefault(str(r["skipped"]), []).append(r["eval_accuracy"])
     rows = []
-    for (lr, k), g in sorted(by_lr_k.items(), key=lambda item: (item[0][1], item[0][0])):
+    for (task, k, lr), g in sorted(groups.items()):
         if not g["picks"] or not g["random"]:
             continue
         random_means = sorted(statistics.fmean(v) for v in g["random"].values())
@@ -88,7 +91,7 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
         spread = max((statistics.stdev(v) for v in seeded), default=None)
         margin = picks_mean - statistics.fmean(random_means)
         rows.append({
-            "k": k, "lr": lr, "picks": g["picks"], "picks_mean": picks_mean,
+            "task": task, "k": k, "lr": lr, "picks": g["picks"], "picks_mean": picks_mean,
             "random_sets": len(random_means), "random_mean": statistics.fmean(random_means),
             "random_p80": float(numpy.percentile(random_means, 80)),
             "percentile_rank": 100 * sum(a < picks_mean for a in random_means) / len(random_means),
@@ -119,10 +122,14 @@ def main() -> None:
     )
     parser.add_argument("--lr", type=float, default=1e-4, help="adapter learning rate (the demo's default)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
+    parser.add_argument("--task", choices=TASKS, default="easy-vqa", help="easy-vqa: the demo")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     build = [sys.executable, "-m", "edge_vl", "build", "--demo"]
+    if args.task != "easy-vqa":
+        train, evaluation = write_task(args.task, args.work.resolve() / f"data-{args.task}")
+        build = [*build[:-1], "--data", str(train), "--eval-data", str(evaluation)]
     reused = {run_key(r): r for f in args.reuse for r in json.loads(f.read_text())["runs"]}
     specs = {spec: spec for spec in args.sets}  # skip set → the label its runs record as "set"
     for draw in args.random:
@@ -131,24 +138,32 @@ def main() -> None:
     jobs = []
     for spec, label in specs.items():
         for seed in seeds:
-            if (set_key(spec), seed, args.lr) not in reused:
+            if (args.task, set_key(spec), seed, args.lr) not in reused:
                 command = [*build, "--seed", str(seed), "--lr", f"{args.lr:g}"]
                 if spec.startswith("das:"):
                     command += ["--skip-count", spec.removeprefix("das:")]
                 elif spec != "das":
                     command += ["--skip-layers", "" if spec == "none" else spec]
                 name = f"skip{spec.replace(',', '-').replace(':', '')}-seed{seed}"
+                name = name if args.task == "easy-vqa" else f"{args.task}-{name}"
                 jobs.append((seed, label, name, command))
     args.work.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.parallel) as pool:
         done = pool.map(
-            lambda job: {**run_build(job[2], args.work, job[3], env), "seed": job[0], "set": job[1]}, jobs
+            lambda job: {
+                **run_build(job[2], args.work, job[3], env),
+                "seed": job[0],
+                "set": job[1],
+                "task": args.task,
+            },
+            jobs,
         )
         runs = [*reused.values(), *done]
     by_set: dict[str, list[float]] = {}
     for r in runs:
-        key, _, lr = run_key(r)
-        by_set.setdefault(f"{key} at lr {lr:g}", []).append(r["eval_accuracy"])
+        task, key, _, lr = run_key(r)
+        name = f"{key} at lr {lr:g}" if task == "easy-vqa" else f"{task}: {key} at lr {lr:g}"
+        by_set.setdefault(name, []).append(r["eval_accuracy"])
     summary = {
         key: {"n": len(v), "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else None}
         for key, v in by_set.items()
@@ -168,7 +183,8 @@ def main() -> None:
         std = f" ± {s['std']:.4f}" if s["std"] is not None else ""
         print(f"{key}: {s['mean']:.4f}{std} over {s['n']} seeds")
     for c in report["search_against_chance"]:
-        print(f"k={c['k']} lr {c['lr']:g}: picks {c['picks_mean']:.4f}, random {c['random_mean']:.4f}, "
+        head = f"{c['task']} k={c['k']} lr {c['lr']:g}"
+        print(f"{head}: picks {c['picks_mean']:.4f}, random {c['random_mean']:.4f}, "
               f"percentile rank {c['percentile_rank']:.0f}")  # fmt: skip
 
 
