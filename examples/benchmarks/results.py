@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
+from seed_spread import run_key  # examples/benchmarks/seed_spread.py
 from transfer import recipe_label  # examples/benchmarks/transfer.py
 from variants import portable, sweep_table  # examples/benchmarks/variants.py
 
@@ -508,7 +509,7 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
     ]
 
     def kind(run: dict[str, Any]) -> str:
-        label, task = run.get("set", ""), run.get("task", "easy-vqa")
+        label, task = run.get("set", ""), run_key(run)[0]
         name = "random" if label.startswith("random:") else label if label.startswith("das") else "fixed"
         return name if task == "easy-vqa" else f"{task}: {name}"
 
@@ -518,10 +519,11 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         rank = {"fixed": 0, "random": 1}.get(name, 2)
         skipped = (len(r["skipped"]), str(r["skipped"]))
         by_set = (r["seed"], skipped) if rank == 2 else (skipped, r["seed"])
-        return r.get("task", "easy-vqa") != "easy-vqa", rank, name, r.get("lr", 1e-3), by_set
+        task, _, _, lr = run_key(r)
+        return task != "easy-vqa", rank, name, lr, by_set
 
     for r in sorted(spread["runs"], key=order):
-        lr, accuracy = f"{r.get('lr', 1e-3):g}", f"{r['eval_accuracy']:.4f}"
+        lr, accuracy = f"{run_key(r)[3]:g}", f"{r['eval_accuracy']:.4f}"
         lines.append(_table_row([kind(r), lr, str(r["seed"]), str(r["skipped"]), accuracy, r["commit"]]))
     lines += ["", "| set | runs | mean | std |", "|---|---|---|---|"]
     for name, s in spread["by_set"].items():
@@ -544,7 +546,7 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         for c in against:
             spread_cell = "not measured" if c["finetune_spread"] is None else f"{c['finetune_spread']:.4f}"
             lines.append(_table_row([
-                c.get("task", "easy-vqa"), str(c["k"]), f"{c['lr']:g}",
+                c["task"], str(c["k"]), f"{c['lr']:g}",
                 ", ".join(f"{a:.4f}" for a in c["picks"]), f"{c['picks_mean']:.4f}",
                 str(c["random_sets"]), f"{c['random_mean']:.4f}", f"{c['random_p80']:.4f}",
                 f"{c['percentile_rank']:.0f}", spread_cell, f"{c['margin']:+.4f}",
