@@ -93,7 +93,7 @@ def test_fitted_effects_recover_known_layer_costs_from_fewer_rounds():
         assert quality_of([-e for e in effects], truth, 1)["spearman"] > 0.9, seed
 
 
-def quality_of(scores, truth, k):
+def search_quality_script():
     import importlib.util
     from pathlib import Path
 
@@ -101,7 +101,11 @@ def quality_of(scores, truth, k):
     spec = importlib.util.spec_from_file_location("search_quality", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.quality(scores, truth, k)
+    return module
+
+
+def quality_of(scores, truth, k):
+    return search_quality_script().quality(scores, truth, k)
 
 
 def test_search_quality_measure_on_a_case_with_a_known_answer():
@@ -192,3 +196,17 @@ def test_paper_mode_uses_one_fixed_batch(search_setup):
     assert len(result.rounds) == 5
     with pytest.raises(ValueError, match="search mode"):
         SearchConfig(mode="fast")
+
+
+def test_search_quality_reads_the_seed_spread_runs_of_one_learning_rate_as_truth(tmp_path):
+    import json
+
+    module = search_quality_script()
+    runs = [{"skipped": [2, 1], "seed": 0, "lr": 1e-4, "set": "random:2", "eval_accuracy": 0.90},
+            {"skipped": [1, 2], "seed": 1, "lr": 1e-4, "set": "random:2", "eval_accuracy": 0.80},
+            {"skipped": [3, 4], "seed": 0, "set": "3,4", "eval_accuracy": 0.70},  # lr 1e-3 (not recorded)
+            {"skipped": [0, 5], "seed": 0, "lr": 1e-4, "set": "das", "eval_accuracy": 0.99},  # search's pick
+            {"skipped": [], "seed": 0, "lr": 1e-4, "set": "none", "eval_accuracy": 0.95}]  # fmt: skip
+    (tmp_path / "spread.json").write_text(json.dumps({"runs": runs}))
+    assert module.read_truth(tmp_path / "spread.json", 1e-4) == {(1, 2): pytest.approx(0.85)}
+    assert module.read_truth(tmp_path / "spread.json", 1e-3) == {(3, 4): 0.70}

@@ -5,7 +5,8 @@
         --search examples/benchmarks/results/demo-default/manifest.json
 
 ``--truth``: a ``variants.py`` result (each row: a skip set and the accuracy its full fine-tune
-reached). ``--search``: bundle manifests or ``edge-vl search --out`` files of the same model and
+reached) or a ``seed_spread.py`` result (its fixed and random sets at ``--lr``, averaged over
+seeds). ``--search``: bundle manifests or ``edge-vl search --out`` files of the same model and
 task. For every search and both of its rankings — the bandit's gates (the paper) and the layers'
 fitted added loss (``effects``, :func:`edge_vl.search.layer_effects`) — it scores each truth set
 (sum of its layers' gates, or minus the sum of their effects) and reports, per number of skipped
@@ -18,9 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+from seed_spread import run_key  # examples/benchmarks/seed_spread.py
 
 from edge_vl.search import layer_effects
 
@@ -87,17 +92,32 @@ def quality(scores: Sequence[float], truth: dict[tuple[int, ...], float], k: int
     }  # fmt: skip
 
 
-def read_truth(path: Path) -> dict[tuple[int, ...], float]:
-    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
-    return {tuple(sorted(r["skipped"])): r["eval_accuracy"] for r in rows if r.get("skipped")}
+def read_truth(path: Path, lr: float | None = None) -> dict[tuple[int, ...], float]:
+    """Skip set → fine-tuned accuracy from a ``variants.json`` (its rows) or a ``seed_spread.json``
+    (the demo's fixed and random sets fine-tuned at ``lr``, each averaged over its seeds)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "rows" in data:
+        return {tuple(sorted(r["skipped"])): r["eval_accuracy"] for r in data["rows"] if r.get("skipped")}
+    by_set: dict[tuple[int, ...], list[float]] = {}
+    for r in data["runs"]:
+        task, key, _, run_lr = run_key(r)
+        if task == "easy-vqa" and not key.startswith("das") and r["skipped"] and run_lr == lr:
+            by_set.setdefault(tuple(sorted(r["skipped"])), []).append(r["eval_accuracy"])
+    return {s: sum(v) / len(v) for s, v in by_set.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--truth", type=Path, required=True, help="variants.json with fine-tuned skip sets")
+    p.add_argument(
+        "--truth",
+        type=Path,
+        required=True,
+        help="variants.json or seed_spread.json with fine-tuned skip sets",
+    )
+    p.add_argument("--lr", type=float, default=1e-4, help="a seed_spread.json's runs at this lr")  # fmt: skip
     p.add_argument("--search", type=Path, action="append", required=True, help="a manifest or search file")
     args = p.parse_args()
-    truth = read_truth(args.truth)
+    truth = read_truth(args.truth, args.lr)
     ks = sorted({len(s) for s in truth})
     print("| search | ranking | k | truth sets | Spearman | pick | pick accuracy (percentile) |")
     print("|---|---|---|---|---|---|---|")
