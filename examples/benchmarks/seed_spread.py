@@ -37,6 +37,8 @@ from processes import run_build
 from tasks import TASKS, write_task
 from variants import portable
 
+from edge_vl.fileio import write_text_atomic
+
 DEMO_ARMS = 12
 
 
@@ -96,8 +98,8 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
             "random_p80": float(numpy.percentile(random_means, 80)),
             "percentile_rank": 100 * sum(a < picks_mean for a in random_means) / len(random_means),
             "finetune_spread": spread, "margin": margin,
-            "beats_p80_and_spread": picks_mean >= numpy.percentile(random_means, 80)
-            and spread is not None and margin > spread,
+            "beats_p80_and_spread": bool(picks_mean >= numpy.percentile(random_means, 80)
+                                         and spread is not None and margin > spread),
         })  # fmt: skip
     return rows
 
@@ -178,7 +180,7 @@ def main() -> None:
         "search_against_chance": search_against_chance(runs),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     for key, s in summary.items():
         std = f" ± {s['std']:.4f}" if s["std"] is not None else ""
         print(f"{key}: {s['mean']:.4f}{std} over {s['n']} seeds")
