@@ -35,7 +35,7 @@ import numpy
 sys.path.insert(0, str(Path(__file__).parent))
 from processes import run_build
 from tasks import TASKS, write_task
-from variants import portable
+from variants import this_command
 
 from edge_vl.fileio import write_text_atomic
 
@@ -171,8 +171,7 @@ def main() -> None:
         for key, v in by_set.items()
     }
     report = {
-        "command": "python "
-        + " ".join([portable(str(Path(sys.argv[0]).resolve())), *map(portable, sys.argv[1:])]),
+        "command": this_command(),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "lr": args.lr,
         "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in runs],

@@ -66,6 +66,11 @@ def portable(arg: str) -> str:
     return "<scratch>/" + "/".join(path.parts[-2:])
 
 
+def this_command() -> str:
+    """The running script's command line as results record it (paths made :func:`portable`)."""
+    return "python " + " ".join([portable(str(Path(sys.argv[0]).resolve())), *map(portable, sys.argv[1:])])
+
+
 def majority(train: Path, evals: Path) -> dict[str, Any]:
     """Always answer the most frequent training label."""
     answer = Counter(e.label for e in read_examples(train, check_images=False)).most_common(1)[0][0]
