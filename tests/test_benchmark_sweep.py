@@ -217,3 +217,30 @@ def test_question_templates_show_questions_answered_from_the_prior(variants):
     by_question = variants.accuracy_by_question(logits, labels, names, texts)
     assert by_question["is there a <answer> shape?"] == {"n": 3, "accuracy": 0.6667, "majority_share": 0.6667}
     assert by_question["what color?"] == {"n": 1, "accuracy": 1.0, "majority_share": 1.0}
+
+
+def test_question_templates_script_scores_a_bundle_per_template(tiny_bundle, shapes_data, tmp_path):
+    """The script's accuracies agree with the Predictor's own answers, row by row."""
+    import subprocess
+
+    from edge_vl import Predictor
+
+    script = SCRIPT.with_name("question_templates.py")
+    out = tmp_path / "templates.json"
+    command = [sys.executable, str(script), "--eval", str(shapes_data[1]), "--bundle", f"tiny={tiny_bundle}",
+               "--out", str(out)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    report = json.loads(out.read_text())
+    rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
+    assert report["eval_rows"] == len(rows)
+    with Predictor(tiny_bundle) as predictor:
+        answers = [predictor.predict(shapes_data[1].parent / r["image"], r["text"]).label for r in rows]
+    right = [answer == r["label"] for answer, r in zip(answers, rows, strict=True)]
+    result = report["bundles"]["tiny"]
+    assert result["accuracy"] == pytest.approx(sum(right) / len(rows))
+    templates = result["templates"]
+    assert set(templates) == {r["text"] for r in rows}  # no answer word occurs in these questions
+    for text, t in templates.items():
+        mine = [ok for ok, r in zip(right, rows, strict=True) if r["text"] == text]
+        assert t["n"] == len(mine)
+        assert t["accuracy"] == pytest.approx(sum(mine) / len(mine), abs=1e-4)
