@@ -244,3 +244,38 @@ def test_question_templates_script_scores_a_bundle_per_template(tiny_bundle, sha
         mine = [ok for ok, r in zip(right, rows, strict=True) if r["text"] == text]
         assert t["n"] == len(mine)
         assert t["accuracy"] == pytest.approx(sum(mine) / len(mine), abs=1e-4)
+
+
+def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_script, tmp_path, monkeypatch):
+    """The results file is written as runs finish, so a cut-off sweep resumes with --reuse."""
+    built = []
+
+    def fake_build(name, work, command, env):
+        built.append(name)
+        if "seed1" in name:
+            raise RuntimeError("killed")
+        return {"run": name, "command": " ".join(command), "skipped": [0, 3], "eval_accuracy": 0.9,
+                "lr": 1e-4, "commit": "c"}  # fmt: skip
+
+    monkeypatch.setattr(seed_spread_script, "run_build", fake_build)
+    out = tmp_path / "spread.json"
+    argv = [
+        "seed_spread.py",
+        "--work",
+        str(tmp_path / "w"),
+        "--sets",
+        "0,3",
+        "--seeds",
+        "0,1,2",
+        "--out",
+        str(out),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="skip0-3-seed1"):
+        seed_spread_script.main()
+    assert sorted(r["seed"] for r in json.loads(out.read_text())["runs"]) == [0, 2]
+    built.clear()
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(tmp_path / "again.json"), "--reuse", str(out)])
+    with pytest.raises(SystemExit):
+        seed_spread_script.main()
+    assert built == ["skip0-3-seed1"]  # only the missing run is rebuilt

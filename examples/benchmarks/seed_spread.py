@@ -10,8 +10,9 @@ changes the search too, so its runs give the spread of what a user's ``edge-vl b
 asking for more sets later keeps the first ones (the baseline a search must beat, issue #17).
 ``--task digits`` runs the same on ``tasks.py``'s second task (``edge-vl build --data … --eval-data
 …`` with edge-vl-mini and the build's default budget) instead of the demo. Writes every run and the
-mean ± std per set to ``--out``. Any DAS-vs-random difference smaller than
-this spread is not a finding.
+mean ± std per set to ``--out``, rewritten as each run finishes (a sweep whose ``--work`` folder is
+lost goes on with ``--reuse OUT``). Any DAS-vs-random difference smaller than this spread is not a
+finding.
 
     python examples/benchmarks/seed_spread.py --work /tmp/spread --sets 3,6,8,11 --seeds 1,2 \\
         --out examples/benchmarks/results/seed_spread/seed_spread.json
@@ -26,7 +27,7 @@ import os
 import random
 import statistics
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,32 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
     return rows
 
 
+def summarise(accuracies: list[float]) -> dict[str, Any]:
+    """n, mean and std (None for one run) of a set's accuracies over seeds."""
+    std = statistics.stdev(accuracies) if len(accuracies) > 1 else None
+    return {"n": len(accuracies), "mean": statistics.fmean(accuracies), "std": std}
+
+
+def save_report(out: Path, runs: list[dict], lr: float) -> dict[str, Any]:
+    """Write the runs, the mean ± std per set and the search-vs-chance comparison to ``out``."""
+    by_set: dict[str, list[float]] = {}
+    for r in runs:
+        task, key, _, run_lr = run_key(r)
+        name = f"{key} at lr {run_lr:g}" if task == "easy-vqa" else f"{task}: {key} at lr {run_lr:g}"
+        by_set.setdefault(name, []).append(r["eval_accuracy"])
+    report = {
+        "command": this_command(),
+        "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "lr": lr,
+        "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in runs],
+        "by_set": {key: summarise(v) for key, v in by_set.items()},
+        "search_against_chance": search_against_chance(runs),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for the builds (resumable)")
@@ -150,36 +177,28 @@ def main() -> None:
                 name = name if args.task == "easy-vqa" else f"{args.task}-{name}"
                 jobs.append((seed, label, name, command))
     args.work.mkdir(parents=True, exist_ok=True)
+    runs, finished = list(reused.values()), {}
+    # the file is rewritten after every finished run: a sweep cut off with its --work folder lost
+    # (another machine, another session) keeps what it measured, and --reuse carries it on
     with ThreadPoolExecutor(args.parallel) as pool:
-        done = pool.map(
-            lambda job: {
-                **run_build(job[2], args.work, job[3], env),
-                "seed": job[0],
-                "set": job[1],
-                "task": args.task,
-            },
-            jobs,
-        )
-        runs = [*reused.values(), *done]
-    by_set: dict[str, list[float]] = {}
-    for r in runs:
-        task, key, _, lr = run_key(r)
-        name = f"{key} at lr {lr:g}" if task == "easy-vqa" else f"{task}: {key} at lr {lr:g}"
-        by_set.setdefault(name, []).append(r["eval_accuracy"])
-    summary = {
-        key: {"n": len(v), "mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else None}
-        for key, v in by_set.items()
-    }
-    report = {
-        "command": this_command(),
-        "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "lr": args.lr,
-        "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in runs],
-        "by_set": summary,
-        "search_against_chance": search_against_chance(runs),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
+        futures = {pool.submit(run_build, name, args.work, command, env): i
+                   for i, (_, _, name, command) in enumerate(jobs)}  # fmt: skip
+        failed = []
+        for future in as_completed(futures):
+            seed, label, name, _ = jobs[futures[future]]
+            try:
+                row = future.result()
+            except Exception as error:  # a failed build must not lose the others' results
+                failed.append(name)
+                print(f"{name} failed ({error}); its log: {args.work / name / 'build.log'}", flush=True)
+                continue
+            finished[futures[future]] = {**row, "seed": seed, "set": label, "task": args.task}
+            runs = [*reused.values(), *(finished[i] for i in sorted(finished))]
+            save_report(args.out, runs, args.lr)
+    report = save_report(args.out, runs, args.lr)
+    if failed:
+        raise SystemExit(f"{len(failed)} build(s) failed: {', '.join(failed)}; {args.out} has the rest")
+    summary = report["by_set"]
     for key, s in summary.items():
         std = f" ± {s['std']:.4f}" if s["std"] is not None else ""
         print(f"{key}: {s['mean']:.4f}{std} over {s['n']} seeds")
