@@ -279,3 +279,23 @@ def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_scr
     with pytest.raises(SystemExit):
         seed_spread_script.main()
     assert built == ["skip0-3-seed1"]  # only the missing run is rebuilt
+
+
+def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts(results_script, tmp_path,
+                                                                                 monkeypatch):  # fmt: skip
+    spread = tmp_path / "spread.json"
+    runs = [{"skipped": [0], "seed": s, "eval_accuracy": a, "lr": 1e-4, "commit": "c", "set": "0"}
+            for s, a in ((0, 0.9), (1, 0.92))]  # fmt: skip
+    spread.write_text(json.dumps({"runs": runs, "by_set": {}, "measured": "D", "command": "C"}))
+    old = {"cpu": "Old CPU", "cores": 2, "flags": {"AVX512F": True}, "python": "3.11.0"}
+    (tmp_path / "RESULTS.json").write_text(
+        json.dumps({"machine": old, "versions": {"torch": "1"}, "date": "D0"})
+    )
+    monkeypatch.setattr(sys, "argv", ["results.py", "--out", str(tmp_path), "--parts", "s",
+                                      "--seed-spread", str(spread)])  # fmt: skip
+    results_script.main()
+    saved = json.loads((tmp_path / "RESULTS.json").read_text())
+    assert saved["machine"] == old and saved["versions"] == {"torch": "1"} and saved["date"] != "D0"
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "the timed parts (a, b, c, d, k) ran on **Old CPU** (2 cores; ISA: AVX512F)" in text
+    assert "| fixed | 0.0001 | 1 | [0] | 0.9200 | c |" in text

@@ -32,7 +32,8 @@ s) The fine-tune's seed spread on the demo (one skip set, several seeds), read f
 t) Transfer: PETL against full fine-tuning of edge-vl-mini checkpoints and PETL recipes, on
    easy-vqa and a second task, read from ``--transfer`` (``transfer.py``).
 
-``--parts a,b,c,d,k,p,s,t`` runs a subset (the others keep their previous results from ``RESULTS.json``).
+``--parts a,b,c,d,k,p,s,t`` runs a subset (the others keep their previous results from ``RESULTS.json``);
+the header names the machine of the last timed run (a, b, c, d, k), not the one that re-read p, s or t.
 """
 
 from __future__ import annotations
@@ -366,8 +367,8 @@ def render(results: dict[str, Any]) -> str:
     lines = [
         "# edge-vl benchmark results",
         "",
-        f"Generated {results['date']} by `examples/benchmarks/results.py` on **{m['cpu']}** "
-        f"({m['cores']} cores; ISA: {flags}); Python {m['python']}, "
+        f"Generated {results['date']} by `examples/benchmarks/results.py`; the timed parts (a, b, c, "
+        f"d, k) ran on **{m['cpu']}** ({m['cores']} cores; ISA: {flags}); Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
         + ". Latencies are batch-1 medians (ms) with the 10th–90th percentile range; every ratio "
         "comes from one interleaved run (contenders timed in a fresh random order each round, with a "
@@ -677,6 +678,10 @@ def plots(results: dict[str, Any], out: Path) -> None:
         write_text_atomic(out / "demo_latency.svg", svg)
 
 
+#: parts timed on the machine that runs this script (the others read results files)
+TIMED_PARTS = frozenset("abcdk")
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -738,12 +743,15 @@ def main() -> None:
         results["flops"] = {**flops_check(), **run, "date": _now()}
     if "d" in parts:
         results["clip_b32"] = {**speed_clip_b32(args.runs, args.throughput_seconds), **run, "date": _now()}
-    results.update(
-        date=_now(),
-        machine={"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "flags": cpu_flags(),
-                 "python": platform.python_version()},
-        versions=package_versions(),
-    )  # fmt: skip
+    results["date"] = _now()
+    if parts & TIMED_PARTS or "machine" not in results:
+        # parts p, s and t only read results files measured elsewhere: rerunning them on another
+        # machine must not relabel the timings of the others
+        results.update(
+            machine={"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "flags": cpu_flags(),
+                     "python": platform.python_version()},
+            versions=package_versions(),
+        )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(previous, json.dumps(results, indent=2) + "\n")
     plots(results, args.out)
