@@ -299,3 +299,26 @@ def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts
     text = (tmp_path / "RESULTS.md").read_text()
     assert "the timed parts (a, b, c, d, k) ran on **Old CPU** (2 cores; ISA: AVX512F)" in text
     assert "| fixed | 0.0001 | 1 | [0] | 0.9200 | c |" in text
+
+
+def test_precision_here_quantizes_a_bundle_and_scores_both_precisions(tiny_bundle, shapes_data, tmp_path):
+    import subprocess
+
+    from edge_vl import Predictor
+
+    out, work = tmp_path / "precision.json", tmp_path / "int8"
+    command = [sys.executable, str(SCRIPT.with_name("precision_here.py")), str(tiny_bundle),
+               "--train", str(shapes_data[0]), "--eval", str(shapes_data[1]), "--calibration", "8",
+               "--runs", "3", "--threads", "1", "--work", str(work), "--out", str(out)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    report = json.loads(out.read_text())
+    rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
+    with Predictor(tiny_bundle) as predictor:
+        answers = [predictor.predict(shapes_data[1].parent / r["image"], r["text"]).label for r in rows]
+    assert report["accuracy"]["fp32"] == pytest.approx(
+        sum(a == r["label"] for a, r in zip(answers, rows, strict=True)) / len(rows)
+    )
+    assert 0 <= report["accuracy"]["int8"] <= 1 and 0 <= report["int8_agreement_with_fp32"] <= 1
+    assert (report["calibration_rows"], report["eval_rows"]) == (8, len(rows))
+    assert report["int8_speedup"] > 0 and report["reference_graph"]["int8_layers"] > 0
+    assert (work / "model-int8.xml").is_file()  # kept for a rerun

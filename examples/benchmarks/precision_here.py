@@ -1,0 +1,113 @@
+"""FP32 against NNCF INT8 of one bundle on this machine: accuracy and batch-1 latency, interleaved.
+
+The README's precision advice per CPU class must come from measurements on such a CPU, not from
+assumption. This script quantizes BUNDLE's FP32 model as a build does (``converters.precision.
+quantize_int8``: calibrated on ``--calibration`` seeded training rows, NNCF's overflow fix on CPUs
+without VNNI), answers every ``--eval`` row with both models, and times them at batch 1 in
+interleaved rounds (a fresh random order each round), next to ``edge-vl bench --target-profile``'s
+reference-graph ratio. Run it alone on the machine: other work skews the timing.
+
+    python examples/benchmarks/precision_here.py edge-vl-demo/bundle-full \\
+        --train edge-vl-demo/data-full/train.jsonl --eval edge-vl-demo/data-full/eval.jsonl \\
+        --out examples/benchmarks/results/precision_here/avx2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from edge_vl.converters.precision import evaluate, quantize_int8
+from variants import portable, this_command
+
+from edge_vl.build import package_versions
+from edge_vl.data import read_examples
+from edge_vl.fileio import write_text_atomic
+from edge_vl.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
+from edge_vl.runtime.predictor import Predictor
+from edge_vl.timing import compile_latency, interleaved, precision_probe, spread
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="an FP32 bundle")
+    parser.add_argument("--train", type=Path, required=True, help="training manifest (calibration rows)")
+    parser.add_argument("--eval", type=Path, required=True, help="eval manifest (accuracy)")
+    parser.add_argument("--calibration", type=int, default=300, help="calibration rows (the build's default)")
+    parser.add_argument("--limit", type=int, help="only the first N eval rows")
+    parser.add_argument("--runs", type=int, default=200, help="interleaved timing rounds")
+    parser.add_argument("--threads", type=int, help="OpenVINO threads [all cores]")
+    parser.add_argument("--work", type=Path, help="keep the INT8 IR here and reuse it on a rerun")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file")
+    args = parser.parse_args()
+    vnni = has_int8_dot_product()
+    with Predictor(args.bundle, threads=args.threads, warmup=False) as predictor:
+        if predictor.bundle.manifest.model.precision != "fp32":
+            raise SystemExit(f"{args.bundle}: an FP32 bundle is needed, this one is "
+                             f"{predictor.bundle.manifest.model.precision}")  # fmt: skip
+        fp32 = args.bundle / predictor.bundle.manifest.model.xml
+        train = read_examples(args.train)
+        rows = random.Random(0).sample(train, min(args.calibration, len(train)))
+        feeds = [predictor.prepare([r.image], [r.text]) for r in rows]
+        with tempfile.TemporaryDirectory() as tmp:
+            work = args.work or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            int8 = work / "model-int8.xml"
+            if not (int8.is_file() and int8.with_suffix(".bin").is_file()):
+                print(f"quantizing on {len(feeds)} calibration rows (VNNI: {vnni})", flush=True)
+                int8 = quantize_int8(fp32, feeds, work, vnni=vnni, size=len(feeds))
+            evals = read_examples(args.eval)[: args.limit]
+            index = {name: i for i, name in enumerate(predictor.labels)}
+            labels = np.array([index[r.label] for r in evals])
+
+            def batches():
+                for i in range(0, len(evals), 64):
+                    part = evals[i : i + 64]
+                    yield predictor.prepare([r.image for r in part], [r.text for r in part])
+
+            print(f"answering {len(evals)} eval rows with FP32 and INT8", flush=True)
+            models = {"fp32": fp32, "int8": int8}
+            answers = {name: evaluate(xml, batches()) for name, xml in models.items()}
+            feed = predictor.prepare([evals[0].image], [evals[0].text])
+            compiled = {
+                name: compile_latency(xml, args.threads) for name, xml in (("fp32", fp32), ("int8", int8))
+            }
+            requests = {name: c.create_infer_request() for name, c in compiled.items()}
+            print(f"timing batch 1, {args.runs} interleaved rounds", flush=True)
+            times = interleaved(
+                {name: (lambda r=r: r.infer(feed)) for name, r in requests.items()}, args.runs
+            )
+            requests.clear()  # before ``compiled`` (see edge_vl.timing.compile_latency)
+    latency = {name: spread(t) for name, t in times.items()}
+    report = {
+        "command": this_command(),
+        "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(), "vnni": vnni},
+        "versions": package_versions(),
+        "bundle": portable(str(args.bundle)),
+        "threads": args.threads,
+        "calibration_rows": len(feeds),
+        "eval_rows": len(evals),
+        "accuracy": {name: float(np.mean(a == labels)) for name, a in answers.items()},
+        "int8_agreement_with_fp32": float(np.mean(answers["int8"] == answers["fp32"])),
+        "latency_ms": latency,
+        "int8_speedup": latency["fp32"]["median"] / latency["int8"]["median"],
+        "reference_graph": precision_probe(threads=args.threads),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in ("accuracy", "latency_ms", "int8_speedup")}, indent=1))
+    print(f"reference graph INT8 speed-up: {report['reference_graph']['int8_speedup']:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
