@@ -59,9 +59,18 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "eval_examples": manifest["metrics"]["eval_examples"],
         "lr": manifest["training"]["lr"],
+        "machine": machine(),  # wall times of runs on different machines do not compare
     }
     result_file.write_text(json.dumps(row, indent=2))
     return row
+
+
+def machine() -> str:
+    """This machine's CPU, cores and vector ISA, as a run records it."""
+    from edge_vl.runtime.cpu import cpu_flags, cpu_name
+
+    isa = " ".join(flag for flag, present in cpu_flags().items() if present)
+    return f"{cpu_name()}, {os.cpu_count()} cores, {isa}"
 
 
 def revision(tree: str | Path) -> str:
