@@ -78,14 +78,12 @@ def main() -> None:
             models = {"fp32": fp32, "int8": int8}
             answers = {name: evaluate(xml, batches()) for name, xml in models.items()}
             feed = predictor.prepare([evals[0].image], [evals[0].text])
-            compiled = {
-                name: compile_latency(xml, args.threads) for name, xml in (("fp32", fp32), ("int8", int8))
-            }
+            compiled = {name: compile_latency(xml, args.threads) for name, xml in models.items()}
             requests = {name: c.create_infer_request() for name, c in compiled.items()}
             print(f"timing batch 1, {args.runs} interleaved rounds", flush=True)
-            times = interleaved(
-                {name: (lambda r=r: r.infer(feed)) for name, r in requests.items()}, args.runs
-            )
+            contenders = {name: (lambda r=r: r.infer(feed)) for name, r in requests.items()}
+            times = interleaved(contenders, args.runs)
+            contenders.clear()
             requests.clear()  # before ``compiled`` (see edge_vl.timing.compile_latency)
     latency = {name: spread(t) for name, t in times.items()}
     report = {
