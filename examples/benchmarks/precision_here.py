@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import random
@@ -61,12 +62,20 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             work = args.work or Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
-            int8 = work / "model-int8.xml"
-            if not (int8.is_file() and int8.with_suffix(".bin").is_file()):
+            int8, source = work / "model-int8.xml", work / "model-int8.source"
+            # the INT8 IR is reused only if it was made from these FP32 weights and this many rows
+            made_from = f"{hashlib.sha256(fp32.with_suffix('.bin').read_bytes()).hexdigest()} {len(feeds)}\n"
+            if not (
+                int8.with_suffix(".bin").is_file() and source.is_file() and source.read_text() == made_from
+            ):
                 print(f"quantizing on {len(feeds)} calibration rows (VNNI: {vnni})", flush=True)
                 int8 = quantize_int8(fp32, feeds, work, vnni=vnni, size=len(feeds))
+                write_text_atomic(source, made_from)
             evals = read_examples(args.eval)[: args.limit]
             index = {name: i for i, name in enumerate(predictor.labels)}
+            unknown = sorted({r.label for r in evals} - index.keys())
+            if unknown:
+                raise SystemExit(f"{args.eval}: labels {unknown} are not among the bundle's answers")
             labels = np.array([index[r.label] for r in evals])
 
             def batches():
