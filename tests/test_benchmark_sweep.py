@@ -246,6 +246,28 @@ def test_question_templates_script_scores_a_bundle_per_template(tiny_bundle, sha
         assert t["accuracy"] == pytest.approx(sum(mine) / len(mine), abs=1e-4)
 
 
+def test_template_and_precision_scripts_refuse_eval_labels_the_bundle_cannot_answer(
+    tiny_bundle, shapes_data, tmp_path
+):
+    import subprocess
+
+    rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
+    rows[1]["label"] = "octagon"
+    evals = shapes_data[1].with_name("eval-unknown.jsonl")
+    evals.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.json"
+    for command in (
+        [SCRIPT.with_name("question_templates.py"), "--eval", evals, "--bundle", f"tiny={tiny_bundle}"],
+        [SCRIPT.with_name("precision_here.py"), tiny_bundle, "--train", shapes_data[0], "--eval", evals,
+         "--calibration", "4", "--runs", "1", "--threads", "1"],
+    ):  # fmt: skip
+        command = [sys.executable, *map(str, command), "--out", str(out)]
+        run = subprocess.run(command, capture_output=True, text=True)
+        assert run.returncode != 0
+        assert f"{evals}: labels ['octagon'] are not among the bundle's answers" in run.stderr
+        assert not out.exists()
+
+
 def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_script, tmp_path, monkeypatch):
     """The results file is written as runs finish, so a cut-off sweep resumes with --reuse."""
     built = []
@@ -322,3 +344,11 @@ def test_precision_here_quantizes_a_bundle_and_scores_both_precisions(tiny_bundl
     assert (report["calibration_rows"], report["eval_rows"]) == (8, len(rows))
     assert report["int8_speedup"] > 0 and report["reference_graph"]["int8_layers"] > 0
     assert (work / "model-int8.xml").is_file()  # kept for a rerun
+
+    def quantizes(calibration: str) -> bool:
+        at = command.index("--calibration") + 1
+        again = [*command[:at], calibration, *command[at + 1 :]]
+        return "quantizing" in subprocess.run(again, check=True, capture_output=True, text=True).stdout
+
+    assert not quantizes("8")  # same FP32 weights and calibration rows: the kept INT8 IR is reused
+    assert quantizes("6")  # a kept IR made from other calibration rows is not

@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
 import random
 import sys
 import tempfile
@@ -28,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from edge_vl.converters.precision import evaluate, quantize_int8
-from variants import portable, this_command
+from variants import label_indices, machine_info, portable, this_command
 
 from edge_vl.build import package_versions
 from edge_vl.data import read_examples
 from edge_vl.fileio import write_text_atomic
-from edge_vl.runtime.cpu import cpu_flags, cpu_name, has_int8_dot_product
+from edge_vl.runtime.cpu import has_int8_dot_product
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.timing import compile_latency, interleaved, precision_probe, spread
 
@@ -56,6 +55,8 @@ def main() -> None:
             raise SystemExit(f"{args.bundle}: an FP32 bundle is needed, this one is "
                              f"{predictor.bundle.manifest.model.precision}")  # fmt: skip
         fp32 = args.bundle / predictor.bundle.manifest.model.xml
+        evals = read_examples(args.eval)[: args.limit]
+        labels = np.array(label_indices(evals, predictor.labels, args.eval))  # before the slow part
         train = read_examples(args.train)
         rows = random.Random(0).sample(train, min(args.calibration, len(train)))
         feeds = [predictor.prepare([r.image], [r.text]) for r in rows]
@@ -71,12 +72,6 @@ def main() -> None:
                 print(f"quantizing on {len(feeds)} calibration rows (VNNI: {vnni})", flush=True)
                 int8 = quantize_int8(fp32, feeds, work, vnni=vnni, size=len(feeds))
                 write_text_atomic(source, made_from)
-            evals = read_examples(args.eval)[: args.limit]
-            index = {name: i for i, name in enumerate(predictor.labels)}
-            unknown = sorted({r.label for r in evals} - index.keys())
-            if unknown:
-                raise SystemExit(f"{args.eval}: labels {unknown} are not among the bundle's answers")
-            labels = np.array([index[r.label] for r in evals])
 
             def batches():
                 for i in range(0, len(evals), 64):
@@ -98,7 +93,7 @@ def main() -> None:
     report = {
         "command": this_command(),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "flags": cpu_flags(), "vnni": vnni},
+        "machine": {**machine_info(), "vnni": vnni},
         "versions": package_versions(),
         "bundle": portable(str(args.bundle)),
         "threads": args.threads,

@@ -67,10 +67,11 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
 
 def machine() -> str:
     """This machine's CPU, cores and vector ISA, as a run records it."""
-    from edge_vl.runtime.cpu import cpu_flags, cpu_name
+    from variants import machine_info  # examples/benchmarks/variants.py
 
-    isa = " ".join(flag for flag, present in cpu_flags().items() if present)
-    return f"{cpu_name()}, {os.cpu_count()} cores, {isa}"
+    m = machine_info()
+    isa = " ".join(flag for flag, present in m["flags"].items() if present)
+    return f"{m['cpu']}, {m['cores']} cores, {isa}"
 
 
 def revision(tree: str | Path) -> str:

@@ -22,23 +22,22 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from variants import accuracy_by_question, portable, this_command
+from variants import accuracy_by_question, label_indices, portable, this_command
 
 from edge_vl.data import read_examples
 from edge_vl.fileio import write_text_atomic
 from edge_vl.runtime.predictor import Predictor
 
 
-def template_accuracy(bundle: Path, rows: list, batch: int = 64) -> dict:
-    """Overall and per-template accuracy of ``bundle`` on the manifest ``rows``."""
+def template_accuracy(bundle: Path, rows: list, source: Path, batch: int = 64) -> dict:
+    """Overall and per-template accuracy of ``bundle`` on the rows of the manifest ``source``."""
     with Predictor(bundle, threads=1) as predictor:
         names = list(predictor.labels)
+        labels = torch.tensor(label_indices(rows, names, source))
         logits = np.concatenate([
             predictor.logits([r.image for r in rows[i : i + batch]], [r.text for r in rows[i : i + batch]])
             for i in range(0, len(rows), batch)
         ])  # fmt: skip
-    index = {name: i for i, name in enumerate(names)}
-    labels = torch.tensor([index[r.label] for r in rows])
     scores = torch.from_numpy(logits)
     return {
         "accuracy": float((scores.argmax(-1) == labels).float().mean()),
@@ -57,7 +56,7 @@ def main() -> None:
     results = {}
     for spec in args.bundle:
         name, _, folder = spec.partition("=")
-        results[name] = {"bundle": portable(folder), **template_accuracy(Path(folder), rows)}
+        results[name] = {"bundle": portable(folder), **template_accuracy(Path(folder), rows, args.eval)}
         print(f"{name}: {results[name]['accuracy']:.4f}", flush=True)
     report = {
         "command": this_command(),

@@ -45,7 +45,7 @@ from edge_vl.errors import Interrupted
 from edge_vl.fileio import write_text_atomic
 from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
 from edge_vl.report import write_report
-from edge_vl.runtime.cpu import cpu_name
+from edge_vl.runtime.cpu import cpu_flags, cpu_name
 from edge_vl.search import SearchConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -287,7 +287,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     taken_over = {row["measured"] for row in rows if "measured" in row}
     report = {
         "date": date, "command": command,
-        "machine": {"cpu": cpu_name(), "cores": _cores(), "python": platform.python_version()},
+        "machine": {**machine_info(), "python": platform.python_version()},
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
         "train_examples": manifests["das"]["metrics"]["train_examples"],
         "eval_examples": manifests["das"]["metrics"]["eval_examples"],
@@ -419,10 +419,23 @@ def check_same_settings(
         raise SystemExit(f"{what} was built with other settings: " + "; ".join(wrong))
 
 
-def _cores() -> int:
+def machine_info() -> dict[str, Any]:
+    """This machine as results record it: CPU name, usable cores and vector ISA flags (timings and
+    reruns on different machines do not compare)."""
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    return {"cpu": cpu_name(), "cores": cores, "flags": cpu_flags()}
+
+
+def label_indices(rows: Sequence[Any], names: Sequence[str], source: Path) -> list[int]:
+    """Each row's label as an index into a bundle's answers ``names``; an error naming ``source``
+    and the labels the bundle cannot answer."""
+    index = {name: i for i, name in enumerate(names)}
+    unknown = sorted({r.label for r in rows} - index.keys())
+    if unknown:
+        raise SystemExit(f"{source}: labels {unknown} are not among the bundle's answers")
+    return [index[r.label] for r in rows]
 
 
 def write(report: dict[str, Any], out: Path) -> None:
