@@ -198,6 +198,22 @@ def test_paper_mode_uses_one_fixed_batch(search_setup):
         SearchConfig(mode="fast")
 
 
+def test_single_layer_removal_costs_rank_the_cheapest_layers_as_most_redundant(tmp_path):
+    import json
+
+    module = search_quality_script()
+    losses = [0.50, 0.90, 0.55, 2.00]  # added loss when skipped alone: 0.05, 0.45, 0.10, 1.55
+    rows = [{"skipped": [], "loss": 0.45}, *({"skipped": [i], "loss": v} for i, v in enumerate(losses))]
+    (tmp_path / "importance.json").write_text(json.dumps({"rows": [*rows, {"skipped": [0, 2], "loss": 1.0}]}))
+    scores = module.importance_scores(tmp_path / "importance.json")
+    assert scores == pytest.approx([-0.05, -0.45, -0.10, -1.55])
+    assert module.quality(scores, {(0, 2): 0.9, (1, 3): 0.5, (0, 1): 0.7}, 2)["pick"] == [0, 2]
+    partial = [rows[0], rows[1], rows[3]]  # layer 1 never skipped alone
+    (tmp_path / "partial.json").write_text(json.dumps({"rows": partial}))
+    with pytest.raises(SystemExit, match="every layer alone"):
+        module.importance_scores(tmp_path / "partial.json")
+
+
 def test_search_quality_reads_the_seed_spread_runs_of_one_learning_rate_as_truth(tmp_path):
     import json
 

@@ -13,6 +13,10 @@ fitted added loss (``effects``, :func:`edge_vl.search.layer_effects`) — it sco
 layers k: the rank correlation (Spearman) between score and accuracy, and the accuracy percentile
 of the set the search picks among the truth sets of that k. Re-scoring needs no training: the
 searches' traces are in their files.
+
+``--importance``: a ``layer_importance.py`` result scored as one more ranking — each layer's added
+held-out loss when skipped alone after a PETL fine-tune with nothing skipped (lower: more
+redundant), the importance prior a search could take from its warm-up.
 """
 
 from __future__ import annotations
@@ -44,6 +48,17 @@ def scorers(search: dict[str, Any]) -> dict[str, list[float]]:
     gates = search["gates"]
     effects = search.get("effects") or layer_effects(search["rounds"], len(gates))
     return {"gates": list(gates), "effects": [-e for e in effects]}
+
+
+def importance_scores(path: Path) -> list[float]:
+    """Per-layer redundancy of a ``layer_importance.json``: minus the held-out loss each layer adds
+    when skipped alone."""
+    rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    base = next(r["loss"] for r in rows if not r["skipped"])
+    alone = {r["skipped"][0]: r["loss"] - base for r in rows if len(r["skipped"]) == 1}
+    if sorted(alone) != list(range(len(alone))):
+        raise SystemExit(f"{path}: rows must skip every layer alone (found layers {sorted(alone)})")
+    return [-alone[i] for i in range(len(alone))]
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -115,20 +130,27 @@ def main() -> None:
         help="variants.json or seed_spread.json with fine-tuned skip sets",
     )
     p.add_argument("--lr", type=float, default=1e-4, help="a seed_spread.json's runs at this lr")  # fmt: skip
-    p.add_argument("--search", type=Path, action="append", required=True, help="a manifest or search file")
+    p.add_argument("--search", type=Path, action="append", default=[], help="a manifest or search file")
+    p.add_argument("--importance", type=Path, help="a layer_importance.json (single-layer removal costs)")
     args = p.parse_args()
+    if not args.search and not args.importance:
+        p.error("give at least one --search or --importance")
     truth = read_truth(args.truth, args.lr)
     ks = sorted({len(s) for s in truth})
     print("| search | ranking | k | truth sets | Spearman | pick | pick accuracy (percentile) |")
     print("|---|---|---|---|---|---|---|")
-    for path in args.search:
-        for name, scores in scorers(load_search(path)).items():
-            for k in ks:
-                q = quality(scores, truth, k)
-                rho = "–" if q["spearman"] is None else f"{q['spearman']:+.2f}"
-                acc = "not fine-tuned" if q["pick_accuracy"] is None else (
-                    f"{q['pick_accuracy']:.4f} ({q['pick_percentile']:.0f} %)")  # fmt: skip
-                print(f"| {path} | {name} | {k} | {q['sets']} | {rho} | {q['pick']} | {acc} |")
+    rankings = [
+        (path, name, scores) for path in args.search for name, scores in scorers(load_search(path)).items()
+    ]
+    if args.importance:
+        rankings.append((args.importance, "alone", importance_scores(args.importance)))
+    for path, name, scores in rankings:
+        for k in ks:
+            q = quality(scores, truth, k)
+            rho = "–" if q["spearman"] is None else f"{q['spearman']:+.2f}"
+            acc = "not fine-tuned" if q["pick_accuracy"] is None else (
+                f"{q['pick_accuracy']:.4f} ({q['pick_percentile']:.0f} %)")  # fmt: skip
+            print(f"| {path} | {name} | {k} | {q['sets']} | {rho} | {q['pick']} | {acc} |")
 
 
 if __name__ == "__main__":
