@@ -214,6 +214,34 @@ def test_single_layer_removal_costs_rank_the_cheapest_layers_as_most_redundant(t
         module.importance_scores(tmp_path / "partial.json")
 
 
+def test_search_quality_cli_writes_its_tables_with_the_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    runs = [{"skipped": s, "seed": 0, "lr": 1e-4, "set": "random:2", "eval_accuracy": a}
+            for s, a in (([0, 1], 0.9), ([2, 3], 0.5), ([0, 3], 0.7))]  # fmt: skip
+    (tmp_path / "spread.json").write_text(json.dumps({"runs": runs}))
+    rows = [
+        {"skipped": [], "loss": 0.4},
+        *({"skipped": [i], "loss": 0.4 + c} for i, c in enumerate([0.1, 0.2, 0.3, 0.4])),
+    ]
+    (tmp_path / "importance.json").write_text(json.dumps({"rows": rows}))
+    script = Path(__file__).parents[1] / "examples" / "benchmarks" / "search_quality.py"
+    out = tmp_path / "quality.md"
+    command = [sys.executable, str(script), "--truth", str(tmp_path / "spread.json"),
+               "--importance", str(tmp_path / "importance.json"), "--out", str(out)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True)
+    text = out.read_text()
+    assert "--importance <scratch>/" in text  # the command, with no machine's folders
+    assert "| alone | 2 | 3 | +1.00 | [0, 1] | 0.9000 (100 %) |" in text
+    missing = subprocess.run(
+        [*command[:3], str(tmp_path / "none.json"), *command[4:]], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "none.json: no such file" in missing.stderr
+
+
 def test_search_quality_reads_the_seed_spread_runs_of_one_learning_rate_as_truth(tmp_path):
     import json
 

@@ -22,6 +22,7 @@ redundant), the importance prior a search could take from its warm-up.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
@@ -30,7 +31,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from seed_spread import run_key  # examples/benchmarks/seed_spread.py
+from variants import portable, this_command  # examples/benchmarks/variants.py
 
+from edge_vl.fileio import write_text_atomic
 from edge_vl.search import layer_effects
 
 
@@ -132,13 +135,21 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="a seed_spread.json's runs at this lr")  # fmt: skip
     p.add_argument("--search", type=Path, action="append", default=[], help="a manifest or search file")
     p.add_argument("--importance", type=Path, help="a layer_importance.json (single-layer removal costs)")
+    p.add_argument("--out", type=Path, help="also write the tables (Markdown, with this command) here")
     args = p.parse_args()
     if not args.search and not args.importance:
         p.error("give at least one --search or --importance")
+    for path in [args.truth, *args.search, *([args.importance] if args.importance else [])]:
+        if not path.is_file():
+            p.error(f"{path}: no such file")
     truth = read_truth(args.truth, args.lr)
     ks = sorted({len(s) for s in truth})
-    print("| search | ranking | k | truth sets | Spearman | pick | pick accuracy (percentile) |")
-    print("|---|---|---|---|---|---|---|")
+    lines = ["| truth set | fine-tuned accuracy |", "|---|---|"]
+    lines += [
+        f"| {list(s)} | {acc:.4f} |" for s, acc in sorted(truth.items(), key=lambda t: (len(t[0]), -t[1]))
+    ]
+    lines += ["", "| search | ranking | k | truth sets | Spearman | pick | pick accuracy (percentile) |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
     rankings = [
         (path, name, scores) for path in args.search for name, scores in scorers(load_search(path)).items()
     ]
@@ -150,7 +161,14 @@ def main() -> None:
             rho = "–" if q["spearman"] is None else f"{q['spearman']:+.2f}"
             acc = "not fine-tuned" if q["pick_accuracy"] is None else (
                 f"{q['pick_accuracy']:.4f} ({q['pick_percentile']:.0f} %)")  # fmt: skip
-            print(f"| {path} | {name} | {k} | {q['sets']} | {rho} | {q['pick']} | {acc} |")
+            lines.append(
+                f"| {portable(str(path))} | {name} | {k} | {q['sets']} | {rho} | {q['pick']} | {acc} |"
+            )
+    print("\n".join(lines))
+    if args.out:
+        when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        head = f"# Search quality against fine-tuned skip sets\n\nMeasured {when} by `{this_command()}`.\n\n"
+        write_text_atomic(args.out, head + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
