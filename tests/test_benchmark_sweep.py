@@ -185,10 +185,12 @@ def test_search_picks_are_scored_against_random_sets_and_the_fine_tune_spread(se
     assert row["random_p80"] == pytest.approx(0.92)
     assert row["finetune_spread"] == pytest.approx(0.0141, abs=1e-4)
     assert row["beats_p80_and_spread"]  # margin 0.0517 > spread, 0.94 >= 0.92
+    assert row["best_set_margin"] == pytest.approx(0.94 - row["random_mean"])  # the best: random 0.94
     spread = {"runs": runs, "by_set": {}, "measured": "D", "command": "C", "search_against_chance": [row]}
     section = "\n".join(results_script.seed_spread_section(spread))
     assert "| random | 0.0001 | 1 | [2, 3] | 0.8100 | c |" in section
     assert "| easy-vqa | 2 | 0.0001 | 0.9500, 0.9300 | 0.9400 | 6 |" in section
+    assert f"| {row['margin']:+.4f} | {row['best_set_margin']:+.4f} | yes |" in section
     without_spread = [r for r in runs if r["set"] != "9,10" and r["skipped"] != [2, 3]]
     assert not seed_spread_script.search_against_chance(without_spread)[0]["beats_p80_and_spread"]
 
