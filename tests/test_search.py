@@ -214,6 +214,15 @@ def test_single_layer_removal_costs_rank_the_cheapest_layers_as_most_redundant(t
         module.importance_scores(tmp_path / "partial.json")
 
 
+def test_a_search_with_a_prior_round_offers_its_single_layer_losses_as_a_ranking():
+    module = search_quality_script()
+    prior = {"kind": "prior", "candidates": [[2], [0], [1]], "losses": [0.9, 0.5, 0.7], "step": 10}
+    bandit = {"candidates": [[0, 1], [1, 2]], "losses": [0.6, 0.8], "step": 20}
+    search = {"gates": [0.1, 0.0, -0.1], "rounds": [prior, bandit]}
+    assert module.scorers(search)["prior"] == [-0.5, -0.7, -0.9]  # layer 0 costs least alone
+    assert "prior" not in module.scorers({"gates": [0.1, 0.0, -0.1], "rounds": [bandit]})
+
+
 def test_search_quality_cli_writes_its_tables_with_the_command(tmp_path):
     import json
     import subprocess

@@ -47,10 +47,16 @@ def load_search(path: Path) -> dict[str, Any]:
 
 
 def scorers(search: dict[str, Any]) -> dict[str, list[float]]:
-    """Per-layer redundancy scores (higher: more redundant) of each ranking a search offers."""
+    """Per-layer redundancy scores (higher: more redundant) of each ranking a search offers; with
+    a single-layer prior round (``--search-prior-rows``), also that round's losses alone (``prior``)."""
     gates = search["gates"]
     effects = search.get("effects") or layer_effects(search["rounds"], len(gates))
-    return {"gates": list(gates), "effects": [-e for e in effects]}
+    found = {"gates": list(gates), "effects": [-e for e in effects]}
+    for record in search["rounds"]:
+        if record.get("kind") == "prior":
+            loss = dict(zip((c[0] for c in record["candidates"]), record["losses"], strict=True))
+            found["prior"] = [-loss[i] for i in range(len(gates))]
+    return found
 
 
 def importance_scores(path: Path) -> list[float]:
