@@ -255,7 +255,9 @@ def test_template_and_precision_scripts_refuse_eval_labels_the_bundle_cannot_ans
 
     rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
     rows[1]["label"] = "octagon"
-    evals = shapes_data[1].with_name("eval-unknown.jsonl")
+    for r in rows:  # absolute image paths: the manifest lives outside the shared data folder
+        r["image"] = str(shapes_data[1].parent / r["image"])
+    evals = tmp_path / "eval-unknown.jsonl"
     evals.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out.json"
     for command in (

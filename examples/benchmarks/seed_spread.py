@@ -88,23 +88,22 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
     for (task, k, lr), g in sorted(groups.items()):
         if not g["picks"] or not g["random"]:
             continue
-        random_means = sorted(statistics.fmean(v) for v in g["random"].values())
-        picks_mean = statistics.fmean(g["picks"])
+        means = {kind: [statistics.fmean(v) for v in g[kind].values()] for kind in ("random", "fixed")}
+        random_means = sorted(means["random"])
+        random_mean, picks_mean = statistics.fmean(random_means), statistics.fmean(g["picks"])
         seeded = [v for kind in ("random", "fixed") for v in g[kind].values() if len(v) > 1]
         spread = max((statistics.stdev(v) for v in seeded), default=None)
-        margin = picks_mean - statistics.fmean(random_means)
-        # the margin of the best set measured at this k (random or fixed): what picking it every
-        # time would have scored, the most a search can show with these sets
-        best = max(statistics.fmean(v) for kind in ("random", "fixed") for v in g[kind].values())
+        margin = picks_mean - random_mean
+        p80 = float(numpy.percentile(random_means, 80))
         rows.append({
             "task": task, "k": k, "lr": lr, "picks": g["picks"], "picks_mean": picks_mean,
-            "random_sets": len(random_means), "random_mean": statistics.fmean(random_means),
-            "random_p80": float(numpy.percentile(random_means, 80)),
+            "random_sets": len(random_means), "random_mean": random_mean, "random_p80": p80,
             "percentile_rank": 100 * sum(a < picks_mean for a in random_means) / len(random_means),
             "finetune_spread": spread, "margin": margin,
-            "best_set_margin": best - statistics.fmean(random_means),
-            "beats_p80_and_spread": bool(picks_mean >= numpy.percentile(random_means, 80)
-                                         and spread is not None and margin > spread),
+            # the margin of the best set measured at this k (random or fixed): what picking it every
+            # time would have scored, the most a search can show with these sets
+            "best_set_margin": max(means["random"] + means["fixed"]) - random_mean,
+            "beats_p80_and_spread": bool(picks_mean >= p80 and spread is not None and margin > spread),
         })  # fmt: skip
     return rows
 
