@@ -106,6 +106,7 @@ class TrainLoop:
         config: TrainConfig,
         *,
         total_steps: int | None = None,
+        stop_after: int | None = None,
         placement: Placement = CPU,
     ):
         self.placement = placement
@@ -120,6 +121,9 @@ class TrainLoop:
         self.total_steps = (
             total_steps or config.max_steps or max(1, math.ceil(config.epochs * self.steps_per_epoch))
         )
+        #: the run ends here; the LR schedule still spans ``total_steps`` (a search that stops after
+        #: its warm-up trains that warm-up exactly as the full search would)
+        self.last_step = self.total_steps if stop_after is None else min(self.total_steps, stop_after)
         # dropout; the same seed on every rank, so rank 0's checkpointed RNG state resumes them all
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -146,7 +150,7 @@ class TrainLoop:
 
     @property
     def done(self) -> bool:
-        return self.step >= self.total_steps
+        return self.step >= self.last_step
 
     def next_batch(self) -> tuple[dict[str, torch.Tensor], float]:
         """This rank's rows of the next mini-batch, and their share of the whole batch (every rank
@@ -190,7 +194,7 @@ class TrainLoop:
         progress: bool = True,
         description: str = "fine-tune",
     ) -> TrainSummary:
-        """Train until ``total_steps``; hooks run around every step (the DAS search uses them).
+        """Train until ``last_step``; hooks run around every step (the DAS search uses them).
 
         A hook may raise to stop early (e.g. on an interrupt); the loop's state is then still
         consistent at a step boundary and can be checkpointed.
@@ -200,14 +204,14 @@ class TrainLoop:
         interactive = sys.stderr.isatty()
         progress = progress and self.placement.is_main  # rank 0 speaks for a multi-process build
         bar = tqdm(
-            total=self.total_steps,
+            total=self.last_step,
             initial=self.step,
             desc=description,
             unit="step",
             disable=not (progress and interactive),
         )
         # without a terminal (logs, CI), a plain line at every tenth of the run instead of a bar
-        log_every = max(1, self.total_steps // 10) if progress and not interactive else 0
+        log_every = max(1, self.last_step // 10) if progress and not interactive else 0
         started, first = time.perf_counter(), self.step
         try:
             while not self.done:
@@ -220,7 +224,7 @@ class TrainLoop:
                 bar.set_postfix(loss=f"{self.mean_loss:.4f}")
                 if log_every and (self.step % log_every == 0 or self.done):
                     rate = (self.step - first) / (time.perf_counter() - started)
-                    print(f"{description}: step {self.step}/{self.total_steps}, loss {self.mean_loss:.4f}, "
+                    print(f"{description}: step {self.step}/{self.last_step}, loss {self.mean_loss:.4f}, "
                           f"{rate:.2f} steps/s", file=sys.stderr, flush=True)  # fmt: skip
         finally:
             bar.close()
@@ -329,7 +333,7 @@ class Checkpointer:
         if loop.placement.any(self.should_stop()) and not loop.done:
             self.save(loop)
             raise Interrupted(
-                f"stopped at step {loop.step}/{loop.total_steps} after saving a checkpoint "
+                f"stopped at step {loop.step}/{loop.last_step} after saving a checkpoint "
                 f"in {self.directory}; rerun the same command to resume"
             )
 

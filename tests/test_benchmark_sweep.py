@@ -142,7 +142,8 @@ def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results
     section = "\n".join(
         results_script.seed_spread_section({**spread, "runs": runs, "measured": "D", "command": "C"})
     )
-    assert "| fixed | 0.001 | 2 | [3, 4] | 0.8500 | abc |" in section  # no "lr" recorded: 1e-3
+    # no "lr" recorded: 1e-3; no "epochs": the demo's 1.7
+    assert "| fixed | lr 0.001, 1.7 epochs | 2 | [3, 4] | 0.8500 | abc |" in section
     assert "| [3, 4] | 3 | 0.8000 | 0.0500 |" in section
 
 
@@ -176,9 +177,13 @@ def test_search_picks_are_scored_against_random_sets_and_the_fine_tune_spread(se
             *(run([i, i + 1], 0, a, "random:2") for i, a in zip(range(2, 8), accuracies, strict=True)),
             run([2, 3], 1, 0.81, "random:2"),  # that set's mean: 0.805
             run([9, 10], 0, 0.90, "9,10"), run([9, 10], 1, 0.92, "9,10"),  # widest seed std: 0.0141
-            run([0, 1], 0, 0.99, "das:2", lr=1e-3)]  # other lr: not mixed in  # fmt: skip
-    (row,) = json.loads(json.dumps(seed_spread_script.search_against_chance(runs)))  # as the file holds it
-    assert (row["k"], row["lr"], row["random_sets"]) == (2, 1e-4, 6)
+            run([0, 1], 0, 0.99, "das:2", lr=1e-3),  # other lr: not mixed in
+            {**run([0, 1], 0, 0.99, "das:2"), "epochs": 3.0},  # other fine-tune length: not mixed in
+            {**run([4, 5], 0, 0.70, "das:2"), "search_estimator": "prior"}]  # another search  # fmt: skip
+    rows = json.loads(json.dumps(seed_spread_script.search_against_chance(runs)))  # as the file holds it
+    (row, prior) = sorted(rows, key=lambda r: r["search"])
+    assert (row["k"], row["setting"], row["random_sets"]) == (2, "lr 0.0001, 1.7 epochs", 6)
+    assert (prior["search"], prior["picks"], prior["random_mean"]) == ("prior", [0.70], row["random_mean"])
     assert row["picks_mean"] == pytest.approx(0.94)
     assert row["random_mean"] == pytest.approx((0.805 + 0.85 + 0.90 + 0.91 + 0.92 + 0.94) / 6)
     assert row["percentile_rank"] == pytest.approx(100 * 5 / 6)  # 0.94 is not below itself
@@ -188,8 +193,9 @@ def test_search_picks_are_scored_against_random_sets_and_the_fine_tune_spread(se
     assert row["best_set_margin"] == pytest.approx(0.94 - row["random_mean"])  # the best: random 0.94
     spread = {"runs": runs, "by_set": {}, "measured": "D", "command": "C", "search_against_chance": [row]}
     section = "\n".join(results_script.seed_spread_section(spread))
-    assert "| random | 0.0001 | 1 | [2, 3] | 0.8100 | c |" in section
-    assert "| easy-vqa | 2 | 0.0001 | 0.9500, 0.9300 | 0.9400 | 6 |" in section
+    assert "| random | lr 0.0001, 1.7 epochs | 1 | [2, 3] | 0.8100 | c |" in section
+    assert "| das:2+prior | lr 0.0001, 1.7 epochs | 0 | [4, 5] | 0.7000 | c |" in section
+    assert "| easy-vqa | 2 | lr 0.0001, 1.7 epochs | gates | 0.9500, 0.9300 | 0.9400 | 6 |" in section
     assert f"| {row['margin']:+.4f} | {row['best_set_margin']:+.4f} | yes |" in section
     without_spread = [r for r in runs if r["set"] != "9,10" and r["skipped"] != [2, 3]]
     assert not seed_spread_script.search_against_chance(without_spread)[0]["beats_p80_and_spread"]
@@ -280,8 +286,9 @@ def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_scr
         built.append(name)
         if "seed1" in name:
             raise RuntimeError("killed")
+        epochs = float(command[command.index("--epochs") + 1]) if "--epochs" in command else 1.7
         return {"run": name, "command": " ".join(command), "skipped": [0, 3], "eval_accuracy": 0.9,
-                "lr": 1e-4, "commit": "c"}  # fmt: skip
+                "lr": 1e-4, "epochs": epochs, "commit": "c"}  # fmt: skip
 
     monkeypatch.setattr(seed_spread_script, "run_build", fake_build)
     out = tmp_path / "spread.json"
@@ -305,6 +312,13 @@ def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_scr
     with pytest.raises(SystemExit):
         seed_spread_script.main()
     assert built == ["skip0-3-seed1"]  # only the missing run is rebuilt
+    built.clear()
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], str(tmp_path / "longer.json"), "--reuse", str(out),
+                                      "--seeds", "0", "--epochs", "2.5"])  # fmt: skip
+    seed_spread_script.main()
+    assert built == ["skip0-3-seed0-2.5ep"]  # another fine-tune length: built in its own folder
+    assert list(json.loads((tmp_path / "longer.json").read_text())["by_set"]) == [
+        "[0, 3] at lr 0.0001, 1.7 epochs", "[0, 3] at lr 0.0001, 2.5 epochs"]  # fmt: skip
 
 
 def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts(results_script, tmp_path,
@@ -324,7 +338,7 @@ def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts
     assert saved["machine"] == old and saved["versions"] == {"torch": "1"} and saved["date"] != "D0"
     text = (tmp_path / "RESULTS.md").read_text()
     assert "the timed parts (a, b, c, d, k) ran on **Old CPU** (2 cores; ISA: AVX512F)" in text
-    assert "| fixed | 0.0001 | 1 | [0] | 0.9200 | c |" in text
+    assert "| fixed | lr 0.0001, 1.7 epochs | 1 | [0] | 0.9200 | c |" in text
 
 
 def test_precision_here_quantizes_a_bundle_and_scores_both_precisions(tiny_bundle, shapes_data, tmp_path):

@@ -11,7 +11,7 @@ from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.encoded import EncodedData
 from edge_vl.finetune import TrainConfig
-from edge_vl.search import GateBandit, SearchConfig, layer_effects, run_search
+from edge_vl.search import GateBandit, SearchConfig, layer_effects, prior_ranking, run_search
 
 
 def test_sample_returns_k_distinct_indices():
@@ -221,6 +221,33 @@ def test_a_search_with_a_prior_round_offers_its_single_layer_losses_as_a_ranking
     search = {"gates": [0.1, 0.0, -0.1], "rounds": [prior, bandit]}
     assert module.scorers(search)["prior"] == [-0.5, -0.7, -0.9]  # layer 0 costs least alone
     assert "prior" not in module.scorers({"gates": [0.1, 0.0, -0.1], "rounds": [bandit]})
+    assert prior_ranking([bandit, prior], 3) == [0, 1, 2]  # the search's own estimator agrees
+    with pytest.raises(ValueError, match="no prior round"):
+        prior_ranking([bandit], 3)
+    with pytest.raises(ValueError, match=r"scored layers \[0, 1, 2\], not all 4"):
+        prior_ranking([prior], 4)
+
+
+def test_the_prior_estimator_stops_after_the_warm_up_it_shares_with_the_full_search(search_setup):
+    """The prior estimator skips the bandit rounds; its warm-up (LR schedule included) and prior
+    round are those of a full search with a prior round, so it picks what that search's prior says."""
+    import copy
+
+    family, model, train_data, val_data = search_setup
+    start = copy.deepcopy(model)
+    train = TrainConfig(batch_size=8)
+    full_config = SearchConfig(epochs=3, das_turn=2, val_batch_size=8, prior_rows=12)
+    full = run_search(family, model, train_data, val_data, 2, full_config, train, progress=False)
+    config = SearchConfig(epochs=3, das_turn=2, val_batch_size=8, estimator="prior", prior_rows=12)
+    result = run_search(family, start, train_data, val_data, 2, config, train, progress=False)
+    assert result.steps == 5  # one warm-up epoch of 5 steps, then the prior round, then stop
+    assert [r.get("kind") for r in result.rounds] == ["prior"]
+    assert result.rounds[0]["losses"] == pytest.approx(full.rounds[0]["losses"])
+    assert result.ranking == prior_ranking(full.rounds, 4)
+    assert result.skipped == sorted(result.ranking[:2]) and family.skipped(start) == result.skipped
+    assert SearchConfig(estimator="prior").prior_rows == 1000 and SearchConfig().prior_rows == 0
+    with pytest.raises(ValueError, match="prior_rows ≥ 1"):
+        SearchConfig(estimator="prior", prior_rows=0)
 
 
 def test_search_quality_cli_writes_its_tables_with_the_command(tmp_path):

@@ -85,19 +85,19 @@ plan_options = combine(
     ),
     click.option(
         "--search-estimator",
-        type=click.Choice(["gates", "effects"]),
+        type=click.Choice(["gates", "effects", "prior"]),  # edge_vl.search.ESTIMATORS
         default="gates",
         show_default=True,
-        help="What ranks the layers after the search: the bandit's gates (the paper), or each layer's "
-        "added held-out loss fitted to every candidate the rounds scored.",
+        help="What ranks the layers after the search: the bandit's gates (the paper); each layer's "
+        "added held-out loss fitted to every candidate the rounds scored; or (prior) each layer's "
+        "held-out loss when skipped alone after the warm-up, which ends the search there.",
     ),
     click.option(
         "--search-prior-rows",
         type=click.IntRange(min=0),
-        default=0,
-        show_default=True,
+        default=None,
         help="After the warm-up, score each layer skipped alone on this many held-out rows (0: no such "
-        "round); the effects estimator uses it.",
+        "round) [default: 1000 for the prior estimator, else 0].",
     ),
     click.option(
         "--search-epochs",

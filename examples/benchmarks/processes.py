@@ -59,6 +59,9 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "eval_accuracy": manifest["metrics"]["eval_accuracy"],
         "eval_examples": manifest["metrics"]["eval_examples"],
         "lr": manifest["training"]["lr"],
+        "epochs": manifest["training"]["epochs"],
+        # what ranked the layers when a search chose them (None: the skip set was given)
+        "search_estimator": (manifest["skip_plan"].get("search_config") or {}).get("estimator"),
         "machine": machine(),  # wall times of runs on different machines do not compare
     }
     result_file.write_text(json.dumps(row, indent=2))

@@ -500,18 +500,20 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         "randomness (batch order, dropout, adapter initialisation) differs between runs of a set "
         "(`fixed`: a set chosen by hand; `random`: a set of `seed_spread.py --random K:N`'s fixed draw). "
         "Set `das` (`das:K`: with `--skip-count K`): the whole demo, whose seed also changes the search, "
-        "so the skip set differs too. Accuracy on all test questions. Measured "
+        "so the skip set differs too; `+prior` (`+effects`): the search ranked layers by that estimator "
+        "instead of the bandit's gates. Setting: the fine-tune's learning rate and length. Accuracy on "
+        "all test questions. Measured "
         f"{spread['measured']} by `{spread['command']}` (runs "
         "of earlier invocations came in through `--reuse`; each run names its own command and commit; "
         "runs without a recorded lr were built at 1e-3, the default then).",
         "",
-        "| set | lr | seed | skipped | accuracy | commit |",
+        "| set | setting | seed | skipped | accuracy | commit |",
         "|---|---|---|---|---|---|",
     ]
 
     def kind(run: dict[str, Any]) -> str:
-        label, task = run.get("set", ""), run_key(run)[0]
-        name = "random" if label.startswith("random:") else label if label.startswith("das") else "fixed"
+        label, (task, key, _, _) = run.get("set", ""), run_key(run)
+        name = "random" if label.startswith("random:") else key if label.startswith("das") else "fixed"
         return name if task == "easy-vqa" else f"{task}: {name}"
 
     def order(r: dict[str, Any]) -> tuple:
@@ -520,12 +522,12 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         rank = {"fixed": 0, "random": 1}.get(name, 2)
         skipped = (len(r["skipped"]), str(r["skipped"]))
         by_set = (r["seed"], skipped) if rank == 2 else (skipped, r["seed"])
-        task, _, _, lr = run_key(r)
-        return task != "easy-vqa", rank, name, lr, by_set
+        task, _, _, setting = run_key(r)
+        return task != "easy-vqa", rank, name, setting, by_set
 
     for r in sorted(spread["runs"], key=order):
-        lr, accuracy = f"{run_key(r)[3]:g}", f"{r['eval_accuracy']:.4f}"
-        lines.append(_table_row([kind(r), lr, str(r["seed"]), str(r["skipped"]), accuracy, r["commit"]]))
+        setting, accuracy = run_key(r)[3], f"{r['eval_accuracy']:.4f}"
+        lines.append(_table_row([kind(r), setting, str(r["seed"]), str(r["skipped"]), accuracy, r["commit"]]))
     lines += ["", "| set | runs | mean | std |", "|---|---|---|---|"]
     for name, s in spread["by_set"].items():
         std = "–" if s["std"] is None else f"{s['std']:.4f}"
@@ -535,22 +537,22 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "The search against chance (issue #17): the mean accuracy of the sets the search picked "
-            "(one per search seed) against random sets of the same k and lr (each set averaged over its "
-            "seeds). Percentile rank: the share of random sets below the picks' mean. Fine-tune spread: "
-            "the widest seed std of any set fine-tuned with several seeds at that k and lr; a margin "
-            "(picks' mean − random mean) smaller than it is not a finding. Best set's margin: the margin "
-            "the best set measured at that k (random or fixed) would have if the search picked it every "
-            "time — the most any search can show with the sets measured so far.",
+            "(one per search seed) against random sets of the same k and setting (each set averaged over "
+            "its seeds). Percentile rank: the share of random sets below the picks' mean. Fine-tune "
+            "spread: the widest seed std of any set fine-tuned with several seeds at that k and setting; "
+            "a margin (picks' mean − random mean) smaller than it is not a finding. Best set's margin: "
+            "the margin the best set measured at that k (random or fixed) would have if the search "
+            "picked it every time — the most any search can show with the sets measured so far.",
             "",
-            "| task | k | lr | picks | picks' mean | random sets | random mean | random 80th pct | "
-            "percentile rank | fine-tune spread | margin | best set's margin | "
+            "| task | k | setting | search | picks | picks' mean | random sets | random mean | "
+            "random 80th pct | percentile rank | fine-tune spread | margin | best set's margin | "
             "≥ 80th pct and margin > spread |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in against:
             spread_cell = "not measured" if c["finetune_spread"] is None else f"{c['finetune_spread']:.4f}"
             lines.append(_table_row([
-                c["task"], str(c["k"]), f"{c['lr']:g}",
+                c["task"], str(c["k"]), c["setting"], c["search"],
                 ", ".join(f"{a:.4f}" for a in c["picks"]), f"{c['picks_mean']:.4f}",
                 str(c["random_sets"]), f"{c['random_mean']:.4f}", f"{c['random_p80']:.4f}",
                 f"{c['percentile_rank']:.0f}", spread_cell, f"{c['margin']:+.4f}",

@@ -5,11 +5,12 @@
         --search examples/benchmarks/results/demo-default/manifest.json
 
 ``--truth``: a ``variants.py`` result (each row: a skip set and the accuracy its full fine-tune
-reached) or a ``seed_spread.py`` result (its fixed and random sets at ``--lr``, averaged over
-seeds). ``--search``: bundle manifests or ``edge-vl search --out`` files of the same model and
-task. For every search and both of its rankings — the bandit's gates (the paper) and the layers'
-fitted added loss (``effects``, :func:`edge_vl.search.layer_effects`) — it scores each truth set
-(sum of its layers' gates, or minus the sum of their effects) and reports, per number of skipped
+reached) or a ``seed_spread.py`` result (its fixed and random sets at ``--lr`` and ``--epochs``,
+averaged over seeds). ``--search``: bundle manifests or ``edge-vl search --out`` files of the same
+model and task. For every search and each of its rankings — the bandit's gates (the paper), the
+layers' fitted added loss (``effects``, :func:`edge_vl.search.layer_effects`) and, with a prior
+round, each layer's loss skipped alone (``prior``, :func:`edge_vl.search.prior_losses`) — it scores
+each truth set (sum of its layers' gates, or minus the sum of their losses) and reports, per number of skipped
 layers k: the rank correlation (Spearman) between score and accuracy, and the accuracy percentile
 of the set the search picks among the truth sets of that k. Re-scoring needs no training: the
 searches' traces are in their files.
@@ -30,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from seed_spread import run_key  # examples/benchmarks/seed_spread.py
+from seed_spread import DEMO_EPOCHS, run_key, run_setting  # examples/benchmarks/seed_spread.py
 from variants import portable, this_command  # examples/benchmarks/variants.py
 
 from edge_vl.fileio import write_text_atomic
-from edge_vl.search import layer_effects
+from edge_vl.search import layer_effects, prior_losses
 
 
 def load_search(path: Path) -> dict[str, Any]:
@@ -52,10 +53,8 @@ def scorers(search: dict[str, Any]) -> dict[str, list[float]]:
     gates = search["gates"]
     effects = search.get("effects") or layer_effects(search["rounds"], len(gates))
     found = {"gates": list(gates), "effects": [-e for e in effects]}
-    for record in search["rounds"]:
-        if record.get("kind") == "prior":
-            loss = dict(zip((c[0] for c in record["candidates"]), record["losses"], strict=True))
-            found["prior"] = [-loss[i] for i in range(len(gates))]
+    if any(r.get("kind") == "prior" for r in search["rounds"]):
+        found["prior"] = [-v for v in prior_losses(search["rounds"], len(gates))]
     return found
 
 
@@ -116,16 +115,19 @@ def quality(scores: Sequence[float], truth: dict[tuple[int, ...], float], k: int
     }  # fmt: skip
 
 
-def read_truth(path: Path, lr: float | None = None) -> dict[tuple[int, ...], float]:
+def read_truth(
+    path: Path, lr: float | None = None, epochs: float = DEMO_EPOCHS
+) -> dict[tuple[int, ...], float]:
     """Skip set → fine-tuned accuracy from a ``variants.json`` (its rows) or a ``seed_spread.json``
-    (the demo's fixed and random sets fine-tuned at ``lr``, each averaged over its seeds)."""
+    (the demo's fixed and random sets fine-tuned at ``lr`` for ``epochs``, averaged over seeds)."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if "rows" in data:
         return {tuple(sorted(r["skipped"])): r["eval_accuracy"] for r in data["rows"] if r.get("skipped")}
     by_set: dict[tuple[int, ...], list[float]] = {}
     for r in data["runs"]:
-        task, key, _, run_lr = run_key(r)
-        if task == "easy-vqa" and not key.startswith("das") and r["skipped"] and run_lr == lr:
+        task, key, _, setting = run_key(r)
+        wanted = setting == run_setting({"lr": lr, "epochs": epochs})
+        if task == "easy-vqa" and not key.startswith("das") and r["skipped"] and wanted:
             by_set.setdefault(tuple(sorted(r["skipped"])), []).append(r["eval_accuracy"])
     return {s: sum(v) / len(v) for s, v in by_set.items()}
 
@@ -139,6 +141,7 @@ def main() -> None:
         help="variants.json or seed_spread.json with fine-tuned skip sets",
     )
     p.add_argument("--lr", type=float, default=1e-4, help="a seed_spread.json's runs at this lr")  # fmt: skip
+    p.add_argument("--epochs", type=float, default=DEMO_EPOCHS, help="… and this fine-tune length")
     p.add_argument("--search", type=Path, action="append", default=[], help="a manifest or search file")
     p.add_argument("--importance", type=Path, help="a layer_importance.json (single-layer removal costs)")
     p.add_argument("--out", type=Path, help="also write the tables (Markdown, with this command) here")
@@ -148,7 +151,7 @@ def main() -> None:
     for path in [args.truth, *args.search, *([args.importance] if args.importance else [])]:
         if not path.is_file():
             p.error(f"{path}: no such file")
-    truth = read_truth(args.truth, args.lr)
+    truth = read_truth(args.truth, args.lr, args.epochs)
     ks = sorted({len(s) for s in truth})
     lines = ["| truth set | fine-tuned accuracy |", "|---|---|"]
     lines += [

@@ -39,6 +39,8 @@ from tasks import TASKS, write_task
 from variants import this_command
 
 from edge_vl.fileio import write_text_atomic
+from edge_vl.finetune import TrainConfig
+from edge_vl.search import ESTIMATORS, SearchConfig
 
 DEMO_ARMS = 12
 
@@ -60,51 +62,73 @@ def set_key(spec: str) -> str:
     return str([] if spec == "none" else [int(i) for i in spec.split(",")])
 
 
-def run_key(run: dict) -> tuple[str, str, int, float]:
-    """(task, set, seed, lr) of a run: ``das``/``das:K`` when the search chose the set, else the skip
-    set as a list; runs recorded without "task" are the demo's, without "lr" built at 1e-3."""
+#: the demo's fine-tune length when runs did not record theirs (every such run used it)
+DEMO_EPOCHS = 1.7
+
+
+def run_setting(run: dict) -> str:
+    """The fine-tune settings a run's accuracy depends on besides set and seed: runs recorded without
+    "lr" were built at 1e-3, without "epochs" with the demo's 1.7 epochs."""
+    return f"lr {run.get('lr', 1e-3):g}, {run.get('epochs', DEMO_EPOCHS):g} epochs"
+
+
+def run_key(run: dict) -> tuple[str, str, int, str]:
+    """(task, set, seed, setting) of a run: ``das``/``das:K`` when the search chose the set (with
+    ``+ESTIMATOR`` when the search ranked layers other than by the paper's gates), else the skip set
+    as a list; runs recorded without "task" are the demo's."""
     spec = run.get("set", "")
-    key = spec if spec.startswith("das") else str(run["skipped"])
-    return run.get("task", "easy-vqa"), key, run["seed"], run.get("lr", 1e-3)
+    estimator = run.get("search_estimator") or "gates"
+    if spec.startswith("das"):
+        key = spec if estimator == "gates" else f"{spec}+{estimator}"
+    else:
+        key = str(run["skipped"])
+    return run.get("task", "easy-vqa"), key, run["seed"], run_setting(run)
 
 
 def search_against_chance(runs: list[dict]) -> list[dict]:
-    """For each (task, k, lr) with search picks and random sets: issue #17's comparison.
+    """For each (task, k, setting) with search picks and random sets: issue #17's comparison, one
+    row per search variant (``das`` with the gates, ``das+prior``, …).
 
     Picks: the sets ``das``/``das:K`` runs chose (one per search seed). Random sets: ``random:K``
     runs, each set's accuracy averaged over its seeds. The fine-tune spread is the widest std over
-    seeds of any random or fixed set at that k and lr (none: not measured)."""
-    groups: dict[tuple[str, int, float], dict[str, Any]] = {}
+    seeds of any random or fixed set at that k and setting (none: not measured)."""
+    groups: dict[tuple[str, int, str], dict[str, Any]] = {}
     for r in runs:
-        task, _, _, lr = run_key(r)
-        group = groups.setdefault((task, len(r["skipped"]), lr), {"picks": [], "random": {}, "fixed": {}})
-        label = r.get("set", "")
-        if label.startswith("das"):
-            group["picks"].append(r["eval_accuracy"])
+        task, key, _, setting = run_key(r)
+        empty: dict[str, Any] = {"picks": {}, "random": {}, "fixed": {}}
+        group = groups.setdefault((task, len(r["skipped"]), setting), empty)
+        if key.startswith("das"):
+            search = "gates" if "+" not in key else key.split("+", 1)[1]
+            group["picks"].setdefault(search, []).append(r["eval_accuracy"])
         else:
+            label = r.get("set", "")
             kind = "random" if label.startswith("random:") else "fixed"
             group[kind].setdefault(str(r["skipped"]), []).append(r["eval_accuracy"])
     rows = []
-    for (task, k, lr), g in sorted(groups.items()):
-        if not g["picks"] or not g["random"]:
+    for (task, k, setting), g in sorted(groups.items()):
+        if not g["random"]:
             continue
         means = {kind: [statistics.fmean(v) for v in g[kind].values()] for kind in ("random", "fixed")}
         random_means = sorted(means["random"])
-        random_mean, picks_mean = statistics.fmean(random_means), statistics.fmean(g["picks"])
+        random_mean = statistics.fmean(random_means)
         seeded = [v for kind in ("random", "fixed") for v in g[kind].values() if len(v) > 1]
         spread = max((statistics.stdev(v) for v in seeded), default=None)
-        margin = picks_mean - random_mean
         p80 = float(numpy.percentile(random_means, 80))
-        rows.append({
-            "task": task, "k": k, "lr": lr, "picks": g["picks"], "picks_mean": picks_mean,
-            "random_sets": len(random_means), "random_mean": random_mean, "random_p80": p80,
-            "percentile_rank": 100 * sum(a < picks_mean for a in random_means) / len(random_means),
-            "finetune_spread": spread, "margin": margin,
-            # the margin of the best set measured at this k (random or fixed): what picking it every
-            # time would have scored, the most a search can show with these sets
-            "best_set_margin": max(means["random"] + means["fixed"]) - random_mean,
-            "beats_p80_and_spread": bool(picks_mean >= p80 and spread is not None and margin > spread),
-        })  # fmt: skip
+        best_set = max(means["random"] + means["fixed"])
+        for search, picks in sorted(g["picks"].items()):
+            picks_mean = statistics.fmean(picks)
+            margin = picks_mean - random_mean
+            rows.append({
+                "task": task, "k": k, "setting": setting, "search": search, "picks": picks,
+                "picks_mean": picks_mean, "random_sets": len(random_means), "random_mean": random_mean,
+                "random_p80": p80,
+                "percentile_rank": 100 * sum(a < picks_mean for a in random_means) / len(random_means),
+                "finetune_spread": spread, "margin": margin,
+                # the margin of the best set measured at this k (random or fixed): what picking it
+                # every time would have scored, the most a search can show with these sets
+                "best_set_margin": best_set - random_mean,
+                "beats_p80_and_spread": bool(picks_mean >= p80 and spread is not None and margin > spread),
+            })  # fmt: skip
     return rows
 
 
@@ -118,8 +142,8 @@ def save_report(out: Path, runs: list[dict], lr: float) -> dict[str, Any]:
     """Write the runs, the mean ± std per set and the search-vs-chance comparison to ``out``."""
     by_set: dict[str, list[float]] = {}
     for r in runs:
-        task, key, _, run_lr = run_key(r)
-        name = f"{key} at lr {run_lr:g}" if task == "easy-vqa" else f"{task}: {key} at lr {run_lr:g}"
+        task, key, _, setting = run_key(r)
+        name = f"{key} at {setting}" if task == "easy-vqa" else f"{task}: {key} at {setting}"
         by_set.setdefault(name, []).append(r["eval_accuracy"])
     report = {
         "command": this_command(),
@@ -150,11 +174,15 @@ def main() -> None:
         type=Path,
         action="append",
         default=[],
-        help="an earlier seed_spread.json whose runs are kept (the same set, seed and lr is not rebuilt)",
+        help="an earlier seed_spread.json whose runs are kept (a set, seed and setting in it is not rebuilt)",
     )
     parser.add_argument("--lr", type=float, default=1e-4, help="adapter learning rate (the demo's default)")
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument("--task", choices=TASKS, default="easy-vqa", help="easy-vqa: the demo")
+    parser.add_argument("--epochs", type=float, help="fine-tune epochs (default: the build's)")
+    parser.add_argument(
+        "--search-estimator", choices=ESTIMATORS, help="what ranks layers in das runs (default: the build's)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
@@ -162,6 +190,9 @@ def main() -> None:
     if args.task != "easy-vqa":
         train, evaluation = write_task(args.task, args.work.resolve() / f"data-{args.task}")
         build = [*build[:-1], "--data", str(train), "--eval-data", str(evaluation)]
+    default_epochs = DEMO_EPOCHS if args.task == "easy-vqa" else TrainConfig().epochs
+    setting = run_setting({"lr": args.lr, "epochs": args.epochs or default_epochs})
+    estimator = args.search_estimator or SearchConfig().estimator
     reused = {run_key(r): r for f in args.reuse for r in json.loads(f.read_text())["runs"]}
     specs = {spec: spec for spec in args.sets}  # skip set → the label its runs record as "set"
     for draw in args.random:
@@ -170,13 +201,21 @@ def main() -> None:
     jobs = []
     for spec, label in specs.items():
         for seed in seeds:
-            if (args.task, set_key(spec), seed, args.lr) not in reused:
+            key = set_key(spec)
+            key = f"{key}+{estimator}" if key.startswith("das") and estimator != "gates" else key
+            if (args.task, key, seed, setting) not in reused:
                 command = [*build, "--seed", str(seed), "--lr", f"{args.lr:g}"]
-                if spec.startswith("das:"):
-                    command += ["--skip-count", spec.removeprefix("das:")]
-                elif spec != "das":
+                command += ["--epochs", f"{args.epochs:g}"] if args.epochs else []
+                if spec.startswith("das"):
+                    command += ["--search-estimator", args.search_estimator] if args.search_estimator else []
+                    command += ["--skip-count", spec.removeprefix("das:")] if ":" in spec else []
+                else:
                     command += ["--skip-layers", "" if spec == "none" else spec]
                 name = f"skip{spec.replace(',', '-').replace(':', '')}-seed{seed}"
+                # runs of other settings get their own folders (a finished folder is read back)
+                name += f"-{args.epochs:g}ep" if args.epochs else ""
+                searched = spec.startswith("das") and args.search_estimator
+                name += f"-{args.search_estimator}" if searched else ""
                 name = name if args.task == "easy-vqa" else f"{args.task}-{name}"
                 jobs.append((seed, label, name, command))
     args.work.mkdir(parents=True, exist_ok=True)
@@ -206,7 +245,7 @@ def main() -> None:
         std = f" ± {s['std']:.4f}" if s["std"] is not None else ""
         print(f"{key}: {s['mean']:.4f}{std} over {s['n']} seeds")
     for c in report["search_against_chance"]:
-        head = f"{c['task']} k={c['k']} lr {c['lr']:g}"
+        head = f"{c['task']} k={c['k']} {c['setting']}, search {c['search']}"
         print(f"{head}: picks {c['picks_mean']:.4f}, random {c['random_mean']:.4f}, "
               f"percentile rank {c['percentile_rank']:.0f}")  # fmt: skip
 
