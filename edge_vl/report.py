@@ -41,6 +41,8 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
     arch, cost, plan = manifest["architecture"], manifest["cost"], manifest["skip_plan"]
     search = plan.get("search") or {}
     gates = search.get("gates")
+    # what ranked the layers, higher: more redundant (manifests before estimators: the gates)
+    scores = search.get("redundancy") or gates
     costs = LayerCosts(**cost["per_layer"])
     layers = []
     for i, name in enumerate(arch["layers"]):
@@ -51,6 +53,7 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
                 "name": name,
                 "skipped": skipped,
                 "gate": gates[i] if gates else None,
+                "score": scores[i] if scores else None,
                 "rank": search["ranking"].index(i) + 1 if gates else None,
                 "saving_macs": costs.saving(i),
                 "why": _why(i, skipped, plan),
@@ -69,7 +72,12 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
             k: manifest["training"].get(k)
             for k in ("steps", "trainable_parameters", "total_parameters", "trainable_fraction", "seconds")
         },
-        "plan": {"method": plan["method"], "budget": plan.get("budget"), "skipped": arch["skipped"]},
+        "plan": {
+            "method": plan["method"],
+            "budget": plan.get("budget"),
+            "skipped": arch["skipped"],
+            "estimator": search.get("estimator", "gates") if search else None,
+        },
         "layers": layers,
         "gate_history": [r["gates"] for r in search.get("rounds", []) if "gates" in r],
         "warnings": (manifest.get("data") or {}).get("warnings", []),
@@ -86,10 +94,11 @@ def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
         return "the search did not separate the layers: skipped by index order" if skipped else "kept"
     k = len(plan["skipped"])
     rank = plan["search"]["ranking"].index(i) + 1
+    by = "gate" if plan["search"].get("estimator", "gates") == "gates" else plan["search"]["estimator"]
     if skipped:
         n = len(plan["search"]["ranking"])
-        return f"gate rank {rank} of {n}: among the {k} most redundant within budget"
-    return f"gate rank {rank}: kept"
+        return f"{by} rank {rank} of {n}: among the {k} most redundant within budget"
+    return f"{by} rank {rank}: kept"
 
 
 def write_report(
@@ -153,8 +162,9 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report", name:
         ), f"<p>OpenVINO {_e(lat.get('precision', ''))}, {lat.get('threads') or 'default'} threads, "
            "on the build machine; run <code>edge-vl bench</code> on the target.</p>"]  # fmt: skip
     parts += ["<h2>What was skipped and why</h2>", _table(
-        ["layer", "module", "gate", "MACs saved", "decision"],
-        [(str(a["index"]), a["name"], "" if a["gate"] is None else f"{a['gate']:+.3e}",
+        ["layer", "module", f"{data['plan']['estimator'] or 'search'} score (higher: more redundant)",
+         "MACs saved", "decision"],
+        [(str(a["index"]), a["name"], "" if a["score"] is None else f"{a['score']:+.3e}",
           "" if a["saving_macs"] is None else f"{a['saving_macs']:,.0f}",
           ("skipped: " if a["skipped"] else "") + a["why"]) for a in data["layers"]],
     )]  # fmt: skip

@@ -216,6 +216,10 @@ class SearchResult:
     val_rows: int = 0
     #: each layer's estimated added held-out loss when skipped (:func:`layer_effects`)
     effects: list[float] | None = None
+    #: what ranked the layers (``ESTIMATORS``) and its per-layer score, higher: more redundant (the
+    #: gates; minus the effects; minus the loss skipped alone)
+    estimator: str = "gates"
+    redundancy: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -368,11 +372,12 @@ def run_search(
     loop.run(before_step=before_step, after_step=after_step, progress=progress, description="DAS search")
     effects = layer_effects(state["rounds"], n_layers)
     if config.estimator == "effects":  # least added loss first
-        ranking = sorted(range(n_layers), key=lambda i: (effects[i], i))
+        redundancy = [-e for e in effects]
     elif config.estimator == "prior":
-        ranking = prior_ranking(state["rounds"], n_layers)
+        redundancy = [-v for v in prior_losses(state["rounds"], n_layers)]
     else:
-        ranking = bandit.ranking()
+        redundancy = bandit.gates.tolist()
+    ranking = sorted(range(n_layers), key=lambda i: (-redundancy[i], i))
     skipped = sorted(ranking[:k])
     family.set_skipped(model, skipped)
     return SearchResult(
@@ -385,4 +390,6 @@ def run_search(
         train_rows=len(train_data),
         val_rows=n_val,
         effects=effects,
+        estimator=config.estimator,
+        redundancy=redundancy,
     )

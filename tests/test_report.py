@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 
 from click.testing import CliRunner
@@ -75,3 +76,26 @@ def test_report_screenshot_in_a_real_browser(tmp_path, tiny_bundle):
     assert image.size == (900, 1400)
     ink = sum(1 for value in image.getdata() if value < 128)  # dark pixels: text and chart lines drawn
     assert ink > 5_000, ink
+
+
+def test_a_build_ranked_by_the_prior_reports_its_losses_not_the_untouched_gates(
+    tmp_path, tiny_checkpoint, shapes_data
+):
+    out = tmp_path / "b"
+    prior = ("--search-estimator", "prior", "--search-prior-rows", "8")
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "2", "--search-epochs", "3", *prior,
+                      "--max-steps", "4")  # fmt: skip
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_bundle(out).data
+    plan, search = manifest["skip_plan"], manifest["skip_plan"]["search"]
+    assert plan["method"] == "das" and "did not separate" not in result.output  # the gates never move
+    assert [r.get("kind") for r in search["rounds"]] == ["prior"]  # no bandit round
+    assert search["steps"] == math.ceil(search["train_rows"] / manifest["training"]["batch_size"])
+    losses = search["rounds"][0]["losses"]
+    assert plan["skipped"] == sorted(sorted(range(len(losses)), key=lambda i: (losses[i], i))[:2])
+    assert plan["search_seconds"] > 0 and "prior scores, most redundant first" in result.output
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [a["score"] for a in data["layers"]] == [-v for v in losses] and data["gate_history"] == []
+    text = "".join(ET.parse(out / "report.html").getroot().itertext())
+    assert "prior score (higher: more redundant)" in text and "prior rank 1 of" in text

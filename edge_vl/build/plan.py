@@ -5,6 +5,7 @@ its candidate skip sets."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -63,20 +64,24 @@ def skip_plan(
         echo("skip plan: the budget is met without skipping; no search")
         return {"method": "budget", "skipped": [], "budget": budget_info}
 
-    echo(f"skip plan: DAS search for {count} of {n_layers} layers ({config.search.mode} mode)")
+    search = config.search
+    echo(f"skip plan: DAS search for {count} of {n_layers} layers ({search.mode} mode, {search.estimator} "
+         "estimator)")  # fmt: skip
+    started = time.perf_counter()
     result = search_stage(config, prep, count, work, should_stop)
+    seconds = time.perf_counter() - started  # this process's part of a resumed search
     skipped = budget.select_within(result.ranking, count, limit, cost_of)
-    gates = ", ".join(f"{i}:{result.gates[i]:+.2e}" for i in result.ranking)
-    echo(f"search: {len(result.rounds)} bandit rounds in {result.steps} steps; skip {skipped}; "
-         f"gates, most redundant first: {gates}")  # fmt: skip
+    scores = ", ".join(f"{i}:{result.redundancy[i]:+.2e}" for i in result.ranking)
+    bandit_rounds = sum(r.get("kind") != "prior" for r in result.rounds)
+    echo(f"search: {bandit_rounds} bandit rounds in {result.steps} steps ({seconds:.0f} s); skip {skipped}; "
+         f"{result.estimator} scores, most redundant first: {scores}")  # fmt: skip
     plan = {"method": "das", "skipped": skipped, "budget": budget_info, "search": result.to_dict(),
-            "search_config": config.search.to_dict()}  # fmt: skip
-    if len(set(result.gates)) == 1:  # no round moved a gate: the order says nothing
+            "search_config": search.to_dict(), "search_seconds": round(seconds, 1)}  # fmt: skip
+    if len(set(result.redundancy)) == 1:  # e.g. no round moved a gate: the order says nothing
         plan["method"] = "das-undecided"
-        rounds = len(result.rounds)
         echo(
-            f"warning: the search's {rounds} rounds did not separate the layers; the skip set {skipped} "
-            "is the first layers by index, not a finding (give more data or --skip-layers)"
+            f"warning: the search's {result.estimator} scores did not separate the layers; the skip set "
+            f"{skipped} is the first layers by index, not a finding (give more data or --skip-layers)"
         )
     return plan
 
