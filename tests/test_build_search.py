@@ -117,6 +117,8 @@ def test_search_command_prints_and_saves_gates(tmp_path, tiny_checkpoint, shapes
     saved = json.loads(gates.read_text())
     assert len(saved["search"]["gates"]) == 4 and len(saved["skipped"]) == 1
     assert "vilt.encoder.layer." in result.output and "skip" in result.output
+    top = saved["search"]["ranking"][0]  # the paper's estimator: its score is the gate
+    assert "gates score" in result.output and f"{saved['search']['gates'][top]:+.5f}" in result.output
 
 
 def test_conflicting_plan_options_are_a_usage_error(tmp_path, tiny_checkpoint, shapes_data):

@@ -153,10 +153,10 @@ def build(out, skip_layers, demo, quick, **params) -> None:
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the gates, ranking, chosen set and per-round trace to this JSON file.",
+    help="Write the scores, ranking, chosen set and per-round trace to this JSON file.",
 )
 def search(out, **params) -> None:
-    """Run only the DAS search and print the gates (which layers are most redundant); writes no
+    """Run only the DAS search and print its ranking (which layers are most redundant); writes no
     bundle."""
     import tempfile
 
@@ -173,10 +173,11 @@ def search(out, **params) -> None:
     if result is None:
         click.echo(f"no search needed: skip {plan['skipped']}")
     else:
-        click.echo("layer  gate      name")
+        # the estimator's per-layer score, higher: more redundant (the gates for the paper's)
+        click.echo(f"layer  {result['estimator'] + ' score':<14}  name")
         for i in result["ranking"]:
             mark = "  skip" if i in plan["skipped"] else ""
-            click.echo(f"{i:>5}  {result['gates'][i]:+.5f}  {prep.layer_names[i]}{mark}")
+            click.echo(f"{i:>5}  {result['redundancy'][i]:+14.5f}  {prep.layer_names[i]}{mark}")
     if out is not None:
         from edge_vl.fileio import write_json_atomic
 
