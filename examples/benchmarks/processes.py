@@ -62,6 +62,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "epochs": manifest["training"]["epochs"],
         # what ranked the layers when a search chose them (None: the skip set was given)
         "search_estimator": (manifest["skip_plan"].get("search_config") or {}).get("estimator"),
+        "search_seconds": manifest["skip_plan"].get("search_seconds"),  # of train_seconds
         "machine": machine(),  # wall times of runs on different machines do not compare
     }
     result_file.write_text(json.dumps(row, indent=2))
