@@ -321,6 +321,32 @@ def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_scr
         "[0, 3] at lr 0.0001, 1.7 epochs", "[0, 3] at lr 0.0001, 2.5 epochs"]  # fmt: skip
 
 
+def test_a_random_draw_can_be_split_over_two_jobs(seed_spread_script, tmp_path, monkeypatch):
+    built = []
+
+    def fake_build(name, work, command, env):
+        built.append(command[command.index("--skip-layers") + 1])
+        skipped = [int(i) for i in built[-1].split(",")]
+        return {
+            "run": name,
+            "command": "c",
+            "skipped": skipped,
+            "eval_accuracy": 0.9,
+            "lr": 1e-4,
+            "commit": "c",
+        }
+
+    monkeypatch.setattr(seed_spread_script, "run_build", fake_build)
+    draw = [",".join(map(str, s)) for s in seed_spread_script.random_sets(4, 3)]
+    for spec, out in (("4:3@2", "second.json"), ("4:1", "first.json")):
+        monkeypatch.setattr(sys, "argv", ["seed_spread.py", "--work", str(tmp_path / "w"), "--random", spec,
+                                          "--seeds", "0", "--out", str(tmp_path / out)])  # fmt: skip
+        seed_spread_script.main()
+    assert built == [draw[1], draw[2], draw[0]]  # the two jobs together ran the draw once
+    runs = json.loads((tmp_path / "second.json").read_text())["runs"]
+    assert {r["set"] for r in runs} == {"random:4"}
+
+
 def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts(results_script, tmp_path,
                                                                                  monkeypatch):  # fmt: skip
     spread = tmp_path / "spread.json"

@@ -166,7 +166,11 @@ def main() -> None:
         "--sets", nargs="*", default=[], metavar="I,J,...", help="skip sets, none (no skip), das or das:K"
     )
     parser.add_argument(
-        "--random", action="append", default=[], metavar="K:N", help="N random K-sets (a fixed draw)"
+        "--random",
+        action="append",
+        default=[],
+        metavar="K:N[@F]",
+        help="N random K-sets (a fixed draw); @F: only the draw's sets F to N (to split it over two jobs)",
     )
     parser.add_argument("--seeds", default="0,1,2", help="fine-tune seeds, comma-separated")
     parser.add_argument(
@@ -196,8 +200,10 @@ def main() -> None:
     reused = {run_key(r): r for f in args.reuse for r in json.loads(f.read_text())["runs"]}
     specs = {spec: spec for spec in args.sets}  # skip set → the label its runs record as "set"
     for draw in args.random:
-        k, n = (int(v) for v in draw.split(":"))
-        specs.update({",".join(map(str, s)): f"random:{k}" for s in random_sets(k, n)})
+        count, _, first = draw.partition("@")  # K:N@F: only sets F.. of the draw (split over jobs)
+        k, n = (int(v) for v in count.split(":"))
+        drawn = random_sets(k, n)[int(first or 1) - 1 :]
+        specs.update({",".join(map(str, s)): f"random:{k}" for s in drawn})
     jobs = []
     for spec, label in specs.items():
         for seed in seeds:
