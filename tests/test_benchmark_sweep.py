@@ -345,6 +345,16 @@ def test_a_random_draw_can_be_split_over_two_jobs(seed_spread_script, tmp_path, 
     assert built == [draw[1], draw[2], draw[0]]  # the two jobs together ran the draw once
     runs = json.loads((tmp_path / "second.json").read_text())["runs"]
     assert {r["set"] for r in runs} == {"random:4"}
+    # a drawn set measured before by name is reused, and counted as the draw's
+    by_name = {"run": "r", "command": "c", "skipped": [int(i) for i in draw[0].split(",")], "seed": 0,
+               "eval_accuracy": 0.8, "lr": 1e-4, "commit": "c", "set": draw[0]}  # fmt: skip
+    (tmp_path / "named.json").write_text(json.dumps({"runs": [by_name]}))
+    monkeypatch.setattr(sys, "argv", ["seed_spread.py", "--work", str(tmp_path / "w"), "--random", "4:1",
+                                      "--seeds", "0", "--reuse", str(tmp_path / "named.json"),
+                                      "--out", str(tmp_path / "all.json")])  # fmt: skip
+    seed_spread_script.main()
+    (run,) = json.loads((tmp_path / "all.json").read_text())["runs"]
+    assert len(built) == 3 and (run["set"], run["eval_accuracy"]) == ("random:4", 0.8)
 
 
 def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts(results_script, tmp_path,

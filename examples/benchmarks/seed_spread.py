@@ -209,7 +209,10 @@ def main() -> None:
         for seed in seeds:
             key = set_key(spec)
             key = f"{key}+{estimator}" if key.startswith("das") and estimator != "gates" else key
-            if (args.task, key, seed, setting) not in reused:
+            if (args.task, key, seed, setting) in reused:
+                if label.startswith("random:"):  # a drawn set measured before under its own name
+                    reused[args.task, key, seed, setting]["set"] = label
+            else:
                 command = [*build, "--seed", str(seed), "--lr", f"{args.lr:g}"]
                 command += ["--epochs", f"{args.epochs:g}"] if args.epochs else []
                 if spec.startswith("das"):
