@@ -173,7 +173,7 @@ def test_search_picks_are_scored_against_random_sets_and_the_fine_tune_spread(se
                 "commit": "c"}  # fmt: skip
 
     accuracies = (0.80, 0.85, 0.90, 0.91, 0.92, 0.94)
-    runs = [run([0, 1], 0, 0.95, "das:2"), run([0, 2], 1, 0.93, "das:2"),  # picks: mean 0.94
+    runs = [run([0, 1], 0, 0.95, "das:2"), run([0, 2], 1, 0.93, "das:2"), run([0, 1], 2, 0.94, "das:2"),
             *(run([i, i + 1], 0, a, "random:2") for i, a in zip(range(2, 8), accuracies, strict=True)),
             run([2, 3], 1, 0.81, "random:2"),  # that set's mean: 0.805
             run([9, 10], 0, 0.90, "9,10"), run([9, 10], 1, 0.92, "9,10"),  # widest seed std: 0.0141
@@ -191,11 +191,13 @@ def test_search_picks_are_scored_against_random_sets_and_the_fine_tune_spread(se
     assert row["finetune_spread"] == pytest.approx(0.0141, abs=1e-4)
     assert row["beats_p80_and_spread"]  # margin 0.0517 > spread, 0.94 >= 0.92
     assert row["best_set_margin"] == pytest.approx(0.94 - row["random_mean"])  # the best: random 0.94
-    spread = {"runs": runs, "by_set": {}, "measured": "D", "command": "C", "search_against_chance": [row]}
+    against = [row, prior]
+    spread = {"runs": runs, "by_set": {}, "measured": "D", "command": "C", "search_against_chance": against}
     section = "\n".join(results_script.seed_spread_section(spread))
     assert "| random | lr 0.0001, 1.7 epochs | 1 | [2, 3] | 0.8100 | c |" in section
     assert "| das:2+prior | lr 0.0001, 1.7 epochs | 0 | [4, 5] | 0.7000 | c |" in section
-    assert "| easy-vqa | 2 | lr 0.0001, 1.7 epochs | gates | 0.9500, 0.9300 | 0.9400 | 6 |" in section
+    assert "| easy-vqa | 2 | lr 0.0001, 1.7 epochs | gates | 0.9500, 0.9300, 0.9400 | 0.9400 | 6 |" in section
+    assert "| no (1 of 3 search seeds) |" in section  # one search seed: no verdict yet
     assert f"| {row['margin']:+.4f} | {row['best_set_margin']:+.4f} | yes |" in section
     without_spread = [r for r in runs if r["set"] != "9,10" and r["skipped"] != [2, 3]]
     assert not seed_spread_script.search_against_chance(without_spread)[0]["beats_p80_and_spread"]

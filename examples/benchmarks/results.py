@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
-from seed_spread import run_key  # examples/benchmarks/seed_spread.py
+from seed_spread import MIN_PICKS, run_key  # examples/benchmarks/seed_spread.py
 from transfer import recipe_label  # examples/benchmarks/transfer.py
 from variants import machine_info, portable, sweep_table  # examples/benchmarks/variants.py
 
@@ -490,6 +490,11 @@ def widest_spread(spread: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return max(sets, key=lambda item: item[1]["std"]) if sets else None
 
 
+def verdict_short_of_seeds(picks: int) -> str:
+    """The verdict cell of a comparison that did not pass: "no", or why there is no verdict yet."""
+    return "no" if picks >= MIN_PICKS else f"no ({picks} of {MIN_PICKS} search seeds)"
+
+
 def seed_spread_section(spread: dict[str, Any]) -> list[str]:
     """Part s of RESULTS.md: skip sets fine-tuned with several seeds (the fine-tune's noise), the
     whole demo (search and fine-tune) with several seeds, and its picks against random sets."""
@@ -557,7 +562,7 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
                 str(c["random_sets"]), f"{c['random_mean']:.4f}", f"{c['random_p80']:.4f}",
                 f"{c['percentile_rank']:.0f}", spread_cell, f"{c['margin']:+.4f}",
                 "–" if "best_set_margin" not in c else f"{c['best_set_margin']:+.4f}",
-                "yes" if c["beats_p80_and_spread"] else "no",
+                "yes" if c["beats_p80_and_spread"] else verdict_short_of_seeds(len(c["picks"])),
             ]))  # fmt: skip
     return [*lines, ""]
 

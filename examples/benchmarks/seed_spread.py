@@ -62,6 +62,8 @@ def set_key(spec: str) -> str:
     return str([] if spec == "none" else [int(i) for i in spec.split(",")])
 
 
+#: search seeds whose picks a verdict against chance needs (issue #17)
+MIN_PICKS = 3
 #: the demo's fine-tune length when runs did not record theirs (every such run used it)
 DEMO_EPOCHS = 1.7
 
@@ -127,7 +129,10 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
                 # the margin of the best set measured at this k (random or fixed): what picking it
                 # every time would have scored, the most a search can show with these sets
                 "best_set_margin": best_set - random_mean,
-                "beats_p80_and_spread": bool(picks_mean >= p80 and spread is not None and margin > spread),
+                # issue #17's bar: the picks of at least MIN_PICKS search seeds
+                "beats_p80_and_spread": bool(
+                    len(picks) >= MIN_PICKS and picks_mean >= p80 and spread is not None and margin > spread
+                ),
             })  # fmt: skip
     return rows
 
@@ -188,6 +193,9 @@ def main() -> None:
         "--search-estimator", choices=ESTIMATORS, help="what ranks layers in das runs (default: the build's)"
     )
     args = parser.parse_args()
+    for path in args.reuse:
+        if not path.is_file():
+            parser.error(f"--reuse {path}: no such file")
     seeds = [int(s) for s in args.seeds.split(",")]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     build = [sys.executable, "-m", "edge_vl", "build", "--demo"]
