@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import pytest
 from PIL import Image
 
 from edge_vl import ClosedError, CPUError, InputError, Predictor
-from edge_vl.runtime.cpu import check_cpu
+from edge_vl.runtime.cpu import check_cpu, machine_info
 from edge_vl.runtime.preprocess import preprocess_image
 from edge_vl.runtime.tokenize import TextEncoder
 
@@ -281,3 +282,10 @@ def test_the_plain_python_wordpiece_gives_the_tokenizers_library_ids():
         for length in (8, 40):
             reference.enable_truncation(max_length=length)
             assert ours.encode(text, length) == reference.encode(text).ids, (text, length)
+
+
+def test_machine_info_names_the_cpu_its_usable_cores_and_isa():
+    info = machine_info()
+    assert info["cpu"] and 1 <= info["cores"] <= (os.cpu_count() or 1)
+    flags = info["flags"]
+    assert set(flags) >= {"AVX2", "AVX512VNNI"} and all(isinstance(v, bool) for v in flags.values())

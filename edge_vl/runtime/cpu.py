@@ -8,8 +8,10 @@ CPU's flags and the profile to install.
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import cache
+from typing import Any
 
 from edge_vl.errors import CPUError
 from edge_vl.runtime.profiles import PROFILES, RuntimeProfile, active_profile
@@ -49,6 +51,17 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask, e.g. under a container's CPU limit)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def machine_info() -> dict[str, Any]:
+    """This machine as benchmark results record it: CPU name, usable cores and the relevant ISA
+    flags (timings taken on different machines do not compare)."""
+    return {"cpu": cpu_name(), "cores": usable_cores(), "flags": cpu_flags()}
 
 
 def check_cpu(flags: dict[str, bool] | None = None, profile: RuntimeProfile | None = None) -> None:

@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from edge_vl.converters.precision import evaluate, quantize_int8
-from variants import label_indices, machine_info, portable, this_command
+from variants import label_indices, portable, this_command
 
 from edge_vl.build import package_versions
 from edge_vl.data import read_examples
 from edge_vl.fileio import write_text_atomic
-from edge_vl.runtime.cpu import has_int8_dot_product
+from edge_vl.runtime.cpu import has_int8_dot_product, machine_info
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.timing import compile_latency, interleaved, precision_probe, spread
 

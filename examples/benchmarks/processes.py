@@ -71,7 +71,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
 
 def machine() -> str:
     """This machine's CPU, cores and vector ISA, as a run records it."""
-    from variants import machine_info  # examples/benchmarks/variants.py
+    from edge_vl.runtime.cpu import machine_info  # light: no torch
 
     m = machine_info()
     isa = " ".join(flag for flag, present in m["flags"].items() if present)

@@ -54,7 +54,7 @@ from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
 from seed_spread import MIN_PICKS, run_key  # examples/benchmarks/seed_spread.py
 from transfer import recipe_label  # examples/benchmarks/transfer.py
-from variants import machine_info, portable, sweep_table  # examples/benchmarks/variants.py
+from variants import portable, sweep_table  # examples/benchmarks/variants.py
 
 from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers
@@ -63,7 +63,7 @@ from edge_vl.build import package_versions, resolve_model_dir
 from edge_vl.bundle import read_bundle
 from edge_vl.compare import compare_with_torch, rebuild_torch_model
 from edge_vl.fileio import write_text_atomic
-from edge_vl.runtime.cpu import has_int8_dot_product
+from edge_vl.runtime.cpu import has_int8_dot_product, machine_info
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.runtime.tokenize import TEXT_INPUTS
 from edge_vl.timing import compile_latency, interleaved, spread, throughput

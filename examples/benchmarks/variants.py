@@ -45,7 +45,7 @@ from edge_vl.errors import Interrupted
 from edge_vl.fileio import write_text_atomic
 from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
 from edge_vl.report import write_report
-from edge_vl.runtime.cpu import cpu_flags, cpu_name
+from edge_vl.runtime.cpu import machine_info
 from edge_vl.search import SearchConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -417,15 +417,6 @@ def check_same_settings(
     wrong = [f"{k}: {got!r} (variants use {want!r})" for k, (want, got) in expected.items() if want != got]
     if wrong:
         raise SystemExit(f"{what} was built with other settings: " + "; ".join(wrong))
-
-
-def machine_info() -> dict[str, Any]:
-    """This machine as results record it: CPU name, usable cores and vector ISA flags (timings and
-    reruns on different machines do not compare)."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
-    return {"cpu": cpu_name(), "cores": cores, "flags": cpu_flags()}
 
 
 def label_indices(rows: Sequence[Any], names: Sequence[str], source: Path) -> list[int]:
