@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_vl.demo import FULL_DEMO
+
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "variants.py"
 
 
@@ -72,8 +74,6 @@ def test_k_list_reads_ranges_and_lists(variants):
 
 
 def _variants_file(path: Path, date: str, command: str, rows: list[dict], **extra) -> Path:
-    from edge_vl.demo import FULL_DEMO  # the settings variants.py runs with by default
-
     report = {"date": date, "command": command, "settings": FULL_DEMO.__dict__,
               "model": "edge-vl-mini", "seed": 0, "rows": rows, **extra}  # fmt: skip
     path.write_text(json.dumps(report), encoding="utf-8")
@@ -288,7 +288,7 @@ def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_scr
         built.append(name)
         if "seed1" in name:
             raise RuntimeError("killed")
-        epochs = float(command[command.index("--epochs") + 1]) if "--epochs" in command else 1.7
+        epochs = float(command[command.index("--epochs") + 1]) if "--epochs" in command else FULL_DEMO.epochs
         return {"run": name, "command": " ".join(command), "skipped": [0, 3], "eval_accuracy": 0.9,
                 "lr": 1e-4, "epochs": epochs, "commit": "c"}  # fmt: skip
 
@@ -316,11 +316,11 @@ def test_seed_spread_keeps_every_finished_run_when_a_build_fails(seed_spread_scr
     assert built == ["skip0-3-seed1"]  # only the missing run is rebuilt
     built.clear()
     monkeypatch.setattr(sys, "argv", [*argv[:-1], str(tmp_path / "longer.json"), "--reuse", str(out),
-                                      "--seeds", "0", "--epochs", "2.5"])  # fmt: skip
+                                      "--seeds", "0", "--epochs", "3.5"])  # fmt: skip
     seed_spread_script.main()
-    assert built == ["skip0-3-seed0-2.5ep"]  # another fine-tune length: built in its own folder
+    assert built == ["skip0-3-seed0-3.5ep"]  # another fine-tune length: built in its own folder
     assert list(json.loads((tmp_path / "longer.json").read_text())["by_set"]) == [
-        "[0, 3] at lr 0.0001, 1.7 epochs", "[0, 3] at lr 0.0001, 2.5 epochs"]  # fmt: skip
+        f"[0, 3] at lr 0.0001, {FULL_DEMO.epochs:g} epochs", "[0, 3] at lr 0.0001, 3.5 epochs"]  # fmt: skip
 
 
 def test_a_random_draw_can_be_split_over_two_jobs(seed_spread_script, tmp_path, monkeypatch):

@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from seed_spread import DEMO_EPOCHS, run_key, run_setting  # examples/benchmarks/seed_spread.py
+from seed_spread import run_key, run_setting  # examples/benchmarks/seed_spread.py
 from variants import portable, this_command  # examples/benchmarks/variants.py
 
+from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic
 from edge_vl.search import layer_effects, prior_losses
 
@@ -116,7 +117,7 @@ def quality(scores: Sequence[float], truth: dict[tuple[int, ...], float], k: int
 
 
 def read_truth(
-    path: Path, lr: float | None = None, epochs: float = DEMO_EPOCHS
+    path: Path, lr: float | None = None, epochs: float = FULL_DEMO.epochs
 ) -> dict[tuple[int, ...], float]:
     """Skip set → fine-tuned accuracy from a ``variants.json`` (its rows) or a ``seed_spread.json``
     (the demo's fixed and random sets fine-tuned at ``lr`` for ``epochs``, averaged over seeds)."""
@@ -141,7 +142,9 @@ def main() -> None:
         help="variants.json or seed_spread.json with fine-tuned skip sets",
     )
     p.add_argument("--lr", type=float, default=1e-4, help="a seed_spread.json's runs at this lr")  # fmt: skip
-    p.add_argument("--epochs", type=float, default=DEMO_EPOCHS, help="… and this fine-tune length")
+    p.add_argument(
+        "--epochs", type=float, default=FULL_DEMO.epochs, help="… and fine-tune length (default: the demo's)"
+    )
     p.add_argument("--search", type=Path, action="append", default=[], help="a manifest or search file")
     p.add_argument("--importance", type=Path, help="a layer_importance.json (single-layer removal costs)")
     p.add_argument("--out", type=Path, help="also write the tables (Markdown, with this command) here")

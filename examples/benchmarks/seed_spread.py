@@ -38,6 +38,7 @@ from processes import run_build
 from tasks import TASKS, write_task
 from variants import this_command
 
+from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic
 from edge_vl.finetune import TrainConfig
 from edge_vl.search import ESTIMATORS, SearchConfig
@@ -64,14 +65,14 @@ def set_key(spec: str) -> str:
 
 #: search seeds whose picks a verdict against chance needs (issue #17)
 MIN_PICKS = 3
-#: the demo's fine-tune length when runs did not record theirs (every such run used it)
-DEMO_EPOCHS = 1.7
+#: the fine-tune length of runs that did not record theirs (every such run was the demo at 1.7)
+UNRECORDED_EPOCHS = 1.7
 
 
 def run_setting(run: dict) -> str:
     """The fine-tune settings a run's accuracy depends on besides set and seed: runs recorded without
-    "lr" were built at 1e-3, without "epochs" with the demo's 1.7 epochs."""
-    return f"lr {run.get('lr', 1e-3):g}, {run.get('epochs', DEMO_EPOCHS):g} epochs"
+    "lr" were built at 1e-3, without "epochs" with ``UNRECORDED_EPOCHS``."""
+    return f"lr {run.get('lr', 1e-3):g}, {run.get('epochs', UNRECORDED_EPOCHS):g} epochs"
 
 
 def run_key(run: dict) -> tuple[str, str, int, str]:
@@ -202,7 +203,7 @@ def main() -> None:
     if args.task != "easy-vqa":
         train, evaluation = write_task(args.task, args.work.resolve() / f"data-{args.task}")
         build = [*build[:-1], "--data", str(train), "--eval-data", str(evaluation)]
-    default_epochs = DEMO_EPOCHS if args.task == "easy-vqa" else TrainConfig().epochs
+    default_epochs = FULL_DEMO.epochs if args.task == "easy-vqa" else TrainConfig().epochs
     setting = run_setting({"lr": args.lr, "epochs": args.epochs or default_epochs})
     estimator = args.search_estimator or SearchConfig().estimator
     reused = {run_key(r): r for f in args.reuse for r in json.loads(f.read_text())["runs"]}
