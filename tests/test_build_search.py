@@ -21,7 +21,8 @@ from edge_vl.budget import BudgetError, LayerCosts, counted_macs, min_layers_for
 from edge_vl.cli import cli
 from tests.conftest import build_args
 
-SEARCH = ["--search-epochs", "3", "--das-turn", "1", "--batch-size", "8"]
+#: the paper's bandit (its gates rank the layers), with rounds every step
+SEARCH = ["--search-epochs", "3", "--das-turn", "1", "--batch-size", "8", "--search-estimator", "gates"]
 
 
 def _manifest(bundle: Path) -> dict:
@@ -63,7 +64,23 @@ def test_budget_helpers():
     assert select_within([2, 0, 1], 1, 170, costs.retained) == [0, 2]
 
 
-def test_build_searches_by_default_and_records_the_trace(tmp_path, tiny_checkpoint, shapes_data):
+def test_build_searches_by_default_with_the_prior(tmp_path, tiny_checkpoint, shapes_data):
+    """The default search: the warm-up, one round of each layer skipped alone, no bandit rounds."""
+    out = tmp_path / "b"
+    args = build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "2", "--batch-size", "8")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    plan = _manifest(out)["skip_plan"]
+    search = plan["search"]
+    assert (plan["method"], search["estimator"]) == ("das", "prior")
+    assert plan["search_config"]["prior_rows"] == 1000
+    (prior,) = search["rounds"]
+    assert prior["kind"] == "prior" and [c for (c,) in prior["candidates"]] == [0, 1, 2, 3]
+    losses = prior["losses"]
+    assert plan["skipped"] == sorted(sorted(range(4), key=lambda i: (losses[i], i))[:2])
+
+
+def test_the_paper_estimator_records_every_round(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
     result = CliRunner().invoke(
         cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "2", *SEARCH)

@@ -21,8 +21,9 @@ from edge_vl.cli import cli
 from tests.conftest import build_args
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the paper's bandit, one round per step: the rounds must agree across ranks
 SEARCH = ("--skip-count", "1", "--search-epochs", "12", "--das-turn", "1", "--checkpoint-every", "1",
-          "--device", "cpu")  # fmt: skip
+          "--device", "cpu", "--search-estimator", "gates")  # fmt: skip
 
 
 def torchrun(args: list[str], *, port: int) -> subprocess.Popen:

@@ -19,7 +19,7 @@ XHTML = "{http://www.w3.org/1999/xhtml}"
 def test_report_of_a_searched_build_renders_and_matches_the_manifest(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
     args = build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "2", "--search-epochs", "3",
-                      "--das-turn", "2", "--max-steps", "4")  # fmt: skip
+                      "--das-turn", "2", "--max-steps", "4", "--search-estimator", "gates")  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert f"report: {out / 'report.html'}" in result.output

@@ -151,7 +151,7 @@ def search_setup(tiny_checkpoint):
 def test_search_loop_warm_up_rounds_and_frozen_weights(search_setup):
     family, model, train_data, val_data = search_setup
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    config = SearchConfig(epochs=3, das_turn=2, das_step=3, val_batch_size=8)
+    config = SearchConfig(epochs=3, das_turn=2, das_step=3, val_batch_size=8, estimator="gates")
     result = run_search(
         family, model, train_data, val_data, 2, config, TrainConfig(batch_size=8), progress=False
     )
@@ -176,7 +176,7 @@ def test_warm_up_skips_layers_only_in_paper_mode(search_setup, monkeypatch, mode
     calls = []
     original = family.set_skipped
     monkeypatch.setattr(family, "set_skipped", lambda m, s: (calls.append(list(s)), original(m, s)))
-    config = SearchConfig(epochs=2, das_turn=100, val_batch_size=8, mode=mode)
+    config = SearchConfig(epochs=2, das_turn=100, val_batch_size=8, mode=mode, estimator="gates")
     result = run_search(
         family, model, train_data, val_data, 2, config, TrainConfig(batch_size=8), progress=False
     )
@@ -236,7 +236,7 @@ def test_the_prior_estimator_stops_after_the_warm_up_it_shares_with_the_full_sea
     family, model, train_data, val_data = search_setup
     start = copy.deepcopy(model)
     train = TrainConfig(batch_size=8)
-    full_config = SearchConfig(epochs=3, das_turn=2, val_batch_size=8, prior_rows=12)
+    full_config = SearchConfig(epochs=3, das_turn=2, val_batch_size=8, estimator="gates", prior_rows=12)
     full = run_search(family, model, train_data, val_data, 2, full_config, train, progress=False)
     config = SearchConfig(epochs=3, das_turn=2, val_batch_size=8, estimator="prior", prior_rows=12)
     result = run_search(family, start, train_data, val_data, 2, config, train, progress=False)
@@ -245,7 +245,9 @@ def test_the_prior_estimator_stops_after_the_warm_up_it_shares_with_the_full_sea
     assert result.rounds[0]["losses"] == pytest.approx(full.rounds[0]["losses"])
     assert result.ranking == prior_ranking(full.rounds, 4)
     assert result.skipped == sorted(result.ranking[:2]) and family.skipped(start) == result.skipped
-    assert SearchConfig(estimator="prior").prior_rows == 1000 and SearchConfig().prior_rows == 0
+    assert SearchConfig().prior_rows == 1000 and SearchConfig(estimator="gates").prior_rows == 0
+    # the default departs from the paper; paper mode is the authors' method, gates included
+    assert (SearchConfig().estimator, SearchConfig(mode="paper").estimator) == ("prior", "gates")
     with pytest.raises(ValueError, match="prior_rows ≥ 1"):
         SearchConfig(estimator="prior", prior_rows=0)
 

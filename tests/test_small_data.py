@@ -43,8 +43,27 @@ def test_sixty_rows_build_with_default_flags(tmp_path):
     assert "small data:" in result.output  # the build says what it adapted
     manifest = read_bundle(out).data
     plan = manifest["skip_plan"]
-    assert plan["method"] == "das" and len(plan["search"]["rounds"]) >= 10, plan["method"]
-    assert len(set(plan["search"]["gates"])) > 1  # the rounds moved the gates
+    assert plan["method"] == "das" and plan["search"]["estimator"] == "prior", plan["method"]
+    assert len(set(plan["search"]["redundancy"])) > 1  # the prior round separated the layers
     assert manifest["training"]["schedule_changes"] and manifest["training"]["steps"] >= 300
     assert manifest["metrics"]["eval_accuracy"] >= 0.9, manifest["metrics"]
     assert "not a finding" not in result.output
+
+
+def test_small_data_gives_the_bandit_rounds_but_leaves_the_prior_search_alone(tmp_path, tiny_checkpoint):
+    from edge_vl.build.config import BuildConfig
+    from edge_vl.build.schedule import MIN_SEARCH_ROUNDS, adapt_schedule
+    from edge_vl.search import SearchConfig
+
+    def adapted(estimator: str) -> BuildConfig:
+        config = BuildConfig(tiny_checkpoint, tmp_path / "t.jsonl", tmp_path / "e.jsonl", tmp_path / "b",
+                             search=SearchConfig(estimator=estimator))  # fmt: skip
+        return adapt_schedule(config, 60, echo=lambda _: None)[0]
+
+    gates = adapted("gates")
+    per_epoch = 54 // gates.train.batch_size + (54 % gates.train.batch_size > 0)  # 60 rows minus 6 held out
+    rounds = (gates.search.epochs - gates.search.warmup_epochs) * per_epoch // gates.search.das_turn
+    assert rounds >= MIN_SEARCH_ROUNDS and any(n.startswith("search:") for n in gates.schedule_changes)
+    prior = adapted("prior")
+    assert prior.search == SearchConfig(estimator="prior")  # no rounds to make room for
+    assert not any(n.startswith("search:") for n in prior.schedule_changes)

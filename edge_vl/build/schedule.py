@@ -5,8 +5,9 @@ default) a build on small data instead:
 
 - shrinks the batch so that an epoch has at least :data:`MIN_STEPS_PER_EPOCH` steps;
 - fine-tunes for at least :data:`MIN_FINETUNE_STEPS` steps (unless ``max_steps`` is given);
-- lets the search run at least :data:`MIN_SEARCH_ROUNDS` bandit rounds, by scoring candidates more
-  often (``das_turn``) and, if needed, searching for more epochs.
+- lets a bandit search (not the ``prior`` estimator's, which has no rounds) run at least
+  :data:`MIN_SEARCH_ROUNDS` rounds, by scoring candidates more often (``das_turn``) and, if needed,
+  searching for more epochs.
 
 Every change is printed and recorded in the manifest (``training.schedule``). Settings that already
 fit the data are left alone, and nothing is ever shortened.
@@ -44,7 +45,7 @@ def adapt_schedule(
         notes.append(f"fine-tune epochs {train.epochs:g} → {epochs:.1f} ({MIN_FINETUNE_STEPS} steps; "
                      f"{train.epochs:g} epochs were {steps})")  # fmt: skip
         train = replace(train, epochs=epochs)
-    if config.needs_search:
+    if config.needs_search and not search.stops_after_warmup:  # the prior estimator has no rounds
         search_rows = n_train - max(2, round(n_train * config.search_holdout))
         if search.max_rows is not None:
             search_rows = min(search_rows, search.max_rows)

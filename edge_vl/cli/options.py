@@ -81,16 +81,17 @@ plan_options = combine(
         default="clean",
         show_default=True,
         help="clean: eval-mode rewards on a fresh held-out batch per round; paper: the authors' "
-        "train-mode rewards on one fixed batch.",
+        "method — train-mode rewards on one fixed batch, layers skipped from the first step, the "
+        "gates rank the layers.",
     ),
     click.option(
         "--search-estimator",
         type=click.Choice(["gates", "effects", "prior"]),  # edge_vl.search.ESTIMATORS
-        default="gates",
-        show_default=True,
+        default=None,
         help="What ranks the layers after the search: the bandit's gates (the paper); each layer's "
         "added held-out loss fitted to every candidate the rounds scored; or (prior) each layer's "
-        "held-out loss when skipped alone after the warm-up, which ends the search there.",
+        "held-out loss when skipped alone after the warm-up, which ends the search there "
+        "[default: prior; gates with --search-mode paper].",
     ),
     click.option(
         "--search-prior-rows",
