@@ -335,6 +335,7 @@ def test_a_random_draw_can_be_split_over_two_jobs(seed_spread_script, tmp_path, 
             "skipped": skipped,
             "eval_accuracy": 0.9,
             "lr": 1e-4,
+            "epochs": FULL_DEMO.epochs,
             "commit": "c",
         }
 
@@ -349,7 +350,8 @@ def test_a_random_draw_can_be_split_over_two_jobs(seed_spread_script, tmp_path, 
     assert {r["set"] for r in runs} == {"random:4"}
     # a drawn set measured before by name is reused, and counted as the draw's
     by_name = {"run": "r", "command": "c", "skipped": [int(i) for i in draw[0].split(",")], "seed": 0,
-               "eval_accuracy": 0.8, "lr": 1e-4, "commit": "c", "set": draw[0]}  # fmt: skip
+               "eval_accuracy": 0.8, "lr": 1e-4, "epochs": FULL_DEMO.epochs, "commit": "c",
+               "set": draw[0]}  # fmt: skip
     (tmp_path / "named.json").write_text(json.dumps({"runs": [by_name]}))
     monkeypatch.setattr(sys, "argv", ["seed_spread.py", "--work", str(tmp_path / "w"), "--random", "4:1",
                                       "--seeds", "0", "--reuse", str(tmp_path / "named.json"),
