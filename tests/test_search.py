@@ -258,7 +258,7 @@ def test_search_quality_cli_writes_its_tables_with_the_command(tmp_path):
     import sys
     from pathlib import Path
 
-    runs = [{"skipped": s, "seed": 0, "lr": 1e-4, "set": "random:2", "eval_accuracy": a}
+    runs = [{"skipped": s, "seed": 0, "lr": 1e-4, "epochs": 2.5, "set": "random:2", "eval_accuracy": a}
             for s, a in (([0, 1], 0.9), ([2, 3], 0.5), ([0, 3], 0.7))]  # fmt: skip
     (tmp_path / "spread.json").write_text(json.dumps({"runs": runs}))
     rows = [
@@ -268,7 +268,7 @@ def test_search_quality_cli_writes_its_tables_with_the_command(tmp_path):
     (tmp_path / "importance.json").write_text(json.dumps({"rows": rows}))
     script = Path(__file__).parents[1] / "examples" / "benchmarks" / "search_quality.py"
     out = tmp_path / "quality.md"
-    command = [sys.executable, str(script), "--truth", str(tmp_path / "spread.json"),
+    command = [sys.executable, str(script), "--truth", str(tmp_path / "spread.json"), "--epochs", "2.5",
                "--importance", str(tmp_path / "importance.json"), "--out", str(out)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True)
     text = out.read_text()
@@ -290,5 +290,7 @@ def test_search_quality_reads_the_seed_spread_runs_of_one_learning_rate_as_truth
             {"skipped": [0, 5], "seed": 0, "lr": 1e-4, "set": "das", "eval_accuracy": 0.99},  # search's pick
             {"skipped": [], "seed": 0, "lr": 1e-4, "set": "none", "eval_accuracy": 0.95}]  # fmt: skip
     (tmp_path / "spread.json").write_text(json.dumps({"runs": runs}))
-    assert module.read_truth(tmp_path / "spread.json", 1e-4) == {(1, 2): pytest.approx(0.85)}
-    assert module.read_truth(tmp_path / "spread.json", 1e-3) == {(3, 4): 0.70}
+    # runs that record no fine-tune length were the demo's 1.7 epochs
+    assert module.read_truth(tmp_path / "spread.json", 1e-4, 1.7) == {(1, 2): pytest.approx(0.85)}
+    assert module.read_truth(tmp_path / "spread.json", 1e-3, 1.7) == {(3, 4): 0.70}
+    assert module.read_truth(tmp_path / "spread.json", 1e-4, 2.5) == {}
