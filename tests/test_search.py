@@ -294,3 +294,13 @@ def test_search_quality_reads_the_seed_spread_runs_of_one_learning_rate_as_truth
     assert module.read_truth(tmp_path / "spread.json", 1e-4, 1.7) == {(1, 2): pytest.approx(0.85)}
     assert module.read_truth(tmp_path / "spread.json", 1e-3, 1.7) == {(3, 4): 0.70}
     assert module.read_truth(tmp_path / "spread.json", 1e-4, 2.5) == {}
+
+
+def test_the_cli_offers_every_estimator():
+    """options.py lists the estimators by hand (it imports no torch at start-up)."""
+    from edge_vl.cli import cli
+    from edge_vl.search import ESTIMATORS
+
+    for command in ("build", "search"):
+        (option,) = [p for p in cli.commands[command].params if p.name == "search_estimator"]
+        assert tuple(option.type.choices) == ESTIMATORS, command
