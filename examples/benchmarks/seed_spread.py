@@ -75,16 +75,19 @@ def run_setting(run: dict) -> str:
     return f"lr {run.get('lr', 1e-3):g}, {run.get('epochs', UNRECORDED_EPOCHS):g} epochs"
 
 
+def das_key(spec: str, estimator: str) -> str:
+    """The set key of a ``das``/``das:K`` run: ``+ESTIMATOR`` when the search did not rank by the
+    paper's gates."""
+    return spec if estimator == "gates" else f"{spec}+{estimator}"
+
+
 def run_key(run: dict) -> tuple[str, str, int, str]:
     """(task, set, seed, setting) of a run: ``das``/``das:K`` when the search chose the set (with
     ``+ESTIMATOR`` when the search ranked layers other than by the paper's gates), else the skip set
     as a list; runs recorded without "task" are the demo's."""
     spec = run.get("set", "")
     estimator = run.get("search_estimator") or "gates"
-    if spec.startswith("das"):
-        key = spec if estimator == "gates" else f"{spec}+{estimator}"
-    else:
-        key = str(run["skipped"])
+    key = das_key(spec, estimator) if spec.startswith("das") else str(run["skipped"])
     return run.get("task", "easy-vqa"), key, run["seed"], run_setting(run)
 
 
@@ -217,7 +220,7 @@ def main() -> None:
     for spec, label in specs.items():
         for seed in seeds:
             key = set_key(spec)
-            key = f"{key}+{estimator}" if key.startswith("das") and estimator != "gates" else key
+            key = das_key(key, estimator) if key.startswith("das") else key
             if (args.task, key, seed, setting) in reused:
                 if label.startswith("random:"):  # a drawn set measured before under its own name
                     reused[args.task, key, seed, setting]["set"] = label
