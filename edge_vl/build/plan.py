@@ -76,7 +76,7 @@ def skip_plan(
     echo(f"search: {bandit_rounds} bandit rounds in {result.steps} steps ({seconds:.0f} s); skip {skipped}; "
          f"{result.estimator} scores, most redundant first: {scores}")  # fmt: skip
     plan = {"method": "das", "skipped": skipped, "budget": budget_info, "search": result.to_dict(),
-            "search_config": search.to_dict(), "search_seconds": round(seconds, 1)}  # fmt: skip
+            "search_config": search.to_dict(), "search_seconds": round(seconds, 3)}  # fmt: skip
     if len(set(result.redundancy)) == 1:  # e.g. no round moved a gate: the order says nothing
         plan["method"] = "das-undecided"
         echo(
