@@ -66,7 +66,7 @@ from edge_vl.parallel import Placement
 MODES = ("clean", "paper")
 #: how the final ranking is read off a search: the bandit's gates (the paper), the layers' added
 #: held-out loss estimated from every candidate the rounds scored (:func:`layer_effects`), or the
-#: held-out loss of each layer skipped alone after the warm-up (:func:`prior_ranking`)
+#: held-out loss of each layer skipped alone after the warm-up (:func:`prior_losses`)
 ESTIMATORS = ("gates", "effects", "prior")
 #: held-out rows of the single-layer round when the ``prior`` estimator needs one and none is given
 PRIOR_ROWS = 1000
@@ -198,8 +198,8 @@ class GateBandit:
         return sorted(torch.topk(self.gates, self.k).indices.tolist())
 
     def ranking(self) -> list[int]:
-        """All layers from most to least redundant (ties broken by index)."""
-        return sorted(range(self.n_layers), key=lambda i: (-float(self.gates[i]), i))
+        """All layers from most to least redundant by the gates."""
+        return rank_by(self.gates.tolist())
 
     def state_dict(self) -> dict[str, Any]:
         return {"gates": self.gates.clone(), "generator": self.generator.get_state()}
@@ -264,11 +264,20 @@ def prior_losses(rounds: Sequence[dict[str, Any]], n_layers: int) -> list[float]
     return [loss[i] for i in range(n_layers)]
 
 
-def prior_ranking(rounds: Sequence[dict[str, Any]], n_layers: int) -> list[int]:
-    """All layers from most to least redundant by the prior round: least held-out loss when skipped
-    alone first, ties by index."""
-    loss = prior_losses(rounds, n_layers)
-    return sorted(range(n_layers), key=lambda i: (loss[i], i))
+def redundancy_scores(rounds: Sequence[dict[str, Any]], gates: Sequence[float]) -> dict[str, list[float]]:
+    """Each estimator's per-layer redundancy (higher: more redundant) from one search's record: the
+    gates; minus the fitted effects (:func:`layer_effects`); with a prior round, minus each layer's
+    loss skipped alone (:func:`prior_losses`)."""
+    n_layers = len(gates)
+    found = {"gates": list(gates), "effects": [-e for e in layer_effects(rounds, n_layers)]}
+    if any(r.get("kind") == "prior" for r in rounds):
+        found["prior"] = [-v for v in prior_losses(rounds, n_layers)]
+    return found
+
+
+def rank_by(redundancy: Sequence[float]) -> list[int]:
+    """All layers from most to least redundant (ties broken by index)."""
+    return sorted(range(len(redundancy)), key=lambda i: (-redundancy[i], i))
 
 
 def run_search(
@@ -376,14 +385,9 @@ def run_search(
             raise Interrupted(f"search interrupted at step {lp.step}/{lp.last_step}")
 
     loop.run(before_step=before_step, after_step=after_step, progress=progress, description="DAS search")
-    effects = layer_effects(state["rounds"], n_layers)
-    if config.estimator == "effects":  # least added loss first
-        redundancy = [-e for e in effects]
-    elif config.estimator == "prior":
-        redundancy = [-v for v in prior_losses(state["rounds"], n_layers)]
-    else:
-        redundancy = bandit.gates.tolist()
-    ranking = sorted(range(n_layers), key=lambda i: (-redundancy[i], i))
+    scores = redundancy_scores(state["rounds"], bandit.gates.tolist())
+    redundancy = scores[config.estimator]
+    ranking = rank_by(redundancy)
     skipped = sorted(ranking[:k])
     family.set_skipped(model, skipped)
     return SearchResult(
@@ -395,7 +399,7 @@ def run_search(
         steps=loop.step,
         train_rows=len(train_data),
         val_rows=n_val,
-        effects=effects,
+        effects=[-e for e in scores["effects"]],
         estimator=config.estimator,
         redundancy=redundancy,
     )

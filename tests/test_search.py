@@ -11,7 +11,15 @@ from edge_vl.architectures import family_for
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.encoded import EncodedData
 from edge_vl.finetune import TrainConfig
-from edge_vl.search import GateBandit, SearchConfig, layer_effects, prior_ranking, run_search
+from edge_vl.search import (
+    GateBandit,
+    SearchConfig,
+    layer_effects,
+    prior_losses,
+    rank_by,
+    redundancy_scores,
+    run_search,
+)
 
 
 def test_sample_returns_k_distinct_indices():
@@ -221,11 +229,11 @@ def test_a_search_with_a_prior_round_offers_its_single_layer_losses_as_a_ranking
     search = {"gates": [0.1, 0.0, -0.1], "rounds": [prior, bandit]}
     assert module.scorers(search)["prior"] == [-0.5, -0.7, -0.9]  # layer 0 costs least alone
     assert "prior" not in module.scorers({"gates": [0.1, 0.0, -0.1], "rounds": [bandit]})
-    assert prior_ranking([bandit, prior], 3) == [0, 1, 2]  # the search's own estimator agrees
+    assert rank_by(redundancy_scores([bandit, prior], [0.0] * 3)["prior"]) == [0, 1, 2]  # order-free
     with pytest.raises(ValueError, match="no prior round"):
-        prior_ranking([bandit], 3)
+        prior_losses([bandit], 3)
     with pytest.raises(ValueError, match=r"scored layers \[0, 1, 2\], not all 4"):
-        prior_ranking([prior], 4)
+        prior_losses([prior], 4)
 
 
 def test_the_prior_estimator_stops_after_the_warm_up_it_shares_with_the_full_search(search_setup):
@@ -243,7 +251,8 @@ def test_the_prior_estimator_stops_after_the_warm_up_it_shares_with_the_full_sea
     assert result.steps == 5  # one warm-up epoch of 5 steps, then the prior round, then stop
     assert [r.get("kind") for r in result.rounds] == ["prior"]
     assert result.rounds[0]["losses"] == pytest.approx(full.rounds[0]["losses"])
-    assert result.ranking == prior_ranking(full.rounds, 4)
+    assert result.ranking == rank_by(redundancy_scores(full.rounds, full.gates)["prior"])
+    assert result.redundancy == [-v for v in prior_losses(full.rounds, 4)]
     assert result.skipped == sorted(result.ranking[:2]) and family.skipped(start) == result.skipped
     assert SearchConfig().prior_rows == 1000 and SearchConfig(estimator="gates").prior_rows == 0
     # the default departs from the paper; paper mode is the authors' method, gates included

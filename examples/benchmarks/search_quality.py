@@ -36,7 +36,7 @@ from variants import portable, this_command  # examples/benchmarks/variants.py
 
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic
-from edge_vl.search import layer_effects, prior_losses
+from edge_vl.search import redundancy_scores
 
 
 def load_search(path: Path) -> dict[str, Any]:
@@ -51,12 +51,7 @@ def load_search(path: Path) -> dict[str, Any]:
 def scorers(search: dict[str, Any]) -> dict[str, list[float]]:
     """Per-layer redundancy scores (higher: more redundant) of each ranking a search offers; with
     a single-layer prior round (``--search-prior-rows``), also that round's losses alone (``prior``)."""
-    gates = search["gates"]
-    effects = search.get("effects") or layer_effects(search["rounds"], len(gates))
-    found = {"gates": list(gates), "effects": [-e for e in effects]}
-    if any(r.get("kind") == "prior" for r in search["rounds"]):
-        found["prior"] = [-v for v in prior_losses(search["rounds"], len(gates))]
-    return found
+    return redundancy_scores(search["rounds"], search["gates"])
 
 
 def importance_scores(path: Path) -> list[float]:

@@ -100,11 +100,11 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
     seeds of any random or fixed set at that k and setting (none: not measured)."""
     groups: dict[tuple[str, int, str], dict[str, Any]] = {}
     for r in runs:
-        task, key, _, setting = run_key(r)
+        task, _, _, setting = run_key(r)
         empty: dict[str, Any] = {"picks": {}, "random": {}, "fixed": {}}
         group = groups.setdefault((task, len(r["skipped"]), setting), empty)
-        if key.startswith("das"):
-            search = "gates" if "+" not in key else key.split("+", 1)[1]
+        if r.get("set", "").startswith("das"):
+            search = r.get("search_estimator") or "gates"
             group["picks"].setdefault(search, []).append(r["eval_accuracy"])
         else:
             label = r.get("set", "")
