@@ -506,8 +506,10 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
         "(`fixed`: a set chosen by hand; `random`: a set of `seed_spread.py --random K:N`'s fixed draw). "
         "Set `das` (`das:K`: with `--skip-count K`): the whole demo, whose seed also changes the search, "
         "so the skip set differs too; `+prior` (`+effects`): the search ranked layers by that estimator "
-        "instead of the bandit's gates. Setting: the fine-tune's learning rate and length. Accuracy on "
-        "all test questions. Measured "
+        "instead of the bandit's gates. Setting: the fine-tune's learning rate and length. Rows "
+        "`digits: …`: the same on the second task (`seed_spread.py --task digits`: `tasks.py`'s "
+        "handwritten-digit questions, `edge-vl build --data … --eval-data …` with edge-vl-mini and the "
+        "build's default budget). Accuracy on all test questions. Measured "
         f"{spread['measured']} by `{spread['command']}` (runs "
         "of earlier invocations came in through `--reuse`; each run names its own command and commit; "
         "runs without a recorded lr were built at 1e-3, the default then).",
@@ -546,8 +548,9 @@ def seed_spread_section(spread: dict[str, Any]) -> list[str]:
             "its seeds). Percentile rank: the share of random sets below the picks' mean. Fine-tune "
             "spread: the widest seed std of any set fine-tuned with several seeds at that k and setting; "
             "a margin (picks' mean − random mean) smaller than it is not a finding. Best set's margin: "
-            "the margin the best set measured at that k (random or fixed) would have if the search "
-            "picked it every time — the most any search can show with the sets measured so far.",
+            "the margin the best set measured at that k (random, fixed or picked; its mean over its runs) "
+            "would have if a search picked it every time — the most any search can show with the sets "
+            "measured so far.",
             "",
             "| task | k | setting | search | picks | picks' mean | random sets | random mean | "
             "random 80th pct | percentile rank | fine-tune spread | margin | best set's margin | "

@@ -101,8 +101,9 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
     groups: dict[tuple[str, int, str], dict[str, Any]] = {}
     for r in runs:
         task, _, _, setting = run_key(r)
-        empty: dict[str, Any] = {"picks": {}, "random": {}, "fixed": {}}
+        empty: dict[str, Any] = {"picks": {}, "random": {}, "fixed": {}, "any": {}}
         group = groups.setdefault((task, len(r["skipped"]), setting), empty)
+        group["any"].setdefault(str(r["skipped"]), []).append(r["eval_accuracy"])
         if r.get("set", "").startswith("das"):
             search = r.get("search_estimator") or "gates"
             group["picks"].setdefault(search, []).append(r["eval_accuracy"])
@@ -120,7 +121,7 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
         seeded = [v for kind in ("random", "fixed") for v in g[kind].values() if len(v) > 1]
         spread = max((statistics.stdev(v) for v in seeded), default=None)
         p80 = float(numpy.percentile(random_means, 80))
-        best_set = max(means["random"] + means["fixed"])
+        best_set = max(statistics.fmean(v) for v in g["any"].values())
         for search, picks in sorted(g["picks"].items()):
             picks_mean = statistics.fmean(picks)
             margin = picks_mean - random_mean
@@ -130,8 +131,8 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
                 "random_p80": p80,
                 "percentile_rank": 100 * sum(a < picks_mean for a in random_means) / len(random_means),
                 "finetune_spread": spread, "margin": margin,
-                # the margin of the best set measured at this k (random or fixed): what picking it
-                # every time would have scored, the most a search can show with these sets
+                # the margin of the best set measured at this k (random, fixed or picked, over its
+                # runs): what picking it every time would have scored, the most these sets can show
                 "best_set_margin": best_set - random_mean,
                 # issue #17's bar: the picks of at least MIN_PICKS search seeds
                 "beats_p80_and_spread": bool(
