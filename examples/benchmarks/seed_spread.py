@@ -115,8 +115,7 @@ def search_against_chance(runs: list[dict]) -> list[dict]:
     for (task, k, setting), g in sorted(groups.items()):
         if not g["random"]:
             continue
-        means = {kind: [statistics.fmean(v) for v in g[kind].values()] for kind in ("random", "fixed")}
-        random_means = sorted(means["random"])
+        random_means = sorted(statistics.fmean(v) for v in g["random"].values())
         random_mean = statistics.fmean(random_means)
         seeded = [v for kind in ("random", "fixed") for v in g[kind].values() if len(v) > 1]
         spread = max((statistics.stdev(v) for v in seeded), default=None)
