@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from variants import portable  # examples/benchmarks/variants.py
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -52,7 +54,8 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
     row = {
         "run": name,
         "commit": commit,
-        "command": " ".join(command),
+        # as anyone reruns it: "python", no machine's folders
+        "command": " ".join(["python" if a == sys.executable else portable(a) for a in command]),
         "wall_seconds": round(wall, 1),
         "train_seconds": manifest["training"]["seconds"],
         "skipped": manifest["skip_plan"]["skipped"],
@@ -148,7 +151,7 @@ def main() -> None:
     report = {
         "command": "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]]),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in rows],
+        "runs": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -158,7 +158,7 @@ def save_report(out: Path, runs: list[dict], lr: float) -> dict[str, Any]:
         "command": this_command(),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "lr": lr,
-        "runs": [{**r, "command": r["command"].replace(sys.executable, "python")} for r in runs],
+        "runs": runs,
         "by_set": {key: summarise(v) for key, v in by_set.items()},
         "search_against_chance": search_against_chance(runs),
     }
