@@ -24,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-from variants import portable  # examples/benchmarks/variants.py
+from variants import portable, this_command  # examples/benchmarks/variants.py
+
+from edge_vl.fileio import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -68,7 +70,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "search_seconds": manifest["skip_plan"].get("search_seconds"),  # of train_seconds
         "machine": machine(),  # wall times of runs on different machines do not compare
     }
-    result_file.write_text(json.dumps(row, indent=2))
+    write_text_atomic(result_file, json.dumps(row, indent=2))  # a killed run leaves none
     return row
 
 
@@ -149,12 +151,12 @@ def main() -> None:
         last = rows[-1]
         print(f"  {last['wall_seconds']} s, skipped {last['skipped']}, accuracy {last['eval_accuracy']:.4f}")
     report = {
-        "command": "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO)), *sys.argv[1:]]),
+        "command": this_command(),
         "measured": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "runs": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomic(args.out, json.dumps(report, indent=2) + "\n")
     print("| run | wall s | build s | skipped | accuracy |\n|---|---|---|---|---|")
     for r in rows:
         cells = [r["run"], f"{r['wall_seconds']:.0f}", f"{r['train_seconds']:.0f}", str(r["skipped"])]
