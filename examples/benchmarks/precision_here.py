@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from edge_vl.converters.precision import evaluate, quantize_int8
-from variants import label_indices, portable, this_command
+from recorded import portable, this_command  # examples/benchmarks/recorded.py
+from variants import label_indices
 
 from edge_vl.build import package_versions
 from edge_vl.data import read_examples

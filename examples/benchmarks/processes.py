@@ -24,11 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from variants import portable, this_command  # examples/benchmarks/variants.py
+sys.path.insert(0, str(Path(__file__).parent))
+from recorded import REPO, portable, this_command  # examples/benchmarks/recorded.py
 
 from edge_vl.fileio import write_text_atomic
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) -> dict:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from variants import accuracy_by_question, label_indices, portable, this_command
+from recorded import portable, this_command  # examples/benchmarks/recorded.py
+from variants import accuracy_by_question, label_indices
 
 from edge_vl.data import read_examples
 from edge_vl.fileio import write_text_atomic

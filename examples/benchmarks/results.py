@@ -52,9 +52,10 @@ import numpy as np
 import torch
 from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
+from recorded import portable  # examples/benchmarks/recorded.py
 from seed_spread import MIN_PICKS, run_key  # examples/benchmarks/seed_spread.py
 from transfer import recipe_label  # examples/benchmarks/transfer.py
-from variants import portable, sweep_table  # examples/benchmarks/variants.py
+from variants import sweep_table  # examples/benchmarks/variants.py
 
 from edge_vl.architectures import InputShape, family_for
 from edge_vl.architectures.quiet import quiet_transformers

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+from recorded import portable, this_command  # examples/benchmarks/recorded.py
 from seed_spread import run_key, run_setting  # examples/benchmarks/seed_spread.py
-from variants import portable, this_command  # examples/benchmarks/variants.py
 
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic

@@ -35,8 +35,8 @@ import numpy
 
 sys.path.insert(0, str(Path(__file__).parent))
 from processes import run_build
+from recorded import this_command  # examples/benchmarks/recorded.py
 from tasks import TASKS, write_task
-from variants import this_command
 
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic

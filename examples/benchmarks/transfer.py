@@ -43,8 +43,9 @@ from edge_vl.losses import LOSSES
 from edge_vl.runtime.cpu import cpu_name
 
 sys.path.insert(0, str(Path(__file__).parent))
+from recorded import REPO, portable  # examples/benchmarks/recorded.py
 from tasks import TASKS, write_task
-from variants import FUSION_PARTS, REPO, portable, train_and_score
+from variants import FUSION_PARTS, train_and_score
 
 #: learning rate of every committed row unless its recipe sets one (the build's default before it
 #: became per-family), so the table stays reproducible

@@ -36,6 +36,9 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from recorded import portable  # examples/benchmarks/recorded.py
+
 from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.build import BuildConfig, build, package_versions, prepare, read_data
 from edge_vl.bundle import read_bundle
@@ -47,28 +50,6 @@ from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
 from edge_vl.report import write_report
 from edge_vl.runtime.cpu import machine_info
 from edge_vl.search import SearchConfig
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def portable(arg: str) -> str:
-    """A command-line argument as results record it: paths inside the repository relative to it,
-    other absolute paths as ``<scratch>/…`` (results name no machine's folders); also the path of
-    a ``NAME=PATH`` argument."""
-    name, sep, value = arg.rpartition("=")
-    if sep and value.startswith("/"):
-        return f"{name}={portable(value)}"
-    if not arg.startswith("/"):
-        return arg
-    path = Path(arg).resolve()
-    if path.is_relative_to(REPO):
-        return str(path.relative_to(REPO))
-    return "<scratch>/" + "/".join(path.parts[-2:])
-
-
-def this_command() -> str:
-    """The running script's command line as results record it (paths made :func:`portable`)."""
-    return "python " + " ".join([portable(str(Path(sys.argv[0]).resolve())), *map(portable, sys.argv[1:])])
 
 
 def majority(train: Path, evals: Path) -> dict[str, Any]:

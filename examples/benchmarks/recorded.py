@@ -1,0 +1,29 @@
+"""How benchmark results record commands and paths: relative to the repository, never a
+machine's folders. No torch import, so light scripts (``processes.py``) can use it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def portable(arg: str) -> str:
+    """A command-line argument as results record it: paths inside the repository relative to it,
+    other absolute paths as ``<scratch>/…`` (results name no machine's folders); also the path of
+    a ``NAME=PATH`` argument."""
+    name, sep, value = arg.rpartition("=")
+    if sep and value.startswith("/"):
+        return f"{name}={portable(value)}"
+    if not arg.startswith("/"):
+        return arg
+    path = Path(arg).resolve()
+    if path.is_relative_to(REPO):
+        return str(path.relative_to(REPO))
+    return "<scratch>/" + "/".join(path.parts[-2:])
+
+
+def this_command() -> str:
+    """The running script's command line as results record it (paths made :func:`portable`)."""
+    return "python " + " ".join([portable(str(Path(sys.argv[0]).resolve())), *map(portable, sys.argv[1:])])
