@@ -86,7 +86,8 @@ def test_paths_leaving_the_bundle_are_refused_without_reading_them(bundle_copy, 
     rewrite(bundle_copy, change)
     with pytest.raises(BundleError, match="not a plain relative path") as info:
         read_bundle(bundle_copy)
-    assert str(secret.stat().st_size) not in str(info.value)
+    message = str(info.value).replace(str(bundle_copy), "")  # its temp path may hold any digits
+    assert str(secret.stat().st_size) not in message
 
 
 def test_a_symlink_leaving_the_bundle_is_refused(bundle_copy, tmp_path):
