@@ -57,6 +57,9 @@ from edge_vl.manifest import TextBucket as TextBucket
 from edge_vl.manifest import TextSpec as TextSpec
 from edge_vl.schema import SchemaError, parse, to_json
 
+# torch-free; cryptography is imported only when a signature is checked
+from edge_vl.signing import Signature, TrustPolicy
+
 #: a manifest larger than this is not a manifest (protects the reader's memory)
 MAX_MANIFEST_BYTES = 16 << 20
 
@@ -68,8 +71,13 @@ class Bundle:
     path: Path
     manifest: Manifest
     data: dict[str, Any]
-    #: the key id (:func:`edge_vl.signing.key_id`) that signed the manifest, when checked
-    signed_by: str | None = None
+    #: the checked signature (key id and release), when the trust policy asked for one
+    signature: Signature | None = None
+
+    @property
+    def signed_by(self) -> str | None:
+        """The id of the key (:func:`edge_vl.signing.key_id`) that signed the manifest, when checked."""
+        return self.signature.key_id if self.signature else None
 
     @property
     def labels(self) -> list[str]:
@@ -112,15 +120,24 @@ class Bundle:
 
 
 def read_bundle(
-    path: str | Path, *, verify: bool = True, trusted_keys: Sequence[Any] | None = None
+    path: str | Path,
+    *,
+    verify: bool = True,
+    trusted_keys: Sequence[Any] | str | Path | None = None,
+    min_release: int | None = None,
+    trust: TrustPolicy | None = None,
 ) -> Bundle:
     """Load and check a bundle directory (see the module docstring).
 
     Args:
         verify: also check every listed file's size and sha256 (the structure is always checked).
-        trusted_keys: Ed25519 public keys (see :func:`edge_vl.signing.load_public_key`); when given,
-            the manifest must carry a valid signature by one of them. None: the keys named by the
+        trusted_keys: Ed25519 public keys (see :func:`edge_vl.signing.load_public_key`); the
+            manifest must carry a valid signature by one of them. None: the keys named by the
             ``EDGE_VL_TRUSTED_KEYS`` environment variable, if it is set.
+        min_release: refuse signed bundles with a lower release number (default:
+            ``EDGE_VL_MIN_RELEASE``, if set). Needs trusted keys.
+        trust: a resolved :class:`~edge_vl.signing.TrustPolicy` instead of the two above
+            (``TrustPolicy()`` checks no signature).
 
     Raises:
         BundleError: not a bundle directory, an unreadable or malformed manifest (the message names
@@ -137,12 +154,12 @@ def read_bundle(
     if not manifest_path.is_file() or manifest_path.is_symlink():
         raise BundleError(f"{root} is not a bundle: {MANIFEST_NAME} is missing")
     raw = _read_limited(manifest_path)
-    from edge_vl.signing import verify_signature  # torch-free; cryptography only when keys are given
-
-    signed_by = verify_signature(root, raw, trusted_keys)
+    if trust is None:
+        trust = TrustPolicy.resolve(trusted_keys, min_release=min_release)
+    signature = trust.verify(root, raw)
     data = _parse_json(raw, manifest_path)
     manifest = _parse_manifest(data, manifest_path)
-    bundle = Bundle(path=root, manifest=manifest, data=data, signed_by=signed_by)
+    bundle = Bundle(path=root, manifest=manifest, data=data, signature=signature)
     for name in manifest.files:  # no file outside the bundle, whatever verify says
         _inside(root, name)
     if verify:

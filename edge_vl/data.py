@@ -2,7 +2,9 @@
 
 Every row is checked before any work starts, so a bad row stops a build at once with a message
 that names the file, the line and the field. Relative image paths are resolved against the
-manifest's own directory. Files may start with a UTF-8 byte-order mark (Excel's "CSV UTF-8").
+manifest's own directory (Windows ``\\`` separators work too). Files may start with a UTF-8
+byte-order mark (Excel's "CSV UTF-8"); CSV columns may be separated by commas, semicolons (Excel in
+locales with a decimal comma) or tabs.
 While checking, each image's bytes are hashed once (``Example.image_sha256``): a resumed build
 compares them, so images rewritten under the same names are noticed.
 """
@@ -11,11 +13,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
+import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from edge_vl.errors import DataError
 from edge_vl.fileio import write_text_atomic
@@ -94,8 +98,8 @@ def label_set(examples: Sequence[Example]) -> list[str]:
 
 
 def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
-    with path.open("r", encoding="utf-8-sig") as f:
-        for line_no, raw in enumerate(f, start=1):
+    with _open_text(path) as f:
+        for line_no, raw in enumerate(_utf8_lines(f, path), start=1):
             if not raw.strip():
                 continue
             try:
@@ -106,17 +110,59 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
                 ) from e
 
 
+#: CSV delimiters tried on the header, in order: comma, Excel's semicolon (locales with a decimal
+#: comma), tab
+CSV_DELIMITERS = (",", ";", "\t")
+
+
 def _csv_rows(path: Path, require_text: bool = True) -> Iterable[tuple[int, object]]:
-    with path.open("r", encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        needed = required_fields(require_text)
-        missing = [c for c in needed if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(
-                f"CSV header lacks column(s) {missing}; expected {list(FIELDS)}", path=str(path), line=1
-            )
+    needed = required_fields(require_text)
+    with _open_text(path) as f:
+        lines = _utf8_lines(f, path)
+        header = next(lines, "")
+        delimiter = _csv_delimiter(header, needed, path)
+        reader = csv.DictReader(itertools.chain([header], lines), delimiter=delimiter)
         for row in reader:
             yield reader.line_num, row
+
+
+def _csv_delimiter(header: str, needed: Sequence[str], path: Path) -> str:
+    """The delimiter whose split of the header holds every needed column; else a :class:`DataError`
+    that names the missing columns and shows the header found."""
+    missing_by: dict[str, list[str]] = {}
+    for delimiter in CSV_DELIMITERS:
+        columns = [c.strip() for c in next(csv.reader([header], delimiter=delimiter), [])]
+        missing_by[delimiter] = [c for c in needed if c not in columns]
+        if not missing_by[delimiter]:
+            return delimiter
+    missing = min(missing_by.values(), key=len)
+    shown = header.rstrip("\r\n")
+    shown = shown if len(shown) <= 200 else shown[:200] + "…"
+    raise DataError(
+        f"CSV header lacks column(s) {missing}; expected {list(needed)} (separated by commas, semicolons "
+        f"or tabs); the header found is {shown!r}",
+        path=str(path),
+        line=1,
+    )
+
+
+def _open_text(path: Path):
+    return path.open("rb")
+
+
+def _utf8_lines(f, path: Path) -> Iterator[str]:
+    """The file's lines as text (a UTF-8 byte-order mark dropped); a line that is not UTF-8 is a
+    :class:`DataError` naming it."""
+    for line_no, raw in enumerate(f, start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(
+                "not UTF-8 text (in Excel, save as 'CSV UTF-8'; elsewhere, choose the UTF-8 encoding)",
+                path=str(path),
+                line=line_no,
+            ) from None
+        yield line.removeprefix("\ufeff") if line_no == 1 else line
 
 
 def _to_example(
@@ -138,20 +184,34 @@ def _to_example(
             raise fail(f"field {field!r} must be a string, got {type(value).__name__} ({value!r})")
         if not value.strip():
             raise fail(f"field {field!r} is empty")
-    image = Path(row["image"]).expanduser()
-    if not image.is_absolute():
-        image = path.parent / image
+    image = _image_path(row["image"], path)
     digest = ""
     if checked is not None:
         if image not in checked:
-            checked[image] = _check_image(image, fail)
+            checked[image] = _check_image(image, fail, windows=_windows_style(row["image"]))
         digest = checked[image]
     text = row["text"] if require_text else ""
     return Example(image=image, text=text, label=row["label"], manifest=str(path), line=line,
                    image_sha256=digest)  # fmt: skip
 
 
-def _check_image(image: Path, fail) -> str:
+def _image_path(raw: str, manifest: Path) -> Path:
+    """A row's image path: relative paths from the manifest's folder. Windows ``\\`` separators in
+    a relative path are read as ``/`` where ``/`` is the separator and no file has the literal name."""
+    image = Path(raw).expanduser()
+    if not image.is_absolute():
+        literal = manifest.parent / image
+        image = literal
+        if os.sep == "/" and "\\" in raw and not literal.exists() and not PureWindowsPath(raw).drive:
+            image = manifest.parent / raw.replace("\\", "/")
+    return image
+
+
+def _windows_style(raw: str) -> bool:
+    return os.sep == "/" and ("\\" in raw or bool(PureWindowsPath(raw).drive))
+
+
+def _check_image(image: Path, fail, *, windows: bool = False) -> str:
     """Decode ``image`` as the device would (same decoder, formats, limits); its sha256."""
     from edge_vl.errors import InputError
     from edge_vl.runtime.preprocess import load_image
@@ -163,7 +223,12 @@ def _check_image(image: Path, fail) -> str:
             return hashlib.sha256(data).hexdigest()
         load_image(image)  # raises the message for a missing file or a directory
     except InputError as e:
-        raise fail(f"field 'image': {e}") from e
+        hint = ""
+        if windows and not image.exists():
+            hint = (" (the row gives a Windows path; '\\' was read as '/', but a drive letter or "
+                    "network share cannot be found here: write paths relative to the manifest, e.g. "
+                    "images/x.png)")  # fmt: skip
+        raise fail(f"field 'image': {e}{hint}") from e
     except OSError as e:
         raise fail(f"field 'image': cannot read {image} ({e.strerror})") from e
     raise AssertionError("unreachable")

@@ -154,13 +154,16 @@ class TrainLoop:
 
     def next_batch(self) -> tuple[dict[str, torch.Tensor], float]:
         """This rank's rows of the next mini-batch, and their share of the whole batch (every rank
-        draws the same batch; with several processes the tail of an epoch too short to give each
-        of them a row is dropped)."""
-        if self.cursor >= self.n or self.n - self.cursor < self.placement.world:
+        draws the same batch, so the steps are one process's). A rank left without a row (the
+        epoch's last batch smaller than the number of processes) computes on a stand-in row with
+        share 0: it still joins the gradient average, but adds nothing to it."""
+        if self.cursor >= self.n:
             self.order, self.cursor = torch.randperm(self.n, generator=self.generator), 0
         index = self.order[self.cursor : self.cursor + self.config.batch_size]
         self.cursor += self.config.batch_size
         mine = self.placement.shard(index)
+        if len(mine) == 0:
+            return self.data.trimmed_batch(index[:1]), 0.0
         return self.data.trimmed_batch(mine), len(mine) / len(index)
 
     def train_step(self) -> float:

@@ -27,21 +27,28 @@ from torch.nn import functional as F
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy on integer class ``targets``."""
-    return F.cross_entropy(logits, targets)
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Softmax cross-entropy on integer class ``targets`` (``reduction="none"``: one value per row)."""
+    return F.cross_entropy(logits, targets, reduction=reduction)
 
 
-def vqa_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def vqa_bce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """BCE × num_labels on one-hot answer scores (the authors' ViLT/METER VQA loss)."""
     one_hot = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits, one_hot) * logits.shape[-1]
+    rows = F.binary_cross_entropy_with_logits(logits, one_hot, reduction="none").sum(-1)
+    return _reduce(rows, reduction)
 
 
-def focal(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
+def focal(
+    logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, reduction: str = "mean"
+) -> torch.Tensor:
     """Focal loss: per-row cross-entropy × ``(1 − p_true) ** gamma``, averaged."""
     ce = F.cross_entropy(logits, targets, reduction="none")
-    return ((1 - torch.exp(-ce)) ** gamma * ce).mean()
+    return _reduce((1 - torch.exp(-ce)) ** gamma * ce, reduction)
+
+
+def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
+    return rows.mean() if reduction == "mean" else rows
 
 
 #: loss name → (loss function, how the runtime turns logits into scores)
@@ -58,6 +65,12 @@ def task_loss(name: str) -> LossFn:
         return LOSSES[name][0]
     except KeyError:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}") from None
+
+
+def row_losses(name: str) -> LossFn:
+    """The loss called ``name`` per row (its mean is :func:`task_loss`'s value)."""
+    fn = task_loss(name)
+    return lambda logits, targets: fn(logits, targets, reduction="none")
 
 
 def score_kind(name: str) -> str:

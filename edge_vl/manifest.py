@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from edge_vl.schema import check
@@ -225,11 +224,12 @@ class Manifest:
 
 
 def _check_relative(name: str, where: str) -> None:
-    """A plain relative POSIX path: no absolute path, no ``..``, no backslash, not the manifest."""
-    parts = PurePosixPath(name).parts
+    """A plain relative POSIX path: no absolute path, no empty, ``.`` or ``..`` segment, no backslash,
+    not the manifest or the signature."""
+    segments = name.split("/")
     check(
-        bool(name) and "\\" not in name and "\x00" not in name and not name.startswith("/")
-        and ".." not in parts and "." not in parts and name not in (MANIFEST_NAME, SIGNATURE_NAME)
-        and parts[0] != "~",
+        bool(name) and "\\" not in name and "\x00" not in name
+        and not any(part in ("", ".", "..") for part in segments) and segments[0] != "~"
+        and name not in (MANIFEST_NAME, SIGNATURE_NAME),
         f"{where}: {name!r} is not a plain relative path inside the bundle",
     )  # fmt: skip

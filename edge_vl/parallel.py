@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -95,13 +94,20 @@ class Placement:
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
         return bool(torch.equal(low, high))
 
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank."""
+    def gather_rows(self, values: torch.Tensor, rows: int) -> torch.Tensor:
+        """Every rank's per-row ``values`` of a batch of ``rows`` rows that :meth:`shard` split, in
+        the batch's row order, on every rank."""
         if not self.distributed:
-            return obj
-        holder = [obj]
-        dist.broadcast_object_list(holder, src=0)
-        return holder[0]
+            return values
+        width = -(-rows // self.world)  # the largest shard
+        padded = torch.zeros(width, *values.shape[1:], dtype=values.dtype, device=self._comm_device)
+        padded[: len(values)] = values.to(self._comm_device)
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded)
+        out = torch.empty(rows, *values.shape[1:], dtype=values.dtype, device=self._comm_device)
+        for rank, part in enumerate(parts):
+            out[rank :: self.world] = part[: len(range(rank, rows, self.world))]
+        return out.to(values.device)
 
     def barrier(self) -> None:
         if self.distributed:

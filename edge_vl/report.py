@@ -77,6 +77,7 @@ def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (
             "budget": plan.get("budget"),
             "skipped": arch["skipped"],
             "estimator": search.get("estimator", "gates") if search else None,
+            "uncertainty": search.get("uncertainty"),
         },
         "layers": layers,
         "gate_history": [r["gates"] for r in search.get("rounds", []) if "gates" in r],
@@ -91,7 +92,8 @@ def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
     if plan["method"] == "budget":
         return "kept: the budget is met without skipping"
     if plan["method"] == "das-undecided":
-        return "the search did not separate the layers: skipped by index order" if skipped else "kept"
+        return ("the search's best guess: its data did not separate the skipped from the kept layers"
+                if skipped else "kept")  # fmt: skip
     k = len(plan["skipped"])
     rank = plan["search"]["ranking"].index(i) + 1
     by = "gate" if plan["search"].get("estimator", "gates") == "gates" else plan["search"]["estimator"]
@@ -99,6 +101,20 @@ def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
         n = len(plan["search"]["ranking"])
         return f"{by} rank {rank} of {n}: among the {k} most redundant within budget"
     return f"{by} rank {rank}: kept"
+
+
+def describe_uncertainty(sureness: dict[str, Any]) -> str:
+    """One line on how sure the prior's pick is, for the build log and the report."""
+    boundary = sureness.get("boundary")
+    if not boundary:
+        return f"the ranking rests on {sureness['rows']} held-out rows"
+    low, high = boundary["interval"]
+    return (
+        f"the ranking rests on {sureness['rows']} held-out rows; layer {boundary['kept_layer']} (kept) costs "
+        f"{boundary['gap']:+.4f} loss more than layer {boundary['picked_layer']} (skipped), 95 % interval "
+        f"{low:+.4f} to {high:+.4f}; {sureness['pick_frequency']:.0%} of {sureness['resamples']} resamples "
+        f"of those rows pick the same set"
+    )
 
 
 def write_report(
@@ -132,6 +148,8 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report", name:
         ("training", f"{t['steps']} steps; build took {t['seconds']} s"),
         ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
     ]  # fmt: skip
+    if sureness := data["plan"].get("uncertainty"):
+        summary.insert(4, ("how sure the search is", describe_uncertainty(sureness)))
     parts = [f"<h1>{_e(title)}{(': ' + _e(name)) if name else ''}</h1>", _table(None, summary)]
     if data.get("warnings"):
         items = "".join(f"<li>{_e(w)}</li>" for w in data["warnings"])

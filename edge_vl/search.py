@@ -61,6 +61,7 @@ from edge_vl.architectures.base import ArchitectureFamily
 from edge_vl.encoded import EncodedData
 from edge_vl.errors import Interrupted
 from edge_vl.finetune import CPU, Checkpointer, TrainConfig, TrainLoop
+from edge_vl.losses import row_losses
 from edge_vl.parallel import Placement
 
 MODES = ("clean", "paper")
@@ -70,6 +71,8 @@ MODES = ("clean", "paper")
 ESTIMATORS = ("gates", "effects", "prior")
 #: held-out rows of the single-layer round when the ``prior`` estimator needs one and none is given
 PRIOR_ROWS = 1000
+#: bootstrap resamples of those rows that measure how sure the prior's pick is
+PRIOR_RESAMPLES = 1000
 #: the estimator of ``clean`` searches (``paper`` mode reads the gates, as the authors do): on the
 #: demo the prior ranked fine-tuned skip sets better than the gates, at a third of the cost (README)
 DEFAULT_ESTIMATOR = "prior"
@@ -226,6 +229,18 @@ class SearchResult:
     #: gates; minus the effects; minus the loss skipped alone)
     estimator: str = "gates"
     redundancy: list[float] | None = None
+    #: the training loss of every search step (the warm-up's, for the prior estimator)
+    losses: list[float] = field(default_factory=list)
+    #: how sure the prior's pick is (:func:`prior_uncertainty`); None for the other estimators
+    uncertainty: dict[str, Any] | None = None
+
+    @property
+    def decided(self) -> bool:
+        """Whether the pick is supported by its data: the prior's boundary separated (or, for the
+        other estimators, scores that are not all equal)."""
+        if self.uncertainty is not None:
+            return bool(self.uncertainty["decided"])
+        return self.redundancy is None or len(set(self.redundancy)) > 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -253,9 +268,49 @@ def layer_effects(rounds: Sequence[dict[str, Any]], n_layers: int, *, ridge: flo
     return (effects - effects.mean()).tolist()
 
 
+def _prior(rounds: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((r for r in rounds if r.get("kind") == "prior"), None)
+
+
+def _uncertainty(rounds: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    prior = _prior(rounds)
+    return None if prior is None else prior.get("uncertainty")
+
+
+def prior_uncertainty(
+    table: torch.Tensor, k: int, *, resamples: int = PRIOR_RESAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """How sure the prior's pick of ``k`` layers is, from ``table`` (layers × held-out rows of
+    per-row losses, each layer skipped alone), by resampling the rows with replacement (a paired
+    bootstrap: every resample scores every layer on the same rows).
+
+    ``boundary`` compares the k-th most redundant layer (the last one picked) with the (k+1)-th
+    (the first one kept): their mean loss gap and its 95 % interval. The pick is ``decided`` when
+    that interval lies above 0, i.e. the held-out rows separate what is skipped from what is kept.
+    ``pick_frequency``: the share of resamples whose k lowest-loss layers are the pick."""
+    n_layers, rows = table.shape
+    order = rank_by((-table.mean(1)).tolist())
+    out: dict[str, Any] = {"rows": rows, "resamples": resamples, "k": k}
+    if not 0 < k < n_layers:
+        return {**out, "decided": True, "pick_frequency": 1.0, "boundary": None}
+    generator = torch.Generator().manual_seed(seed + 3)
+    counts = torch.stack([torch.bincount(torch.randint(rows, (rows,), generator=generator), minlength=rows)
+                          for _ in range(resamples)]).double()  # fmt: skip
+    means = counts @ table.double().T / rows  # resamples × layers
+    last, first_kept = order[k - 1], order[k]
+    gaps = means[:, first_kept] - means[:, last]
+    low, high = torch.quantile(gaps, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    picked = set(order[:k])
+    ranks = torch.argsort(means + torch.arange(n_layers, dtype=torch.float64) * 1e-12, dim=1)[:, :k]
+    frequency = sum(set(r.tolist()) == picked for r in ranks) / resamples
+    boundary = {"picked_layer": last, "kept_layer": first_kept, "gap": float(gaps.mean()),
+                "interval": [low, high]}  # fmt: skip
+    return {**out, "decided": low > 0, "pick_frequency": frequency, "boundary": boundary}
+
+
 def prior_losses(rounds: Sequence[dict[str, Any]], n_layers: int) -> list[float]:
     """Each layer's held-out loss when skipped alone in the prior round (after the warm-up)."""
-    prior = next((r for r in rounds if r.get("kind") == "prior"), None)
+    prior = _prior(rounds)
     if prior is None:
         raise ValueError("no prior round in this search (it ran with prior_rows = 0)")
     loss = {c[0]: v for c, v in zip(prior["candidates"], prior["losses"], strict=True)}
@@ -323,7 +378,7 @@ def run_search(
         return val_data.trimmed_batch(placement.shard(index))
 
     fixed_val = held_out(config.val_batch_size)
-    state: dict[str, Any] = {"count": 0, "rounds": [], "prior_done": not config.prior_rows}
+    state: dict[str, Any] = {"count": 0, "rounds": [], "prior_done": not config.prior_rows, "losses": []}
 
     def extra() -> dict[str, Any]:
         return {"bandit": bandit.state_dict(), "val_generator": val_generator.get_state(), **state}
@@ -338,17 +393,40 @@ def run_search(
             bandit.load_state_dict(restored["bandit"])
             val_generator.set_state(restored["val_generator"])
             state.update(count=restored["count"], rounds=restored["rounds"],
-                         prior_done=restored.get("prior_done", True))  # fmt: skip
+                         prior_done=restored.get("prior_done", True),
+                         losses=restored.get("losses", []))  # fmt: skip
 
     def evaluate(batch: dict[str, torch.Tensor]) -> Callable[[tuple[int, ...]], float]:
         def loss_of(skip_set: tuple[int, ...]) -> float:
             family.set_skipped(model, skip_set)
             rows = len(batch["labels"])
-            with torch.no_grad(), placement.autocast():
-                loss = float(loop.loss_fn(family.forward(model, batch), batch["labels"]))
-            return placement.mean(loss * rows, rows)  # every rank gets the loss over all rows
+            total = 0.0
+            if rows:  # a rank may hold none of a few held-out rows
+                with torch.no_grad(), placement.autocast():
+                    total = float(loop.loss_fn(family.forward(model, batch), batch["labels"])) * rows
+            return placement.mean(total, rows)  # every rank gets the loss over all rows
 
         return loss_of
+
+    def held_out_rows(rows: int) -> Callable[[tuple[int, ...]], torch.Tensor]:
+        """Per-row held-out losses of a skip set, on ``rows`` random held-out rows (all ranks' rows)."""
+        batch, per_row = held_out(rows), row_losses(train_config.loss)
+
+        def losses_of(skip_set: tuple[int, ...]) -> torch.Tensor:
+            family.set_skipped(model, skip_set)
+            mine = torch.zeros(0)
+            if len(batch["labels"]):
+                with torch.no_grad(), placement.autocast():
+                    mine = per_row(family.forward(model, batch), batch["labels"]).double().cpu()
+            return placement.gather_rows(mine, rows)
+
+        return losses_of
+
+    def prior_round(losses_of: Callable[[tuple[int, ...]], torch.Tensor], step: int) -> dict[str, Any]:
+        table = torch.stack([losses_of((i,)) for i in range(n_layers)])  # layers × held-out rows
+        return {"kind": "prior", "candidates": [[i] for i in range(n_layers)], "step": step,
+                "losses": table.mean(1).tolist(), "rows": table.shape[1],
+                "uncertainty": prior_uncertainty(table, k, seed=train_config.seed)}  # fmt: skip
 
     def before_step(lp: TrainLoop) -> None:
         in_warmup = lp.step // lp.steps_per_epoch < config.warmup_epochs
@@ -356,14 +434,12 @@ def run_search(
 
     def after_step(lp: TrainLoop) -> None:
         state["count"] += 1
+        state["losses"].append(lp.recent_losses[-1])
         epoch_of_step = (lp.step - 1) // lp.steps_per_epoch
         if not state["prior_done"] and lp.step >= config.warmup_epochs * lp.steps_per_epoch:
             state["prior_done"] = True  # each layer skipped alone, once, after the warm-up
             model.eval()
-            loss_of = evaluate(held_out(config.prior_rows))
-            singles = [(i,) for i in range(n_layers)]
-            state["rounds"].append({"kind": "prior", "candidates": [list(c) for c in singles],
-                                    "losses": [loss_of(c) for c in singles], "step": lp.step})  # fmt: skip
+            state["rounds"].append(prior_round(held_out_rows(min(config.prior_rows, n_val)), lp.step))
             model.train()
         if state["count"] >= config.das_turn and epoch_of_step >= config.warmup_epochs:
             state["count"] = 0
@@ -402,4 +478,8 @@ def run_search(
         effects=[-e for e in scores["effects"]],
         estimator=config.estimator,
         redundancy=redundancy,
+        losses=state["losses"],
+        uncertainty=prior["uncertainty"]
+        if config.estimator == "prior" and (prior := _prior(state["rounds"]))
+        else None,
     )

@@ -75,7 +75,9 @@ def test_empty_files_and_a_model_outside_the_bundle_are_refused(bundle_copy, tmp
         Predictor(bundle_copy)
 
 
-@pytest.mark.parametrize("name", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin", "~/x", "a\\b"])
+@pytest.mark.parametrize(
+    "name", ["../outside.bin", "/etc/passwd", "sub/../../outside.bin", "~/x", "a\\b", ".", "./", "a/."]
+)
 def test_paths_leaving_the_bundle_are_refused_without_reading_them(bundle_copy, tmp_path, name):
     secret = tmp_path / "outside.bin"
     secret.write_bytes(b"secret bytes of a file outside the bundle")

@@ -114,3 +114,24 @@ def test_a_killed_two_process_build_resumes_to_the_same_skip_set(
     assert json.dumps(resumed["skip_plan"]["search"]["gates"]) == json.dumps(
         read_bundle(two_process_bundle).data["skip_plan"]["search"]["gates"]
     )
+
+
+def test_two_processes_take_one_process_steps_with_an_uneven_last_batch(tmp_path, tiny_checkpoint):
+    """The search trains on 25 rows in batches of 8: the last batch of each epoch has one row, which
+    one of the two ranks gets. Every warm-up step's loss matches one process's, and both runs skip
+    the same layers (or both say the pick is undecided)."""
+    from tests.conftest import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "data", n_images=19, seed=7)  # 28 training rows
+    extra = ("--skip-count", "2", "--device", "cpu")
+    one_out, two_out = tmp_path / "one", tmp_path / "two"
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, data, one_out, *extra))
+    assert result.exit_code == 0, result.output
+    finish(torchrun(build_args(tiny_checkpoint, data, two_out, *extra), port=29514))
+    one, two = (read_bundle(out).data["skip_plan"] for out in (one_out, two_out))
+    assert one["search"]["train_rows"] == 25 and one["search"]["steps"] == 4  # 8 + 8 + 8 + 1 rows
+    assert two["search"]["losses"] == pytest.approx(one["search"]["losses"], rel=1e-4)
+    assert len(one["search"]["losses"]) == 4
+    assert (one["skipped"], one["method"]) == (two["skipped"], two["method"]) or (
+        one["method"] == two["method"] == "das-undecided"
+    )

@@ -295,8 +295,9 @@ def test_odd_images_and_texts_get_typed_errors(tiny_bundle, sample, tmp_path):
     started = time.perf_counter()
     long = predictor.logits([sample[0]], [sample[1] + " x" * 500_000])  # a megabyte of text
     assert time.perf_counter() - started < 1.0
-    capped = predictor.text_encoder.max_chars
-    assert np.array_equal(long, predictor.logits([sample[0]], [(sample[1] + " x" * 500_000)[:capped]]))
+    assert np.array_equal(long, predictor.logits([sample[0]], [sample[1] + " x" * 50]))  # truncated alike
+    with pytest.raises(InputError, match="has 5,000,000 characters"):
+        predictor.predict(sample[0], "x" * 5_000_000)
 
     predictor.close()
     with pytest.raises(ClosedError, match="closed"):
@@ -415,3 +416,30 @@ def test_a_full_disk_names_the_path_and_the_free_space(tmp_path, tiny_checkpoint
         assert not out.exists()
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+# -- small gaps: each typed, named, and leaving nothing behind -------------------------------------
+def test_keygen_into_a_missing_folder_is_one_line_and_writes_nothing(tmp_path):
+    result = CliRunner().invoke(cli, ["keygen", "--out", str(tmp_path / "missing" / "k")])
+    assert result.exit_code == 2 and "the folder" in result.output and "does not exist" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "missing").exists()
+
+
+def test_a_fifo_is_not_an_image_and_is_never_opened(tiny_bundle, sample, tmp_path):
+    fifo = tmp_path / "camera.png"
+    os.mkfifo(fifo)  # opening it for reading would block forever
+    with pytest.raises(InputError, match="not a regular file"):
+        Predictor(tiny_bundle).predict(fifo, sample[1])
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_thread_counts_are_input_errors(tiny_bundle, threads):
+    with pytest.raises(InputError, match="threads must be a whole number"):
+        Predictor(tiny_bundle, threads=threads)
+
+
+def test_a_build_refused_after_the_work_folder_exists_leaves_none(tmp_path, tiny_checkpoint, shapes_data):
+    out = tmp_path / "b"
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-count", "12"))
+    assert result.exit_code == 2 and "--skip-count must be between 0 and 3" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no bundle, no .b.work, no lock

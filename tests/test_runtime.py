@@ -254,36 +254,6 @@ def test_closed_predictor_releases_its_requests_and_refuses_to_run(tiny_bundle, 
     p.close()  # closing twice is harmless
 
 
-def test_the_plain_python_wordpiece_gives_the_tokenizers_library_ids():
-    """The device tokenizes WordPiece without the ``tokenizers`` package: same ids on the demo's
-    9,673 test questions and on 3,000 random texts (accents, CJK, punctuation, control and odd
-    white-space characters, special tokens)."""
-    import random
-
-    from easy_vqa import get_test_questions
-    from tokenizers import Tokenizer
-
-    from edge_vl.mini.modeling import text_encoder_dir
-    from edge_vl.runtime.wordpiece import WordPieceTokenizer
-
-    raw = (text_encoder_dir() / "tokenizer.json").read_text(encoding="utf-8")
-    ours, reference = WordPieceTokenizer(json.loads(raw)), Tokenizer.from_str(raw)
-    reference.no_padding()
-    rng = random.Random(0)
-    ranges = [*range(32, 127), *range(0xA0, 0x250), *range(0x370, 0x3FF), *range(0x4E00, 0x4E20)]
-    odd = [0x3000, 0x2019, 0x200B, 0x1F600, 0x0301, 0x1C, 0xFFFD, 0xFEFF, 0x1E9E]
-    pool = [chr(c) for c in ranges + odd]
-    texts = [
-        "[CLS] a [MASK] Σ word[SEP]",
-        *get_test_questions()[0],
-        *("".join(rng.choices(pool, k=rng.randint(1, 70))) for _ in range(3000)),
-    ]
-    for text in texts:
-        for length in (8, 40):
-            reference.enable_truncation(max_length=length)
-            assert ours.encode(text, length) == reference.encode(text).ids, (text, length)
-
-
 def test_machine_info_names_the_cpu_its_usable_cores_and_isa():
     info = machine_info()
     assert info["cpu"] and 1 <= info["cores"] <= (os.cpu_count() or 1)

@@ -34,8 +34,10 @@ def two_shapes(root: Path, n: int, seed: int) -> Path:
     return path
 
 
-def test_sixty_rows_build_with_default_flags(tmp_path):
-    train, evals = two_shapes(tmp_path, 60, seed=1), two_shapes(tmp_path, 40, seed=2)
+def test_eighty_rows_build_with_default_flags_and_say_how_sure_the_search_is(tmp_path):
+    """On 80 rows the default search ranks layers on 8 held-out rows: too few to separate the pick
+    from the next layer, so the build records and reports it as undecided, with the row count."""
+    train, evals = two_shapes(tmp_path, 80, seed=1), two_shapes(tmp_path, 40, seed=2)
     out = tmp_path / "bundle"
     args = ["build", "--data", str(train), "--eval-data", str(evals), "--out", str(out), "--quiet"]
     result = CliRunner().invoke(cli, args)
@@ -43,11 +45,18 @@ def test_sixty_rows_build_with_default_flags(tmp_path):
     assert "small data:" in result.output  # the build says what it adapted
     manifest = read_bundle(out).data
     plan = manifest["skip_plan"]
-    assert plan["method"] == "das" and plan["search"]["estimator"] == "prior", plan["method"]
-    assert len(set(plan["search"]["redundancy"])) > 1  # the prior round separated the layers
+    sureness = plan["search"]["uncertainty"]
+    assert plan["search"]["estimator"] == "prior" and sureness["rows"] == 8, sureness
+    low, high = sureness["boundary"]["interval"]
+    assert low <= sureness["boundary"]["gap"] <= high
+    assert (plan["method"] == "das") == (low > 0) == sureness["decided"]  # recorded either way
+    assert "the ranking rests on 8 held-out rows" in result.output
+    if plan["method"] == "das-undecided":
+        assert "not a finding" in result.output
+        assert "best guess" in (out / "report.html").read_text()
+    assert "how sure the search is" in (out / "report.html").read_text()
     assert manifest["training"]["schedule_changes"] and manifest["training"]["steps"] >= 300
     assert manifest["metrics"]["eval_accuracy"] >= 0.9, manifest["metrics"]
-    assert "not a finding" not in result.output
 
 
 def test_small_data_gives_the_bandit_rounds_but_leaves_the_prior_search_alone(tmp_path, tiny_checkpoint):

@@ -231,6 +231,19 @@ class ArchitectureFamily(ABC):
         """Where the checkpoint's tokenizer files are (default: the checkpoint directory)."""
         return model_dir
 
+    def source_files(self, model_dir: Path) -> list[Path]:
+        """Every file a build may read from the checkpoint and its tokenizer directory (hidden
+        files aside): a resumed build must find the same bytes in each."""
+        roots = {Path(model_dir), Path(self.tokenizer_dir(model_dir))}
+        return sorted(
+            {
+                p
+                for root in roots
+                for p in root.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            }
+        )
+
     def save_tokenizer(self, model_dir: Path, out_dir: Path, max_length: int) -> TextSpec:
         """Save the checkpoint's tokenizer as ``tokenizer.json``; return the manifest text spec."""
         from transformers import AutoTokenizer

@@ -107,6 +107,10 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
                     f"the disk is full while building {config.out} ({free_space(work.path)}; {e}); free "
                     f"some space and rerun the same command: {work.path} keeps the progress"
                 ) from e
+            work.discard_if_useless()
+            raise
+        except BaseException:
+            work.discard_if_useless()
             raise
         if where.is_main:
             work.remove()

@@ -93,6 +93,8 @@ class BuildConfig:
     prompt_template: str | None = None
     #: private key (``edge-vl keygen``) to sign the bundle with (:mod:`edge_vl.signing`)
     sign_key: Path | None = None
+    #: the signed release number (None: the build time, see :mod:`edge_vl.signing`)
+    sign_release: int | None = None
     #: where training runs: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``
     device: str = "auto"
     #: mixed precision of training on CUDA: ``off``, ``bf16``, ``fp16`` (with a gradient scaler)
@@ -101,6 +103,9 @@ class BuildConfig:
     adapt_schedule: bool = True
     #: what :func:`~edge_vl.build.schedule.adapt_schedule` changed (recorded in the manifest)
     schedule_changes: tuple[str, ...] = ()
+    #: training lengths the user gave (``batch_size``, ``epochs``, ``das_turn``, ``search_epochs``):
+    #: the small-data schedule keeps them as given (the CLI fills this from the command line)
+    given: frozenset[str] = frozenset()
 
     @property
     def needs_search(self) -> bool:
@@ -136,6 +141,8 @@ class BuildConfig:
             raise ValueError(
                 f"text buckets must be lengths of at least 2 tokens, got {list(self.text_buckets)}"
             )
+        if self.sign_release is not None and self.sign_key is None:
+            raise ValueError("a release number is signed with the bundle: give --sign-key with --release")
         score_kind(self.train.loss)  # raises on an unknown loss name
         if not 0 < self.search_holdout < 1:
             raise ValueError(f"search_holdout must be in (0, 1), got {self.search_holdout}")

@@ -90,7 +90,8 @@ def package_stage(
         if config.sign_key is not None:
             from edge_vl.signing import sign_bundle
 
-            echo(f"bundle: signed with key {sign_bundle(staging, config.sign_key)}")
+            signature = sign_bundle(staging, config.sign_key, release=config.sign_release)
+            echo(f"bundle: signed with key {signature.key_id}, release {signature.release}")
     echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest['files'])} files)")
     echo(f"report: {Path(config.out) / REPORT_HTML}")
     return manifest

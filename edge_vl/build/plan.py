@@ -14,6 +14,7 @@ from typing import Any
 from edge_vl.build.config import BuildConfig
 from edge_vl.build.prepare import Prepared, load_adapted
 from edge_vl.errors import DataError, ModelError
+from edge_vl.report import describe_uncertainty
 
 #: the smallest search: rows it holds out to score candidates, and rows it trains on
 MIN_SEARCH_HELD_OUT, MIN_SEARCH_TRAIN = 2, 8
@@ -77,12 +78,20 @@ def skip_plan(
          f"{result.estimator} scores, most redundant first: {scores}")  # fmt: skip
     plan = {"method": "das", "skipped": skipped, "budget": budget_info, "search": result.to_dict(),
             "search_config": search.to_dict(), "search_seconds": round(seconds, 3)}  # fmt: skip
-    if len(set(result.redundancy)) == 1:  # e.g. no round moved a gate: the order says nothing
+    sureness = result.uncertainty
+    if sureness is not None:
+        echo(f"search: {describe_uncertainty(sureness)}")
+    if not result.decided:
         plan["method"] = "das-undecided"
-        echo(
-            f"warning: the search's {result.estimator} scores did not separate the layers; the skip set "
-            f"{skipped} is the first layers by index, not a finding (give more data or --skip-layers)"
+        boundary = (sureness or {}).get("boundary")
+        reason = (
+            f"the {sureness['rows']} held-out rows do not separate layer {boundary['picked_layer']} "
+            f"(skipped) from layer {boundary['kept_layer']} (kept)"
+            if sureness is not None and boundary
+            else f"the search's {result.estimator} scores did not separate the layers"
         )
+        echo(f"warning: {reason}; the skip set {skipped} is the search's best guess, not a finding (give "
+             "more data, or choose with --skip-layers)")  # fmt: skip
     return plan
 
 

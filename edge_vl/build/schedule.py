@@ -10,7 +10,9 @@ default) a build on small data instead:
   searching for more epochs.
 
 Every change is printed and recorded in the manifest (``training.schedule``). Settings that already
-fit the data are left alone, and nothing is ever shortened.
+fit the data are left alone, nothing is ever shortened, and a length the user gave
+(``BuildConfig.given``: ``--batch-size``, ``--epochs``/``--max-steps``, ``--das-turn``/``--search-epochs``
+on the command line) is kept as given — the build then says what the schedule would have done.
 """
 
 from __future__ import annotations
@@ -32,26 +34,41 @@ def adapt_schedule(
     """``config`` with training lengths that fit ``n_train`` rows, and what was changed."""
     if not config.adapt_schedule:
         return config, []
-    notes = []
+    notes: list[str] = []
+    kept: list[str] = []
+    given = config.given
     train, search = config.train, config.search
     batch = min(train.batch_size, max(1, n_train // MIN_STEPS_PER_EPOCH))
     if batch < train.batch_size:
-        notes.append(f"batch size {train.batch_size} → {batch}, so that an epoch of {n_train} rows has "
-                     f"{math.ceil(n_train / batch)} steps")  # fmt: skip
-        train = replace(train, batch_size=batch)
+        steps = math.ceil(n_train / train.batch_size)
+        if "batch_size" in given:
+            kept.append(f"--batch-size {train.batch_size} kept as given ({steps} steps per epoch of "
+                        f"{n_train} rows; without it the batch would be {batch})")  # fmt: skip
+        else:
+            notes.append(f"batch size {train.batch_size} → {batch}, so that an epoch of {n_train} rows "
+                         f"has {math.ceil(n_train / batch)} steps")  # fmt: skip
+            train = replace(train, batch_size=batch)
     steps = math.ceil(train.epochs * math.ceil(n_train / train.batch_size))
     if train.max_steps is None and steps < MIN_FINETUNE_STEPS:
-        epochs = MIN_FINETUNE_STEPS / math.ceil(n_train / train.batch_size)
-        notes.append(f"fine-tune epochs {train.epochs:g} → {epochs:.1f} ({MIN_FINETUNE_STEPS} steps; "
-                     f"{train.epochs:g} epochs were {steps})")  # fmt: skip
-        train = replace(train, epochs=epochs)
+        if "epochs" in given:
+            kept.append(f"--epochs {train.epochs:g} kept as given ({steps} fine-tune steps; without it "
+                        f"the build would train at least {MIN_FINETUNE_STEPS})")  # fmt: skip
+        else:
+            epochs = MIN_FINETUNE_STEPS / math.ceil(n_train / train.batch_size)
+            notes.append(f"fine-tune epochs {train.epochs:g} → {epochs:.1f} ({MIN_FINETUNE_STEPS} steps; "
+                         f"{train.epochs:g} epochs were {steps})")  # fmt: skip
+            train = replace(train, epochs=epochs)
     if config.needs_search and not search.stops_after_warmup:  # the prior estimator has no rounds
         search_rows = n_train - max(2, round(n_train * config.search_holdout))
         if search.max_rows is not None:
             search_rows = min(search_rows, search.max_rows)
         per_epoch = max(1, math.ceil(search_rows / train.batch_size))
         scoring = (search.epochs - search.warmup_epochs) * per_epoch
-        if scoring // search.das_turn < MIN_SEARCH_ROUNDS:
+        rounds = scoring // search.das_turn
+        if rounds < MIN_SEARCH_ROUNDS and given & {"das_turn", "search_epochs"}:
+            kept.append(f"--das-turn {search.das_turn} / --search-epochs {search.epochs} kept as given "
+                        f"({rounds} bandit rounds; without them at least {MIN_SEARCH_ROUNDS})")  # fmt: skip
+        elif rounds < MIN_SEARCH_ROUNDS:
             das_turn = max(1, scoring // MIN_SEARCH_ROUNDS)
             epochs = search.epochs
             while (epochs - search.warmup_epochs) * per_epoch // das_turn < MIN_SEARCH_ROUNDS:
@@ -61,5 +78,9 @@ def adapt_schedule(
                          "rounds")  # fmt: skip
             search = replace(search, das_turn=das_turn, epochs=epochs)
     for note in notes:
+        echo(f"small data: {note}")
+    if notes:
+        echo("small data: give the value (e.g. --epochs) or --fixed-schedule to keep your own lengths")
+    for note in kept:
         echo(f"small data: {note}")
     return replace(config, train=train, search=search, schedule_changes=tuple(notes)), notes

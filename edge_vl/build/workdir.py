@@ -22,13 +22,17 @@ from edge_vl.errors import BundleError
 from edge_vl.fileio import write_json_atomic
 
 WORK_STATE = "build.json"
+#: sha256 of each model file by path, size and mtime: a resume hashes only files that changed
+MODEL_HASHES = "model-hashes.json"
 
 
 class WorkDir:
     """The resumable state of one build: ``.<out>.work/`` next to the bundle."""
 
-    def __init__(self, path: Path, state: dict[str, Any], *, writer: bool = True):
+    def __init__(self, path: Path, state: dict[str, Any], *, writer: bool = True, new: bool = False):
         self.path, self.state, self.writer = path, state, writer
+        #: made by this run (not resumed): a run that fails before saving progress removes it
+        self.new = new
 
     @classmethod
     def open(
@@ -38,7 +42,7 @@ class WorkDir:
         several processes rank 0 opens it, the others read it after rank 0 has (and never write)."""
         out = Path(config.out)
         path = out.parent / f".{out.name}.work"
-        digest = fingerprint(config, data)
+        digest = fingerprint(config, data, path / MODEL_HASHES)
         state_file = path / WORK_STATE
         if placement is not None and not placement.is_main:
             placement.barrier()  # rank 0 has opened (or made) it
@@ -58,14 +62,19 @@ class WorkDir:
         if state_file.is_file():
             state = json.loads(state_file.read_text(encoding="utf-8"))
             if state.get("fingerprint") != digest:
+                changed = [name for name, sha in model_file_hashes(config.model_dir).items()
+                           if state.get("model_files", {}).get(name) not in (None, sha)]  # fmt: skip
+                what = (f"the model file(s) {', '.join(changed)} changed since it started" if changed
+                        else "other settings or data")  # fmt: skip
                 raise BundleError(
-                    f"{path} holds an unfinished build with other settings or data; rerun it with the same "
+                    f"{path} holds an unfinished build with {what}; rerun it with the same model, data and "
                     "settings to resume, or pass --restart to discard it"
                 )
             echo(f"resuming the unfinished build in {path}")
             return cls(path, state)
         path.mkdir(parents=True, exist_ok=True)
-        work = cls(path, {"fingerprint": digest})
+        files = model_file_hashes(config.model_dir, path / MODEL_HASHES)
+        work = cls(path, {"fingerprint": digest, "model_files": files}, new=True)
         work.update()
         return work
 
@@ -76,6 +85,16 @@ class WorkDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def holds_progress(self) -> bool:
+        """Whether a rerun could resume from here: a finished skip plan or a training checkpoint."""
+        return "plan" in self.state or any(self.path.rglob("state.pt"))
+
+    def discard_if_useless(self) -> None:
+        """Remove a work directory this run made when it holds nothing to resume from (a build
+        refused or failed early leaves no folder behind)."""
+        if self.writer and self.new and not self.holds_progress():
+            self.remove()
 
 
 @contextlib.contextmanager
@@ -100,19 +119,39 @@ def stop_on_signals() -> Iterator[Callable[[], bool]]:
             signal.signal(s, h)
 
 
-def fingerprint(config: BuildConfig, data: TrainingData) -> str:
-    """What a resumed build must share with the one that started: model, data (rows and image
-    bytes) and settings."""
+def fingerprint(config: BuildConfig, data: TrainingData, hash_cache: Path | None = None) -> str:
+    """What a resumed build must share with the one that started: the bytes of every model file it
+    reads (:func:`model_file_hashes`), the data (rows and image bytes) and the settings."""
     h = hashlib.sha256()
-    model_dir = Path(config.model_dir)
-    h.update((model_dir / "config.json").read_bytes() if (model_dir / "config.json").is_file() else b"")
-    for p in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.bin")):
-        h.update(f"{p.name}:{p.stat().st_size}".encode())
+    h.update(json.dumps(model_file_hashes(config.model_dir, hash_cache), sort_keys=True).encode())
     for rows in (data.train, data.evals):
         h.update(data_fingerprint(rows).encode())
     # what does not change the result (the device may differ between a run and its resumption)
     unrelated = ("out", "overwrite", "restart", "progress", "measure_latency", "report_variants", "sign_key",
-                 "device")  # fmt: skip
+                 "sign_release", "device", "given")  # fmt: skip
     settings = {k: v for k, v in asdict(config).items() if k not in unrelated}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()
+
+
+def model_file_hashes(model_dir: Path, cache: Path | None = None) -> dict[str, str]:
+    """sha256 of every file the build reads from the model (its family's ``source_files``), by
+    path. With ``cache``, a file whose size and mtime match the cached entry is not read again."""
+    from edge_vl.architectures import family_for_checkpoint
+    from edge_vl.fileio import sha256_file
+
+    known: dict[str, Any] = {}
+    if cache is not None and cache.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            known = json.loads(cache.read_text(encoding="utf-8"))
+    hashes, entries = {}, {}
+    for path in family_for_checkpoint(model_dir).source_files(Path(model_dir)):
+        info = path.stat()
+        key = str(path.resolve())
+        stamp = [info.st_size, info.st_mtime_ns]
+        cached = known.get(key)
+        sha = cached[2] if isinstance(cached, list) and cached[:2] == stamp else sha256_file(path)
+        hashes[key], entries[key] = sha, [*stamp, sha]
+    if cache is not None and cache.parent.is_dir():
+        write_json_atomic(cache, entries)
+    return hashes

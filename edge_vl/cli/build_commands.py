@@ -54,6 +54,14 @@ def require_build_extra(command: str) -> None:
     "can refuse unsigned or altered bundles.",
 )
 @click.option(
+    "--release",
+    "sign_release",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Release number signed with the bundle (with --sign-key); devices can refuse older ones "
+    "[default: the build time, YYYYMMDDHHMMSS UTC].",
+)
+@click.option(
     "--restart", is_flag=True, help="Discard an unfinished build's checkpoints instead of resuming."
 )
 @click.option(

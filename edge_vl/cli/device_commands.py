@@ -16,6 +16,13 @@ trusted_key_option = click.option(
     help="Accept the bundle only if it is signed by this Ed25519 public key (repeatable; default: "
     "the keys in EDGE_VL_TRUSTED_KEYS, if set).",
 )
+min_release_option = click.option(
+    "--min-release",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse signed bundles with a lower release number (anti-rollback; default: "
+    "EDGE_VL_MIN_RELEASE, if set). Needs a trusted key.",
+)
 
 
 @click.command()
@@ -28,13 +35,14 @@ trusted_key_option = click.option(
     "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Scores to list (text output)."
 )
 @trusted_key_option
-def predict(bundle, image, text, as_json, threads, top, trusted_keys) -> None:
+@min_release_option
+def predict(bundle, image, text, as_json, threads, top, trusted_keys, min_release) -> None:
     """Answer TEXT about IMAGE with BUNDLE (runs on OpenVINO, no torch needed). Bundles with a
     prompt head (CLIP --prompts) classify the image alone and take no TEXT."""
     from edge_vl.runtime.predictor import Predictor
 
     keys = list(trusted_keys) or None
-    predictor = Predictor(bundle, threads=threads, trusted_keys=keys)
+    predictor = Predictor(bundle, threads=threads, trusted_keys=keys, min_release=min_release)
     if text is None and predictor.text_encoder is not None:
         raise click.UsageError("this bundle answers a question about the image: give TEXT after IMAGE")
     if text is not None and predictor.text_encoder is None:
@@ -52,24 +60,30 @@ def predict(bundle, image, text, as_json, threads, top, trusted_keys) -> None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @trusted_key_option
-def info(bundle, as_json, trusted_keys) -> None:
-    """Describe BUNDLE (verifying every file's hash) and this host's CPU."""
+@min_release_option
+def info(bundle, as_json, trusted_keys, min_release) -> None:
+    """Describe BUNDLE (verifying every file's hash and, with trusted keys, its signature) and this
+    host's CPU."""
     from edge_vl.bundle import read_bundle
     from edge_vl.runtime.cpu import cpu_flags, cpu_name
     from edge_vl.runtime.profiles import active_profile, installed_openvino
+    from edge_vl.signing import describe_signature
 
-    b = read_bundle(bundle, trusted_keys=list(trusted_keys) or None)
+    b = read_bundle(bundle, trusted_keys=list(trusted_keys) or None, min_release=min_release)
     m = b.manifest
     host = {"cpu": cpu_name(), "flags": cpu_flags(), "runtime_profile": active_profile().name,
             "openvino": installed_openvino()}  # fmt: skip
+    claimed = describe_signature(b.path)
+    signature = {"signed": claimed is not None, "checked": b.signature is not None, **(claimed or {})}
     if as_json:
-        click.echo(json.dumps({"manifest": b.data, "host": host, "signed_by": b.signed_by}, indent=2))
+        click.echo(json.dumps({"manifest": b.data, "host": host, "signed_by": b.signed_by,
+                               "signature": signature}, indent=2))  # fmt: skip
         return
     arch, model, metrics = m.architecture, m.model, m.metrics
     latency = metrics.get("latency_ms") or {}
     rows = [
         ("bundle", f"{b.path} (format {m.format_version}, edge-vl {m.edge_vl_version}, built {m.created})"),
-        ("signed by", b.signed_by or "not checked (no trusted key given)"),
+        ("signature", _signature_line(signature)),
         ("model", f"{arch.family} ({arch.model_type}) from {arch.source}"),
         ("skipped layers", f"{list(arch.skipped) or 'none'} of {len(arch.layers)}"),
         ("precision", model.precision),
@@ -129,14 +143,21 @@ def keygen(private_key) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Private key from `edge-vl keygen`.",
 )
-def sign(bundle, private_key) -> None:
+@click.option(
+    "--release",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Release number signed with the bundle; devices refuse lower ones than they were given or "
+    "have accepted [default: the build time, YYYYMMDDHHMMSS UTC].",
+)
+def sign(bundle, private_key, release) -> None:
     """Sign BUNDLE (after checking every file's hash): devices given the public key accept it."""
     from edge_vl.bundle import read_bundle
-    from edge_vl.signing import sign_bundle
+    from edge_vl.signing import TrustPolicy, sign_bundle
 
-    read_bundle(bundle, trusted_keys=())  # every file's hash: sign only what is intact
-    kid = sign_bundle(bundle, private_key)
-    click.echo(f"signed {bundle} with key {kid}")
+    read_bundle(bundle, trust=TrustPolicy())  # every file's hash: sign only what is intact
+    signature = sign_bundle(bundle, private_key, release=release)
+    click.echo(f"signed {bundle} with key {signature.key_id}, release {signature.release}")
 
 
 @click.command()
@@ -226,6 +247,16 @@ def bench(bundle, threads, batch, duration, as_json, target_profile, target_prof
             spread = f"p10 {lat['p10']:.2f}, p90 {lat['p90']:.2f}"
             click.echo(f"  {name:<18} {lat['median']:8.2f}  ({spread})  {shown}")
         click.echo(f"  note: {cmp['note']}")
+
+
+def _signature_line(signature: dict) -> str:
+    """``edge-vl info``'s signature row: signed or not, by which key, which release, checked or not."""
+    if not signature["signed"]:
+        return "unsigned"
+    if "error" in signature:
+        return f"unreadable ({signature['error']})"
+    checked = "checked" if signature["checked"] else "not checked: give --trusted-key or EDGE_VL_TRUSTED_KEYS"
+    return f"key {signature['key_id']}, release {signature['release']} ({checked})"
 
 
 def _num(value, spec: str, suffix: str = "") -> str:

@@ -225,6 +225,17 @@ train_options = combine(
 )
 
 
+def given_on_command_line(names: tuple[str, ...]) -> frozenset[str]:
+    """Which of ``names`` the user typed (or set through the environment), not left at their default."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return frozenset()
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return frozenset(n for n in names if ctx.get_parameter_source(n) in typed)
+
+
 def build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
     from edge_vl.bench import read_target_profile
     from edge_vl.build import BuildConfig
@@ -278,8 +289,10 @@ def build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
             text_buckets=params.get("text_buckets") or (),
             max_accuracy_drop=params.get("max_accuracy_drop", 0.01),
             sign_key=params.get("sign_key"),
+            sign_release=params.get("sign_release"),
             progress=not params["quiet"],
             adapt_schedule=not params.get("fixed_schedule", False),
+            given=given_on_command_line(("batch_size", "epochs", "das_turn", "search_epochs")),
             device=params.get("device", "auto"),
             amp=params.get("amp", "off"),
         )

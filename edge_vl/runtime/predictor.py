@@ -25,6 +25,7 @@ from edge_vl.runtime.cpu import openvino_core
 from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
 from edge_vl.runtime.profiles import check_bundle_runtime
 from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
+from edge_vl.signing import TrustPolicy
 
 PERFORMANCE_HINTS = ("latency", "throughput")
 # OpenVINO runs float ops in bf16 by itself on CPUs with AVX512_BF16/AMX. A bundle built and
@@ -51,14 +52,22 @@ class Predictor:
         bundle: bundle directory (verified on load: format, manifest, every file's sha256).
         threads: OpenVINO inference threads (default: OpenVINO's choice, all physical cores).
         performance_hint: ``"latency"`` (default, one request at a time) or ``"throughput"``.
-        cache_dir: OpenVINO model cache directory, to make later loads faster (must be writable).
+        cache_dir: OpenVINO model cache directory, to make later loads faster: a directory of
+            yours, not writable by other users. OpenVINO loads a compiled blob from it without
+            checking it against the bundle, so it cannot be combined with signature checks
+            (``InputError``): a signed bundle is always compiled from its verified IR.
         warmup: run one inference at load so the first real call is not slow.
         max_image_pixels: images with more pixels are refused before decoding (default 50 M).
         text_buckets: run each batch on the bundle's shortest text length that holds its longest
             text (bundles built with ``--text-buckets``); False always uses the full length.
-        trusted_keys: Ed25519 public keys (PEM paths or bytes): refuse bundles not signed by one
-            of them. Default: the keys in ``EDGE_VL_TRUSTED_KEYS``, if set (see
-            :mod:`edge_vl.signing`).
+        trusted_keys: Ed25519 public keys (PEM paths or bytes; one path alone is accepted too):
+            refuse bundles not signed by one of them. Default: the keys in ``EDGE_VL_TRUSTED_KEYS``,
+            if set (see :mod:`edge_vl.signing`).
+        min_release: refuse signed bundles with a lower release number (default:
+            ``EDGE_VL_MIN_RELEASE``). Needs trusted keys.
+        release_state: a JSON file where this device records the newest release it loaded per key
+            and refuses older ones (anti-rollback; default: ``EDGE_VL_RELEASE_STATE``). Needs
+            trusted keys.
     """
 
     def __init__(
@@ -71,16 +80,25 @@ class Predictor:
         warmup: bool = True,
         max_image_pixels: int = MAX_PIXELS,
         text_buckets: bool = True,
-        trusted_keys: Sequence[Any] | None = None,
+        trusted_keys: Sequence[Any] | str | Path | None = None,
+        min_release: int | None = None,
+        release_state: str | Path | None = None,
     ):
         if performance_hint not in PERFORMANCE_HINTS:
-            raise ValueError(f"performance_hint must be one of {PERFORMANCE_HINTS}, got {performance_hint!r}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise InputError(f"performance_hint must be one of {PERFORMANCE_HINTS}, got {performance_hint!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InputError(f"threads must be a whole number >= 1 (or None: all cores), got {threads!r}")
+        trust = TrustPolicy.resolve(trusted_keys, min_release=min_release, release_state=release_state)
         if cache_dir is not None:
+            if trust.checks:
+                raise InputError(
+                    "cache_dir cannot be used with signature checks: OpenVINO would load a compiled "
+                    "blob from it that no signature covers, so whoever can write the cache could swap "
+                    "the model. Leave cache_dir out (signed bundles compile from their verified IR)"
+                )
             _check_cache_dir(Path(cache_dir))
         if not isinstance(bundle, Bundle):
-            bundle = read_bundle(bundle, verify=False, trusted_keys=trusted_keys)
+            bundle = read_bundle(bundle, verify=False, trust=trust)
         self.bundle = bundle
         manifest = bundle.manifest
         loaded = manifest.loaded_files()
@@ -124,6 +142,7 @@ class Predictor:
         if warmup:
             for length, _ in self.buckets or [(0, None)]:
                 self.run(self.dummy_inputs(text_length=length or None))
+        trust.record(bundle.signature)  # loaded: an older release of this key is refused from now on
 
     # -- public API -----------------------------------------------------------------------
     def predict(self, image: ImageInput, text: str | None = None) -> Prediction:
@@ -260,14 +279,23 @@ def _utf8(data: np.ndarray, name: str) -> str:
 
 def _check_cache_dir(path: Path) -> None:
     """Refuse an OpenVINO cache directory that cannot be used, with what is wrong (OpenVINO itself
-    reports a failed cache write as a failure to load the model)."""
+    reports a failed cache write as a failure to load the model), or that another user could fill
+    with a blob of another model (OpenVINO trusts what it finds there)."""
     import os
+    import stat
 
     if path.exists() and not path.is_dir():
         raise InputError(f"cache_dir {path} is a file; give a directory")
     target = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
     if not os.access(target, os.W_OK | os.X_OK):
         raise InputError(f"cache_dir {path} is not writable (OpenVINO stores compiled models there)")
+    if path.exists() and hasattr(os, "getuid"):
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise InputError(
+                f"cache_dir {path} is writable by other users or owned by another: a compiled model "
+                "placed there would be loaded unchecked; use a directory only you can write (chmod 700)"
+            )
 
 
 def compile_config(

@@ -105,6 +105,8 @@ def load_image(
         if path.is_dir():
             raise InputError(f"{path} is a directory, not an image file")
         if not path.is_file():
+            if path.exists():  # a FIFO, socket or device: reading it could block or never end
+                raise InputError(f"{path} is not a regular file (a pipe, socket or device); give an image")
             raise InputError(f"image file not found: {path}")
         if path.stat().st_size == 0:
             raise InputError(f"image file is empty (0 bytes): {path}")

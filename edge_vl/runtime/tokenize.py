@@ -3,11 +3,10 @@
 BERT WordPiece tokenizers (ViLT, METER-style models, edge-vl-mini) are run by
 :mod:`edge_vl.runtime.wordpiece`, in plain Python, so a device needs no ``tokenizers`` package and
 none of the hub libraries it brings; other kinds (CLIP's byte-level BPE) by the ``tokenizers``
-library (the ``tokenizers`` extra), the code transformers uses. Either gives the ids transformers'
-fast tokenizer gave at build time. Texts longer than ``max_length`` tokens (special tokens
-included) are truncated at the end, as during training; a text is first cut to
-:data:`MAX_CHARS_PER_TOKEN` characters per token of ``max_length``, so a megabyte of text costs no
-more than a sentence (no token of a real tokenizer spans that many characters).
+library (the ``tokenizers`` extra), the code transformers uses. Either gives the ids of the
+``tokenizers`` library, and the build encodes its training data with this same class. Texts are
+normalised whole and then truncated to ``max_length`` tokens (special tokens included) at the end,
+as during training; texts over :data:`MAX_TEXT_CHARS` characters are refused.
 """
 
 from __future__ import annotations
@@ -23,8 +22,8 @@ from edge_vl.manifest import TEXT_INPUTS as TEXT_INPUTS
 from edge_vl.manifest import TextSpec
 from edge_vl.runtime.wordpiece import Unsupported, WordPieceTokenizer
 
-#: characters kept per token of ``max_length`` before tokenizing (see the module docstring)
-MAX_CHARS_PER_TOKEN = 128
+#: longer texts are refused (``InputError``): this bounds the work and memory one text can cost
+MAX_TEXT_CHARS = 4_000_000
 
 
 class TextEncoder:
@@ -37,7 +36,6 @@ class TextEncoder:
 
     def __init__(self, tokenizer_json: str, spec: TextSpec, *, source: str = "tokenizer.json"):
         self.max_length = spec.max_length
-        self.max_chars = spec.max_length * MAX_CHARS_PER_TOKEN
         self.pad_id = spec.pad_id
         try:
             parsed = json.loads(tokenizer_json)
@@ -62,7 +60,8 @@ class TextEncoder:
                 raise InputError(f"text #{i} must be a str, got {type(t).__name__}")
             if not t.strip():
                 raise InputError(f"text #{i} is empty")
-            t = t[: self.max_chars]
+            if len(t) > MAX_TEXT_CHARS:
+                raise InputError(f"text #{i} has {len(t):,} characters; at most {MAX_TEXT_CHARS:,} are read")
             try:
                 t.encode("utf-8")
             except UnicodeEncodeError:

@@ -67,6 +67,9 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         # what ranked the layers when a search chose them (None: the skip set was given)
         "search_estimator": (manifest["skip_plan"].get("search_config") or {}).get("estimator"),
         "search_seconds": manifest["skip_plan"].get("search_seconds"),  # of train_seconds
+        # das, or das-undecided when the search's data did not separate its pick (issue #37)
+        "method": manifest["skip_plan"]["method"],
+        "search_uncertainty": (manifest["skip_plan"].get("search") or {}).get("uncertainty"),
         "machine": machine(),  # wall times of runs on different machines do not compare
     }
     write_text_atomic(result_file, json.dumps(row, indent=2))  # a killed run leaves none

@@ -6,6 +6,9 @@
   easy-vqa and emoji: scanned grey-level handwriting, and questions about identity, parity,
   magnitude and a named digit, none about colour. 12 answers (the ten digits, yes, no). Images
   are split 75/25 by image, so test images are never seen in training.
+- ``digits-fixed``: the same images, one row each, always asking "what digit is this?" (10
+  answers): a task whose question is fixed and whose answer depends on the image alone, as many
+  factory checks are (1,347 training rows, 450 test rows).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from PIL import Image
 
 from edge_vl.data import Example, write_jsonl
 
-TASKS = ("easy-vqa", "digits")
+TASKS = ("easy-vqa", "digits", "digits-fixed")
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
@@ -29,8 +32,9 @@ def write_task(
         from edge_vl.demo import write_easy_vqa_manifests
 
         return write_easy_vqa_manifests(out, train_size=train_size, eval_size=eval_size)
-    if task == "digits":
-        return write_digits(out, train_size=train_size, eval_size=eval_size)
+    if task in ("digits", "digits-fixed"):
+        questions = digit_questions if task == "digits" else fixed_question
+        return write_digits(out, train_size=train_size, eval_size=eval_size, questions=questions)
     raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
@@ -49,8 +53,18 @@ def digit_questions(digit: int, rng: random.Random) -> list[tuple[str, str]]:
     ]
 
 
+def fixed_question(digit: int, rng: random.Random) -> list[tuple[str, str]]:
+    """The one question of ``digits-fixed``: the answer depends on the image alone."""
+    return [("what digit is this?", str(digit))]
+
+
 def write_digits(
-    out: Path, *, train_size: int | None = None, eval_size: int | None = None, seed: int = 0
+    out: Path,
+    *,
+    train_size: int | None = None,
+    eval_size: int | None = None,
+    seed: int = 0,
+    questions=digit_questions,
 ) -> tuple[Path, Path]:
     from sklearn.datasets import load_digits
 
@@ -68,7 +82,7 @@ def write_digits(
             pixels = (255 - digits.images[i] * 255 / 16).astype("uint8")  # 0..16 ink → dark on white
             Image.fromarray(pixels, "L").resize((64, 64), Image.Resampling.BICUBIC).save(path)
         split = "train" if rank < cut else "eval"
-        for question, answer in digit_questions(int(digits.target[i]), rng):
+        for question, answer in questions(int(digits.target[i]), rng):
             splits[split].append(Example(image=path, text=question, label=answer))
     written = []
     for split, size in (("train", train_size), ("eval", eval_size)):
