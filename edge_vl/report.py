@@ -91,16 +91,16 @@ def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
         return "skip set given by the user" if skipped else "kept (not in the given skip set)"
     if plan["method"] == "budget":
         return "kept: the budget is met without skipping"
-    if plan["method"] == "das-undecided":
-        return ("the search's best guess: its data did not separate the skipped from the kept layers"
-                if skipped else "kept")  # fmt: skip
     k = len(plan["skipped"])
     rank = plan["search"]["ranking"].index(i) + 1
     by = "gate" if plan["search"].get("estimator", "gates") == "gates" else plan["search"]["estimator"]
-    if skipped:
-        n = len(plan["search"]["ranking"])
-        return f"{by} rank {rank} of {n}: among the {k} most redundant within budget"
-    return f"{by} rank {rank}: kept"
+    if not skipped:
+        return f"{by} rank {rank}: kept"
+    n = len(plan["search"]["ranking"])
+    why = f"{by} rank {rank} of {n}: among the {k} most redundant within budget"
+    if plan["method"] == "das-undecided":
+        why += " (the search's best guess: its data did not separate this pick from the kept layers)"
+    return why
 
 
 def describe_uncertainty(sureness: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ def test_fused_head_searches_both_towers(clip_checkpoint, shapes_data, tmp_path)
     manifest = json.loads((out / "manifest.json").read_text())
     layers = manifest["architecture"]["layers"]
     assert [a.split(".")[0] for a in layers] == ["text_model"] * 2 + ["vision_model"] * 2
-    assert manifest["skip_plan"]["method"] == "das" and len(manifest["skip_plan"]["skipped"]) == 1
+    assert manifest["skip_plan"]["method"].startswith("das") and len(manifest["skip_plan"]["skipped"]) == 1
     assert manifest["metrics"]["parity_max_abs"] <= 1e-4
     assert [i["name"] for i in manifest["model"]["inputs"]] == ["input_ids", "attention_mask", "pixel_values"]
     example = read_examples(shapes_data[1])[0]

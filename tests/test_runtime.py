@@ -238,7 +238,7 @@ def test_options_cache_dir_and_throughput_hint(tiny_bundle, sample, tmp_path):
     p = Predictor(tiny_bundle, threads=1, performance_hint="throughput", cache_dir=cache)
     assert any(cache.iterdir())  # OpenVINO wrote its compiled-model cache
     assert p.predict(*sample).label in p.labels
-    with pytest.raises(ValueError, match="performance_hint"):
+    with pytest.raises(InputError, match="performance_hint"):
         Predictor(tiny_bundle, performance_hint="fastest")
 
 
