@@ -1,7 +1,7 @@
 """Export: the retained subgraph of an adapted model → OpenVINO IR, parity-checked against torch.
 
 One converter for every architecture family. What export needs from a family is its traceable
-module (:meth:`~edge_vl.architectures.base.ArchitectureFamily.export_module`, the family's own
+module (:meth:`~edge_vl.training.architectures.base.ArchitectureFamily.export_module`, the family's own
 deterministic forward with named inputs unless a family overrides it); conversion, saving, input
 and output names, version stamping and the parity check are the same for all. Skipped layers take
 the ``x + A_skip(x)`` branch while tracing, so their weights never enter the IR.
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_vl.architectures.base import ArchitectureFamily
-from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.errors import ExportError
 from edge_vl.fileio import free_space
 from edge_vl.manifest import TensorSpec
 from edge_vl.runtime.cpu import openvino_core
+from edge_vl.training.architectures.base import ArchitectureFamily
+from edge_vl.training.architectures.quiet import quiet_transformers
 
 #: FP32 parity tolerance between torch and OpenVINO logits: max absolute difference per unit of
 #: logit scale (the largest |logit|, at least 1)

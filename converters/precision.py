@@ -24,7 +24,6 @@ from edge_vl.converters.export import save_model
 from edge_vl.errors import ExportError
 from edge_vl.runtime.cpu import openvino_core
 
-PRECISIONS = ("fp32", "fp16", "int8", "auto")
 #: what ``auto`` compares (FP16 weights only shrink the file on CPUs: OpenVINO computes in f32/bf16)
 AUTO_CANDIDATES = ("fp32", "int8")
 
@@ -90,7 +89,7 @@ def quantize_int8(
 
 def compress_fp16_in_place(xml: Path) -> None:
     """Replace the FP32 IR ``xml`` by its FP16-weight variant under the same file name (text buckets
-    of an fp16 bundle; INT8 bundles carry no buckets, see :func:`edge_vl.build.export_stage`)."""
+    of an fp16 bundle; INT8 bundles carry no buckets, see :func:`edge_vl.pipeline.export_stage`)."""
     converted = compress_fp16(xml, xml.parent, name=f"{xml.stem}-fp16")
     for suffix in (".xml", ".bin"):
         shutil.move(converted.with_suffix(suffix), xml.with_suffix(suffix))
@@ -111,7 +110,8 @@ def measure(
     reference: np.ndarray | None,
     feed: Mapping[str, np.ndarray],
     latency: Callable[[Path, Mapping[str, np.ndarray]], float],
-) -> Candidate:
+) -> tuple[Candidate, np.ndarray]:
+    """The candidate's accuracy, agreement with FP32 and latency, and its predictions."""
     predictions = evaluate(xml, batches())
     return Candidate(
         precision=precision,
@@ -187,6 +187,8 @@ def select_precision(
         elif name == "fp16":
             xml = compress_fp16(fp32_xml, out_dir)
         else:
+            if calibration is None:
+                raise ExportError("INT8 needs calibration inputs; the training data gave none")
             echo(f"precision: NNCF INT8 calibration on {calibration_size} training rows "
                  f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})")  # fmt: skip
             xml = quantize_int8(fp32_xml, calibration(), out_dir, vnni=vnni, size=calibration_size)
@@ -209,7 +211,7 @@ def select_precision(
 
 
 def numpy_batches(data, names: Sequence[str], size: int) -> Callable[[], Iterable[dict[str, np.ndarray]]]:
-    """A re-iterable source of an :class:`~edge_vl.encoded.EncodedData`'s rows as numpy feeds of
+    """A re-iterable source of an :class:`~edge_vl.training.encoded.EncodedData`'s rows as numpy feeds of
     the inputs ``names``, ``size`` rows each."""
 
     def feed(i: int) -> dict[str, np.ndarray]:

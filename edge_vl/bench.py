@@ -39,7 +39,7 @@ def benchmark(
     cold_ms = (time.perf_counter() - start) * 1e3
     feed = predictor.dummy_inputs(batch)
 
-    times = []
+    times: list[float] = []
     deadline = time.perf_counter() + duration / 2
     while time.perf_counter() < deadline or len(times) < min_iterations:
         t0 = time.perf_counter()

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,11 +104,11 @@ class Bundle:
                         f"{self.path}: file {name!r} was modified (its size differs from the manifest)"
                     )
                 data = np.empty(size, dtype=np.uint8)
-                if f.readinto(memoryview(data)) != size:
+                if f.readinto(data.data) != size:
                     raise BundleError(f"{self.path}: file {name!r} changed while it was read")
         except OSError as e:
             raise BundleError(f"{self.path}: cannot read {name!r} ({e.strerror})") from e
-        if hashlib.sha256(data).hexdigest() != entry.sha256:
+        if hashlib.sha256(data.data).hexdigest() != entry.sha256:
             raise BundleError(f"{self.path}: file {name!r} was modified (sha256 does not match the manifest)")
         return data
 
@@ -232,23 +232,27 @@ def _inside(root: Path, name: str) -> Path:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-def finalize_manifest(staging: Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Hash every file in ``staging`` into ``files``, stamp the format version and
-    ``manifest_sha256``, check the result against the schema, and write ``manifest.json``."""
+def file_entries(staging: Path) -> dict[str, FileEntry]:
+    """Size and sha256 of every file in ``staging`` but the manifest and the signature."""
     from edge_vl.fileio import sha256_file
 
-    full = to_json(dict(manifest))
-    full["format_version"] = FORMAT_VERSION
-    full["files"] = {
-        p.relative_to(staging).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
+    return {
+        p.relative_to(staging).as_posix(): FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
         for p in sorted(staging.rglob("*"))
         if p.is_file() and p.name not in (MANIFEST_NAME, SIGNATURE_NAME)
     }
-    full.pop("manifest_sha256", None)
-    full["manifest_sha256"] = manifest_digest(full)
+
+
+def finalize_manifest(staging: Path, manifest: Manifest) -> Manifest:
+    """List every file in ``staging``, stamp the format version and ``manifest_sha256``, check the
+    result against the schema (as a device will read it), and write ``manifest.json``."""
+    sealed = replace(manifest, format_version=FORMAT_VERSION, files=file_entries(staging), manifest_sha256="")
+    data = to_json(sealed)
+    data.pop("manifest_sha256", None)
+    data["manifest_sha256"] = manifest_digest(data)
     try:
-        parse(Manifest, full)
+        parsed = parse(Manifest, data)
     except SchemaError as e:  # a bug in the build, never a user's fault
         raise RuntimeError(f"internal error: the build made an invalid manifest ({e})") from e
-    write_json_atomic(staging / MANIFEST_NAME, full)
-    return full
+    write_json_atomic(staging / MANIFEST_NAME, data)
+    return parsed

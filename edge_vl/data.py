@@ -293,7 +293,8 @@ def read_label_prompts(path: str | Path) -> dict[str, str]:
                 continue
             if "\t" not in raw:
                 raise DataError("expected 'label<TAB>prompt'", path=str(path), line=line_no)
-            items.append(tuple(part.strip() for part in raw.split("\t", 1)))
+            label, prompt = raw.split("\t", 1)
+            items.append((label.strip(), prompt.strip()))
     for label, prompt in items:
         if not (isinstance(label, str) and label.strip() and isinstance(prompt, str) and prompt.strip()):
             raise DataError(f"label {label!r}: label and prompt must be non-empty strings", path=str(path))

@@ -3,25 +3,26 @@
 One definition, in frozen dataclasses: :func:`edge_vl.bundle.finalize_manifest` checks what a build
 writes against it, and :func:`edge_vl.bundle.read_bundle` parses what a device reads with it
 (:func:`edge_vl.schema.parse`: every field's type, ranges and cross-checks; an error names the
-field). The device reads the typed sections; ``metrics`` and the build records are free-form.
-Imports no torch.
+field). The build records (metrics, training, cost, skip plan) are typed too, so a renamed field
+shows up at every reader in the type checker. Imports no torch.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from edge_vl.budget import LayerCosts
+from edge_vl.choices import HEAD_KINDS, PRECISIONS, RESAMPLE_NAMES
 from edge_vl.schema import check
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "signature.json"
 #: 2: ``manifest_sha256``, typed schema, every loaded file listed in ``files``
 FORMAT_VERSION = 2
-RESAMPLE_NAMES = ("nearest", "bilinear", "bicubic", "lanczos")
-HEAD_KINDS = ("sigmoid", "softmax")
-PRECISIONS = ("fp32", "fp16", "int8")
+#: how a skip plan was made (:class:`SkipPlan`)
+SKIP_METHODS = ("given", "budget", "das", "das-undecided")
 #: model inputs the runtime can feed: pixels, and one value per text token
 MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "token_type_ids")
 TEXT_INPUTS = frozenset(MODEL_INPUTS[1:])
@@ -175,9 +176,158 @@ class RuntimeInfo:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """Batch-1 latency measured where the bundle was built (ms)."""
+
+    retained: float
+    full: float
+    batch: int = 1
+    threads: int | None = None
+    #: precision of the retained model (the full model is timed in fp32)
+    precision: str | None = None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What the build measured on the bundle."""
+
+    eval_accuracy: float
+    eval_examples: int
+    #: always answering the most frequent training label: the floor any model must beat
+    majority_accuracy: float | None = None
+    train_examples: int | None = None
+    parity_max_abs: float | None = None
+    parity_samples: int | None = None
+    latency_ms: Latency | None = None
+
+
+@dataclass(frozen=True)
+class Cost:
+    """MACs of the full and the retained model (batch 1), and per layer."""
+
+    unit: str
+    full_model: float
+    retained_model: float
+    retained_fraction: float
+    #: :class:`edge_vl.budget.LayerCosts` (None in manifests from before per-layer costs)
+    per_layer: LayerCosts | None = None
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """The last layer a pick skips against the first it keeps: their held-out loss gap."""
+
+    picked_layer: int
+    kept_layer: int
+    gap: float
+    interval: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """How sure the prior search's pick is (:func:`edge_vl.training.search.prior_uncertainty`)."""
+
+    rows: int
+    resamples: int
+    k: int
+    decided: bool
+    pick_frequency: float
+    boundary: Boundary | None = None
+
+
+@dataclass(frozen=True)
+class SearchRecord:
+    """What a DAS search did and found (``skip_plan.search``)."""
+
+    k: int
+    skipped: tuple[int, ...]
+    gates: tuple[float, ...]
+    ranking: tuple[int, ...]
+    #: the bandit's rounds and the prior round, as recorded (free-form per round kind)
+    rounds: tuple[dict[str, Any], ...] = ()
+    steps: int = 0
+    #: rows the search trained on and scored candidates on
+    train_rows: int = 0
+    val_rows: int = 0
+    #: each layer's estimated added held-out loss when skipped
+    effects: tuple[float, ...] | None = None
+    #: what ranked the layers (:data:`edge_vl.choices.ESTIMATORS`) and its per-layer score, higher:
+    #: more redundant
+    estimator: str = "gates"
+    redundancy: tuple[float, ...] | None = None
+    #: the training loss of every search step
+    losses: tuple[float, ...] = ()
+    uncertainty: Uncertainty | None = None
+
+    @property
+    def decided(self) -> bool:
+        """Whether the pick is supported by its data: the prior's boundary separated, or (other
+        estimators) scores that are not all equal."""
+        if self.uncertainty is not None:
+            return self.uncertainty.decided
+        return self.redundancy is None or len(set(self.redundancy)) > 1
+
+    @property
+    def scores(self) -> tuple[float, ...]:
+        """The estimator's per-layer score (manifests before estimators: the gates)."""
+        return self.redundancy or self.gates
+
+
+@dataclass(frozen=True)
+class SkipPlan:
+    """Which layers the retained model skips and why: ``given`` by the user, met by the ``budget``
+    without skipping, or chosen by the search (``das``; ``das-undecided`` when its data did not
+    separate the pick)."""
+
+    method: str
+    skipped: tuple[int, ...]
+    budget: dict[str, Any] | None = None
+    search: SearchRecord | None = None
+    search_config: dict[str, Any] | None = None
+    search_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        check(self.method in SKIP_METHODS, f"method must be one of {SKIP_METHODS}")
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the adapters were trained (the fine-tune's settings and what it did)."""
+
+    epochs: float
+    batch_size: int
+    lr: float | None
+    loss: str
+    seed: int
+    steps: int
+    final_loss: float
+    trainable_parameters: int
+    total_parameters: int
+    trainable_fraction: float
+    max_steps: int | None = None
+    head_lr_mult: float | None = None
+    weight_decay: float | None = None
+    warmup_ratio: float | None = None
+    adapters: dict[str, Any] | None = None
+    #: what the small-data schedule changed
+    schedule_changes: tuple[str, ...] = ()
+    train_data: str | None = None
+    eval_data: str | None = None
+    seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the data check found worth a look."""
+
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """``manifest.json``. The device reads the typed sections; ``metrics`` and the build records
-    (``training``, ``cost``, ``skip_plan``, ``precision_choice``, ``data``) are for people and tools."""
+    """``manifest.json``. The device reads the typed sections it needs; the build records
+    (``metrics``, ``training``, ``cost``, ``skip_plan``, ``precision_choice``, ``data``) are typed
+    too, so every reader is checked by the type checker."""
 
     format_version: int
     edge_vl_version: str
@@ -189,12 +339,12 @@ class Manifest:
     preprocessing: Preprocessing
     head: Head
     files: dict[str, FileEntry]
-    metrics: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    cost: dict[str, Any] = field(default_factory=dict)
-    skip_plan: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics
+    training: Training
+    cost: Cost
+    skip_plan: SkipPlan
     precision_choice: dict[str, Any] | None = None
-    data: dict[str, Any] | None = None
+    data: DataInfo | None = None
     manifest_sha256: str = ""
 
     def __post_init__(self) -> None:

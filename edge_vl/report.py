@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_vl.budget import LayerCosts
 from edge_vl.fileio import write_text_atomic
+from edge_vl.manifest import Manifest, SkipPlan, Uncertainty
+from edge_vl.schema import parse, to_json
 
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
@@ -25,100 +26,106 @@ REPORT_HTML = "report.html"
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
-def variant_from_manifest(manifest: dict[str, Any], name: str = "this bundle") -> dict[str, Any]:
+def variant_from_manifest(manifest: Manifest, name: str = "this bundle") -> dict[str, Any]:
     """One row of the accuracy-vs-MACs comparison, taken from a bundle manifest."""
+    latency = manifest.metrics.latency_ms
     return {
         "variant": name,
-        "eval_accuracy": manifest["metrics"]["eval_accuracy"],
-        "retained_macs_fraction": manifest["cost"]["retained_fraction"],
-        "skipped": manifest["architecture"]["skipped"],
-        "latency_ms": (manifest["metrics"].get("latency_ms") or {}).get("retained"),
+        "eval_accuracy": manifest.metrics.eval_accuracy,
+        "retained_macs_fraction": manifest.cost.retained_fraction,
+        "skipped": list(manifest.architecture.skipped),
+        "latency_ms": latency.retained if latency else None,
     }
 
 
-def report_data(manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def report_data(manifest: Manifest, variants: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The report's numbers: a projection of ``manifest`` plus optional comparison ``variants``."""
-    arch, cost, plan = manifest["architecture"], manifest["cost"], manifest["skip_plan"]
-    search = plan.get("search") or {}
-    gates = search.get("gates")
-    # what ranked the layers, higher: more redundant (manifests before estimators: the gates)
-    scores = search.get("redundancy") or gates
-    costs = LayerCosts(**cost["per_layer"])
+    arch, cost, plan = manifest.architecture, manifest.cost, manifest.skip_plan
+    search = plan.search
+    scores = search.scores if search else None
     layers = []
-    for i, name in enumerate(arch["layers"]):
-        skipped = i in arch["skipped"]
+    for i, name in enumerate(arch.layers):
+        skipped = i in arch.skipped
         layers.append(
             {
                 "index": i,
                 "name": name,
                 "skipped": skipped,
-                "gate": gates[i] if gates else None,
+                "gate": search.gates[i] if search else None,
                 "score": scores[i] if scores else None,
-                "rank": search["ranking"].index(i) + 1 if gates else None,
-                "saving_macs": costs.saving(i),
+                "rank": search.ranking.index(i) + 1 if search else None,
+                "saving_macs": cost.per_layer.saving(i) if cost.per_layer else None,
                 "why": _why(i, skipped, plan),
             }
         )
+    training = manifest.training
     return {
         "bundle": {
-            "created": manifest.get("created"),
-            "precision": manifest["model"]["precision"],
-            "edge_vl_version": manifest.get("edge_vl_version"),
+            "created": manifest.created,
+            "precision": manifest.model.precision,
+            "edge_vl_version": manifest.edge_vl_version,
         },
-        "model": {"family": arch["family"], "source": arch["source"], "layers": len(arch["layers"])},
-        "metrics": manifest["metrics"],
-        "cost": {k: cost[k] for k in ("unit", "full_model", "retained_model", "retained_fraction")},
+        "model": {"family": arch.family, "source": arch.source, "layers": len(arch.layers)},
+        "metrics": to_json(manifest.metrics),
+        "cost": {
+            "unit": cost.unit,
+            "full_model": cost.full_model,
+            "retained_model": cost.retained_model,
+            "retained_fraction": cost.retained_fraction,
+        },
         "training": {
-            k: manifest["training"].get(k)
-            for k in ("steps", "trainable_parameters", "total_parameters", "trainable_fraction", "seconds")
+            "steps": training.steps,
+            "trainable_parameters": training.trainable_parameters,
+            "total_parameters": training.total_parameters,
+            "trainable_fraction": training.trainable_fraction,
+            "seconds": training.seconds,
         },
         "plan": {
-            "method": plan["method"],
-            "budget": plan.get("budget"),
-            "skipped": arch["skipped"],
-            "estimator": search.get("estimator", "gates") if search else None,
-            "uncertainty": search.get("uncertainty"),
+            "method": plan.method,
+            "budget": plan.budget,
+            "skipped": list(arch.skipped),
+            "estimator": search.estimator if search else None,
+            "uncertainty": to_json(search.uncertainty) if search and search.uncertainty else None,
         },
         "layers": layers,
-        "gate_history": [r["gates"] for r in search.get("rounds", []) if "gates" in r],
-        "warnings": (manifest.get("data") or {}).get("warnings", []),
+        "gate_history": [r["gates"] for r in search.rounds if "gates" in r] if search else [],
+        "warnings": list(manifest.data.warnings) if manifest.data else [],
         "variants": [variant_from_manifest(manifest), *variants],
     }
 
 
-def _why(i: int, skipped: bool, plan: dict[str, Any]) -> str:
-    if plan["method"] == "given":
+def _why(i: int, skipped: bool, plan: SkipPlan) -> str:
+    if plan.method == "given":
         return "skip set given by the user" if skipped else "kept (not in the given skip set)"
-    if plan["method"] == "budget":
+    if plan.method == "budget" or plan.search is None:
         return "kept: the budget is met without skipping"
-    k = len(plan["skipped"])
-    rank = plan["search"]["ranking"].index(i) + 1
-    by = "gate" if plan["search"].get("estimator", "gates") == "gates" else plan["search"]["estimator"]
+    k = len(plan.skipped)
+    rank = plan.search.ranking.index(i) + 1
+    by = "gate" if plan.search.estimator == "gates" else plan.search.estimator
     if not skipped:
         return f"{by} rank {rank}: kept"
-    n = len(plan["search"]["ranking"])
-    why = f"{by} rank {rank} of {n}: among the {k} most redundant within budget"
-    if plan["method"] == "das-undecided":
+    why = f"{by} rank {rank} of {len(plan.search.ranking)}: among the {k} most redundant within budget"
+    if plan.method == "das-undecided":
         why += " (the search's best guess: its data did not separate this pick from the kept layers)"
     return why
 
 
-def describe_uncertainty(sureness: dict[str, Any]) -> str:
+def describe_uncertainty(sureness: Uncertainty) -> str:
     """One line on how sure the prior's pick is, for the build log and the report."""
-    boundary = sureness.get("boundary")
-    if not boundary:
-        return f"the ranking rests on {sureness['rows']} held-out rows"
-    low, high = boundary["interval"]
+    boundary = sureness.boundary
+    if boundary is None:
+        return f"the ranking rests on {sureness.rows} held-out rows"
+    low, high = boundary.interval
     return (
-        f"the ranking rests on {sureness['rows']} held-out rows; layer {boundary['kept_layer']} (kept) costs "
-        f"{boundary['gap']:+.4f} loss more than layer {boundary['picked_layer']} (skipped), 95 % interval "
-        f"{low:+.4f} to {high:+.4f}; {sureness['pick_frequency']:.0%} of {sureness['resamples']} resamples "
+        f"the ranking rests on {sureness.rows} held-out rows; layer {boundary.kept_layer} (kept) costs "
+        f"{boundary.gap:+.4f} loss more than layer {boundary.picked_layer} (skipped), 95 % interval "
+        f"{low:+.4f} to {high:+.4f}; {sureness.pick_frequency:.0%} of {sureness.resamples} resamples "
         f"of those rows pick the same set"
     )
 
 
 def write_report(
-    directory: Path, manifest: dict[str, Any], variants: Sequence[dict[str, Any]] = (), *, name: str = ""
+    directory: Path, manifest: Manifest, variants: Sequence[dict[str, Any]] = (), *, name: str = ""
 ) -> Path:
     """Write ``report.json`` and ``report.html`` into ``directory``; returns the HTML path."""
     data = report_data(manifest, variants)
@@ -149,7 +156,7 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report", name:
         ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
     ]  # fmt: skip
     if sureness := data["plan"].get("uncertainty"):
-        summary.insert(4, ("how sure the search is", describe_uncertainty(sureness)))
+        summary.insert(4, ("how sure the search is", describe_uncertainty(parse(Uncertainty, sureness))))
     parts = [f"<h1>{_e(title)}{(': ' + _e(name)) if name else ''}</h1>", _table(None, summary)]
     if data.get("warnings"):
         items = "".join(f"<li>{_e(w)}</li>" for w in data["warnings"])
@@ -297,7 +304,9 @@ def scatter_chart(variants: Sequence[dict[str, Any]], baseline: float | None = N
     }
     floor = min([v["eval_accuracy"] for v in variants] + ([baseline] if baseline is not None else []))
     ys = (max(0.0, math.floor(floor * 10 - 0.5) / 10), 1.0)
-    lines = {"full model": (1.0, None)} | ({"most frequent label": (None, baseline)} if baseline else {})
+    lines: dict[str, tuple[float | None, float | None]] = {"full model": (1.0, None)}
+    if baseline:
+        lines["most frequent label"] = (None, baseline)
     return xy_chart(points, "MACs, fraction of the full model", "eval accuracy", legend=False,
                     x_span=(0.0, 1.05), y_span=ys, reference=lines)  # fmt: skip
 
@@ -321,7 +330,7 @@ def xy_chart(
             px = _px(x, xs)
             out.append(f'<line x1="{px:.1f}" y1="16" x2="{px:.1f}" y2="{_H - _PAD}" {dashed}/>')
             out.append(f'<text x="{px - 4:.1f}" y="28" text-anchor="end" {grey}>{_e(label)}</text>')
-        else:
+        elif y is not None:
             py = _py(y, ys)
             out.append(f'<line x1="{_PAD}" y1="{py:.1f}" x2="{_W - 16}" y2="{py:.1f}" {dashed}/>')
             out.append(f'<text x="{_PAD + 6}" y="{py - 5:.1f}" {grey}>{_e(label)} ({y:.3f})</text>')

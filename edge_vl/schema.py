@@ -96,7 +96,7 @@ def _value(tp: Any, value: Any, where: str) -> Any:
             except SchemaError:
                 continue
         raise SchemaError(where, f"expected one of {', '.join(_type_name(o) for o in options)}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _object(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, list):

@@ -13,9 +13,9 @@ import argparse
 from pathlib import Path
 
 from edge_vl import Predictor
-from edge_vl.build import BuildConfig, build
+from edge_vl.config import BuildConfig, TrainConfig
 from edge_vl.data import read_examples
-from edge_vl.finetune import TrainConfig
+from edge_vl.pipeline import build
 
 
 def main() -> None:

@@ -57,8 +57,8 @@ def shapes_data(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from edge_vl.architectures import family_for
-    from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.training.architectures import family_for
+    from edge_vl.training.architectures.quiet import quiet_transformers
 
     out = tmp_path_factory.mktemp("tiny-vilt")
     with quiet_transformers():

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edge_vl.adapters import PREFIX, AdapterConfig, BottleneckAdapter
-from edge_vl.architectures import family_for
-from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.encoded import EncodedData
+from edge_vl.config import AdapterConfig, TrainConfig
 from edge_vl.errors import ModelError
-from edge_vl.finetune import TrainConfig, train
-from edge_vl.losses import cross_entropy
+from edge_vl.training.adapters import PREFIX, BottleneckAdapter
+from edge_vl.training.architectures import family_for
+from edge_vl.training.architectures.quiet import quiet_transformers
+from edge_vl.training.encoded import EncodedData
+from edge_vl.training.finetune import train
+from edge_vl.training.losses import cross_entropy
 
 LABELS = ["a", "b", "c"]
 

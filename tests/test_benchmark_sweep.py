@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 import sys
@@ -18,11 +17,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "vari
 
 @pytest.fixture(scope="module")
 def variants():
-    spec = importlib.util.spec_from_file_location("variants_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from examples.benchmarks import variants
+
+    return variants
 
 
 def test_random_sets_never_repeat_the_das_set(variants):
@@ -115,16 +112,10 @@ def test_reuse_refuses_a_file_measured_with_other_settings(variants, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def results_script(variants):
-    path = SCRIPT.parent / "results.py"
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("results_script", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
+def results_script():
+    from examples.benchmarks import results
+
+    return results
 
 
 def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results_script):
@@ -148,15 +139,10 @@ def test_seed_spread_part_lists_runs_and_picks_the_widest_spread_to_cite(results
 
 
 @pytest.fixture(scope="module")
-def seed_spread_script(variants):
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("seed_spread_script", SCRIPT.parent / "seed_spread.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    return module
+def seed_spread_script():
+    from examples.benchmarks import seed_spread
+
+    return seed_spread
 
 
 def test_random_draws_keep_their_first_sets_when_more_are_asked(seed_spread_script):

@@ -48,11 +48,11 @@ def test_predictor_matches_torch_on_eight_inputs(tmp_path, tiny_checkpoint, shap
     """OpenVINO (with numpy/Pillow preprocessing from raw files) vs the trained torch model."""
     import torch
 
-    from edge_vl.build import BuildConfig, build
+    from edge_vl.config import BuildConfig, TrainConfig
     from edge_vl.data import read_examples
-    from edge_vl.encoded import encode_examples
-    from edge_vl.finetune import TrainConfig
+    from edge_vl.pipeline import build
     from edge_vl.runtime.tokenize import TextEncoder
+    from edge_vl.training.encoded import encode_examples
 
     result = build(
         BuildConfig(
@@ -73,11 +73,11 @@ def test_predictor_matches_torch_on_eight_inputs(tmp_path, tiny_checkpoint, shap
     m = result.manifest
     typed = predictor.bundle.manifest
     encoder = TextEncoder.from_spec(result.bundle, typed.preprocessing.text)
-    data = encode_examples(examples, typed.preprocessing.image, encoder, m["head"]["labels"])
+    data = encode_examples(examples, typed.preprocessing.image, encoder, list(m.head.labels))
     with torch.no_grad():
         expected = result.family.forward(result.model.eval(), data.batch(slice(None))).numpy()
     assert result.family.skipped(result.model) == SKIP
-    assert got.shape == (8, len(m["head"]["labels"]))
+    assert got.shape == (8, len(list(m.head.labels)))
     assert np.max(np.abs(got - expected)) <= 1e-4
 
 
@@ -204,14 +204,14 @@ def test_overwrite_replaces_a_bundle_atomically(tmp_path, tiny_checkpoint, shape
 
 
 def test_named_models_resolve_to_shipped_checkpoints(tmp_path, monkeypatch):
-    from edge_vl import ModelError, build
+    from edge_vl import ModelError, config
 
-    monkeypatch.setitem(build.NAMED_MODELS, "edge-vl-mini", tmp_path)
+    monkeypatch.setitem(config.NAMED_MODELS, "edge-vl-mini", tmp_path)
     with pytest.raises(ModelError, match=r"not in this install .* pip install -e"):
-        build.resolve_model_dir("edge-vl-mini")
+        config.resolve_model_dir("edge-vl-mini")
     (tmp_path / "config.json").write_text("{}")
-    assert build.resolve_model_dir("edge-vl-mini") == tmp_path
-    assert build.resolve_model_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
+    assert config.resolve_model_dir("edge-vl-mini") == tmp_path
+    assert config.resolve_model_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere"
 
 
 def test_build_without_model_uses_the_shipped_edge_vl_mini(tmp_path, shapes_data):

@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from edge_vl import Predictor
-from edge_vl.architectures import family_for
-from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.cli import cli
 from edge_vl.data import read_examples
 from edge_vl.runtime.cpu import openvino_core
+from edge_vl.training.architectures import family_for
+from edge_vl.training.architectures.quiet import quiet_transformers
 from tests.conftest import VOCAB, build_args
 
 SEARCH = ["--search-epochs", "2", "--das-turn", "1"]

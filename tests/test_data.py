@@ -82,7 +82,7 @@ def test_epochs_a_user_gave_are_kept_on_small_data(tmp_path, tiny_checkpoint):
 def test_resume_refuses_model_weights_changed_at_the_same_size(tmp_path, tiny_checkpoint, monkeypatch):
     import contextlib
 
-    from edge_vl import build as build_module
+    from edge_vl import pipeline as build_module
     from tests.conftest import build_args
 
     model = tmp_path / "model"

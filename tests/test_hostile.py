@@ -373,7 +373,7 @@ def test_single_class_and_tiny_search_data_are_refused(tmp_path, tiny_checkpoint
 def test_resume_refuses_images_rewritten_under_the_same_names(tmp_path, tiny_checkpoint, monkeypatch):
     import contextlib
 
-    from edge_vl import build as build_module
+    from edge_vl import pipeline as build_module
 
     data = make_shapes_dataset(tmp_path / "data", seed=3)
     out = tmp_path / "b"

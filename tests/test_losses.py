@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from edge_vl import Predictor, read_bundle
 from edge_vl.cli import cli
 from edge_vl.data import read_examples
-from edge_vl.losses import LOSSES, cross_entropy, focal, score_kind, task_loss, vqa_bce
+from edge_vl.training.losses import LOSSES, cross_entropy, focal, score_kind, task_loss, vqa_bce
 from tests.conftest import build_args
 
 

@@ -4,22 +4,18 @@ shipped checkpoint's quality on emoji concepts its pretraining never saw."""
 from __future__ import annotations
 
 import random
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from edge_vl.architectures import family_for
-from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.build import resolve_model_dir
-from edge_vl.mini import EdgeVLMiniModel
+from edge_vl.config import resolve_model_dir
+from edge_vl.training.architectures import family_for
+from edge_vl.training.architectures.quiet import quiet_transformers
+from edge_vl.training.mini import EdgeVLMiniModel
+from examples.pretraining import mini_data, pretrain_mini
 from tests.conftest import VOCAB
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "examples" / "pretraining"))
-import mini_data
-import pretrain_mini
 
 
 def _concept(name: str, group: str, kind: str = "emoji", base: str | None = None) -> mini_data.Concept:
@@ -84,7 +80,7 @@ HELDOUT = Path(__file__).parent / "data" / "emoji-heldout"
 #: ITM accuracy the shipped checkpoint must reach on the 150 shipped held-out emoji it never saw in
 #: pretraining (chance 0.5), with random negatives and with half of them from the same
 #: subcategory: a few points below what it measures on them, so a regression fails; what it
-#: measured on all its held-out emoji is in edge_vl/mini/checkpoint/README.md.
+#: measured on all its held-out emoji is in edge_vl/training/mini/checkpoint/README.md.
 SHIPPED_ITM_THRESHOLDS = {"random": 0.75, "hard": 0.65}
 
 

@@ -176,12 +176,12 @@ def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_
 def test_a_target_runtime_that_cannot_read_the_ir_fails_the_build(tmp_path):
     from types import SimpleNamespace
 
-    from edge_vl.build.package import runtime_for
     from edge_vl.errors import ExportError
+    from edge_vl.pipeline.package import runtime_for
 
     (tmp_path / "model.xml").write_text(
         '<net><layers><layer id="0" type="X" version="opset17"/></layers></net>'
     )
-    assert runtime_for(SimpleNamespace(target_profile=None), tmp_path)["profiles"] == ["default"]
+    assert runtime_for(SimpleNamespace(target_profile=None), tmp_path).profiles == ("default",)
     with pytest.raises(ExportError, match=r"target runs the legacy runtime.*opset17"):
         runtime_for(SimpleNamespace(target_profile={"runtime_profile": "legacy"}), tmp_path)

@@ -59,16 +59,11 @@ def test_report_of_a_searched_build_renders_and_matches_the_manifest(tmp_path, t
 
 def test_report_screenshot_in_a_real_browser(tmp_path, tiny_bundle):
     """The report as headless Chromium draws it (skipped without a browser; .ci/run installs one)."""
-    import importlib.util
-    from pathlib import Path
-
     import pytest
     from PIL import Image
 
-    path = Path(__file__).parents[1] / "examples" / "report_screenshots.py"
-    spec = importlib.util.spec_from_file_location("report_screenshots", path)
-    shots = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shots)
+    from examples import report_screenshots as shots
+
     if shots.browser() is None:
         pytest.skip("no headless Chromium (Debian: apt-get install chromium)")
     png = shots.screenshot(tiny_bundle / "report.html", tmp_path / "report.png", width=900, height=1400)

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from edge_vl import ClosedError, CPUError, InputError, Predictor
+from edge_vl.manifest import RuntimeInfo
 from edge_vl.runtime.cpu import check_cpu, machine_info
 from edge_vl.runtime.preprocess import preprocess_image
 from edge_vl.runtime.tokenize import TextEncoder
@@ -113,7 +114,6 @@ def test_bundle_lists_runtime_profiles_and_the_wrong_one_is_refused(tiny_bundle,
     from dataclasses import replace
 
     from edge_vl import IncompatibleBundleError, read_bundle
-    from edge_vl.manifest import RuntimeInfo
     from edge_vl.runtime import profiles
 
     manifest = read_bundle(tiny_bundle).data
@@ -122,12 +122,12 @@ def test_bundle_lists_runtime_profiles_and_the_wrong_one_is_refused(tiny_bundle,
     assert manifest["runtime"]["max_opset"] <= 16
     newer_ops = tmp_path / "m.xml"
     newer_ops.write_text('<net><layers><layer id="0" type="X" version="opset17"/></layers></net>')
-    assert profiles.loadable_profiles([tiny_bundle / "model.xml", newer_ops]) == {
-        "profiles": ["default"], "max_opset": 17,
-    }  # fmt: skip
+    assert profiles.loadable_profiles([tiny_bundle / "model.xml", newer_ops]) == RuntimeInfo(
+        profiles=("default",), max_opset=17
+    )
     custom = tmp_path / "c.xml"
     custom.write_text('<net><layers><layer id="0" type="Y" version="extension"/></layers></net>')
-    assert profiles.loadable_profiles([custom])["profiles"] == ["default"]
+    assert profiles.loadable_profiles([custom]).profiles == ("default",)
 
     typed = read_bundle(tiny_bundle).manifest
     default_only = replace(typed, runtime=RuntimeInfo(profiles=("default",), max_opset=17))

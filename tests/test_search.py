@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from edge_vl.architectures import family_for
-from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.encoded import EncodedData
-from edge_vl.finetune import TrainConfig
-from edge_vl.search import (
+from edge_vl.config import TrainConfig
+from edge_vl.training.architectures import family_for
+from edge_vl.training.architectures.quiet import quiet_transformers
+from edge_vl.training.encoded import EncodedData
+from edge_vl.training.search import (
     GateBandit,
     SearchConfig,
     layer_effects,
@@ -102,14 +102,9 @@ def test_fitted_effects_recover_known_layer_costs_from_fewer_rounds():
 
 
 def search_quality_script():
-    import importlib.util
-    from pathlib import Path
+    from examples.benchmarks import search_quality
 
-    path = Path(__file__).parents[1] / "examples" / "benchmarks" / "search_quality.py"
-    spec = importlib.util.spec_from_file_location("search_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return search_quality
 
 
 def quality_of(scores, truth, k):
@@ -307,8 +302,8 @@ def test_search_quality_reads_the_seed_spread_runs_of_one_learning_rate_as_truth
 
 def test_the_cli_offers_every_estimator():
     """options.py lists the estimators by hand (it imports no torch at start-up)."""
+    from edge_vl.choices import ESTIMATORS
     from edge_vl.cli import cli
-    from edge_vl.search import ESTIMATORS
 
     for command in ("build", "search"):
         (option,) = [p for p in cli.commands[command].params if p.name == "search_estimator"]

@@ -60,9 +60,8 @@ def test_eighty_rows_build_with_default_flags_and_say_how_sure_the_search_is(tmp
 
 
 def test_small_data_gives_the_bandit_rounds_but_leaves_the_prior_search_alone(tmp_path, tiny_checkpoint):
-    from edge_vl.build.config import BuildConfig
-    from edge_vl.build.schedule import MIN_SEARCH_ROUNDS, adapt_schedule
-    from edge_vl.search import SearchConfig
+    from edge_vl.config import BuildConfig, SearchConfig
+    from edge_vl.pipeline.schedule import MIN_SEARCH_ROUNDS, adapt_schedule
 
     def adapted(estimator: str) -> BuildConfig:
         config = BuildConfig(tiny_checkpoint, tmp_path / "t.jsonl", tmp_path / "e.jsonl", tmp_path / "b",

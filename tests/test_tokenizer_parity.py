@@ -24,7 +24,7 @@ CONFIGS = {
 
 @pytest.fixture(scope="module")
 def minilm_json() -> str:
-    from edge_vl.mini.modeling import text_encoder_dir
+    from edge_vl.training.mini.modeling import text_encoder_dir
 
     return (text_encoder_dir() / "tokenizer.json").read_text(encoding="utf-8")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -13,11 +12,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "examples" / "benchmarks"
 
 @pytest.fixture(scope="module")
 def transfer():
-    spec = importlib.util.spec_from_file_location("transfer_script", BENCHMARKS / "transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from examples.benchmarks import transfer
+
+    return transfer
 
 
 def test_command_line_reads_quick_and_recipes(transfer):
@@ -76,8 +73,8 @@ def test_unknown_loss_in_a_recipe_is_refused(transfer, capsys):
 
 
 def test_unfreeze_recipe_trains_only_the_named_parts_of_the_fusion_layers(transfer, tmp_path, capsys):
-    from edge_vl.architectures import family_for
-    from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.training.architectures import family_for
+    from edge_vl.training.architectures.quiet import quiet_transformers
     from tests.conftest import VOCAB
 
     args = transfer.parser().parse_args(["--model", "a=random", "--recipe", "p=unfreeze=attention+ffn"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from edge_vl.choices import BUILD_PRECISIONS
 from edge_vl.cli.options import (
     build_config,
     finetune_options,
@@ -17,6 +18,7 @@ from edge_vl.cli.options import (
     plan_options,
     train_options,
 )
+from edge_vl.config import BuildConfig, default
 from edge_vl.errors import MissingExtraError
 
 DEMO_DIR = Path("edge-vl-demo")
@@ -66,8 +68,8 @@ def require_build_extra(command: str) -> None:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8", "auto"]),
-    default="fp32",
+    type=click.Choice(BUILD_PRECISIONS),
+    default=default(BuildConfig, "precision"),
     show_default=True,
     help="Model precision in the bundle. int8: NNCF post-training quantization calibrated on the "
     "training data; auto: measure fp32 and int8 here (eval accuracy, batch-1 latency) and keep the "
@@ -94,14 +96,14 @@ def require_build_extra(command: str) -> None:
 @click.option(
     "--max-accuracy-drop",
     type=click.FloatRange(min=0, max=1),
-    default=0.01,
+    default=default(BuildConfig, "max_accuracy_drop"),
     show_default=True,
     help="Eval accuracy (fraction) int8/auto may lose against fp32; more is refused.",
 )
 @click.option(
     "--checkpoint-every",
     type=click.IntRange(min=1),
-    default=50,
+    default=default(BuildConfig, "checkpoint_every"),
     show_default=True,
     help="Training steps between two checkpoints of the search and the fine-tune.",
 )
@@ -124,7 +126,7 @@ def build(out, skip_layers, demo, quick, **params) -> None:
     An interrupted build (Ctrl-C, SIGTERM) saves a checkpoint; rerun the same command to resume.
     """
     require_build_extra("edge-vl build")
-    from edge_vl.build import build as run_build
+    from edge_vl.pipeline import build as run_build
 
     if quick and (params["train_data"] is not None or params["eval_data"] is not None):
         raise click.UsageError(
@@ -141,9 +143,9 @@ def build(out, skip_layers, demo, quick, **params) -> None:
     if m is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     click.echo(
-        f"\ndone: {result.bundle}  (eval accuracy {m['metrics']['eval_accuracy']:.4f} on "
-        f"{m['metrics']['eval_examples']} rows; skipped layers {m['architecture']['skipped']}; "
-        f"{m['cost']['retained_fraction']:.1%} of the full model's MACs)"
+        f"\ndone: {result.bundle}  (eval accuracy {m.metrics.eval_accuracy:.4f} on "
+        f"{m.metrics.eval_examples} rows; skipped layers {list(m.architecture.skipped)}; "
+        f"{m.cost.retained_fraction:.1%} of the full model's MACs)"
     )
     if demo:
         _demo_prediction(result.bundle, params["eval_data"])
@@ -169,7 +171,7 @@ def search(out, **params) -> None:
     import tempfile
 
     require_build_extra("edge-vl search")
-    from edge_vl.build import prepare, read_data, skip_plan, stop_on_signals
+    from edge_vl.pipeline import prepare, read_data, skip_plan, stop_on_signals
 
     config = build_config(params, Path(tempfile.gettempdir()) / "edge-vl-search")
     if out is not None and out.resolve() in (config.train_data.resolve(), config.eval_data.resolve()):
@@ -177,19 +179,20 @@ def search(out, **params) -> None:
     with tempfile.TemporaryDirectory(prefix="edge-vl-search-") as work, stop_on_signals() as should_stop:
         prep = prepare(config, read_data(config), Path(work), click.echo)
         plan = skip_plan(config, prep, Path(work), should_stop, click.echo)
-    result = plan.get("search")
+    result = plan.search
     if result is None:
-        click.echo(f"no search needed: skip {plan['skipped']}")
+        click.echo(f"no search needed: skip {list(plan.skipped)}")
     else:
         # the estimator's per-layer score, higher: more redundant (the gates for the paper's)
-        click.echo(f"layer  {result['estimator'] + ' score':<14}  name")
-        for i in result["ranking"]:
-            mark = "  skip" if i in plan["skipped"] else ""
-            click.echo(f"{i:>5}  {result['redundancy'][i]:+14.5f}  {prep.layer_names[i]}{mark}")
+        click.echo(f"layer  {result.estimator + ' score':<14}  name")
+        for i in result.ranking:
+            mark = "  skip" if i in plan.skipped else ""
+            click.echo(f"{i:>5}  {result.scores[i]:+14.5f}  {prep.layer_names[i]}{mark}")
     if out is not None:
         from edge_vl.fileio import write_json_atomic
+        from edge_vl.schema import to_json
 
-        write_json_atomic(out, {"layers": prep.layer_names, **plan})
+        write_json_atomic(out, {"layers": prep.layer_names, **to_json(plan)})
         click.echo(f"saved: {out}")
 
 

@@ -71,7 +71,8 @@ def info(bundle, as_json, trusted_keys, min_release) -> None:
 
     b = read_bundle(bundle, trusted_keys=list(trusted_keys) or None, min_release=min_release)
     m = b.manifest
-    host = {"cpu": cpu_name(), "flags": cpu_flags(), "runtime_profile": active_profile().name,
+    flags = cpu_flags()
+    host = {"cpu": cpu_name(), "flags": flags, "runtime_profile": active_profile().name,
             "openvino": installed_openvino()}  # fmt: skip
     claimed = describe_signature(b.path)
     signature = {"signed": claimed is not None, "checked": b.signature is not None, **(claimed or {})}
@@ -80,7 +81,12 @@ def info(bundle, as_json, trusted_keys, min_release) -> None:
                                "signature": signature}, indent=2))  # fmt: skip
         return
     arch, model, metrics = m.architecture, m.model, m.metrics
-    latency = metrics.get("latency_ms") or {}
+    latency = metrics.latency_ms
+    where_built = (
+        f"{latency.retained:.2f} ms at batch 1 where built ({latency.full:.2f} ms with no layer skipped)"
+        if latency
+        else "not recorded"
+    )
     rows = [
         ("bundle", f"{b.path} (format {m.format_version}, edge-vl {m.edge_vl_version}, built {m.created})"),
         ("signature", _signature_line(signature)),
@@ -89,22 +95,12 @@ def info(bundle, as_json, trusted_keys, min_release) -> None:
         ("precision", model.precision),
         ("inputs", ", ".join(f"{i.name} {list(i.shape)} {i.dtype}" for i in model.inputs)),
         ("labels", f"{len(m.labels)} ({m.head.kind}): {', '.join(m.labels)}"),
-        (
-            "eval accuracy",
-            _num(metrics.get("eval_accuracy"), ".4f", f" on {metrics.get('eval_examples')} rows"),
-        ),
-        ("MACs retained", _num(m.cost.get("retained_fraction"), ".1%", " of the full model")),
-        (
-            "latency",
-            _num(
-                latency.get("retained"),
-                ".2f",
-                f" ms at batch 1 where built ({_num(latency.get('full'), '.2f')} ms with no layer skipped)",
-            ),
-        ),
+        ("eval accuracy", f"{metrics.eval_accuracy:.4f} on {metrics.eval_examples} rows"),
+        ("MACs retained", f"{m.cost.retained_fraction:.1%} of the full model"),
+        ("latency", where_built),
         ("runtimes", ", ".join(m.runtime.profiles)),
         ("host cpu", host["cpu"]),
-        ("host isa", " ".join(k for k, v in host["flags"].items() if v) or "none of the listed"),
+        ("host isa", " ".join(k for k, v in flags.items() if v) or "none of the listed"),
         ("host runtime", f"{host['runtime_profile']} (OpenVINO {host['openvino']})"),
     ]
     width = max(len(k) for k, _ in rows)
@@ -209,7 +205,7 @@ def bench(bundle, threads, batch, duration, as_json, target_profile, target_prof
     profile = target_profile or target_profile_alias
     report = benchmark(bundle, threads=threads, batch=batch, duration=duration)
     if compare:
-        from edge_vl.compare import compare_with_torch
+        from edge_vl.training.compare import compare_with_torch
 
         report["compare"] = compare_with_torch(bundle, runs=runs, threads=threads, source=model_dir)
     if profile is not None:
@@ -257,8 +253,3 @@ def _signature_line(signature: dict) -> str:
         return f"unreadable ({signature['error']})"
     checked = "checked" if signature["checked"] else "not checked: give --trusted-key or EDGE_VL_TRUSTED_KEYS"
     return f"key {signature['key_id']}, release {signature['release']} ({checked})"
-
-
-def _num(value, spec: str, suffix: str = "") -> str:
-    """``value`` formatted with ``spec`` and ``suffix``, or "not recorded"."""
-    return "not recorded" if value is None else f"{value:{spec}}{suffix}"

@@ -1,10 +1,14 @@
-"""Options shared by the workstation commands, and the :class:`~edge_vl.build.BuildConfig` they make."""
+"""Options shared by the workstation commands, and the :class:`~edge_vl.pipeline.BuildConfig` they make."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
+
+from edge_vl.choices import AMP_MODES, ESTIMATORS, LOSSES, SEARCH_MODES
+from edge_vl.config import BuildConfig, SearchConfig, TrainConfig, default
 
 #: the model used when --model is not given (shipped inside edge-vl)
 DEFAULT_MODEL = "edge-vl-mini"
@@ -60,7 +64,6 @@ plan_options = combine(
         default=None,
         help="How many layers the DAS search skips [default: a third of the skippable layers].",
     ),
-    click.option("--skip", "skip_count_alias", type=click.IntRange(min=0), default=None, hidden=True),
     click.option(
         "--flops-budget",
         type=click.FloatRange(min=0, max=1, min_open=True),
@@ -77,8 +80,8 @@ plan_options = combine(
     ),
     click.option(
         "--search-mode",
-        type=click.Choice(["clean", "paper"]),
-        default="clean",
+        type=click.Choice(SEARCH_MODES),
+        default=default(SearchConfig, "mode"),
         show_default=True,
         help="clean: eval-mode rewards on a fresh held-out batch per round; paper: the authors' "
         "method — train-mode rewards on one fixed batch, layers skipped from the first step, the "
@@ -86,7 +89,7 @@ plan_options = combine(
     ),
     click.option(
         "--search-estimator",
-        type=click.Choice(["gates", "effects", "prior"]),  # edge_vl.search.ESTIMATORS
+        type=click.Choice(ESTIMATORS),
         default=None,
         help="What ranks the layers after the search: the bandit's gates (the paper); each layer's "
         "added held-out loss fitted to every candidate the rounds scored; or (prior) each layer's "
@@ -103,7 +106,7 @@ plan_options = combine(
     click.option(
         "--search-epochs",
         type=click.IntRange(min=2),
-        default=3,
+        default=default(SearchConfig, "epochs"),
         show_default=True,
         help="Search length in epochs (the first is warm-up without gate updates).",
     ),
@@ -116,14 +119,14 @@ plan_options = combine(
     click.option(
         "--das-turn",
         type=click.IntRange(min=1),
-        default=10,
+        default=default(SearchConfig, "das_turn"),
         show_default=True,
         help="Training steps between two bandit rounds.",
     ),
     click.option(
         "--gate-lr",
         type=click.FloatRange(min=0, min_open=True),
-        default=1.0,
+        default=default(SearchConfig, "gate_lr"),
         show_default=True,
         help="Gate learning rate η of the bandit update (the authors' 1.0; rewards exp(-loss) are small "
         "when the loss is large, so gates move slowly).",
@@ -131,7 +134,7 @@ plan_options = combine(
     click.option(
         "--das-step",
         type=click.IntRange(min=1),
-        default=3,
+        default=default(SearchConfig, "das_step"),
         show_default=True,
         help="Distinct candidate skip sets scored per round.",
     ),
@@ -141,7 +144,7 @@ finetune_options = combine(
     click.option(
         "--epochs",
         type=click.FloatRange(min=0, min_open=True),
-        default=3.0,
+        default=default(TrainConfig, "epochs"),
         show_default=True,
         help="Fine-tuning epochs over the training data.",
     ),
@@ -157,7 +160,7 @@ train_options = combine(
     click.option(
         "--batch-size",
         type=click.IntRange(min=1),
-        default=32,
+        default=default(TrainConfig, "batch_size"),
         show_default=True,
         help="Training examples per optimizer step (search and fine-tune).",
     ),
@@ -170,8 +173,8 @@ train_options = combine(
     ),
     click.option(
         "--loss",
-        type=click.Choice(["cross-entropy", "vqa-bce", "focal"]),  # edge_vl.losses.LOSSES (no torch here)
-        default="cross-entropy",
+        type=click.Choice(LOSSES),
+        default=default(TrainConfig, "loss"),
         show_default=True,
         help="Task loss. vqa-bce is the DAS paper's (BCE x labels, sigmoid scores); cross-entropy "
         "learns rare answers much faster on single-answer data; focal down-weights rows the model "
@@ -195,14 +198,14 @@ train_options = combine(
     click.option(
         "--seed",
         type=int,
-        default=0,
+        default=default(TrainConfig, "seed"),
         show_default=True,
         help="Seed of every random choice (data order, adapter initialisation, search): the same seed "
         "and data give the same result.",
     ),
     click.option(
         "--device",
-        default="auto",
+        default=default(BuildConfig, "device"),
         show_default=True,
         metavar="auto|cpu|cuda|cuda:N",
         help="Where the search and the fine-tune run (auto: a CUDA GPU when there is one). Export and "
@@ -210,8 +213,8 @@ train_options = combine(
     ),
     click.option(
         "--amp",
-        type=click.Choice(["off", "bf16", "fp16"]),
-        default="off",
+        type=click.Choice(AMP_MODES),
+        default=default(BuildConfig, "amp"),
         show_default=True,
         help="Mixed precision on CUDA (fp16 with a gradient scaler); the CPU trains in fp32.",
     ),
@@ -236,65 +239,52 @@ def given_on_command_line(names: tuple[str, ...]) -> frozenset[str]:
     return frozenset(n for n in names if ctx.get_parameter_source(n) in typed)
 
 
-def build_config(params: dict, out: Path, skip_layers: list[int] | None = None):
+#: CLI parameter → field of the config it sets (only the parameters a command has are passed on)
+SEARCH_FIELDS = {"search_epochs": "epochs", "das_turn": "das_turn", "das_step": "das_step",
+                 "gate_lr": "gate_lr", "search_mode": "mode", "search_rows": "max_rows",
+                 "search_estimator": "estimator", "search_prior_rows": "prior_rows"}  # fmt: skip
+TRAIN_FIELDS = {name: name for name in ("epochs", "max_steps", "batch_size", "lr", "loss", "seed")}
+BUILD_FIELDS = {name: name for name in (
+    "skip_count", "flops_budget", "latency_budget_ms", "overwrite", "restart", "checkpoint_every",
+    "precision", "prompt_template", "max_accuracy_drop", "sign_key", "sign_release", "device", "amp",
+)}  # fmt: skip
+
+
+def _fields(params: dict, mapping: dict[str, str]) -> dict:
+    """The config fields ``params`` sets: the dataclass defaults stay the only defaults."""
+    return {field: params[name] for name, field in mapping.items() if name in params}
+
+
+def build_config(params: dict, out: Path, skip_layers: list[int] | None = None) -> BuildConfig:
+    """The :class:`BuildConfig` of a command's parameters."""
     from edge_vl.bench import read_target_profile
-    from edge_vl.build import BuildConfig
     from edge_vl.data import read_label_prompts
-    from edge_vl.finetune import TrainConfig
-    from edge_vl.search import SearchConfig
 
     flags = {"train_data": "--data", "eval_data": "--eval-data"}
     missing = [flag for key, flag in flags.items() if params[key] is None]
     if missing:
         raise click.UsageError(f"missing option(s) {', '.join(missing)}")
+    extra: dict[str, Any] = {}
+    if params.get("prompts"):
+        extra["prompts"] = read_label_prompts(params["prompts"])
+    if params.get("target_profile"):
+        extra["target_profile"] = read_target_profile(params["target_profile"])
+    if params.get("text_buckets"):
+        extra["text_buckets"] = params["text_buckets"]
     try:
         return BuildConfig(
-            model_dir=params["model_dir"] or DEFAULT_MODEL,
+            model_dir=Path(params["model_dir"] or DEFAULT_MODEL),
             train_data=params["train_data"],
             eval_data=params["eval_data"],
             out=out,
             skip_layers=skip_layers,
-            skip_count=params["skip_count"]
-            if params["skip_count"] is not None
-            else params["skip_count_alias"],
-            flops_budget=params["flops_budget"],
-            latency_budget_ms=params["latency_budget_ms"],
-            search=SearchConfig(
-                epochs=params["search_epochs"],
-                das_turn=params["das_turn"],
-                das_step=params["das_step"],
-                gate_lr=params["gate_lr"],
-                mode=params["search_mode"],
-                max_rows=params["search_rows"],
-                estimator=params["search_estimator"],
-                prior_rows=params["search_prior_rows"],
-            ),
-            train=TrainConfig(
-                epochs=params.get("epochs", 3.0),
-                max_steps=params.get("max_steps"),
-                batch_size=params["batch_size"],
-                lr=params["lr"],
-                loss=params["loss"],
-                seed=params["seed"],
-            ),
-            overwrite=params.get("overwrite", False),
-            restart=params.get("restart", False),
-            checkpoint_every=params.get("checkpoint_every", 50),
-            precision=params.get("precision", "fp32"),
-            prompts=read_label_prompts(params["prompts"]) if params.get("prompts") else None,
-            prompt_template=params.get("prompt_template"),
-            target_profile=(
-                read_target_profile(params["target_profile"]) if params.get("target_profile") else None
-            ),
-            text_buckets=params.get("text_buckets") or (),
-            max_accuracy_drop=params.get("max_accuracy_drop", 0.01),
-            sign_key=params.get("sign_key"),
-            sign_release=params.get("sign_release"),
+            search=SearchConfig(**_fields(params, SEARCH_FIELDS)),
+            train=TrainConfig(**_fields(params, TRAIN_FIELDS)),
             progress=not params["quiet"],
             adapt_schedule=not params.get("fixed_schedule", False),
             given=given_on_command_line(("batch_size", "epochs", "das_turn", "search_epochs")),
-            device=params.get("device", "auto"),
-            amp=params.get("amp", "off"),
+            **_fields(params, BUILD_FIELDS),
+            **extra,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from None

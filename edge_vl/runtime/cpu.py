@@ -24,10 +24,12 @@ RELEVANT_FLAGS = ("SSE42", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512VNNI", "AVX5
 def cpu_flags() -> dict[str, bool]:
     """Relevant ISA flags of this CPU, from CPUID as numpy detected it at import (AMX is added
     from /proc/cpuinfo, which numpy does not report)."""
+    import importlib
+
     try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
+        features = importlib.import_module("numpy._core._multiarray_umath").__cpu_features__
     except ImportError:  # numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__ as features
+        features = importlib.import_module("numpy.core._multiarray_umath").__cpu_features__
     flags = {name: bool(features.get(name, False)) for name in RELEVANT_FLAGS}
     flags["AMX"] = "amx_tile" in _proc_cpuinfo_flags()
     flags["AVX_VNNI"] = "avx_vnni" in _proc_cpuinfo_flags()

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_vl.bundle import Bundle, read_bundle
+from edge_vl.choices import PERFORMANCE_HINTS
 from edge_vl.errors import BundleError, ClosedError, InputError
 from edge_vl.runtime.cpu import openvino_core
 from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
@@ -27,7 +28,6 @@ from edge_vl.runtime.profiles import check_bundle_runtime
 from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 from edge_vl.signing import TrustPolicy
 
-PERFORMANCE_HINTS = ("latency", "throughput")
 # OpenVINO runs float ops in bf16 by itself on CPUs with AVX512_BF16/AMX. A bundle built and
 # checked at fp32 asks for f32 so that it gives the numbers it was checked with on every CPU.
 _INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}

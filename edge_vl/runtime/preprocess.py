@@ -60,7 +60,7 @@ def default_image_spec(
 ) -> ImageSpec:
     """A spec with a fixed square (or ``[H, W]``) size; with ``shortest_edge``, a shortest-edge
     resize followed by a centre crop to that size."""
-    hw = (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+    hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if shortest_edge is not None and shortest_edge < max(hw):
         raise ValueError(f"shortest_edge {shortest_edge} is smaller than the crop size {list(hw)}")
     return ImageSpec(
@@ -68,8 +68,8 @@ def default_image_spec(
         shortest_edge=None if shortest_edge is None else int(shortest_edge),
         resample=resample,
         rescale_factor=float(rescale_factor),
-        mean=tuple(float(m) for m in mean),
-        std=tuple(float(s) for s in std),
+        mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+        std=(float(std[0]), float(std[1]), float(std[2])),
         background=(255, 255, 255),
     )
 

@@ -22,9 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edge_vl.errors import IncompatibleBundleError
+from edge_vl.manifest import RuntimeInfo
 
 if TYPE_CHECKING:
     from edge_vl.manifest import Manifest
@@ -116,8 +117,8 @@ def ir_opsets(xml: str | Path) -> set[str]:
     return versions
 
 
-def loadable_profiles(xml_files: Iterable[str | Path]) -> dict[str, Any]:
-    """Which profiles can read all of ``xml_files``: ``{"profiles": [...], "max_opset": N}``.
+def loadable_profiles(xml_files: Iterable[str | Path]) -> RuntimeInfo:
+    """Which profiles can read all of ``xml_files``, and the newest opset they use.
 
     An IR with a layer outside the standard opsets (an extension's op) is left to the profile that
     wrote it, ``default``.
@@ -133,7 +134,7 @@ def loadable_profiles(xml_files: Iterable[str | Path]) -> dict[str, Any]:
     names = [
         p.name for p in PROFILES.values() if p.max_opset >= highest and (not custom or p.name == "default")
     ]
-    return {"profiles": names, "max_opset": highest}
+    return RuntimeInfo(profiles=tuple(names), max_opset=highest)
 
 
 def check_bundle_runtime(manifest: Manifest, where: Path) -> None:

@@ -218,7 +218,9 @@ def _template(post: Mapping[str, Any]) -> tuple[list[int], list[int]]:
         return [post["cls"][1]], [post["sep"][1]]
     if post.get("type") != "TemplateProcessing":
         raise Unsupported(f"post-processor {post.get('type')!r}")
-    before, after, seen = [], [], False
+    before: list[int] = []
+    after: list[int] = []
+    seen = False
     for item in post["single"]:
         if "Sequence" in item:
             seen = True

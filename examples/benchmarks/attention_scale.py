@@ -4,7 +4,7 @@ checkpoints: per fusion layer, the Frobenius norms of the query and key weights 
 attention that goes to the image tokens and the entropy of that attention (nats, mean over heads
 and rows) on that task's test questions.
 
-    python examples/benchmarks/attention_scale.py --model shipped=edge-vl-mini --model random=random \\
+    python -m examples.benchmarks.attention_scale --model shipped=edge-vl-mini --model random=random \\
         --task digits
 
 ``NAME=SPEC`` as in ``transfer.py`` (``random``: a freshly initialised fusion stack, seed 0).
@@ -15,18 +15,15 @@ to work with.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-from edge_vl.build import resolve_model_dir
-
-sys.path.insert(0, str(Path(__file__).parent))
-from tasks import TASKS, write_task
-from transfer import _named, checkpoint
+from edge_vl.config import resolve_model_dir
+from examples.benchmarks.tasks import TASKS, write_task
+from examples.benchmarks.transfer import _named, checkpoint
 
 
 def weight_scale(model_dir: Path) -> list[str]:
@@ -46,12 +43,12 @@ def weight_scale(model_dir: Path) -> list[str]:
 def cls_attention(model_dir: Path, task: str, work: Path, rows: int) -> list[str]:
     """One line per fusion layer: [CLS]'s attention share on image tokens and its entropy, over
     the first ``rows`` test questions of ``task``."""
-    from edge_vl.architectures.meter import MeterFamily
     from edge_vl.data import read_examples
     from edge_vl.manifest import TextSpec
-    from edge_vl.mini import EdgeVLMiniModel
     from edge_vl.runtime.preprocess import preprocess_image
     from edge_vl.runtime.tokenize import TextEncoder
+    from edge_vl.training.architectures.meter import MeterFamily
+    from edge_vl.training.mini import EdgeVLMiniModel
 
     model = EdgeVLMiniModel.from_pretrained(model_dir, attention="eager").eval()
     family = MeterFamily()

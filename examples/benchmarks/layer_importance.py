@@ -2,11 +2,11 @@
 skipped, then skip each arm alone (and a few given sets) and measure the held-out loss and the
 accuracy per question type.
 
-    python examples/benchmarks/layer_importance.py [--steps 500] [--rows 1000] [--sets "2,5,10,11;0,7,9,10"]
+    python -m examples.benchmarks.layer_importance [--steps 500] [--rows 1000] [--sets "2,5,10,11;0,7,9,10"]
 
 The skipped layer is replaced by its (untrained) skip adapter, i.e. nearly the identity, so this
 shows what the model has come to rely on, the signal the DAS search's first rewards see when its
-warm-up skips nothing (``edge_vl/search.py``). Uses the demo's data and training settings; writes
+warm-up skips nothing (``edge_vl/training/search.py``). Uses the demo's data and training settings; writes
 ``examples/benchmarks/results/layer_importance/`` (JSON and Markdown). About 5 minutes on 2 cores.
 """
 
@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge_vl.build import BuildConfig, package_versions, prepare, read_data
+from edge_vl.config import BuildConfig, TrainConfig
 from edge_vl.demo import write_easy_vqa_manifests
 from edge_vl.fileio import write_text_atomic
-from edge_vl.finetune import TrainConfig, TrainLoop, predict_logits
+from edge_vl.pipeline import package_versions, prepare, read_data
 from edge_vl.runtime.cpu import cpu_name
+from edge_vl.training.finetune import TrainLoop, predict_logits
+from examples.benchmarks.recorded import this_command
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = ("circle", "rectangle", "triangle")
@@ -75,7 +76,7 @@ def main() -> None:
         })  # fmt: skip
         print(f"skip {skipped!s:16s} loss {rows[-1]['loss']:.4f} accuracy {rows[-1]['accuracy']:.4f}")
     report = {
-        "command": " ".join(["python examples/benchmarks/layer_importance.py", *sys.argv[1:]]),
+        "command": this_command(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_name(), "versions": package_versions(), "seconds": round(time.perf_counter() - started),
         "steps": args.steps, "eval_rows": len(data), "train_rows": len(prep.train_data),

@@ -7,7 +7,7 @@ without VNNI), answers every ``--eval`` row with both models, and times them at 
 interleaved rounds (a fresh random order each round), next to ``edge-vl bench --target-profile``'s
 reference-graph ratio. Run it alone on the machine: other work skews the timing.
 
-    python examples/benchmarks/precision_here.py edge-vl-demo/bundle-full \\
+    python -m examples.benchmarks.precision_here edge-vl-demo/bundle-full \\
         --train edge-vl-demo/data-full/train.jsonl --eval edge-vl-demo/data-full/eval.jsonl \\
         --out examples/benchmarks/results/precision_here/avx2.json
 """
@@ -19,23 +19,20 @@ import datetime as dt
 import hashlib
 import json
 import random
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
 from edge_vl.converters.precision import evaluate, quantize_int8
-from recorded import portable, this_command  # examples/benchmarks/recorded.py
-from variants import label_indices
 
-from edge_vl.build import package_versions
 from edge_vl.data import read_examples
 from edge_vl.fileio import write_text_atomic
+from edge_vl.pipeline import package_versions
 from edge_vl.runtime.cpu import has_int8_dot_product, machine_info
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.timing import compile_latency, interleaved, precision_probe, spread
+from examples.benchmarks.recorded import portable, this_command
+from examples.benchmarks.variants import label_indices
 
 
 def main() -> None:

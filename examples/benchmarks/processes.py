@@ -8,7 +8,7 @@ set (the fine-tune without the search). Each run's wall time, the build's own ti
 ``training.seconds``), skip set and accuracy go to ``--out`` (JSON) and a Markdown table is
 printed. Runs already finished in ``--work`` are read back, so an interrupted sweep resumes.
 
-    python examples/benchmarks/processes.py --work /tmp/procs --baseline-rev 3046dea \\
+    python -m examples.benchmarks.processes --work /tmp/procs --baseline-rev 3046dea \\
         --fixed-skip 3,6,8,11 --out examples/benchmarks/results/processes/processes.json
 """
 
@@ -24,10 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from recorded import REPO, portable, this_command  # examples/benchmarks/recorded.py
-
 from edge_vl.fileio import write_text_atomic
+from examples.benchmarks.recorded import REPO, portable, this_command
 
 
 def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) -> dict:

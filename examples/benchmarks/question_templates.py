@@ -6,7 +6,7 @@ thread) and reports the accuracy per question template (the question with each a
 answered from the prior, without looking at the picture (:func:`variants.accuracy_by_question`).
 Used to see why seeds and skip sets of the demo land points apart (issue #17's fine-tune spread).
 
-    python examples/benchmarks/question_templates.py --eval edge-vl-demo/data-full/eval.jsonl \\
+    python -m examples.benchmarks.question_templates --eval edge-vl-demo/data-full/eval.jsonl \\
         --bundle A=runs/a/bundle --bundle B=runs/b/bundle --out results/templates.json
 """
 
@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from recorded import portable, this_command  # examples/benchmarks/recorded.py
-from variants import accuracy_by_question, label_indices
-
 from edge_vl.data import read_examples
 from edge_vl.fileio import write_text_atomic
 from edge_vl.runtime.predictor import Predictor
+from examples.benchmarks.recorded import portable, this_command
+from examples.benchmarks.variants import accuracy_by_question, label_indices
 
 
 def template_accuracy(bundle: Path, rows: list, source: Path, batch: int = 64) -> dict:

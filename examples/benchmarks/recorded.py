@@ -25,5 +25,11 @@ def portable(arg: str) -> str:
 
 
 def this_command() -> str:
-    """The running script's command line as results record it (paths made :func:`portable`)."""
-    return "python " + " ".join([portable(str(Path(sys.argv[0]).resolve())), *map(portable, sys.argv[1:])])
+    """The running script's command line as results record it (paths made :func:`portable`): a
+    script of this repository as the module it is run as (``python -m examples.benchmarks.x``)."""
+    script = Path(sys.argv[0]).resolve()
+    if script.is_relative_to(REPO) and script.suffix == ".py":
+        head = ["-m", ".".join(script.relative_to(REPO).with_suffix("").parts)]
+    else:
+        head = [portable(str(script))]
+    return " ".join(["python", *head, *map(portable, sys.argv[1:])])

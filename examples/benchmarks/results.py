@@ -1,7 +1,7 @@
 """Regenerate ``examples/benchmarks/RESULTS.md``: what edge-vl saves, measured on this machine.
 
     edge-vl build --demo                        # the demo bundle (edge-vl-demo/bundle-full)
-    python examples/benchmarks/results.py       # about 10 minutes on 2 cores
+    python -m examples.benchmarks.results       # about 10 minutes on 2 cores
 
 Four parts, each in one process, every ratio from one interleaved run:
 
@@ -52,22 +52,23 @@ import numpy as np
 import torch
 from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
-from recorded import portable  # examples/benchmarks/recorded.py
-from seed_spread import MIN_PICKS, run_key  # examples/benchmarks/seed_spread.py
-from transfer import recipe_label  # examples/benchmarks/transfer.py
-from variants import sweep_table  # examples/benchmarks/variants.py
 
-from edge_vl.architectures import InputShape, family_for
-from edge_vl.architectures.quiet import quiet_transformers
 from edge_vl.budget import counted_macs, with_eager_attention
-from edge_vl.build import package_versions, resolve_model_dir
 from edge_vl.bundle import read_bundle
-from edge_vl.compare import compare_with_torch, rebuild_torch_model
+from edge_vl.config import resolve_model_dir
 from edge_vl.fileio import write_text_atomic
+from edge_vl.pipeline import package_versions
 from edge_vl.runtime.cpu import has_int8_dot_product, machine_info
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.runtime.tokenize import TEXT_INPUTS
 from edge_vl.timing import compile_latency, interleaved, spread, throughput
+from edge_vl.training.architectures import InputShape, family_for
+from edge_vl.training.architectures.quiet import quiet_transformers
+from edge_vl.training.compare import compare_with_torch, rebuild_torch_model
+from examples.benchmarks.recorded import portable
+from examples.benchmarks.seed_spread import MIN_PICKS, run_key  # examples/benchmarks/seed_spread.py
+from examples.benchmarks.transfer import recipe_label  # examples/benchmarks/transfer.py
+from examples.benchmarks.variants import sweep_table  # examples/benchmarks/variants.py
 
 HERE = Path(__file__).parent
 VILT_ANSWERS = 3129  # the VQAv2 answer set of the public checkpoint
@@ -739,7 +740,7 @@ def main() -> None:
         )
     previous = args.out / "RESULTS.json"
     results = json.loads(previous.read_text()) if previous.is_file() else {}
-    run = {"command": " ".join(["python examples/benchmarks/results.py", *map(portable, sys.argv[1:])])}
+    run = {"command": " ".join(["python -m examples.benchmarks.results", *map(portable, sys.argv[1:])])}
     if "a" in parts:
         results["vilt_b32"] = {**speed_vilt_b32(args.runs, args.throughput_seconds), **run, "date": _now()}
     if "b" in parts:

@@ -1,6 +1,6 @@
 """How well a DAS search ranks skip sets, scored offline against fine-tuned accuracies.
 
-    python examples/benchmarks/search_quality.py \\
+    python -m examples.benchmarks.search_quality \\
         --truth examples/benchmarks/results/edge-vl-mini/variants.json \\
         --search examples/benchmarks/results/demo-default/manifest.json
 
@@ -8,8 +8,8 @@
 reached) or a ``seed_spread.py`` result (its fixed and random sets at ``--lr`` and ``--epochs``,
 averaged over seeds). ``--search``: bundle manifests or ``edge-vl search --out`` files of the same
 model and task. For every search and each of its rankings — the bandit's gates (the paper), the
-layers' fitted added loss (``effects``, :func:`edge_vl.search.layer_effects`) and, with a prior
-round, each layer's loss skipped alone (``prior``, :func:`edge_vl.search.prior_losses`) — it scores
+layers' fitted added loss (``effects``, :func:`edge_vl.training.search.layer_effects`) and, with a prior
+round, each layer's loss skipped alone (``prior``, :func:`edge_vl.training.search.prior_losses`) — it scores
 each truth set (sum of its layers' gates, or minus the sum of their losses) and reports, per number of skipped
 layers k: the rank correlation (Spearman) between score and accuracy, and the accuracy percentile
 of the set the search picks among the truth sets of that k. Re-scoring needs no training: the
@@ -25,18 +25,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-from recorded import portable, this_command  # examples/benchmarks/recorded.py
-from seed_spread import run_key, run_setting  # examples/benchmarks/seed_spread.py
-
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic
-from edge_vl.search import redundancy_scores
+from edge_vl.training.search import redundancy_scores
+from examples.benchmarks.recorded import portable, this_command
+from examples.benchmarks.seed_spread import run_key, run_setting  # examples/benchmarks/seed_spread.py
 
 
 def load_search(path: Path) -> dict[str, Any]:

@@ -4,9 +4,9 @@ Reads the search trace a build records in its manifest (``skip_plan.search.round
 every candidate set of every round) and prints, for the first and the last ``--window`` rounds, the
 median within-round spread (largest minus smallest candidate loss). When the late spread is tiny,
 every set scores alike and the gates stop learning; the first rounds' noise then decides the set.
-The figures quoted in ``edge_vl/search.py`` and the README come from:
+The figures quoted in ``edge_vl/training/search.py`` and the README come from:
 
-    python examples/benchmarks/search_trace.py \\
+    python -m examples.benchmarks.search_trace \\
         examples/benchmarks/results/demo-precision-auto/manifest.json \\
         examples/benchmarks/results/demo-default/manifest.json
 """
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_vl.search import SearchConfig
+from edge_vl.config import SearchConfig
 
 
 def loss_spreads(manifest: dict[str, Any]) -> list[float]:

@@ -14,7 +14,7 @@ mean ± std per set to ``--out``, rewritten as each run finishes (a sweep whose 
 lost goes on with ``--reuse OUT``). Any DAS-vs-random difference smaller than this spread is not a
 finding.
 
-    python examples/benchmarks/seed_spread.py --work /tmp/spread --sets 3,6,8,11 --seeds 1,2 \\
+    python -m examples.benchmarks.seed_spread --work /tmp/spread --sets 3,6,8,11 --seeds 1,2 \\
         --out examples/benchmarks/results/seed_spread/seed_spread.json
 """
 
@@ -33,15 +33,13 @@ from typing import Any
 
 import numpy
 
-sys.path.insert(0, str(Path(__file__).parent))
-from processes import run_build
-from recorded import this_command  # examples/benchmarks/recorded.py
-from tasks import TASKS, write_task
-
+from edge_vl.choices import ESTIMATORS
+from edge_vl.config import SearchConfig, TrainConfig
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic
-from edge_vl.finetune import TrainConfig
-from edge_vl.search import ESTIMATORS, SearchConfig
+from examples.benchmarks.processes import run_build
+from examples.benchmarks.recorded import this_command
+from examples.benchmarks.tasks import TASKS, write_task
 
 DEMO_ARMS = 12
 

@@ -1,7 +1,7 @@
 """Measure one bundle under each runtime profile on this machine, and the dispatch on an emulated
 CPU without AVX2: the figures behind the README's support table.
 
-    python examples/benchmarks/targets.py BUNDLE [--out examples/benchmarks/results/targets]
+    python -m examples.benchmarks.targets BUNDLE [--out examples/benchmarks/results/targets]
 
 For each runtime profile (``default``: the OpenVINO of this environment; ``legacy``: OpenVINO
 2025.4 in ``.venv-legacy``, made with ``python -m venv .venv-legacy && .venv-legacy/bin/pip install
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_vl.fileio import write_text_atomic
+from examples.benchmarks.recorded import this_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -90,7 +91,7 @@ def main() -> None:
     machine = runs["default"][0]["machine"]
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python examples/benchmarks/targets.py", *sys.argv[1:]]),
+        "command": this_command(),
         "bundle": str(args.bundle),
         "precision": runs["default"][0]["precision"],
         "machine": {

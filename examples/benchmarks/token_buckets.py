@@ -1,7 +1,7 @@
 """What text buckets save: batch-1 latency of a bundle with and without them on real questions.
 
     edge-vl build ... --text-buckets 8,12 --out BUNDLE
-    python examples/benchmarks/token_buckets.py BUNDLE EVAL.jsonl
+    python -m examples.benchmarks.token_buckets BUNDLE EVAL.jsonl
 
 Both predictors are loaded from the same bundle (``text_buckets=False`` forces the full text
 length); each question is timed alternately on both (interleaved, so machine drift hits both

@@ -1,7 +1,7 @@
 """How well edge-vl-mini checkpoints transfer: PETL-only (adapters, no layer skipped) and full
 fine-tuning of the fusion stack, on easy-vqa and on a second task (:mod:`tasks`), same budget.
 
-    python examples/benchmarks/transfer.py --model new=edge-vl-mini --model old=git:676fd64 \\
+    python -m examples.benchmarks.transfer --model new=edge-vl-mini --model old=git:676fd64 \\
         --model random=random --tasks easy-vqa digits --modes petl full
 
 ``NAME=SPEC`` names a checkpoint: a directory, a shipped model name, ``git:REV`` (the shipped
@@ -16,7 +16,7 @@ thread each, into different ``--out`` and merged with ``--reuse``).
 ``--recipe NAME=KEY=VALUE,…`` (repeatable) trains variants that change only what they name — adapter
 sizes (``petl_ratio``, ``attention_rank``, ``ffn_rank``, …), learning rates, seed — e.g. the PETL seed spread:
 
-    python examples/benchmarks/transfer.py --model shipped=edge-vl-mini --tasks easy-vqa \
+    python -m examples.benchmarks.transfer --model shipped=edge-vl-mini --tasks easy-vqa \
         --recipe seed1=seed=1 --recipe seed2=seed=2
 """
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -34,18 +33,15 @@ from typing import Any, get_type_hints
 
 import torch
 
-from edge_vl.adapters import AdapterConfig
-from edge_vl.build import BuildConfig, package_versions, resolve_model_dir
+from edge_vl.config import AdapterConfig, BuildConfig, TrainConfig, resolve_model_dir
 from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import sha256_file, write_text_atomic
-from edge_vl.finetune import TrainConfig
-from edge_vl.losses import LOSSES
+from edge_vl.pipeline import package_versions
 from edge_vl.runtime.cpu import cpu_name
-
-sys.path.insert(0, str(Path(__file__).parent))
-from recorded import REPO, portable  # examples/benchmarks/recorded.py
-from tasks import TASKS, write_task
-from variants import FUSION_PARTS, train_and_score
+from edge_vl.training.losses import LOSSES
+from examples.benchmarks.recorded import REPO, portable, this_command
+from examples.benchmarks.tasks import TASKS, write_task
+from examples.benchmarks.variants import FUSION_PARTS, train_and_score
 
 #: learning rate of every committed row unless its recipe sets one (the build's default before it
 #: became per-family), so the table stays reproducible
@@ -76,7 +72,7 @@ def checkpoint(spec: str, work: Path) -> Path | str:
         if not (out / "config.json").is_file():
             out.mkdir(parents=True, exist_ok=True)
             for name in ("config.json", "model.safetensors"):
-                path = f"{rev}:edge_vl/mini/checkpoint/{name}"
+                path = f"{rev}:edge_vl/training/mini/checkpoint/{name}"
                 blob = subprocess.run(
                     ["git", "-C", str(REPO), "show", path], check=True, capture_output=True
                 ).stdout
@@ -85,7 +81,7 @@ def checkpoint(spec: str, work: Path) -> Path | str:
     if spec == "random":
         out = work / "random-fusion"
         if not (out / "config.json").is_file():
-            from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
+            from edge_vl.training.mini import EdgeVLMiniConfig, EdgeVLMiniModel
 
             config = json.loads((resolve_model_dir("edge-vl-mini") / "config.json").read_text())
             for key in ("architectures", "model_type", "transformers_version", "dtype"):
@@ -109,7 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             command = " ".join(map(portable, r.get("command", its_command).split()))
             rows[row_key(r)] = {**r, "command": command, "spec": portable(r["spec"])}
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(["python examples/benchmarks/transfer.py", *map(portable, sys.argv[1:])])
+    command = this_command()
     report = {
         "command": command, "date": date, "machine": cpu_name(), "threads": torch.get_num_threads(),
         "versions": package_versions(), "budgets": {t: asdict(c) for t, c in BUDGETS.items()},
@@ -152,7 +148,7 @@ def row_key(row: dict[str, Any]) -> tuple[str, str, str, str]:
 
 def apply_recipe(budget: TrainConfig, changes: dict[str, float]) -> tuple[TrainConfig, AdapterConfig | None]:
     """The training config and adapter config (None: the family's default) of a recipe."""
-    from edge_vl.architectures.meter import MeterFamily
+    from edge_vl.training.architectures.meter import MeterFamily
 
     train = {k: v for k, v in changes.items() if RECIPE_KEYS[k] == "train"}
     adapters = {k: v for k, v in changes.items() if RECIPE_KEYS[k] == "adapters"}
@@ -206,7 +202,7 @@ def _recipe(text: str) -> tuple[str, dict[str, float | str]]:
         if key not in RECIPE_KEYS or not value:
             expected = f"expected KEY=VALUE with KEY one of {sorted(RECIPE_KEYS)}"
             raise argparse.ArgumentTypeError(f"{item!r}: {expected}")
-        if key == "loss":  # a name from edge_vl.losses
+        if key == "loss":  # a name from edge_vl.training.losses
             if value not in LOSSES:
                 raise argparse.ArgumentTypeError(f"{item!r}: loss must be one of {sorted(LOSSES)}")
             changes[key] = value

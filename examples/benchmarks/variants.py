@@ -7,7 +7,7 @@ demo's settings (:data:`edge_vl.demo.FULL_DEMO`): same data, seed and fine-tune 
 skip set differs. Writes ``variants.json``, ``variants.md`` and the report (``report.html`` with
 the accuracy-vs-MACs plot) into ``--out``.
 
-    python examples/benchmarks/variants.py --out examples/benchmarks/results/edge-vl-mini
+    python -m examples.benchmarks.variants --out examples/benchmarks/results/edge-vl-mini
 
 Takes about two hours on 2 cores with the defaults (``--quick``: minutes, for a smoke run);
 ``--das-bundle BUNDLE`` takes the DAS row from a finished ``edge-vl build --demo --lr LR`` (its settings
@@ -25,7 +25,6 @@ import platform
 import random
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -36,20 +35,18 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from recorded import portable  # examples/benchmarks/recorded.py
-
-from edge_vl.architectures.quiet import quiet_transformers
-from edge_vl.build import BuildConfig, build, package_versions, prepare, read_data
 from edge_vl.bundle import read_bundle
+from edge_vl.config import BuildConfig, SearchConfig, TrainConfig
 from edge_vl.data import read_examples
 from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
 from edge_vl.errors import Interrupted
 from edge_vl.fileio import write_text_atomic
-from edge_vl.finetune import TrainConfig, TrainLoop, accuracy, predict_logits
+from edge_vl.pipeline import build, package_versions, prepare, read_data
 from edge_vl.report import write_report
 from edge_vl.runtime.cpu import machine_info
-from edge_vl.search import SearchConfig
+from edge_vl.training.architectures.quiet import quiet_transformers
+from edge_vl.training.finetune import TrainLoop, accuracy, predict_logits
+from examples.benchmarks.recorded import portable, this_command
 
 
 def majority(train: Path, evals: Path) -> dict[str, Any]:
@@ -84,7 +81,7 @@ def train_and_score(
     stack (every weight of the last layer list, at a tenth of the learning rate; no adapters).
     ``unfreeze`` (keys of :data:`FUSION_PARTS`) also trains those parts of every fusion-stack layer
     in full beside the adapters, at the adapters' learning rate: partial fine-tuning baselines."""
-    from edge_vl.build import load_adapted
+    from edge_vl.pipeline import load_adapted
 
     started = time.perf_counter()
     data = read_data(config)
@@ -264,7 +261,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for r, skip_layers in enumerate(draws):
             rows.append(variant(f"random-k{k}-{r}", skip_layers=skip_layers))
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    command = " ".join(["python examples/benchmarks/variants.py", *map(portable, sys.argv[1:])])
+    command = this_command()
     taken_over = {row["measured"] for row in rows if "measured" in row}
     report = {
         "date": date, "command": command,

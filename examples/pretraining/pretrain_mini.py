@@ -1,6 +1,6 @@
 """Pretrain edge-vl-mini's fusion stack: image–text contrast and matching on emoji and icons.
 
-    python examples/pretraining/pretrain_mini.py --out edge_vl/mini/checkpoint
+    python -m examples.pretraining.pretrain_mini --out edge_vl/training/mini/checkpoint
 
 Data: :mod:`mini_data` (emoji in five styles and colourised icons, from npm; 20 % of the emoji
 concepts held out). Both encoders stay frozen: their outputs are computed once and cached
@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import random
-import shlex
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edge_vl.fileio import write_atomic
+from examples.benchmarks.recorded import this_command
 
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-vl" / "pretrain"
 
@@ -47,10 +47,10 @@ class Tensors:
     (None: computed, not saved)."""
 
     def __init__(self, model, concepts: list[data.Concept], cache: Path | None, echo=print):
-        from edge_vl.architectures.meter import MeterFamily
         from edge_vl.manifest import TextSpec
-        from edge_vl.mini.modeling import text_encoder_dir
         from edge_vl.runtime.tokenize import TextEncoder
+        from edge_vl.training.architectures.meter import MeterFamily
+        from edge_vl.training.mini.modeling import text_encoder_dir
 
         self.pairs = data.pairs(concepts)
         captions = [c.captions(c.pictures[j]) for c in concepts for j in range(len(c.pictures))]
@@ -280,7 +280,7 @@ def eval_pairs(concepts, tensors: Tensors, hard: float, *, seed: int = 1, min_pi
 
 
 def pretrain(args: argparse.Namespace, echo=print) -> dict[str, Any]:
-    from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
+    from edge_vl.training.mini import EdgeVLMiniConfig, EdgeVLMiniModel
 
     started = time.perf_counter()
     torch.manual_seed(args.seed)
@@ -463,7 +463,7 @@ def main() -> None:
     if args.evaluate or args.out is None:
         print(json.dumps({k: v for k, v in result.items() if k != "model"}, indent=1))
         return
-    command = shlex.join(["python", "examples/pretraining/pretrain_mini.py", *sys.argv[1:]])
+    command = this_command()
     report = write_checkpoint(result, args, command)
     if args.state is not None:
         args.state.unlink(missing_ok=True)  # the checkpoint holds what the state was for

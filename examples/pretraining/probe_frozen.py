@@ -1,6 +1,6 @@
 """How well do edge-vl-mini's *frozen* encoders match held-out emoji with their names, before any fusion?
 
-    python examples/pretraining/probe_frozen.py --head mlp \
+    python -m examples.pretraining.probe_frozen --head mlp \
         --out examples/benchmarks/results/pretraining/frozen_probe_mlp.json
 
 A dual-encoder probe on the cached encoder outputs of :mod:`pretrain_mini` (same data, split and
@@ -25,14 +25,18 @@ import copy
 import hashlib
 import json
 import random
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import mini_data as data
 import torch
-from pretrain_mini import (
+from torch import nn
+from torch.nn import functional as F
+
+from edge_vl.fileio import write_text_atomic
+from examples.benchmarks.recorded import this_command
+from examples.pretraining.pretrain_mini import (
     DEFAULT_CACHE,
     EVAL_KINDS,
     Tensors,
@@ -41,10 +45,6 @@ from pretrain_mini import (
     eval_pairs,
     save_atomic,
 )
-from torch import nn
-from torch.nn import functional as F
-
-from edge_vl.fileio import write_text_atomic
 
 
 def pooled(tensors: Tensors) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +78,7 @@ class TopBlocks(nn.Module):
 
     def inputs(self, model, concepts, cache: Path, echo=print) -> torch.Tensor:
         """The encoder's activations in front of these blocks for every picture (cached in ``cache``)."""
-        from edge_vl.architectures.meter import MeterFamily
+        from edge_vl.training.architectures.meter import MeterFamily
 
         spec = MeterFamily().image_spec(Path("."), model)
         pictures = [p for c in concepts for p in c.pictures]
@@ -139,7 +139,7 @@ def best_threshold(sims: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def run(args: argparse.Namespace, echo=print) -> dict:
-    from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
+    from edge_vl.training.mini import EdgeVLMiniConfig, EdgeVLMiniModel
 
     torch.manual_seed(args.seed)
     root = data.install(args.cache)
@@ -217,7 +217,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None, help="JSON file to write (default: print)")
     args = p.parse_args()
     result = run(args, echo=lambda line: print(line, file=sys.stderr, flush=True))  # stdout: the JSON only
-    result["command"] = shlex.join(["python", "examples/pretraining/probe_frozen.py", *sys.argv[1:]])
+    result["command"] = this_command()
     text = json.dumps(result, indent=1)
     if args.out is None:
         print(text)

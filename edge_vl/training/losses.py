@@ -24,7 +24,9 @@ from collections.abc import Callable
 import torch
 from torch.nn import functional as F
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from edge_vl.choices import LOSS_SCORES
+
+LossFn = Callable[..., torch.Tensor]  # (logits, targets, reduction="mean") -> loss
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -51,18 +53,14 @@ def _reduce(rows: torch.Tensor, reduction: str) -> torch.Tensor:
     return rows.mean() if reduction == "mean" else rows
 
 
-#: loss name → (loss function, how the runtime turns logits into scores)
-LOSSES: dict[str, tuple[LossFn, str]] = {
-    "cross-entropy": (cross_entropy, "softmax"),
-    "vqa-bce": (vqa_bce, "sigmoid"),
-    "focal": (focal, "softmax"),
-}
+#: loss name (:data:`edge_vl.choices.LOSSES`) → loss function
+LOSSES: dict[str, LossFn] = {"cross-entropy": cross_entropy, "vqa-bce": vqa_bce, "focal": focal}
 
 
 def task_loss(name: str) -> LossFn:
     """The loss function called ``name`` (a key of :data:`LOSSES`)."""
     try:
-        return LOSSES[name][0]
+        return LOSSES[name]
     except KeyError:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}") from None
 
@@ -76,4 +74,4 @@ def row_losses(name: str) -> LossFn:
 def score_kind(name: str) -> str:
     """``softmax`` or ``sigmoid``: the score function that matches the loss ``name``."""
     task_loss(name)
-    return LOSSES[name][1]
+    return LOSS_SCORES[name]

@@ -13,16 +13,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_vl._version import __version__
-from edge_vl.build.config import BuildConfig, model_source
-from edge_vl.build.prepare import Prepared
-from edge_vl.bundle import finalize_manifest
+from edge_vl.bundle import file_entries, finalize_manifest
+from edge_vl.config import BuildConfig, model_source
 from edge_vl.errors import ExportError
-from edge_vl.losses import score_kind
-from edge_vl.manifest import MANIFEST_NAME, TextBucket
+from edge_vl.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    Architecture,
+    Cost,
+    DataInfo,
+    Latency,
+    Manifest,
+    Metrics,
+    ModelSpec,
+    RuntimeInfo,
+    SkipPlan,
+    TextBucket,
+    Training,
+)  # fmt: skip
 from edge_vl.output import staged_bundle
+from edge_vl.pipeline.prepare import Prepared
 from edge_vl.report import REPORT_HTML, write_report
 from edge_vl.runtime.profiles import loadable_profiles
-from edge_vl.schema import to_json
+from edge_vl.training.losses import score_kind
 from edge_vl.versions import package_versions
 
 if TYPE_CHECKING:
@@ -33,14 +46,15 @@ def package_stage(
     config: BuildConfig,
     prep: Prepared,
     model,
-    plan: dict[str, Any],
+    plan: SkipPlan,
     summary,
     started: float,
     echo: Callable[[str], None],
-):
-    """Write the bundle of the fine-tuned ``model`` to ``config.out``; returns its manifest (JSON)."""
-    from edge_vl import converters, finetune
+) -> Manifest:
+    """Write the bundle of the fine-tuned ``model`` to ``config.out``; returns its manifest."""
+    from edge_vl.converters import export as export_ir
     from edge_vl.converters.buckets import export_text_buckets
+    from edge_vl.training import finetune
 
     family = prep.family
     logits = finetune.predict_logits(family, model, prep.eval_data)
@@ -53,7 +67,7 @@ def package_stage(
             shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
         inputs = family.input_specs(model, prep.shape)
         sample = prep.eval_data.batch(slice(0, config.parity_samples))
-        exported = converters.export(family, model, inputs, sample, staging, versions=versions)
+        exported = export_ir(family, model, inputs, sample, staging, versions=versions)
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
         precision, choice = choose_precision(config, prep, inputs, exported.xml, staging, echo)
         buckets = []
@@ -77,22 +91,22 @@ def package_stage(
             )
         latency = None
         if config.measure_latency:
-            latency = measure_latency(family, model, inputs, sample, exported.xml)
-            latency["precision"] = precision  # of the retained model; the full model is timed in fp32
-            echo(f"latency: {latency['retained']:.2f} ms (batch 1, this machine); "
-                 f"{latency['full']:.2f} ms with no layer skipped")  # fmt: skip
+            # the retained model at its precision; the full model is timed in fp32
+            latency = measure_latency(family, model, inputs, sample, exported.xml, precision)
+            echo(f"latency: {latency.retained:.2f} ms (batch 1, this machine); "
+                 f"{latency.full:.2f} ms with no layer skipped")  # fmt: skip
         files = Packaged(
             exported, precision, choice, buckets, latency, runtime_for(config, staging), versions
         )
-        manifest = to_json(manifest_for(config, prep, model, plan, summary, files, eval_accuracy, started))
-        write_report(staging, manifest, config.report_variants, name=Path(config.out).name)
-        manifest = finalize_manifest(staging, manifest)
+        draft = manifest_for(config, prep, model, plan, summary, files, eval_accuracy, started, staging)
+        write_report(staging, draft, config.report_variants, name=Path(config.out).name)
+        manifest = finalize_manifest(staging, draft)
         if config.sign_key is not None:
             from edge_vl.signing import sign_bundle
 
             signature = sign_bundle(staging, config.sign_key, release=config.sign_release)
             echo(f"bundle: signed with key {signature.key_id}, release {signature.release}")
-    echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest['files'])} files)")
+    echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest.files)} files)")
     echo(f"report: {Path(config.out) / REPORT_HTML}")
     return manifest
 
@@ -105,76 +119,61 @@ class Packaged:
     precision: str
     precision_choice: dict[str, Any] | None
     buckets: list[TextBucket]
-    latency: dict[str, Any] | None
-    runtime: dict[str, Any]
+    latency: Latency | None
+    runtime: RuntimeInfo
     versions: dict[str, str]
 
 
-def manifest_for(config, prep, model, plan, summary, files: Packaged, eval_accuracy: float, started: float):
-    """The bundle's manifest (before :func:`~edge_vl.bundle.finalize_manifest` adds the files)."""
-    family, costs, exported, latency = prep.family, prep.costs, files.exported, files.latency
-    skipped = family.skipped(model)
+def manifest_for(config, prep, model, plan: SkipPlan, summary, files: Packaged, eval_accuracy: float,
+                 started: float, staging: Path) -> Manifest:  # fmt: skip
+    """The bundle's manifest, listing the files in ``staging`` so far (:func:`~edge_vl.bundle.
+    finalize_manifest` lists the rest and seals it)."""
+    family, costs, exported = prep.family, prep.costs, files.exported
+    skipped = tuple(family.skipped(model))
     trainable = family.active_trainable_parameters(model)
     total = sum(p.numel() for p in model.parameters())
-    return {
-        "edge_vl_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": files.versions,
-        "runtime": files.runtime,  # the runtime profiles whose OpenVINO reads every IR file
-        "architecture": {
-            "family": family.name,
-            "model_type": model.config.model_type,
-            "source": model_source(config.model_dir),
-            "layers": prep.layer_names,
-            "skipped": skipped,
-            "kept": [i for i in range(len(prep.layer_names)) if i not in skipped],
-        },
-        "model": {
-            "xml": exported.xml.name,
-            "bin": exported.bin.name,
-            "precision": files.precision,
-            "inputs": exported.inputs,
-            "outputs": exported.outputs,
-            "text_buckets": files.buckets,
-        },
-        "preprocessing": prep.preprocessing,
-        "head": family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
-        "data": {"warnings": prep.warnings},
-        "metrics": {
-            "eval_accuracy": eval_accuracy,
-            # the floor any model must beat: always the most frequent training label
-            "majority_accuracy": float(
-                (prep.eval_data.labels == prep.train_data.labels.mode().values).float().mean()
-            ),
-            "eval_examples": prep.n_eval,
-            "train_examples": prep.n_train,
-            "parity_max_abs": exported.parity_max_abs,
-            "parity_samples": exported.parity_samples,
-            **({"latency_ms": latency} if latency else {}),
-        },
-        "cost": {
-            "unit": "MACs (batch 1; matmuls and convolutions)",
-            "full_model": costs.full(),
-            "retained_model": costs.retained(skipped),
-            "retained_fraction": costs.retained(skipped) / costs.full(),
-            "per_layer": costs.to_dict(),
-        },
-        "skip_plan": plan,
-        "precision_choice": files.precision_choice,
-        "training": {
-            **config.train.to_dict(),
-            "steps": summary.steps,
-            "final_loss": summary.final_loss,
-            "adapters": (config.adapters or family.default_adapters).to_dict(),
-            "schedule_changes": list(config.schedule_changes),
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "trainable_fraction": trainable / total,
-            "train_data": str(Path(config.train_data).resolve()),
-            "eval_data": str(Path(config.eval_data).resolve()),
-            "seconds": round(time.perf_counter() - started, 1),
-        },
-    }
+    majority = float((prep.eval_data.labels == prep.train_data.labels.mode().values).float().mean())
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        edge_vl_version=__version__,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        versions=files.versions,
+        runtime=files.runtime,  # the runtime profiles whose OpenVINO reads every IR file
+        architecture=Architecture(
+            family=family.name, model_type=model.config.model_type, source=model_source(config.model_dir),
+            layers=tuple(prep.layer_names), skipped=skipped,
+            kept=tuple(i for i in range(len(prep.layer_names)) if i not in skipped),
+        ),
+        model=ModelSpec(
+            xml=exported.xml.name, bin=exported.bin.name, precision=files.precision,
+            inputs=tuple(exported.inputs), outputs=tuple(exported.outputs), text_buckets=tuple(files.buckets),
+        ),
+        preprocessing=prep.preprocessing,
+        head=family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
+        files=file_entries(staging),
+        data=DataInfo(warnings=tuple(prep.warnings)),
+        metrics=Metrics(
+            eval_accuracy=eval_accuracy, eval_examples=prep.n_eval, majority_accuracy=majority,
+            train_examples=prep.n_train, parity_max_abs=exported.parity_max_abs,
+            parity_samples=exported.parity_samples, latency_ms=files.latency,
+        ),
+        cost=Cost(
+            unit="MACs (batch 1; matmuls and convolutions)", full_model=costs.full(),
+            retained_model=costs.retained(skipped), retained_fraction=costs.retained(skipped) / costs.full(),
+            per_layer=costs,
+        ),
+        skip_plan=plan,
+        precision_choice=files.precision_choice,
+        training=Training(
+            **config.train.to_dict(), steps=summary.steps, final_loss=summary.final_loss,
+            adapters=(config.adapters or family.default_adapters).to_dict(),
+            schedule_changes=tuple(config.schedule_changes), trainable_parameters=trainable,
+            total_parameters=total, trainable_fraction=trainable / total,
+            train_data=str(Path(config.train_data).resolve()),
+            eval_data=str(Path(config.eval_data).resolve()),
+            seconds=round(time.perf_counter() - started, 1),
+        ),
+    )  # fmt: skip
 
 
 def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo):
@@ -200,19 +199,19 @@ def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path
     return precision, record
 
 
-def runtime_for(config: BuildConfig, staging: Path) -> dict[str, Any]:
+def runtime_for(config: BuildConfig, staging: Path) -> RuntimeInfo:
     """The bundle's loadable runtime profiles; fails if the target profile's runtime is not one."""
     runtime = loadable_profiles(sorted(staging.glob("*.xml")))
     wanted = (config.target_profile or {}).get("runtime_profile")
-    if wanted and wanted not in runtime["profiles"]:
+    if wanted and wanted not in runtime.profiles:
         raise ExportError(
             f"the target runs the {wanted} runtime, which cannot read this bundle's IR "
-            f"(opset{runtime['max_opset']}); it loads with: {', '.join(runtime['profiles'])}"
+            f"(opset{runtime.max_opset}); it loads with: {', '.join(runtime.profiles)}"
         )
     return runtime
 
 
-def measure_latency(family, model, inputs, sample, retained_xml: Path) -> dict[str, Any]:
+def measure_latency(family, model, inputs, sample, retained_xml: Path, precision: str) -> Latency:
     """Median batch-1 latency (ms, this machine) of the exported retained model and of the same
     model with no layer skipped."""
     from edge_vl.converters import latency_with_skipped
@@ -220,4 +219,4 @@ def measure_latency(family, model, inputs, sample, retained_xml: Path) -> dict[s
 
     feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
     full_ms = latency_with_skipped(family, model, inputs, sample, [])
-    return {"retained": median_latency_ms(retained_xml, feed), "full": full_ms, "batch": 1, "threads": None}
+    return Latency(retained=median_latency_ms(retained_xml, feed), full=full_ms, precision=precision)

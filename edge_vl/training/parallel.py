@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-AMP_MODES = ("off", "bf16", "fp16")
+from edge_vl.choices import AMP_MODES, check_choice
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Placement:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=ids, find_unused_parameters=True)
 
-    def mean(self, total: float, count: int) -> float:
+    def mean(self, total: float, count: float) -> float:
         """``sum(total) / sum(count)`` over the ranks: a loss averaged over every rank's rows."""
         if not self.distributed:
             return total / count
@@ -136,8 +136,7 @@ def resolve_device(spec: str = "auto", local_rank: int = 0) -> torch.device:
 def placement(device: str = "auto", amp: str = "off") -> Placement:
     """This process's :class:`Placement`; under torchrun (``WORLD_SIZE`` > 1) it also joins the
     process group (NCCL for CUDA, gloo for CPU) once."""
-    if amp not in AMP_MODES:
-        raise ValueError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    check_choice(amp, AMP_MODES, "--amp")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)

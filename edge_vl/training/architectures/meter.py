@@ -21,11 +21,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_vl.adapters import AdapterConfig, SkippableLayer
-from edge_vl.architectures.base import ArchitectureFamily, InputShape, label_maps
 from edge_vl.budget import LayerCosts
+from edge_vl.config import AdapterConfig
 from edge_vl.manifest import ImageSpec
 from edge_vl.runtime.preprocess import default_image_spec
+from edge_vl.training.adapters import SkippableLayer
+from edge_vl.training.architectures.base import ArchitectureFamily, HFModel, InputShape, label_maps
 
 #: EfficientNet-Lite's TF-Lite input convention, (x − 127) / 128, as rescale/mean/std
 LITE_MEAN, LITE_STD = 127 / 255, 128 / 255
@@ -44,7 +45,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
 class BertAdaptedLayer(SkippableLayer):
     """A post-LN ``BertLayer`` with METER's parallel adapters (self-attention and FFN)."""
 
-    def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
+    def __init__(self, layer: HFModel, hidden: int, config: AdapterConfig):
         super().__init__(layer, hidden, config)
         self.add_petl_adapters(("attn", "ffn"), hidden, config, eps=layer.output.LayerNorm.eps)
         if config.attention_rank:
@@ -92,17 +93,17 @@ class MeterFamily(ArchitectureFamily):
     presets = _PRESETS
 
     def model_class(self) -> type:
-        from edge_vl.mini import EdgeVLMiniModel
+        from edge_vl.training.mini import EdgeVLMiniModel
 
         return EdgeVLMiniModel
 
-    def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+    def layer_lists(self, model: HFModel) -> list[nn.ModuleList]:
         return [model.text_encoder.encoder.layer, model.fusion]
 
-    def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
+    def wrap_layer(self, layer: HFModel, config: AdapterConfig) -> SkippableLayer:
         return BertAdaptedLayer(layer, layer.output.dense.out_features, config)
 
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, model: HFModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         return model(
             inputs["input_ids"],
             inputs["attention_mask"],
@@ -110,25 +111,23 @@ class MeterFamily(ArchitectureFamily):
             image_features=inputs.get("image_features"),
         )
 
-    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
+    def image_spec(self, model_dir: Path, model: HFModel) -> ImageSpec:
         return default_image_spec(
             model.config.image_size, mean=[LITE_MEAN] * 3, std=[LITE_STD] * 3, resample="bilinear"
         )
 
-    def text_length(self, model: nn.Module) -> int:
+    def text_length(self, model: HFModel) -> int:
         return int(model.config.max_text_length)
 
     def tokenizer_dir(self, model_dir: Path) -> Path:
         if (Path(model_dir) / "tokenizer.json").is_file():
             return Path(model_dir)
-        from edge_vl.mini.modeling import text_encoder_dir
+        from edge_vl.training.mini.modeling import text_encoder_dir
 
         return text_encoder_dir()  # the shipped checkpoint uses MiniLM's tokenizer from its package
 
     @torch.no_grad()
-    def cache_frozen_features(
-        self, model: nn.Module, data, *, keep_pixels: bool = False, batch_size: int = 64
-    ):
+    def cache_frozen_features(self, model: HFModel, data, *, keep_pixels: bool = False, batch_size: int = 64):
         pixels = data.images["pixel_values"]
         model.vision_encoder.eval()
         features = torch.cat(
@@ -137,11 +136,11 @@ class MeterFamily(ArchitectureFamily):
         images = {"image_features": features, **({"pixel_values": pixels} if keep_pixels else {})}
         return data.with_images(images)
 
-    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
+    def layer_costs(self, model: HFModel, shape: InputShape) -> LayerCosts:
         cfg = model.config
         h, w = shape.image
         grid = (h // 32) * (w // 32)
-        n_text = shape.text_length
+        n_text = shape.text_length or 0  # METER-style models always take text
         text_cfg = model.text_encoder.config
         n_text_layers = len(model.text_encoder.encoder.layer)
         own, petl, skip = [], [], []
@@ -162,7 +161,7 @@ class MeterFamily(ArchitectureFamily):
         return LayerCosts(base=base, layer=tuple(own), petl=tuple(petl), skip=tuple(skip))
 
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
-        from edge_vl.mini import EdgeVLMiniConfig, EdgeVLMiniModel
+        from edge_vl.training.mini import EdgeVLMiniConfig, EdgeVLMiniModel
 
         settings["text_config"] = {**settings["text_config"], "vocab_size": vocab_size}
         return EdgeVLMiniModel(EdgeVLMiniConfig(**label_maps(labels), **settings))

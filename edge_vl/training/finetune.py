@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +25,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_vl.architectures.base import ArchitectureFamily
-from edge_vl.encoded import EncodedData
+from edge_vl.config import TrainConfig
 from edge_vl.errors import Interrupted
-from edge_vl.losses import task_loss
-from edge_vl.parallel import Placement
+from edge_vl.training.architectures.base import ArchitectureFamily
+from edge_vl.training.encoded import EncodedData
+from edge_vl.training.losses import task_loss
+from edge_vl.training.parallel import Placement
 
 CPU = Placement(torch.device("cpu"))
-
-
-@dataclass
-class TrainConfig:
-    """How adapters are trained."""
-
-    epochs: float = 3.0
-    #: stop after this many optimizer steps (overrides ``epochs`` when set)
-    max_steps: int | None = None
-    batch_size: int = 32
-    #: adapter learning rate; None: the architecture family's ``default_lr``
-    lr: float | None = None
-    #: task loss, a key of :data:`edge_vl.losses.LOSSES` (``vqa-bce`` is the paper's)
-    loss: str = "cross-entropy"
-    head_lr_mult: float = 10.0
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def for_family(self, family: ArchitectureFamily) -> TrainConfig:
-        """This config with the family's default learning rate filled in (when ``lr`` is None)."""
-        return self if self.lr is not None else replace(self, lr=family.default_lr)
 
 
 @dataclass
@@ -70,6 +46,7 @@ class TrainSummary:
 
 def make_optimizer(family: ArchitectureFamily, model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     config = config.for_family(family)
+    assert config.lr is not None  # for_family filled it in
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:

@@ -15,11 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edge_vl.build.config import BuildConfig
-from edge_vl.build.dataset import TrainingData
+from edge_vl.config import BuildConfig
 from edge_vl.data import data_fingerprint
 from edge_vl.errors import BundleError
 from edge_vl.fileio import write_json_atomic
+from edge_vl.manifest import SkipPlan
+from edge_vl.pipeline.dataset import TrainingData
+from edge_vl.schema import parse
 
 WORK_STATE = "build.json"
 #: sha256 of each model file by path, size and mtime: a resume hashes only files that changed
@@ -83,6 +85,10 @@ class WorkDir:
         if self.writer:
             write_json_atomic(self.path / WORK_STATE, self.state)
 
+    def plan(self) -> SkipPlan | None:
+        """The skip plan an earlier run of this build finished, if any."""
+        return parse(SkipPlan, self.state["plan"]) if "plan" in self.state else None
+
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
@@ -137,8 +143,8 @@ def fingerprint(config: BuildConfig, data: TrainingData, hash_cache: Path | None
 def model_file_hashes(model_dir: Path, cache: Path | None = None) -> dict[str, str]:
     """sha256 of every file the build reads from the model (its family's ``source_files``), by
     path. With ``cache``, a file whose size and mtime match the cached entry is not read again."""
-    from edge_vl.architectures import family_for_checkpoint
     from edge_vl.fileio import sha256_file
+    from edge_vl.training.architectures import family_for_checkpoint
 
     known: dict[str, Any] = {}
     if cache is not None and cache.is_file():

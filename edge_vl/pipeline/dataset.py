@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_vl.build.config import BuildConfig
+from edge_vl.config import BuildConfig
 from edge_vl.data import Example, data_warnings, label_set, read_examples
 from edge_vl.errors import DataError
 
@@ -29,7 +29,7 @@ def read_data(config: BuildConfig) -> TrainingData:
     eval_examples = read_examples(config.eval_data, require_text=not prompt_head)
     labels = label_set(train_examples)
     if prompt_head:
-        prompts = config.label_prompts(labels)
+        prompts = config.label_prompts(labels) or {}
         missing = [label for label in labels if label not in prompts]
         if missing:
             raise DataError(f"training label(s) {missing} have no prompt in the label prompts")

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_vl.build.config import BuildConfig
-from edge_vl.build.dataset import TrainingData
+from edge_vl.config import BuildConfig
 from edge_vl.manifest import Preprocessing
+from edge_vl.pipeline.dataset import TrainingData
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Prepared:
     calibration_data: Any = None
     #: per-precision factors from latency here to latency on ``config.target_profile`` (measured once)
     target_scale: dict[str, float] | None = None
-    #: where training runs (:class:`edge_vl.parallel.Placement`; None: this process's CPU)
+    #: where training runs (:class:`edge_vl.training.parallel.Placement`; None: this process's CPU)
     placement: Any = None
 
     @property
@@ -51,12 +51,12 @@ def prepare(
 ) -> Prepared:
     """Load the checkpoint, save its tokenizer into ``work``, encode the examples. The returned
     ``model`` has fresh adapters and is ready for the search."""
-    from edge_vl.architectures import family_for_checkpoint
-    from edge_vl.architectures.base import InputShape
-    from edge_vl.architectures.quiet import quiet_transformers
     from edge_vl.bench import target_scale
-    from edge_vl.encoded import encode_examples
     from edge_vl.runtime.tokenize import TextEncoder
+    from edge_vl.training.architectures import family_for_checkpoint
+    from edge_vl.training.architectures.base import InputShape
+    from edge_vl.training.architectures.quiet import quiet_transformers
+    from edge_vl.training.encoded import encode_examples
 
     train_examples, eval_examples, labels = data.train, data.evals, data.labels
     echo(f"data: {len(train_examples)} training and {len(eval_examples)} eval rows, {len(labels)} labels")
@@ -107,7 +107,7 @@ def load_adapted(family, config: BuildConfig, labels: Sequence[str]):
     the fine-tune both start (the authors' fine-tune reloads the pretrained weights)."""
     import torch
 
-    from edge_vl.architectures.quiet import quiet_transformers
+    from edge_vl.training.architectures.quiet import quiet_transformers
 
     torch.manual_seed(config.train.seed)
     with quiet_transformers():

@@ -32,18 +32,20 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPConfig, CLIPModel
 
-from edge_vl.adapters import AdapterConfig, SkippableLayer
-from edge_vl.architectures.base import (
+from edge_vl.budget import LayerCosts
+from edge_vl.config import AdapterConfig
+from edge_vl.errors import ModelError
+from edge_vl.manifest import ImageSpec
+from edge_vl.runtime.preprocess import default_image_spec
+from edge_vl.training.adapters import SkippableLayer
+from edge_vl.training.architectures.base import (
     ArchitectureFamily,
+    HFModel,
     InputShape,
     label_maps,
     pil_resample_name,
     read_image_processor_config,
 )
-from edge_vl.budget import LayerCosts
-from edge_vl.errors import ModelError
-from edge_vl.manifest import ImageSpec
-from edge_vl.runtime.preprocess import default_image_spec
 
 #: OpenAI CLIP's normalisation (transformers' OPENAI_CLIP_MEAN/STD)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -76,8 +78,8 @@ class CLIPClassifier(CLIPModel):
     def __init__(self, config: CLIPConfig):
         super().__init__(config)
         p = config.projection_dim
-        self.classifier = nn.Sequential(
-            nn.Linear(3 * p, 2 * p), nn.GELU(), nn.Linear(2 * p, config.num_labels)
+        self.classifier: nn.Sequential | None = nn.Sequential(
+            nn.Linear(3 * p, 2 * p), nn.GELU(), nn.Linear(2 * p, int(config.num_labels or 1))
         )
         self.label_embeddings: torch.Tensor | None = None
         self.post_init()
@@ -100,7 +102,7 @@ class ClipAdaptedLayer(SkippableLayer):
     h2 = h1 + MLP(LN2(h1)) + A1(h1)
     """
 
-    def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
+    def __init__(self, layer: HFModel, hidden: int, config: AdapterConfig):
         super().__init__(layer, hidden, config)
         self.add_petl_adapters(("attn", "mlp"), hidden, config, eps=layer.layer_norm1.eps)
 
@@ -138,7 +140,7 @@ class ClipFamily(ArchitectureFamily):
         return model
 
     @torch.no_grad()
-    def prompt_embeddings(self, model_dir: Path, model: nn.Module, prompts: Sequence[str]) -> torch.Tensor:
+    def prompt_embeddings(self, model_dir: Path, model: HFModel, prompts: Sequence[str]) -> torch.Tensor:
         """Text-tower embeddings of ``prompts`` (the checkpoint's tokenizer), in eval mode."""
         from edge_vl.runtime.tokenize import TextEncoder
 
@@ -153,15 +155,15 @@ class ClipFamily(ArchitectureFamily):
         model.train(was_training)
         return embeddings
 
-    def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+    def layer_lists(self, model: HFModel) -> list[nn.ModuleList]:
         if model.has_prompt_head:  # the device never runs the text tower
             return [model.vision_model.encoder.layers]
         return [model.text_model.encoder.layers, model.vision_model.encoder.layers]
 
-    def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
+    def wrap_layer(self, layer: HFModel, config: AdapterConfig) -> SkippableLayer:
         return ClipAdaptedLayer(layer, layer.layer_norm1.normalized_shape[0], config)
 
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, model: HFModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         pooled = model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
         i = F.normalize(model.visual_projection(pooled), dim=-1)
         if model.has_prompt_head:
@@ -170,12 +172,12 @@ class ClipFamily(ArchitectureFamily):
         return model.classifier(torch.cat([i, t, i * t], dim=-1))
 
     @staticmethod
-    def _text_embeddings(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _text_embeddings(model: HFModel, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         hidden = model.text_model(input_ids=input_ids, attention_mask=mask).last_hidden_state
         last = (mask.sum(dim=-1) - 1).clamp(min=0)
         return model.text_projection(hidden[torch.arange(hidden.shape[0]), last])
 
-    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
+    def layer_costs(self, model: HFModel, shape: InputShape) -> LayerCosts:
         cfg = model.config
         vision, text = cfg.vision_config, cfg.text_config
         h, w = shape.image
@@ -206,7 +208,7 @@ class ClipFamily(ArchitectureFamily):
             skip=tuple(layer.skip_adapter.macs(n) for layer, (n, _) in zip(layers, sizes, strict=True)),
         )
 
-    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
+    def image_spec(self, model_dir: Path, model: HFModel) -> ImageSpec:
         cfg = read_image_processor_config(model_dir)
         vision = model.config.vision_config
         crop = cfg.get("crop_size", vision.image_size)
@@ -219,7 +221,7 @@ class ClipFamily(ArchitectureFamily):
             rescale_factor=cfg.get("rescale_factor", 1 / 255),
         )  # fmt: skip
 
-    def text_length(self, model: nn.Module) -> int | None:
+    def text_length(self, model: HFModel) -> int | None:
         if model.has_prompt_head:
             return None  # no text input on the device
         return int(model.config.text_config.max_position_embeddings)

@@ -11,9 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from edge_vl.build.config import BuildConfig
-from edge_vl.build.prepare import Prepared, load_adapted
+from edge_vl.config import BuildConfig
 from edge_vl.errors import DataError, ModelError
+from edge_vl.manifest import SearchRecord, SkipPlan
+from edge_vl.pipeline.prepare import Prepared, load_adapted
 from edge_vl.report import describe_uncertainty
 
 #: the smallest search: rows it holds out to score candidates, and rows it trains on
@@ -26,7 +27,7 @@ def skip_plan(
     work: Path,
     should_stop: Callable[[], bool],
     echo: Callable[[str], None],
-) -> dict[str, Any]:
+) -> SkipPlan:
     """The skip set: given, or found by the DAS search within the requested budget."""
     from edge_vl import budget
 
@@ -38,7 +39,7 @@ def skip_plan(
         if bad:
             raise ModelError(f"skip index(es) {bad} out of range: this model has layers 0..{n_layers - 1}")
         echo(f"skip plan: layers {skipped or 'none'} (given, no search)")
-        return {"method": "given", "skipped": skipped}
+        return SkipPlan(method="given", skipped=tuple(skipped))
 
     savings = [costs.saving(i) for i in range(n_layers)]
     budget_info: dict[str, Any]
@@ -63,7 +64,7 @@ def skip_plan(
         budget_info, limit, cost_of = {"kind": "count", "count": count}, float("inf"), costs.retained
     if count == 0:
         echo("skip plan: the budget is met without skipping; no search")
-        return {"method": "budget", "skipped": [], "budget": budget_info}
+        return SkipPlan(method="budget", skipped=(), budget=budget_info)
 
     search = config.search
     echo(f"skip plan: DAS search for {count} of {n_layers} layers ({search.mode} mode, {search.estimator} "
@@ -72,27 +73,31 @@ def skip_plan(
     result = search_stage(config, prep, count, work, should_stop)
     seconds = time.perf_counter() - started  # this process's part of a resumed search
     skipped = budget.select_within(result.ranking, count, limit, cost_of)
-    scores = ", ".join(f"{i}:{result.redundancy[i]:+.2e}" for i in result.ranking)
+    scores = ", ".join(f"{i}:{result.scores[i]:+.2e}" for i in result.ranking)
     bandit_rounds = sum(r.get("kind") != "prior" for r in result.rounds)
     echo(f"search: {bandit_rounds} bandit rounds in {result.steps} steps ({seconds:.0f} s); skip {skipped}; "
          f"{result.estimator} scores, most redundant first: {scores}")  # fmt: skip
-    plan = {"method": "das", "skipped": skipped, "budget": budget_info, "search": result.to_dict(),
-            "search_config": search.to_dict(), "search_seconds": round(seconds, 3)}  # fmt: skip
     sureness = result.uncertainty
     if sureness is not None:
         echo(f"search: {describe_uncertainty(sureness)}")
     if not result.decided:
-        plan["method"] = "das-undecided"
-        boundary = (sureness or {}).get("boundary")
+        boundary = sureness.boundary if sureness is not None else None
         reason = (
-            f"the {sureness['rows']} held-out rows do not separate layer {boundary['picked_layer']} "
-            f"(skipped) from layer {boundary['kept_layer']} (kept)"
-            if sureness is not None and boundary
+            f"the {sureness.rows} held-out rows do not separate layer {boundary.picked_layer} (skipped) "
+            f"from layer {boundary.kept_layer} (kept)"
+            if sureness is not None and boundary is not None
             else f"the search's {result.estimator} scores did not separate the layers"
         )
         echo(f"warning: {reason}; the skip set {skipped} is the search's best guess, not a finding (give "
              "more data, or choose with --skip-layers)")  # fmt: skip
-    return plan
+    return SkipPlan(
+        method="das" if result.decided else "das-undecided",
+        skipped=tuple(skipped),
+        budget=budget_info,
+        search=result,
+        search_config=search.to_dict(),
+        search_seconds=round(seconds, 3),
+    )
 
 
 def search_split(config: BuildConfig, prep: Prepared):
@@ -115,9 +120,9 @@ def search_split(config: BuildConfig, prep: Prepared):
 
 def search_stage(
     config: BuildConfig, prep: Prepared, count: int, work: Path, should_stop: Callable[[], bool]
-):
+) -> SearchRecord:
     """Run the DAS search on a held-out split of the training data (resumable)."""
-    from edge_vl.search import run_search
+    from edge_vl.training.search import run_search
 
     train_data, val_data = search_split(config, prep)
     return run_search(
@@ -142,7 +147,7 @@ def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[s
         for layers in ([], list(range(prep.costs.n_layers)))
     )
     echo(f"latency: {kept:.2f} ms with every layer kept, {skipped:.2f} ms with every layer skipped")
-    if config.target_profile:  # the budget is the target's: scale by its speed on the reference graph
+    if prep.target_scale:  # the budget is the target's: scale by its speed on the reference graph
         factor = prep.target_scale["int8" if config.precision == "int8" else "fp32"]
         kept, skipped = kept * factor, skipped * factor
         echo(f"latency: {kept:.2f} / {skipped:.2f} ms predicted on the target (× {factor:.2f})")

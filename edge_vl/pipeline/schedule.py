@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 
-from edge_vl.build.config import BuildConfig
+from edge_vl.config import BuildConfig
 
 MIN_STEPS_PER_EPOCH = 8
 MIN_FINETUNE_STEPS = 300

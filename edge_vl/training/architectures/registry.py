@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from edge_vl.errors import ModelError
 
 if TYPE_CHECKING:
-    from edge_vl.architectures.base import ArchitectureFamily
+    from edge_vl.training.architectures.base import ArchitectureFamily
 
 #: model_type → (module, class) of the built-in families
 BUILTIN = {
-    "vilt": ("edge_vl.architectures.vilt", "ViltFamily"),
-    "edge_vl_mini": ("edge_vl.architectures.meter", "MeterFamily"),
-    "clip": ("edge_vl.architectures.clip", "ClipFamily"),
+    "vilt": ("edge_vl.training.architectures.vilt", "ViltFamily"),
+    "edge_vl_mini": ("edge_vl.training.architectures.meter", "MeterFamily"),
+    "clip": ("edge_vl.training.architectures.clip", "ClipFamily"),
 }
 _FAMILIES: dict[str, ArchitectureFamily] = {}
 

@@ -2,14 +2,14 @@
 
 The orchestrator only sequences the stages, each a module with one job:
 
-0. :mod:`~edge_vl.build.dataset` — read and check the data (nothing is written before this passes);
+0. :mod:`~edge_vl.pipeline.dataset` — read and check the data (nothing is written before this passes);
    :mod:`edge_vl.output` checks ``--out`` and locks it.
-1. :mod:`~edge_vl.build.prepare` — load the checkpoint offline, encode every example once.
-2. :mod:`~edge_vl.build.plan` — the skip set: given, or found by the DAS search.
-3. :mod:`~edge_vl.build.train` — fine-tune fresh adapters with that skip set.
-4. :mod:`~edge_vl.build.package` — export (:mod:`converters`), manifest, report, atomic bundle.
+1. :mod:`~edge_vl.pipeline.prepare` — load the checkpoint offline, encode every example once.
+2. :mod:`~edge_vl.pipeline.plan` — the skip set: given, or found by the DAS search.
+3. :mod:`~edge_vl.pipeline.train` — fine-tune fresh adapters with that skip set.
+4. :mod:`~edge_vl.pipeline.package` — export (:mod:`converters`), manifest, report, atomic bundle.
 
-Long stages checkpoint into a work directory next to the bundle (:mod:`~edge_vl.build.workdir`).
+Long stages checkpoint into a work directory next to the bundle (:mod:`~edge_vl.pipeline.workdir`).
 Rerunning the same command resumes where it stopped; finished stages are not redone. SIGINT/SIGTERM
 stop a build at the next step boundary after saving a checkpoint. The work directory is removed
 once the bundle is written.
@@ -25,25 +25,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_vl.build.config import NAMED_MODELS as NAMED_MODELS
-from edge_vl.build.config import BuildConfig as BuildConfig
-from edge_vl.build.config import model_source as model_source
-from edge_vl.build.config import resolve_model_dir as resolve_model_dir
-from edge_vl.build.dataset import TrainingData as TrainingData
-from edge_vl.build.dataset import build_inputs
-from edge_vl.build.dataset import read_data as read_data
-from edge_vl.build.package import package_stage
-from edge_vl.build.plan import skip_plan as skip_plan
-from edge_vl.build.prepare import Prepared as Prepared
-from edge_vl.build.prepare import load_adapted as load_adapted
-from edge_vl.build.prepare import prepare as prepare
-from edge_vl.build.schedule import adapt_schedule
-from edge_vl.build.train import finetune_stage
-from edge_vl.build.workdir import WorkDir
-from edge_vl.build.workdir import stop_on_signals as stop_on_signals
+from edge_vl.config import BuildConfig as BuildConfig
 from edge_vl.errors import BuildError, MissingExtraError
 from edge_vl.fileio import disk_full, free_space
+from edge_vl.manifest import Manifest
 from edge_vl.output import OutputLock, check_output
+from edge_vl.pipeline.dataset import TrainingData as TrainingData
+from edge_vl.pipeline.dataset import build_inputs
+from edge_vl.pipeline.dataset import read_data as read_data
+from edge_vl.pipeline.package import package_stage
+from edge_vl.pipeline.plan import skip_plan as skip_plan
+from edge_vl.pipeline.prepare import Prepared as Prepared
+from edge_vl.pipeline.prepare import load_adapted as load_adapted
+from edge_vl.pipeline.prepare import prepare as prepare
+from edge_vl.pipeline.schedule import adapt_schedule
+from edge_vl.pipeline.train import finetune_stage
+from edge_vl.pipeline.workdir import WorkDir
+from edge_vl.pipeline.workdir import stop_on_signals as stop_on_signals
+from edge_vl.schema import to_json
 from edge_vl.versions import package_versions as package_versions
 
 
@@ -53,7 +52,7 @@ class BuildResult:
     adapters and the skip set applied) and its architecture family, for inspection and tests."""
 
     bundle: Path
-    manifest: dict[str, Any] | None
+    manifest: Manifest | None
     model: Any = field(default=None, repr=False)
     family: Any = field(default=None, repr=False)
 
@@ -69,8 +68,8 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
             __import__(module)
         except ImportError:
             raise MissingExtraError("edge-vl build") from None
-    from edge_vl.architectures import family_for_checkpoint
-    from edge_vl.parallel import placement
+    from edge_vl.training.architectures import family_for_checkpoint
+    from edge_vl.training.parallel import placement
 
     where = placement(config.device, config.amp)
     echo = echo if where.is_main else _quiet
@@ -93,9 +92,9 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
         try:
             with stop_on_signals() as should_stop:
                 prep = prepare(config, data, work.path, echo, placement=where)
-                plan = work.state.get("plan") or skip_plan(config, prep, work.path, should_stop, echo)
-                work.update(plan=plan)
-                model, summary = finetune_stage(config, prep, plan["skipped"], work.path, should_stop, echo)
+                plan = work.plan() or skip_plan(config, prep, work.path, should_stop, echo)
+                work.update(plan=to_json(plan))
+                model, summary = finetune_stage(config, prep, plan.skipped, work.path, should_stop, echo)
                 manifest = None
                 if where.is_main:  # export, parity check and bundle: on the CPU, once
                     model.to("cpu")

@@ -1,8 +1,8 @@
 """edge-vl-mini, the embedded default model (build-time only: imports torch and transformers)."""
 
-from edge_vl.mini.modeling import MODEL_TYPE as MODEL_TYPE
-from edge_vl.mini.modeling import EdgeVLMiniConfig as EdgeVLMiniConfig
-from edge_vl.mini.modeling import EdgeVLMiniModel as EdgeVLMiniModel
+from edge_vl.training.mini.modeling import MODEL_TYPE as MODEL_TYPE
+from edge_vl.training.mini.modeling import EdgeVLMiniConfig as EdgeVLMiniConfig
+from edge_vl.training.mini.modeling import EdgeVLMiniModel as EdgeVLMiniModel
 
 
 def _register_with_transformers() -> None:

@@ -18,10 +18,15 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from edge_vl.adapters import PREFIX, AdapterConfig, SkippableLayer
 from edge_vl.budget import LayerCosts
+from edge_vl.config import AdapterConfig
 from edge_vl.errors import ModelError
 from edge_vl.manifest import Head, ImageSpec, Preprocessing, TensorSpec, TextSpec
+from edge_vl.training.adapters import PREFIX, SkippableLayer
+
+#: a Hugging Face model: families reach its submodules by name (``model.vilt.encoder.layer``),
+#: which torch's typing of ``Module.__getattr__`` (``Tensor | Module``) cannot follow
+HFModel = Any
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,8 @@ class InputShape:
     @classmethod
     def of(cls, preprocessing: Preprocessing) -> InputShape:
         text = preprocessing.text
-        return cls(tuple(preprocessing.image.size), None if text is None else text.max_length)
+        height, width = preprocessing.image.size
+        return cls((height, width), None if text is None else text.max_length)
 
 
 class ArchitectureFamily(ABC):
@@ -69,7 +75,7 @@ class ArchitectureFamily(ABC):
             raise ModelError(
                 f"{self.name} models have no prompt head: label prompts need a dual encoder such as CLIP"
             )
-        cls = self.model_class()
+        cls: Any = self.model_class()  # a transformers model class (from_pretrained)
         try:
             model = cls.from_pretrained(
                 model_dir, local_files_only=True, trust_remote_code=False, dtype=torch.float32,
@@ -81,31 +87,31 @@ class ArchitectureFamily(ABC):
         return model
 
     @abstractmethod
-    def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+    def layer_lists(self, model: HFModel) -> list[nn.ModuleList]:
         """The ``ModuleList``s whose entries are the DAS layers; layers are numbered across them in order."""
 
     @abstractmethod
-    def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
+    def wrap_layer(self, layer: HFModel, config: AdapterConfig) -> SkippableLayer:
         """Wrap one layer with the family's PETL adapters and a skip adapter."""
 
     @abstractmethod
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, model: HFModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic, traceable task forward: named input tensors → logits."""
 
-    def export_module(self, model: nn.Module, names: Sequence[str]) -> nn.Module:
+    def export_module(self, model: HFModel, names: Sequence[str]) -> nn.Module:
         """What :func:`edge_vl.converters.export` traces: a module taking the inputs ``names`` positionally
         and returning the logits (default: :meth:`forward`). A family overrides it only if export
         needs more than its forward (a tower split, a patched submodule)."""
         return PositionalInputs(self, model, names)
 
-    def head(self, model: nn.Module, kind: str, prompts: Mapping[str, str] | None = None) -> Head:
+    def head(self, model: HFModel, kind: str, prompts: Mapping[str, str] | None = None) -> Head:
         """The head's labels, with the score function ``kind`` its training loss implies
-        (:func:`edge_vl.losses.score_kind`)."""
+        (:func:`edge_vl.training.losses.score_kind`)."""
         id2label = model.config.id2label
         labels = tuple(id2label[i] for i in range(len(id2label)))
         return Head(kind=kind, labels=labels, prompts=dict(prompts) if prompts else None)
 
-    def input_specs(self, model: nn.Module, shape: InputShape) -> list[TensorSpec]:
+    def input_specs(self, model: HFModel, shape: InputShape) -> list[TensorSpec]:
         """Exported inputs (default: token ids and mask at the fixed text length, fixed-size pixels)."""
         h, w = shape.image
         text = [] if shape.text_length is None else [
@@ -115,19 +121,20 @@ class ArchitectureFamily(ABC):
         return [*text, TensorSpec("pixel_values", (-1, 3, h, w), "float32")]
 
     @abstractmethod
-    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
+    def layer_costs(self, model: HFModel, shape: InputShape) -> LayerCosts:
         """Analytic MACs of the model at batch 1, split by layer (adapters inserted)."""
 
     @abstractmethod
-    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
+    def image_spec(self, model_dir: Path, model: HFModel) -> ImageSpec:
         """Image preprocessing, as the checkpoint's processor (or the family) defines it."""
 
     @abstractmethod
-    def text_length(self, model: nn.Module) -> int | None:
+    def text_length(self, model: HFModel) -> int | None:
         """The fixed text length of the exported model; None for image-only models."""
 
-    def input_shape(self, model_dir: Path, model: nn.Module) -> InputShape:
-        return InputShape(tuple(self.image_spec(model_dir, model).size), self.text_length(model))
+    def input_shape(self, model_dir: Path, model: HFModel) -> InputShape:
+        height, width = self.image_spec(model_dir, model).size
+        return InputShape((height, width), self.text_length(model))
 
     #: named random-weight configurations for tests and demos (family-specific settings)
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -156,18 +163,18 @@ class ArchitectureFamily(ABC):
         self.random_model(dict(self.presets[preset]), vocab_size, labels).save_pretrained(out_dir)
         return out_dir
 
-    def cache_frozen_features(self, model: nn.Module, data, *, keep_pixels: bool = False):
+    def cache_frozen_features(self, model: HFModel, data, *, keep_pixels: bool = False):
         """Replace (or, with ``keep_pixels``, complement) ``data``'s images by what a frozen image
         encoder computes from them, where the family's forward accepts that instead. Default: no-op."""
         return data
 
     # -- generic behaviour ------------------------------------------------------------------
-    def layer_names(self, model: nn.Module) -> list[str]:
+    def layer_names(self, model: HFModel) -> list[str]:
         """Dotted module paths of the layers, in layer order."""
         paths = {id(module): name for name, module in model.named_modules()}
         return [f"{paths[id(layers)]}.{i}" for layers in self.layer_lists(model) for i in range(len(layers))]
 
-    def insert_adapters(self, model: nn.Module, config: AdapterConfig | None = None) -> list[SkippableLayer]:
+    def insert_adapters(self, model: HFModel, config: AdapterConfig | None = None) -> list[SkippableLayer]:
         """Wrap every layer in place; returns the wrappers. Refuses to wrap twice."""
         config = config or self.default_adapters
         if any(isinstance(layer, SkippableLayer) for layers in self.layer_lists(model) for layer in layers):
@@ -177,14 +184,15 @@ class ArchitectureFamily(ABC):
                 layers[i] = self.wrap_layer(layer, config)
         return self.layers(model)
 
-    def layers(self, model: nn.Module) -> list[SkippableLayer]:
+    def layers(self, model: HFModel) -> list[SkippableLayer]:
         """The wrapped layers (after :meth:`insert_adapters`)."""
         layers = [layer for group in self.layer_lists(model) for layer in group]
-        if not all(isinstance(layer, SkippableLayer) for layer in layers):
+        wrapped = [layer for layer in layers if isinstance(layer, SkippableLayer)]
+        if len(wrapped) != len(layers):
             raise ModelError("call insert_adapters() before using the layers")
-        return layers
+        return wrapped
 
-    def set_skipped(self, model: nn.Module, skipped: Sequence[int]) -> None:
+    def set_skipped(self, model: HFModel, skipped: Sequence[int]) -> None:
         """Bypass exactly the layers in ``skipped`` with their skip adapters."""
         layers = self.layers(model)
         bad = [i for i in skipped if not 0 <= int(i) < len(layers)]
@@ -194,14 +202,14 @@ class ArchitectureFamily(ABC):
         for i, layer in enumerate(layers):
             layer.skipped = i in chosen
 
-    def skipped(self, model: nn.Module) -> list[int]:
+    def skipped(self, model: HFModel) -> list[int]:
         return [i for i, layer in enumerate(self.layers(model)) if layer.skipped]
 
     def is_trainable(self, name: str) -> bool:
         """True for inserted adapters and the family's head/pooler-like parameters."""
         return PREFIX in name or any(p in name for p in self.trainable_patterns)
 
-    def freeze(self, model: nn.Module) -> list[str]:
+    def freeze(self, model: HFModel) -> list[str]:
         """Freeze everything but :meth:`is_trainable` parameters; returns the trainable names."""
         names = []
         for name, param in model.named_parameters():
@@ -210,11 +218,11 @@ class ArchitectureFamily(ABC):
                 names.append(name)
         return names
 
-    def active_trainable_parameters(self, model: nn.Module) -> int:
+    def active_trainable_parameters(self, model: HFModel) -> int:
         """Trainable parameters actually used by the current skip set: the PETL adapters of
         skipped layers and the skip adapters of kept layers are not counted (the authors' code
         prints all of them)."""
-        unused = set()
+        unused: set[int] = set()
         for layer in self.layers(model):
             dead = [layer.layer] if layer.skipped else [layer.skip_adapter]
             if layer.skipped:
@@ -265,7 +273,7 @@ class ArchitectureFamily(ABC):
 class PositionalInputs(nn.Module):
     """Calls ``family.forward`` with named inputs received positionally, for tracing."""
 
-    def __init__(self, family: ArchitectureFamily, model: nn.Module, names: Sequence[str]):
+    def __init__(self, family: ArchitectureFamily, model: HFModel, names: Sequence[str]):
         super().__init__()
         self.family, self.model, self.names = family, model, list(names)
 
@@ -273,7 +281,7 @@ class PositionalInputs(nn.Module):
         return self.family.forward(self.model, dict(zip(self.names, tensors, strict=True)))
 
 
-def label_maps(labels: Sequence[str]) -> dict[str, dict]:
+def label_maps(labels: Sequence[str]) -> dict[str, Any]:
     """``id2label``/``label2id`` keyword arguments for an HF config."""
     return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}
 
@@ -296,7 +304,7 @@ def pil_resample_name(code: int) -> str:
 
 def write_wordpiece_tokenizer(out_dir: Path, vocab: Sequence[str]) -> None:
     """Save a lower-casing BERT WordPiece tokenizer over ``vocab`` (for random test checkpoints)."""
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]  # exported lazily
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = specials + sorted({w for w in vocab if w not in specials})

@@ -15,17 +15,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge_vl.adapters import AdapterConfig, SkippableLayer
-from edge_vl.architectures.base import (
+from edge_vl.budget import LayerCosts
+from edge_vl.config import AdapterConfig
+from edge_vl.manifest import ImageSpec
+from edge_vl.runtime.preprocess import default_image_spec
+from edge_vl.training.adapters import SkippableLayer
+from edge_vl.training.architectures.base import (
     ArchitectureFamily,
+    HFModel,
     InputShape,
     label_maps,
     pil_resample_name,
     read_image_processor_config,
 )
-from edge_vl.budget import LayerCosts
-from edge_vl.manifest import ImageSpec
-from edge_vl.runtime.preprocess import default_image_spec
 
 #: random-weight presets for tests and speed benchmarks (never pretrained weights)
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -67,7 +69,7 @@ class ViltAdaptedLayer(SkippableLayer):
     h2 = h1 + MLP(LN2(h1))  + A1(h1)
     """
 
-    def __init__(self, layer: nn.Module, hidden: int, config: AdapterConfig):
+    def __init__(self, layer: HFModel, hidden: int, config: AdapterConfig):
         super().__init__(layer, hidden, config)
         self.add_petl_adapters(("attn", "mlp"), hidden, config, eps=layer.layernorm_before.eps)
 
@@ -94,13 +96,13 @@ class ViltFamily(ArchitectureFamily):
 
         return ViltForQuestionAnswering
 
-    def layer_lists(self, model: nn.Module) -> list[nn.ModuleList]:
+    def layer_lists(self, model: HFModel) -> list[nn.ModuleList]:
         return [model.vilt.encoder.layer]
 
-    def wrap_layer(self, layer: nn.Module, config: AdapterConfig) -> SkippableLayer:
+    def wrap_layer(self, layer: HFModel, config: AdapterConfig) -> SkippableLayer:
         return ViltAdaptedLayer(layer, layer.layernorm_before.normalized_shape[0], config)
 
-    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, model: HFModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic ViLT forward. Unlike HF's ``visual_embed`` (which samples patches at random
         with ``multinomial``), patches stay in order with an all-ones pixel mask; the pooled [CLS]
         output is the same because attention is permutation-equivariant."""
@@ -141,7 +143,7 @@ class ViltFamily(ArchitectureFamily):
         pooled = vilt.pooler(vilt.layernorm(hidden))
         return model.classifier(pooled)
 
-    def layer_costs(self, model: nn.Module, shape: InputShape) -> LayerCosts:
+    def layer_costs(self, model: HFModel, shape: InputShape) -> LayerCosts:
         cfg = model.config
         d, f, p = cfg.hidden_size, cfg.intermediate_size, cfg.patch_size
         h, w = shape.image
@@ -158,7 +160,7 @@ class ViltFamily(ArchitectureFamily):
             skip=tuple(layer.skip_adapter.macs(n) for layer in layers),
         )
 
-    def image_spec(self, model_dir: Path, model: nn.Module) -> ImageSpec:
+    def image_spec(self, model_dir: Path, model: HFModel) -> ImageSpec:
         cfg = read_image_processor_config(model_dir)
         return default_image_spec(
             model.config.image_size,
@@ -168,7 +170,7 @@ class ViltFamily(ArchitectureFamily):
             rescale_factor=cfg.get("rescale_factor", 1 / 255),
         )
 
-    def text_length(self, model: nn.Module) -> int:
+    def text_length(self, model: HFModel) -> int:
         return int(model.config.max_position_embeddings)
 
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
