@@ -136,8 +136,10 @@ def choose(
     refused = [c for c in candidates if c not in ok]
     if required:
         pace = "faster" if best.latency_ms < fp32.latency_ms else "NOT faster"
-        reason = (f"{best.precision}: as requested, within {max_accuracy_drop:.1%} of fp32's accuracy, "
-                  f"{pace} here ({best.latency_ms:.2f} ms vs fp32 {fp32.latency_ms:.2f} ms)")  # fmt: skip
+        reason = (
+            f"{best.precision}: as requested, within {max_accuracy_drop:.1%} of fp32's accuracy, "
+            f"{pace} here ({best.latency_ms:.2f} ms vs fp32 {fp32.latency_ms:.2f} ms)"
+        )
     else:
         reason = (
             f"{best.precision}: fastest within {max_accuracy_drop:.1%} of fp32's accuracy "
@@ -189,24 +191,34 @@ def select_precision(
         else:
             if calibration is None:
                 raise ExportError("INT8 needs calibration inputs; the training data gave none")
-            echo(f"precision: NNCF INT8 calibration on {calibration_size} training rows "
-                 f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})")  # fmt: skip
+            echo(
+                f"precision: NNCF INT8 calibration on {calibration_size} training rows "
+                f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})"
+            )
             xml = quantize_int8(fp32_xml, calibration(), out_dir, vnni=vnni, size=calibration_size)
         candidate, predictions = measure(name, xml, eval_batches, labels, reference, feed, latency_ms(name))
         reference = predictions if name == "fp32" else reference
         candidates.append(candidate)
-        echo(f"precision: {name} accuracy {candidate.accuracy:.4f}, top-1 agreement with fp32 "
-             f"{candidate.agreement_with_fp32:.4f}, {candidate.latency_ms:.2f} ms")  # fmt: skip
+        echo(
+            f"precision: {name} accuracy {candidate.accuracy:.4f}, top-1 agreement with fp32 "
+            f"{candidate.agreement_with_fp32:.4f}, {candidate.latency_ms:.2f} ms"
+        )
     required = None if requested == "auto" else requested
     chosen, reason = choose(candidates, max_accuracy_drop, required=required)
     if required and chosen.precision != required:
-        raise ExportError(f"{required} was refused: {reason}; build with --precision fp32 or "
-                          "raise --max-accuracy-drop")  # fmt: skip
+        raise ExportError(
+            f"{required} was refused: {reason}; build with --precision fp32 or raise --max-accuracy-drop"
+        )
     install(chosen, out_dir)
     echo(f"precision: {reason}")
-    record = {"requested": requested, "chosen": chosen.precision, "reason": reason,
-              "max_accuracy_drop": max_accuracy_drop, "vnni": vnni,
-              "candidates": [c.to_dict() for c in candidates]}  # fmt: skip
+    record = {
+        "requested": requested,
+        "chosen": chosen.precision,
+        "reason": reason,
+        "max_accuracy_drop": max_accuracy_drop,
+        "vnni": vnni,
+        "candidates": [c.to_dict() for c in candidates],
+    }
     return chosen.precision, record
 
 

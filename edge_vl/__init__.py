@@ -33,7 +33,7 @@ def __getattr__(name: str) -> Any:
     """``edge_vl.build``: the Python build entry point (:func:`edge_vl.pipeline.build`), imported
     on first use so that the device API stays torch-free."""
     if name == "build":
-        from edge_vl.pipeline import build
+        from edge_vl.pipeline import build  # noqa: TID251 (the build entry point, imported on use)
 
         return build
     raise AttributeError(f"module 'edge_vl' has no attribute {name!r}")

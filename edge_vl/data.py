@@ -191,8 +191,9 @@ def _to_example(
             checked[image] = _check_image(image, fail, windows=_windows_style(row["image"]))
         digest = checked[image]
     text = row["text"] if require_text else ""
-    return Example(image=image, text=text, label=row["label"], manifest=str(path), line=line,
-                   image_sha256=digest)  # fmt: skip
+    return Example(
+        image=image, text=text, label=row["label"], manifest=str(path), line=line, image_sha256=digest
+    )
 
 
 def _image_path(raw: str, manifest: Path) -> Path:
@@ -225,9 +226,11 @@ def _check_image(image: Path, fail, *, windows: bool = False) -> str:
     except InputError as e:
         hint = ""
         if windows and not image.exists():
-            hint = (" (the row gives a Windows path; '\\' was read as '/', but a drive letter or "
-                    "network share cannot be found here: write paths relative to the manifest, e.g. "
-                    "images/x.png)")  # fmt: skip
+            hint = (
+                " (the row gives a Windows path; '\\' was read as '/', but a drive letter or "
+                "network share cannot be found here: write paths relative to the manifest, e.g. "
+                "images/x.png)"
+            )
         raise fail(f"field 'image': {e}{hint}") from e
     except OSError as e:
         raise fail(f"field 'image': cannot read {image} ({e.strerror})") from e
@@ -242,8 +245,10 @@ def data_warnings(train: Sequence[Example], evals: Sequence[Example]) -> list[st
     for ex in [*train, *evals]:
         variants[" ".join(ex.label.split()).casefold()].add(ex.label)
     for group in sorted(sorted(v) for v in variants.values() if len(v) > 1):
-        warnings.append(f"labels {', '.join(map(repr, group))} differ only in case or spaces; they are "
-                        f"{len(group)} different classes — fix the data if they mean the same")  # fmt: skip
+        warnings.append(
+            f"labels {', '.join(map(repr, group))} differ only in case or spaces; they are "
+            f"{len(group)} different classes — fix the data if they mean the same"
+        )
 
     def key(ex: Example) -> tuple[str, str]:
         return (ex.image_sha256 or str(ex.image.resolve()), ex.text)
@@ -254,8 +259,10 @@ def data_warnings(train: Sequence[Example], evals: Sequence[Example]) -> list[st
         warnings.append(f"{duplicates} training rows repeat another row's image and text")
     overlap = sum(1 for ex in evals if key(ex) in counts)
     if overlap:
-        warnings.append(f"{overlap} of {len(evals)} eval rows also occur in the training data (same image "
-                        "and text): the eval accuracy overstates what unseen inputs get")  # fmt: skip
+        warnings.append(
+            f"{overlap} of {len(evals)} eval rows also occur in the training data (same image "
+            "and text): the eval accuracy overstates what unseen inputs get"
+        )
     return warnings
 
 

@@ -44,10 +44,14 @@ FULL_DEMO = DemoSettings(
 )
 #: a smoke run of the same pipeline in a few minutes
 QUICK_DEMO = DemoSettings(
-    train_size=1_500, eval_size=500, epochs=1.0, search_epochs=2, batch_size=32,
+    train_size=1_500,
+    eval_size=500,
+    epochs=1.0,
+    search_epochs=2,
+    batch_size=32,
     caveat="--quick trains on 1,500 questions for one epoch: its accuracy is NOT representative of "
     "what edge-vl reaches (run without --quick for that)",
-)  # fmt: skip
+)
 
 
 def easy_vqa_examples(split: str) -> list[Example]:

@@ -101,17 +101,23 @@ class ImageSpec:
     shortest_edge: int | None = None
 
     def __post_init__(self) -> None:
-        check(len(self.size) == 2 and all(1 <= s <= _MAX_SIDE for s in self.size),
-              f"size must be [height, width] within 1..{_MAX_SIDE}")  # fmt: skip
+        check(
+            len(self.size) == 2 and all(1 <= s <= _MAX_SIDE for s in self.size),
+            f"size must be [height, width] within 1..{_MAX_SIDE}",
+        )
         check(self.resample in RESAMPLE_NAMES, f"resample must be one of {RESAMPLE_NAMES}")
         check(0 < self.rescale_factor <= 1, "rescale_factor must be in (0, 1]")
         check(len(self.mean) == 3 and len(self.std) == 3, "mean and std need one value per channel")
         check(all(s > 0 for s in self.std), "std values must be positive")
-        check(len(self.background) == 3 and all(0 <= c <= 255 for c in self.background),
-              "background must be three values in 0..255")  # fmt: skip
+        check(
+            len(self.background) == 3 and all(0 <= c <= 255 for c in self.background),
+            "background must be three values in 0..255",
+        )
         if self.shortest_edge is not None:
-            check(max(self.size) <= self.shortest_edge <= _MAX_SIDE,
-                  "shortest_edge must be at least the crop size")  # fmt: skip
+            check(
+                max(self.size) <= self.shortest_edge <= _MAX_SIDE,
+                "shortest_edge must be at least the crop size",
+            )
 
 
 @dataclass(frozen=True)
@@ -163,8 +169,10 @@ class Architecture:
     kept: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        check(sorted(self.skipped + self.kept) == list(range(len(self.layers))),
-              "skipped and kept must split the layers' indices")  # fmt: skip
+        check(
+            sorted(self.skipped + self.kept) == list(range(len(self.layers))),
+            "skipped and kept must split the layers' indices",
+        )
 
 
 @dataclass(frozen=True)
@@ -357,8 +365,10 @@ class Manifest:
         unlisted = [name for name in needed if name not in self.files]
         check(not unlisted, f"files does not list {unlisted}, which the runtime loads")
         takes_text = bool(TEXT_INPUTS & {spec.name for spec in self.model.inputs})
-        check(takes_text == (self.preprocessing.text is not None),
-              "model.inputs and preprocessing.text disagree on whether the model takes text")  # fmt: skip
+        check(
+            takes_text == (self.preprocessing.text is not None),
+            "model.inputs and preprocessing.text disagree on whether the model takes text",
+        )
         width, n_labels = self.model.outputs[0].shape[1], len(self.head.labels)
         check(width == n_labels, f"the model outputs {width} scores but head.labels has {n_labels} labels")
 
@@ -378,8 +388,11 @@ def _check_relative(name: str, where: str) -> None:
     not the manifest or the signature."""
     segments = name.split("/")
     check(
-        bool(name) and "\\" not in name and "\x00" not in name
-        and not any(part in ("", ".", "..") for part in segments) and segments[0] != "~"
+        bool(name)
+        and "\\" not in name
+        and "\x00" not in name
+        and not any(part in ("", ".", "..") for part in segments)
+        and segments[0] != "~"
         and name not in (MANIFEST_NAME, SIGNATURE_NAME),
         f"{where}: {name!r} is not a plain relative path inside the bundle",
-    )  # fmt: skip
+    )

@@ -75,9 +75,11 @@ def check_output(out: Path, inputs: Mapping[str, Iterable[Path]], *, overwrite: 
         raise OutputError(f"--out {out} already holds a bundle; choose another --out or pass --overwrite")
     listed = set(manifest.get("files", {})) | {MANIFEST_NAME, SIGNATURE_NAME}
     extra = sorted(
-        p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir() or p.is_symlink()
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if not p.is_dir() or p.is_symlink()
         if p.relative_to(out).as_posix() not in listed
-    )  # fmt: skip
+    )
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
         raise OutputError(

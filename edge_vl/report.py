@@ -23,7 +23,7 @@ from edge_vl.schema import parse, to_json
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
 #: colour cycle of the plots (colour-blind safe, Okabe–Ito)
-_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
 def variant_from_manifest(manifest: Manifest, name: str = "this bundle") -> dict[str, Any]:
@@ -138,61 +138,85 @@ def write_report(
 # -- rendering ------------------------------------------------------------------------------------
 def render_html(data: dict[str, Any], title: str = "edge-vl build report", name: str = "") -> str:
     """The report page of ``data`` (:func:`report_data`); ``name``: the bundle's directory name."""
-    m, c, t, b = data["metrics"], data["cost"], data["training"], data.get("bundle", {})
-    majority = m.get("majority_accuracy")
-    baseline = f" (always answering the most frequent label: {majority:.4f})" if majority else ""
-    built = f"built {b.get('created', '?')} by edge-vl {b.get('edge_vl_version', '?')}"
-    summary = [
-        ("bundle", f"{name or 'this bundle'}, {built}"),
-        ("model", f"{data['model']['family']} ({data['model']['layers']} skippable layers) from "
-                  f"{data['model']['source']}; {b.get('precision', '?')} weights"),
-        ("eval accuracy", f"{m['eval_accuracy']:.4f} on {m['eval_examples']} rows{baseline}"),
-        ("skipped layers", f"{data['plan']['skipped'] or 'none'} ({data['plan']['method']})"),
-        ("retained MACs", f"{c['retained_model']:,.0f} of {c['full_model']:,.0f} "
-                          f"({c['retained_fraction']:.1%})"),
-        ("trainable parameters", f"{t['trainable_parameters']:,} of {t['total_parameters']:,} "
-                                 f"({t['trainable_fraction']:.2%})"),
-        ("training", f"{t['steps']} steps; build took {t['seconds']} s"),
-        ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
-    ]  # fmt: skip
-    if sureness := data["plan"].get("uncertainty"):
-        summary.insert(4, ("how sure the search is", describe_uncertainty(parse(Uncertainty, sureness))))
-    parts = [f"<h1>{_e(title)}{(': ' + _e(name)) if name else ''}</h1>", _table(None, summary)]
+    m = data["metrics"]
+    parts = [f"<h1>{_e(title)}{(': ' + _e(name)) if name else ''}</h1>", _table(None, _summary(data, name))]
     if data.get("warnings"):
         items = "".join(f"<li>{_e(w)}</li>" for w in data["warnings"])
         parts += ["<h2>Data warnings</h2>", f"<ul>{items}</ul>"]
-    history = data["gate_history"]
-    if history:
-        series = {
-            f"{a['index']}{' skipped' if a['skipped'] else ''}": [g[a["index"]] for g in history]
-            for a in data["layers"]
-        }
-        highlighted = [k for k in series if k.endswith("skipped")]
-        parts += ["<h2>Gates per layer over the search</h2>",
-                  "<p>A larger gate means the layer was more often in low-loss skip sets (more redundant). "
-                  "Skipped layers in colour, kept layers grey.</p>",
-                  line_chart(series, "bandit round", "gate", highlighted=highlighted)]  # fmt: skip
+    parts += _gate_section(data)
+    majority = m.get("majority_accuracy")
     parts += ["<h2>Accuracy against compute</h2>", scatter_chart(data["variants"], majority)]
-    parts += ["<h2>Variants</h2>", _table(
-        ["variant", "eval accuracy", "MACs vs full", "skipped", "latency ms (batch 1)"],
-        [(v["variant"], f"{v['eval_accuracy']:.4f}", f"{v['retained_macs_fraction']:.1%}",
-          str(v.get("skipped", "")), _latency(v.get("latency_ms"))) for v in data["variants"]],
-    )]  # fmt: skip
-    lat = m.get("latency_ms")
-    if lat:
-        parts += ["<h2>Latency</h2>", _table(
-            ["model", "median ms, batch 1"],
-            [("retained (this bundle)", f"{lat['retained']:.2f}"),
-             ("full model (no layer skipped)", f"{lat['full']:.2f}")],
-        ), f"<p>OpenVINO {_e(lat.get('precision', ''))}, {lat.get('threads') or 'default'} threads, "
-           "on the build machine; run <code>edge-vl bench</code> on the target.</p>"]  # fmt: skip
-    parts += ["<h2>What was skipped and why</h2>", _table(
-        ["layer", "module", f"{data['plan']['estimator'] or 'search'} score (higher: more redundant)",
-         "MACs saved", "decision"],
-        [(str(a["index"]), a["name"], "" if a["score"] is None else f"{a['score']:+.3e}",
-          "" if a["saving_macs"] is None else f"{a['saving_macs']:,.0f}",
-          ("skipped: " if a["skipped"] else "") + a["why"]) for a in data["layers"]],
-    )]  # fmt: skip
+    parts += ["<h2>Variants</h2>", _variants_table(data["variants"])]
+    parts += _latency_section(m.get("latency_ms"))
+    parts += ["<h2>What was skipped and why</h2>", _layers_table(data)]
+    return _page(title, parts)
+
+
+def _gate_section(data: dict[str, Any]) -> list[str]:
+    """The gates of every layer over the bandit's rounds (none for searches without rounds)."""
+    history = data["gate_history"]
+    if not history:
+        return []
+    series = {
+        f"{a['index']}{' skipped' if a['skipped'] else ''}": [g[a["index"]] for g in history]
+        for a in data["layers"]
+    }
+    highlighted = [k for k in series if k.endswith("skipped")]
+    return [
+        "<h2>Gates per layer over the search</h2>",
+        "<p>A larger gate means the layer was more often in low-loss skip sets (more redundant). "
+        "Skipped layers in colour, kept layers grey.</p>",
+        line_chart(series, "bandit round", "gate", highlighted=highlighted),
+    ]
+
+
+def _variants_table(variants: Sequence[dict[str, Any]]) -> str:
+    rows = [
+        (
+            v["variant"],
+            f"{v['eval_accuracy']:.4f}",
+            f"{v['retained_macs_fraction']:.1%}",
+            str(v.get("skipped", "")),
+            _latency(v.get("latency_ms")),
+        )
+        for v in variants
+    ]
+    return _table(["variant", "eval accuracy", "MACs vs full", "skipped", "latency ms (batch 1)"], rows)
+
+
+def _latency_section(lat: dict[str, Any] | None) -> list[str]:
+    if not lat:
+        return []
+    rows = [
+        ("retained (this bundle)", f"{lat['retained']:.2f}"),
+        ("full model (no layer skipped)", f"{lat['full']:.2f}"),
+    ]
+    return [
+        "<h2>Latency</h2>",
+        _table(["model", "median ms, batch 1"], rows),
+        f"<p>OpenVINO {_e(lat.get('precision', ''))}, {lat.get('threads') or 'default'} threads, "
+        "on the build machine; run <code>edge-vl bench</code> on the target.</p>",
+    ]
+
+
+def _layers_table(data: dict[str, Any]) -> str:
+    """Each layer: its search score, the MACs skipping it saves, and what was decided and why."""
+    score = f"{data['plan']['estimator'] or 'search'} score (higher: more redundant)"
+    rows = [
+        (
+            str(a["index"]),
+            a["name"],
+            "" if a["score"] is None else f"{a['score']:+.3e}",
+            "" if a["saving_macs"] is None else f"{a['saving_macs']:,.0f}",
+            ("skipped: " if a["skipped"] else "") + a["why"],
+        )
+        for a in data["layers"]
+    ]
+    return _table(["layer", "module", score, "MACs saved", "decision"], rows)
+
+
+def _page(title: str, parts: Sequence[str]) -> str:
+    """A self-contained XHTML page of ``parts``."""
     style = (
         "body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
@@ -204,6 +228,37 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report", name:
         + "\n".join(parts)
         + "\n</body></html>\n"
     )
+
+
+def _summary(data: dict[str, Any], name: str) -> list[tuple[str, str]]:
+    """The report's first table: what the bundle is and what the build measured."""
+    m, c, t, b = data["metrics"], data["cost"], data["training"], data.get("bundle", {})
+    majority = m.get("majority_accuracy")
+    baseline = f" (always answering the most frequent label: {majority:.4f})" if majority else ""
+    built = f"built {b.get('created', '?')} by edge-vl {b.get('edge_vl_version', '?')}"
+    summary = [
+        ("bundle", f"{name or 'this bundle'}, {built}"),
+        (
+            "model",
+            f"{data['model']['family']} ({data['model']['layers']} skippable layers) from "
+            f"{data['model']['source']}; {b.get('precision', '?')} weights",
+        ),
+        ("eval accuracy", f"{m['eval_accuracy']:.4f} on {m['eval_examples']} rows{baseline}"),
+        ("skipped layers", f"{data['plan']['skipped'] or 'none'} ({data['plan']['method']})"),
+        (
+            "retained MACs",
+            f"{c['retained_model']:,.0f} of {c['full_model']:,.0f} ({c['retained_fraction']:.1%})",
+        ),
+        (
+            "trainable parameters",
+            f"{t['trainable_parameters']:,} of {t['total_parameters']:,} ({t['trainable_fraction']:.2%})",
+        ),
+        ("training", f"{t['steps']} steps; build took {t['seconds']} s"),
+        ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
+    ]
+    if sureness := data["plan"].get("uncertainty"):
+        summary.insert(4, ("how sure the search is", describe_uncertainty(parse(Uncertainty, sureness))))
+    return summary
 
 
 def _latency(lat: float | None) -> str:
@@ -283,7 +338,7 @@ def line_chart(
     coloured = list(series) if highlighted is None else list(highlighted)
     for j, (name, values) in enumerate(series.items()):
         if name in coloured:
-            style = f'stroke="{_COLOURS[coloured.index(name) % len(_COLOURS)]}" stroke-width="2.5"'
+            style = f'stroke="{COLOURS[coloured.index(name) % len(COLOURS)]}" stroke-width="2.5"'
         else:
             style = 'stroke="#999" stroke-width="1" stroke-dasharray="4,3"'
         points = " ".join(f"{_px(i + 1, xs):.1f},{_py(v, ys):.1f}" for i, v in enumerate(values))
@@ -307,16 +362,29 @@ def scatter_chart(variants: Sequence[dict[str, Any]], baseline: float | None = N
     lines: dict[str, tuple[float | None, float | None]] = {"full model": (1.0, None)}
     if baseline:
         lines["most frequent label"] = (None, baseline)
-    return xy_chart(points, "MACs, fraction of the full model", "eval accuracy", legend=False,
-                    x_span=(0.0, 1.05), y_span=ys, reference=lines)  # fmt: skip
+    return xy_chart(
+        points,
+        "MACs, fraction of the full model",
+        "eval accuracy",
+        legend=False,
+        x_span=(0.0, 1.05),
+        y_span=ys,
+        reference=lines,
+    )
 
 
 def xy_chart(
-    series: dict[str, list[tuple[float, float, str]]], xlabel: str, ylabel: str, *,
-    joined: Sequence[str] = (), x_includes: float | None = None, legend: bool = True,
-    x_span: tuple[float, float] | None = None, y_span: tuple[float, float] | None = None,
+    series: dict[str, list[tuple[float, float, str]]],
+    xlabel: str,
+    ylabel: str,
+    *,
+    joined: Sequence[str] = (),
+    x_includes: float | None = None,
+    legend: bool = True,
+    x_span: tuple[float, float] | None = None,
+    y_span: tuple[float, float] | None = None,
     reference: dict[str, tuple[float | None, float | None]] | None = None,
-) -> str:  # fmt: skip
+) -> str:
     """Labelled dots ``(x, y, label)`` per series, one colour each; the series named in ``joined``
     are also connected in x order. ``x_includes``: a value the x axis must span; ``x_span`` and
     ``y_span`` fix the axes; ``reference``: labelled dashed lines at ``(x, None)`` or ``(None, y)``."""
@@ -335,7 +403,7 @@ def xy_chart(
             out.append(f'<line x1="{_PAD}" y1="{py:.1f}" x2="{_W - 16}" y2="{py:.1f}" {dashed}/>')
             out.append(f'<text x="{_PAD + 6}" y="{py - 5:.1f}" {grey}>{_e(label)} ({y:.3f})</text>')
     for j, (name, ps) in enumerate(series.items()):
-        colour = _COLOURS[j % len(_COLOURS)]
+        colour = COLOURS[j % len(COLOURS)]
         if name in joined:
             line = " ".join(f"{_px(x, xs):.1f},{_py(y, ys):.1f}" for x, y, _ in sorted(ps))
             out.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{line}"/>')
@@ -348,27 +416,6 @@ def xy_chart(
                 f'<text x="{_W + 8}" y="{24 + 14 * j}" font-size="11" fill="{colour}">{_e(name)}</text>'
             )
     return _svg(out, extra_width=160 if legend else 0)
-
-
-def bar_chart(values: dict[str, float], xlabel: str) -> str:
-    """Horizontal bars, one per entry (label left of the bar, value right of it), as a standalone SVG."""
-    top = max(values.values()) or 1.0
-    label_w, row_h = 300, 22
-    width, height = _W + label_w - _PAD, 24 + row_h * len(values) + 28
-    out = []
-    for j, (name, value) in enumerate(values.items()):
-        y = 16 + j * row_h
-        bar = value / top * (width - label_w - 70)
-        colour = _COLOURS[j % len(_COLOURS)]
-        out.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end" font-size="12">{_e(name)}</text>')
-        size = f'width="{bar:.1f}" height="{row_h - 6}"'
-        out.append(f'<rect x="{label_w}" y="{y + 3}" {size} fill="{colour}"/>')
-        out.append(f'<text x="{label_w + bar + 6:.1f}" y="{y + 14}" font-size="11">{value:.3g}</text>')
-    out.append(f'<text x="{label_w}" y="{height - 8}" font-size="12">{_e(xlabel)}</text>')
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}">' + "".join(out) + "</svg>"
-    )
 
 
 def _svg(elements: list[str], extra_width: int = 0) -> str:

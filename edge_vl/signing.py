@@ -163,8 +163,13 @@ def sign_bundle(bundle: str | Path, private_key: str | Path, *, release: int | N
     _check_release(release, "release")
     kid = key_id(key.public_key())
     signature = base64.b64encode(key.sign(signed_payload(raw, kid, release))).decode()
-    record = {"format": SIGNATURE_FORMAT, "algorithm": ALGORITHM, "key_id": kid, "release": release,
-              "signature": signature}  # fmt: skip
+    record = {
+        "format": SIGNATURE_FORMAT,
+        "algorithm": ALGORITHM,
+        "key_id": kid,
+        "release": release,
+        "signature": signature,
+    }
     write_json_atomic(root / SIGNATURE_NAME, record)
     return Signature(kid, release)
 
@@ -225,30 +230,38 @@ class TrustPolicy:
             return None
         path = root / SIGNATURE_NAME
         if not path.is_file():
-            raise BundleError(f"{root}: the bundle is not signed ({SIGNATURE_NAME} is missing), and this "
-                              "device accepts signed bundles only")  # fmt: skip
+            raise BundleError(
+                f"{root}: the bundle is not signed ({SIGNATURE_NAME} is missing), and this "
+                "device accepts signed bundles only"
+            )
         record = _read_signature(path)
         trusted = {key_id(k): k for k in self.keys}
         key = trusted.get(record["key_id"])
         if key is None:
-            raise BundleError(f"{root}: signed by key {record['key_id']}, which is not a trusted key "
-                              f"(trusted: {', '.join(sorted(trusted))})")  # fmt: skip
+            raise BundleError(
+                f"{root}: signed by key {record['key_id']}, which is not a trusted key "
+                f"(trusted: {', '.join(sorted(trusted))})"
+            )
         from cryptography.exceptions import InvalidSignature
 
         try:
             payload = signed_payload(manifest_bytes, record["key_id"], record["release"])
             key.verify(record["signature"], payload)
         except InvalidSignature:
-            raise BundleError(f"{root}: the signature does not match {MANIFEST_NAME} and its release "
-                              "number: the bundle was changed after it was signed") from None  # fmt: skip
+            raise BundleError(
+                f"{root}: the signature does not match {MANIFEST_NAME} and its release "
+                "number: the bundle was changed after it was signed"
+            ) from None
         signature = Signature(record["key_id"], record["release"])
         self._check_release(root, signature)
         return signature
 
     def _check_release(self, root: Path, signature: Signature) -> None:
         if self.min_release is not None and signature.release < self.min_release:
-            raise BundleError(f"{root}: release {signature.release} is older than the minimum release "
-                              f"{self.min_release} this device requires; install a newer bundle")  # fmt: skip
+            raise BundleError(
+                f"{root}: release {signature.release} is older than the minimum release "
+                f"{self.min_release} this device requires; install a newer bundle"
+            )
         newest = read_release_state(self.state_file).get(signature.key_id) if self.state_file else None
         if newest is not None and signature.release < newest:
             raise BundleError(
@@ -291,8 +304,10 @@ def read_release_state(path: Path) -> dict[str, int]:
     except (ValueError, KeyError, TypeError, RecursionError):
         ok = False
     if not ok:
-        raise BundleError(f'{path}: not a release state file (expected {{"format": 1, "releases": '
-                          '{key id: release}}); fix or remove it')  # fmt: skip
+        raise BundleError(
+            f'{path}: not a release state file (expected {{"format": 1, "releases": '
+            "{key id: release}}); fix or remove it"
+        )
     return dict(releases)
 
 
@@ -322,8 +337,9 @@ def _keys_from_argument(value: Any) -> list[Any]:
         kind = type(value).__name__
         raise InputError(f"trusted_keys must be a list of public key files, got {kind}") from None
     if not given:
-        raise InputError("trusted_keys is empty: give at least one public key, or leave it out to use "
-                         f"{TRUSTED_KEYS_ENV}")  # fmt: skip
+        raise InputError(
+            f"trusted_keys is empty: give at least one public key, or leave it out to use {TRUSTED_KEYS_ENV}"
+        )
     return [load_public_key(k) for k in given]
 
 
@@ -333,9 +349,11 @@ def _keys_from_env() -> list[Any]:
     value = os.environ[TRUSTED_KEYS_ENV]
     paths = [p.strip() for p in value.split(os.pathsep) if p.strip()]
     if not paths:
-        raise InputError(f"{TRUSTED_KEYS_ENV} is set to {value!r}, which names no key file: set it to "
-                         f"public key files separated by {os.pathsep!r}, or unset it to accept unsigned "
-                         "bundles")  # fmt: skip
+        raise InputError(
+            f"{TRUSTED_KEYS_ENV} is set to {value!r}, which names no key file: set it to "
+            f"public key files separated by {os.pathsep!r}, or unset it to accept unsigned "
+            "bundles"
+        )
     keys = []
     for p in paths:
         try:
@@ -365,9 +383,11 @@ def _read_signature(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BundleError(f"{path}: not a valid signature file")
     if data.get("format") != SIGNATURE_FORMAT:
-        raise BundleError(f"{path}: signature format {data.get('format')!r}: this edge-vl reads format "
-                          f"{SIGNATURE_FORMAT} (with a release number); re-sign the bundle with "
-                          "`edge-vl sign`")  # fmt: skip
+        raise BundleError(
+            f"{path}: signature format {data.get('format')!r}: this edge-vl reads format "
+            f"{SIGNATURE_FORMAT} (with a release number); re-sign the bundle with "
+            "`edge-vl sign`"
+        )
     if data.get("algorithm") != ALGORITHM:
         raise BundleError(f"{path}: algorithm: expected {ALGORITHM!r}")
     if not isinstance(data.get("key_id"), str):

@@ -144,8 +144,11 @@ def _probe_model(*, quantized: bool):
 
 def spread(times: list[float]) -> dict[str, float]:
     """Median, 10th and 90th percentile of ``times``."""
-    return {"median": float(np.median(times)), "p10": float(np.percentile(times, 10)),
-            "p90": float(np.percentile(times, 90))}  # fmt: skip
+    return {
+        "median": float(np.median(times)),
+        "p10": float(np.percentile(times, 10)),
+        "p90": float(np.percentile(times, 90)),
+    }
 
 
 def interleaved(

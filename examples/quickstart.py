@@ -39,8 +39,9 @@ def main() -> None:
         BuildConfig(model_dir=args.model, train_data=args.data, eval_data=args.eval_data, out=args.out,
                     skip_count=args.skip, train=TrainConfig(epochs=1), overwrite=True)
     )  # fmt: skip
-    print("skipped layers:", result.manifest["architecture"]["skipped"])
-    print("eval accuracy:", result.manifest["metrics"]["eval_accuracy"])
+    assert result.manifest is not None  # None only on ranks other than 0 under torchrun
+    print("skipped layers:", list(result.manifest.architecture.skipped))
+    print("eval accuracy:", result.manifest.metrics.eval_accuracy)
 
     # 2. predict: only openvino, numpy, pillow and tokenizers are needed (on the device)
     predictor = Predictor(args.out)

@@ -12,7 +12,12 @@ import pytest
 
 from edge_vl.demo import FULL_DEMO
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "benchmarks" / "variants.py"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def module(name: str) -> list[str]:
+    """The command that runs ``examples/benchmarks/NAME.py`` (a module of the repository's package)."""
+    return [sys.executable, "-m", f"examples.benchmarks.{name}"]
 
 
 @pytest.fixture(scope="module")
@@ -222,11 +227,10 @@ def test_question_templates_script_scores_a_bundle_per_template(tiny_bundle, sha
 
     from edge_vl import Predictor
 
-    script = SCRIPT.with_name("question_templates.py")
     out = tmp_path / "templates.json"
-    command = [sys.executable, str(script), "--eval", str(shapes_data[1]), "--bundle", f"tiny={tiny_bundle}",
-               "--out", str(out)]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
+    command = [*module("question_templates"), "--eval", str(shapes_data[1]),
+               "--bundle", f"tiny={tiny_bundle}", "--out", str(out)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     report = json.loads(out.read_text())
     rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
     assert report["eval_rows"] == len(rows)
@@ -256,12 +260,12 @@ def test_template_and_precision_scripts_refuse_eval_labels_the_bundle_cannot_ans
     evals.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "out.json"
     for command in (
-        [SCRIPT.with_name("question_templates.py"), "--eval", evals, "--bundle", f"tiny={tiny_bundle}"],
-        [SCRIPT.with_name("precision_here.py"), tiny_bundle, "--train", shapes_data[0], "--eval", evals,
+        [*module("question_templates"), "--eval", evals, "--bundle", f"tiny={tiny_bundle}"],
+        [*module("precision_here"), tiny_bundle, "--train", shapes_data[0], "--eval", evals,
          "--calibration", "4", "--runs", "1", "--threads", "1"],
     ):  # fmt: skip
-        command = [sys.executable, *map(str, command), "--out", str(out)]
-        run = subprocess.run(command, capture_output=True, text=True)
+        command = [*map(str, command), "--out", str(out)]
+        run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         assert run.returncode != 0
         assert f"{evals}: labels ['octagon'] are not among the bundle's answers" in run.stderr
         assert not out.exists()
@@ -374,10 +378,10 @@ def test_precision_here_quantizes_a_bundle_and_scores_both_precisions(tiny_bundl
     from edge_vl import Predictor
 
     out, work = tmp_path / "precision.json", tmp_path / "int8"
-    command = [sys.executable, str(SCRIPT.with_name("precision_here.py")), str(tiny_bundle),
+    command = [*module("precision_here"), str(tiny_bundle),
                "--train", str(shapes_data[0]), "--eval", str(shapes_data[1]), "--calibration", "8",
                "--runs", "3", "--threads", "1", "--work", str(work), "--out", str(out)]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True)
+    subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     report = json.loads(out.read_text())
     rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
     with Predictor(tiny_bundle) as predictor:

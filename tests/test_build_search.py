@@ -15,10 +15,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edge_vl.budget import BudgetError, LayerCosts, counted_macs, min_layers_for, select_within
+from edge_vl.budget import BudgetError, LayerCosts, min_layers_for, select_within
 from edge_vl.cli import cli
 from edge_vl.training.architectures import InputShape, family_for
 from edge_vl.training.architectures.quiet import quiet_transformers
+from edge_vl.training.flops import counted_macs
 from tests.conftest import build_args
 
 #: the paper's bandit (its gates rank the layers), with rounds every step

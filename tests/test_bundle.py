@@ -271,3 +271,21 @@ def test_build_signs_with_sign_key(tmp_path, tiny_checkpoint, shapes_data, keys)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert read_bundle(out, trusted_keys=[keys / "ours.pub"]).signed_by in result.output
+
+
+def test_a_manifest_written_by_an_earlier_build_still_loads():
+    """tests/data/manifest-2026-11-30.json: the demo bundle's manifest of 2026-11-30 (format 2,
+    before typed build records, search estimators and uncertainties; its data paths were made
+    repository-relative when it was committed, so its own hash no longer matches): it parses into
+    the typed Manifest, and the report renders from it."""
+    from edge_vl.manifest import Manifest
+    from edge_vl.report import render_html, report_data
+    from edge_vl.schema import parse
+
+    path = Path(__file__).parent / "data" / "manifest-2026-11-30.json"
+    manifest = parse(Manifest, json.loads(path.read_text(encoding="utf-8")))
+    assert manifest.metrics.eval_accuracy == pytest.approx(0.9575, abs=1e-4)
+    assert manifest.skip_plan.method == "das" and manifest.skip_plan.search is not None
+    assert manifest.skip_plan.search.estimator == "gates" and manifest.skip_plan.search.uncertainty is None
+    assert manifest.architecture.skipped == (0, 3, 10, 11)
+    assert "0.9575" in render_html(report_data(manifest))

@@ -109,3 +109,44 @@ def test_resume_refuses_model_weights_changed_at_the_same_size(tmp_path, tiny_ch
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert f"model file(s) {weights.resolve()} changed" in result.output
+
+
+def test_csv_manifest_and_relative_paths(tmp_path, shapes_data):
+    image = next((shapes_data[0].parent / "images").iterdir())
+    (tmp_path / "img.png").write_bytes(image.read_bytes())
+    (tmp_path / "d.csv").write_text('image,text,label\nimg.png,"what, exactly?",red\n')
+    [example] = read_examples(tmp_path / "d.csv")
+    assert example.image == tmp_path / "img.png" and example.text == "what, exactly?" and example.line == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "message"),
+    [
+        ('{"image": "a.png", "text": "t"}\n', "d.jsonl", ":1: missing field 'label'"),
+        ('{"image": "a.png", "text": "t", "label": "x"}\n{oops\n', "d.jsonl", ":2: invalid JSON"),
+        ('["a.png", "t", "x"]\n', "d.jsonl", ":1: row must be an object"),
+        ('{"image": "a.png", "text": " ", "label": "x"}\n', "d.jsonl", ":1: field 'text' is empty"),
+        ("image,text\na.png,t\n", "d.csv", ":1: CSV header lacks column(s) ['label']"),
+        ("", "d.jsonl", "manifest has no rows"),
+        ("x", "d.txt", "unsupported manifest type"),
+    ],
+)
+def test_bad_manifests_name_file_line_and_field(tmp_path, content, name, message):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DataError) as err:
+        read_examples(path, check_images=False)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_bom_prefixed_csv_and_jsonl_are_read(shapes_data, tmp_path):
+    rows = [json.loads(line) for line in shapes_data[0].read_text().splitlines()[:3]]
+    images = shapes_data[0].parent
+    csv_text = "image,text,label\n" + "".join(
+        f"{images / r['image']},{r['text']},{r['label']}\n" for r in rows
+    )
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + csv_text.encode())
+    jsonl = "".join(json.dumps({**r, "image": str(images / r["image"])}) + "\n" for r in rows)
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + jsonl.encode())
+    for name in ("excel.csv", "bom.jsonl"):
+        assert [e.label for e in read_examples(tmp_path / name)] == [r["label"] for r in rows]

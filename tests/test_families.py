@@ -10,7 +10,6 @@ import torch
 from click.testing import CliRunner
 
 from edge_vl import Predictor
-from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.cli import cli
 from edge_vl.config import AdapterConfig
 from edge_vl.data import read_examples
@@ -18,6 +17,7 @@ from edge_vl.training.adapters import PREFIX, LowRankUpdate
 from edge_vl.training.architectures import family_for
 from edge_vl.training.architectures.quiet import quiet_transformers
 from edge_vl.training.encoded import EncodedData
+from edge_vl.training.flops import counted_macs, with_eager_attention
 from tests.conftest import VOCAB, build_args
 
 FAMILIES = {"vilt": "vilt", "meter": "edge_vl_mini", "clip": "clip"}  # family name → a model_type it handles

@@ -138,6 +138,8 @@ KILL_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     import edge_vl.output as output
     from edge_vl.bundle import finalize_manifest
+    from edge_vl.manifest import Manifest
+    from edge_vl.schema import parse
 
     src, out, created = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     kill_at, can_exchange = int(sys.argv[4]), sys.argv[5]
@@ -158,8 +160,7 @@ KILL_SCRIPT = textwrap.dedent("""
             setattr(module, name, hooked(getattr(module, name)))
     output.exchange = hooked(output.exchange) if can_exchange == "1" else (lambda a, b: False)
     data = json.loads((Path(src) / "manifest.json").read_text())
-    body = {k: v for k, v in data.items() if k not in ("files", "manifest_sha256")}
-    body["created"] = created
+    body = parse(Manifest, {**data, "created": created})
     with output.OutputLock(out), output.staged_bundle(out, overwrite=True) as staging:
         for name in data["files"]:
             shutil.copy2(Path(src) / name, staging / name)
@@ -317,19 +318,6 @@ def test_unusable_cache_dir_is_named(tiny_bundle, tmp_path):
 
 
 # -- data -------------------------------------------------------------------------------------------
-def test_bom_prefixed_csv_and_jsonl_are_read(shapes_data, tmp_path):
-    rows = [json.loads(line) for line in shapes_data[0].read_text().splitlines()[:3]]
-    images = shapes_data[0].parent
-    csv_text = "image,text,label\n" + "".join(
-        f"{images / r['image']},{r['text']},{r['label']}\n" for r in rows
-    )
-    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + csv_text.encode())
-    jsonl = "".join(json.dumps({**r, "image": str(images / r["image"])}) + "\n" for r in rows)
-    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + jsonl.encode())
-    for name in ("excel.csv", "bom.jsonl"):
-        assert [e.label for e in read_examples(tmp_path / name)] == [r["label"] for r in rows]
-
-
 def _manifest(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -162,7 +162,7 @@ def test_killed_pretraining_resumes_where_its_state_was_saved(shipped_model_and_
 
 
 def test_probe_trains_the_top_image_blocks_but_keeps_their_batch_norm_statistics(tmp_path: Path):
-    import probe_frozen
+    from examples.pretraining import probe_frozen
 
     with quiet_transformers():
         family_for("edge_vl_mini").random_checkpoint(tmp_path / "m", vocab=VOCAB, labels=["a", "b"])

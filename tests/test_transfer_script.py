@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -90,7 +89,8 @@ def test_unfreeze_recipe_trains_only_the_named_parts_of_the_fusion_layers(transf
         model = family.load(tmp_path / "m", ["a", "b"])
     family.insert_adapters(model)
     family.freeze(model)
-    unfreeze = sys.modules["variants"].unfreeze_fusion
+    from examples.benchmarks.variants import unfreeze_fusion as unfreeze
+
     fusion = len(family.layer_lists(model)[-1])
     attention = unfreeze(family, model, ["attention"])
     assert len(attention) == fusion * 6  # query, key, value: weight and bias

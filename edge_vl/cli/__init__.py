@@ -44,8 +44,15 @@ def cli() -> None:
     """
 
 
-for command in (build_commands.build, build_commands.search, device_commands.predict, device_commands.info,
-                device_commands.bench, device_commands.keygen, device_commands.sign):  # fmt: skip
+for command in (
+    build_commands.build,
+    build_commands.search,
+    device_commands.predict,
+    device_commands.info,
+    device_commands.bench,
+    device_commands.keygen,
+    device_commands.sign,
+):
     cli.add_command(command)
 
 

@@ -72,13 +72,20 @@ def info(bundle, as_json, trusted_keys, min_release) -> None:
     b = read_bundle(bundle, trusted_keys=list(trusted_keys) or None, min_release=min_release)
     m = b.manifest
     flags = cpu_flags()
-    host = {"cpu": cpu_name(), "flags": flags, "runtime_profile": active_profile().name,
-            "openvino": installed_openvino()}  # fmt: skip
+    host = {
+        "cpu": cpu_name(),
+        "flags": flags,
+        "runtime_profile": active_profile().name,
+        "openvino": installed_openvino(),
+    }
     claimed = describe_signature(b.path)
     signature = {"signed": claimed is not None, "checked": b.signature is not None, **(claimed or {})}
     if as_json:
-        click.echo(json.dumps({"manifest": b.data, "host": host, "signed_by": b.signed_by,
-                               "signature": signature}, indent=2))  # fmt: skip
+        click.echo(
+            json.dumps(
+                {"manifest": b.data, "host": host, "signed_by": b.signed_by, "signature": signature}, indent=2
+            )
+        )
         return
     arch, model, metrics = m.architecture, m.model, m.metrics
     latency = metrics.latency_ms
@@ -197,8 +204,9 @@ def sign(bundle, private_key, release) -> None:
     help="Checkpoint (directory or shipped name) --compare rebuilds the torch models from "
     "[default: the bundle's source].",
 )
-def bench(bundle, threads, batch, duration, as_json, target_profile, target_profile_alias, compare, runs,
-          model_dir) -> None:  # fmt: skip
+def bench(
+    bundle, threads, batch, duration, as_json, target_profile, target_profile_alias, compare, runs, model_dir
+) -> None:
     """Measure BUNDLE on this machine: cold start, latency p50/p90/p99, throughput, peak memory."""
     from edge_vl.bench import benchmark
 

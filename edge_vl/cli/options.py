@@ -240,14 +240,35 @@ def given_on_command_line(names: tuple[str, ...]) -> frozenset[str]:
 
 
 #: CLI parameter → field of the config it sets (only the parameters a command has are passed on)
-SEARCH_FIELDS = {"search_epochs": "epochs", "das_turn": "das_turn", "das_step": "das_step",
-                 "gate_lr": "gate_lr", "search_mode": "mode", "search_rows": "max_rows",
-                 "search_estimator": "estimator", "search_prior_rows": "prior_rows"}  # fmt: skip
+SEARCH_FIELDS = {
+    "search_epochs": "epochs",
+    "das_turn": "das_turn",
+    "das_step": "das_step",
+    "gate_lr": "gate_lr",
+    "search_mode": "mode",
+    "search_rows": "max_rows",
+    "search_estimator": "estimator",
+    "search_prior_rows": "prior_rows",
+}
 TRAIN_FIELDS = {name: name for name in ("epochs", "max_steps", "batch_size", "lr", "loss", "seed")}
-BUILD_FIELDS = {name: name for name in (
-    "skip_count", "flops_budget", "latency_budget_ms", "overwrite", "restart", "checkpoint_every",
-    "precision", "prompt_template", "max_accuracy_drop", "sign_key", "sign_release", "device", "amp",
-)}  # fmt: skip
+BUILD_FIELDS = {
+    name: name
+    for name in (
+        "skip_count",
+        "flops_budget",
+        "latency_budget_ms",
+        "overwrite",
+        "restart",
+        "checkpoint_every",
+        "precision",
+        "prompt_template",
+        "max_accuracy_drop",
+        "sign_key",
+        "sign_release",
+        "device",
+        "amp",
+    )
+}
 
 
 def _fields(params: dict, mapping: dict[str, str]) -> dict:

@@ -35,8 +35,10 @@ def read_data(config: BuildConfig) -> TrainingData:
             raise DataError(f"training label(s) {missing} have no prompt in the label prompts")
         labels = sorted(prompts)
     if len(labels) < 2:
-        raise DataError(f"every training row has the label {labels[0]!r}; a classifier needs at least two "
-                        "classes", path=str(config.train_data))  # fmt: skip
+        raise DataError(
+            f"every training row has the label {labels[0]!r}; a classifier needs at least two classes",
+            path=str(config.train_data),
+        )
     known = set(labels)
     where = "the training data or the label prompts" if prompt_head else "the training data"
     for ex in eval_examples:

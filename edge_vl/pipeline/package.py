@@ -30,7 +30,7 @@ from edge_vl.manifest import (
     SkipPlan,
     TextBucket,
     Training,
-)  # fmt: skip
+)
 from edge_vl.output import staged_bundle
 from edge_vl.pipeline.prepare import Prepared
 from edge_vl.report import REPORT_HTML, write_report
@@ -53,7 +53,6 @@ def package_stage(
 ) -> Manifest:
     """Write the bundle of the fine-tuned ``model`` to ``config.out``; returns its manifest."""
     from edge_vl.converters import export as export_ir
-    from edge_vl.converters.buckets import export_text_buckets
     from edge_vl.training import finetune
 
     family = prep.family
@@ -70,31 +69,15 @@ def package_stage(
         exported = export_ir(family, model, inputs, sample, staging, versions=versions)
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
         precision, choice = choose_precision(config, prep, inputs, exported.xml, staging, echo)
-        buckets = []
-        full = prep.shape.text_length
-        lengths = [b for b in config.text_buckets if full and b < full]
-        if config.text_buckets and full is None:
-            echo("text buckets: not exported (this model takes no text)")
-        elif lengths and precision == "int8":
-            echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
-        elif lengths:
-            buckets = export_text_buckets(
-                family,
-                model,
-                inputs,
-                sample,
-                lengths,
-                staging,
-                precision=precision,
-                versions=versions,
-                echo=echo,
-            )
+        buckets = text_buckets(config, prep, model, inputs, sample, staging, precision, versions, echo)
         latency = None
         if config.measure_latency:
             # the retained model at its precision; the full model is timed in fp32
             latency = measure_latency(family, model, inputs, sample, exported.xml, precision)
-            echo(f"latency: {latency.retained:.2f} ms (batch 1, this machine); "
-                 f"{latency.full:.2f} ms with no layer skipped")  # fmt: skip
+            echo(
+                f"latency: {latency.retained:.2f} ms (batch 1, this machine); "
+                f"{latency.full:.2f} ms with no layer skipped"
+            )
         files = Packaged(
             exported, precision, choice, buckets, latency, runtime_for(config, staging), versions
         )
@@ -111,6 +94,31 @@ def package_stage(
     return manifest
 
 
+def text_buckets(config, prep, model, inputs, sample, staging, precision, versions, echo) -> list[TextBucket]:
+    """Shorter text lengths exported next to the full one (``--text-buckets``), where they apply."""
+    from edge_vl.converters.buckets import export_text_buckets
+
+    full = prep.shape.text_length
+    lengths = [b for b in config.text_buckets if full and b < full]
+    if config.text_buckets and full is None:
+        echo("text buckets: not exported (this model takes no text)")
+    elif lengths and precision == "int8":
+        echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
+    elif lengths:
+        return export_text_buckets(
+            prep.family,
+            model,
+            inputs,
+            sample,
+            lengths,
+            staging,
+            precision=precision,
+            versions=versions,
+            echo=echo,
+        )
+    return []
+
+
 @dataclass(frozen=True)
 class Packaged:
     """What the export wrote into the staging directory, and what was measured on it."""
@@ -124,8 +132,18 @@ class Packaged:
     versions: dict[str, str]
 
 
-def manifest_for(config, prep, model, plan: SkipPlan, summary, files: Packaged, eval_accuracy: float,
-                 started: float, staging: Path) -> Manifest:  # fmt: skip
+# long: one constructor call, field by field, so the manifest's shape reads top to bottom
+def manifest_for(
+    config,
+    prep,
+    model,
+    plan: SkipPlan,
+    summary,
+    files: Packaged,
+    eval_accuracy: float,
+    started: float,
+    staging: Path,
+) -> Manifest:
     """The bundle's manifest, listing the files in ``staging`` so far (:func:`~edge_vl.bundle.
     finalize_manifest` lists the rest and seals it)."""
     family, costs, exported = prep.family, prep.costs, files.exported
@@ -140,40 +158,57 @@ def manifest_for(config, prep, model, plan: SkipPlan, summary, files: Packaged, 
         versions=files.versions,
         runtime=files.runtime,  # the runtime profiles whose OpenVINO reads every IR file
         architecture=Architecture(
-            family=family.name, model_type=model.config.model_type, source=model_source(config.model_dir),
-            layers=tuple(prep.layer_names), skipped=skipped,
+            family=family.name,
+            model_type=model.config.model_type,
+            source=model_source(config.model_dir),
+            layers=tuple(prep.layer_names),
+            skipped=skipped,
             kept=tuple(i for i in range(len(prep.layer_names)) if i not in skipped),
         ),
         model=ModelSpec(
-            xml=exported.xml.name, bin=exported.bin.name, precision=files.precision,
-            inputs=tuple(exported.inputs), outputs=tuple(exported.outputs), text_buckets=tuple(files.buckets),
+            xml=exported.xml.name,
+            bin=exported.bin.name,
+            precision=files.precision,
+            inputs=tuple(exported.inputs),
+            outputs=tuple(exported.outputs),
+            text_buckets=tuple(files.buckets),
         ),
         preprocessing=prep.preprocessing,
         head=family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
         files=file_entries(staging),
         data=DataInfo(warnings=tuple(prep.warnings)),
         metrics=Metrics(
-            eval_accuracy=eval_accuracy, eval_examples=prep.n_eval, majority_accuracy=majority,
-            train_examples=prep.n_train, parity_max_abs=exported.parity_max_abs,
-            parity_samples=exported.parity_samples, latency_ms=files.latency,
+            eval_accuracy=eval_accuracy,
+            eval_examples=prep.n_eval,
+            majority_accuracy=majority,
+            train_examples=prep.n_train,
+            parity_max_abs=exported.parity_max_abs,
+            parity_samples=exported.parity_samples,
+            latency_ms=files.latency,
         ),
         cost=Cost(
-            unit="MACs (batch 1; matmuls and convolutions)", full_model=costs.full(),
-            retained_model=costs.retained(skipped), retained_fraction=costs.retained(skipped) / costs.full(),
+            unit="MACs (batch 1; matmuls and convolutions)",
+            full_model=costs.full(),
+            retained_model=costs.retained(skipped),
+            retained_fraction=costs.retained(skipped) / costs.full(),
             per_layer=costs,
         ),
         skip_plan=plan,
         precision_choice=files.precision_choice,
         training=Training(
-            **config.train.to_dict(), steps=summary.steps, final_loss=summary.final_loss,
+            **config.train.to_dict(),
+            steps=summary.steps,
+            final_loss=summary.final_loss,
             adapters=(config.adapters or family.default_adapters).to_dict(),
-            schedule_changes=tuple(config.schedule_changes), trainable_parameters=trainable,
-            total_parameters=total, trainable_fraction=trainable / total,
+            schedule_changes=tuple(config.schedule_changes),
+            trainable_parameters=trainable,
+            total_parameters=total,
+            trainable_fraction=trainable / total,
             train_data=str(Path(config.train_data).resolve()),
             eval_data=str(Path(config.eval_data).resolve()),
             seconds=round(time.perf_counter() - started, 1),
         ),
-    )  # fmt: skip
+    )
 
 
 def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo):
@@ -188,12 +223,18 @@ def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path
     target = config.target_profile
     vnni = has_int8_dot_product(target["machine"]["flags"] if target else None)
     precision, record = select_precision(
-        config.precision, fp32_xml, staging,
-        eval_batches=numpy_batches(prep.eval_data, names, 64), labels=prep.eval_data.labels.numpy(),
+        config.precision,
+        fp32_xml,
+        staging,
+        eval_batches=numpy_batches(prep.eval_data, names, 64),
+        labels=prep.eval_data.labels.numpy(),
         calibration=numpy_batches(prep.calibration_data, names, 1) if prep.calibration_data else None,
         calibration_size=len(prep.calibration_data) if prep.calibration_data else 0,
-        vnni=vnni, max_accuracy_drop=config.max_accuracy_drop, latency_scale=prep.target_scale, echo=echo,
-    )  # fmt: skip
+        vnni=vnni,
+        max_accuracy_drop=config.max_accuracy_drop,
+        latency_scale=prep.target_scale,
+        echo=echo,
+    )
     if target:
         record["target"] = {"cpu": target["machine"].get("cpu"), "latency_scale": prep.target_scale}
     return precision, record

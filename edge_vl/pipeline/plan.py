@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,7 @@ def skip_plan(
     """The skip set: given, or found by the DAS search within the requested budget."""
     from edge_vl import budget
 
-    costs = prep.costs
-    n_layers = costs.n_layers
+    n_layers = prep.costs.n_layers
     if config.skip_layers is not None:
         skipped = sorted(int(i) for i in config.skip_layers)
         bad = [i for i in skipped if not 0 <= i < n_layers]
@@ -40,63 +39,96 @@ def skip_plan(
             raise ModelError(f"skip index(es) {bad} out of range: this model has layers 0..{n_layers - 1}")
         echo(f"skip plan: layers {skipped or 'none'} (given, no search)")
         return SkipPlan(method="given", skipped=tuple(skipped))
+    need = skip_budget(config, prep, echo)
+    if need.count == 0:
+        echo("skip plan: the budget is met without skipping; no search")
+        return SkipPlan(method="budget", skipped=(), budget=need.record)
 
+    search = config.search
+    echo(
+        f"skip plan: DAS search for {need.count} of {n_layers} layers ({search.mode} mode, "
+        f"{search.estimator} estimator)"
+    )
+    started = time.perf_counter()
+    result = search_stage(config, prep, need.count, work, should_stop)
+    seconds = time.perf_counter() - started  # this process's part of a resumed search
+    skipped = budget.select_within(result.ranking, need.count, need.limit, need.cost_of)
+    say_what_the_search_found(result, skipped, seconds, echo)
+    return SkipPlan(
+        method="das" if result.decided else "das-undecided",
+        skipped=tuple(skipped),
+        budget=need.record,
+        search=result,
+        search_config=search.to_dict(),
+        search_seconds=round(seconds, 3),
+    )
+
+
+@dataclass(frozen=True)
+class SkipBudget:
+    """How many layers to skip, and the cost limit a skip set must meet (from a count, a FLOPs
+    budget or a latency budget)."""
+
+    count: int
+    limit: float
+    cost_of: Callable[[Sequence[int]], float]
+    #: what the manifest records of the budget
+    record: dict[str, Any]
+
+
+def skip_budget(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]) -> SkipBudget:
+    """The number of layers ``config`` asks to skip, directly or through a budget."""
+    from edge_vl import budget
+
+    costs = prep.costs
+    n_layers = costs.n_layers
     savings = [costs.saving(i) for i in range(n_layers)]
-    budget_info: dict[str, Any]
     if config.flops_budget is not None:
         limit = config.flops_budget * costs.full()
         count = budget.min_layers_for(limit, costs.retained, savings, "FLOPs")
-        budget_info = {"kind": "flops", "fraction": config.flops_budget, "limit_macs": limit}
-        cost_of: Callable[[Sequence[int]], float] = costs.retained
-    elif config.latency_budget_ms is not None:
+        record = {"kind": "flops", "fraction": config.flops_budget, "limit_macs": limit}
+        return SkipBudget(count, limit, costs.retained, record)
+    if config.latency_budget_ms is not None:
         latency = measure_latency_model(config, prep, echo)
         limit = config.latency_budget_ms
         count = budget.min_layers_for(limit, latency.predict, savings, "latency")
         on = (config.target_profile or {}).get("machine", {}).get("cpu", "this machine")
-        budget_info = {"kind": "latency", "limit_ms": limit, **asdict(latency), "costs": None, "on": on}
-        cost_of = latency.predict
-    else:
-        count = config.skip_count if config.skip_count is not None else n_layers // 3
-        if not 0 <= count < n_layers:
-            raise budget.BudgetError(
-                f"--skip-count must be between 0 and {n_layers - 1} for {n_layers} layers, got {count}"
-            )
-        budget_info, limit, cost_of = {"kind": "count", "count": count}, float("inf"), costs.retained
-    if count == 0:
-        echo("skip plan: the budget is met without skipping; no search")
-        return SkipPlan(method="budget", skipped=(), budget=budget_info)
+        record = {"kind": "latency", "limit_ms": limit, **asdict(latency), "costs": None, "on": on}
+        return SkipBudget(count, limit, latency.predict, record)
+    count = config.skip_count if config.skip_count is not None else n_layers // 3
+    if not 0 <= count < n_layers:
+        raise budget.BudgetError(
+            f"--skip-count must be between 0 and {n_layers - 1} for {n_layers} layers, got {count}"
+        )
+    return SkipBudget(count, float("inf"), costs.retained, {"kind": "count", "count": count})
 
-    search = config.search
-    echo(f"skip plan: DAS search for {count} of {n_layers} layers ({search.mode} mode, {search.estimator} "
-         "estimator)")  # fmt: skip
-    started = time.perf_counter()
-    result = search_stage(config, prep, count, work, should_stop)
-    seconds = time.perf_counter() - started  # this process's part of a resumed search
-    skipped = budget.select_within(result.ranking, count, limit, cost_of)
+
+def say_what_the_search_found(
+    result: SearchRecord, skipped: Sequence[int], seconds: float, echo: Callable[[str], None]
+) -> None:
+    """The build log's lines on the search: its scores, how sure it is, and a warning when its data
+    did not separate the pick."""
     scores = ", ".join(f"{i}:{result.scores[i]:+.2e}" for i in result.ranking)
     bandit_rounds = sum(r.get("kind") != "prior" for r in result.rounds)
-    echo(f"search: {bandit_rounds} bandit rounds in {result.steps} steps ({seconds:.0f} s); skip {skipped}; "
-         f"{result.estimator} scores, most redundant first: {scores}")  # fmt: skip
+    echo(
+        f"search: {bandit_rounds} bandit rounds in {result.steps} steps ({seconds:.0f} s); skip "
+        f"{list(skipped)}; {result.estimator} scores, most redundant first: {scores}"
+    )
     sureness = result.uncertainty
     if sureness is not None:
         echo(f"search: {describe_uncertainty(sureness)}")
-    if not result.decided:
-        boundary = sureness.boundary if sureness is not None else None
-        reason = (
-            f"the {sureness.rows} held-out rows do not separate layer {boundary.picked_layer} (skipped) "
-            f"from layer {boundary.kept_layer} (kept)"
-            if sureness is not None and boundary is not None
-            else f"the search's {result.estimator} scores did not separate the layers"
-        )
-        echo(f"warning: {reason}; the skip set {skipped} is the search's best guess, not a finding (give "
-             "more data, or choose with --skip-layers)")  # fmt: skip
-    return SkipPlan(
-        method="das" if result.decided else "das-undecided",
-        skipped=tuple(skipped),
-        budget=budget_info,
-        search=result,
-        search_config=search.to_dict(),
-        search_seconds=round(seconds, 3),
+    if result.decided:
+        return
+    boundary = sureness.boundary if sureness is not None else None
+    reason = (
+        f"the {sureness.rows} held-out rows do not separate layer {boundary.picked_layer} (skipped) "
+        f"from layer {boundary.kept_layer} (kept)"
+        if sureness is not None and boundary is not None
+        else f"the search's {result.estimator} scores did not separate the layers"
+    )
+    echo(
+        f"warning: {reason}; the skip set {list(skipped)} is the search's best guess, not a finding "
+        "(give more data, or choose with --skip-layers)"
     )
 
 
@@ -126,10 +158,19 @@ def search_stage(
 
     train_data, val_data = search_split(config, prep)
     return run_search(
-        prep.family, prep.model, train_data, val_data, count, config.search, config.train,
-        progress=config.progress, checkpoint_dir=work / "search",
-        checkpoint_every=config.checkpoint_every, should_stop=should_stop, **prep.placed,
-    )  # fmt: skip
+        prep.family,
+        prep.model,
+        train_data,
+        val_data,
+        count,
+        config.search,
+        config.train,
+        progress=config.progress,
+        checkpoint_dir=work / "search",
+        checkpoint_every=config.checkpoint_every,
+        should_stop=should_stop,
+        **prep.placed,
+    )
 
 
 def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]):

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import replace
 
-from edge_vl.config import BuildConfig
+from edge_vl.config import BuildConfig, SearchConfig, TrainConfig
 
 MIN_STEPS_PER_EPOCH = 8
 MIN_FINETUNE_STEPS = 300
@@ -34,49 +34,18 @@ def adapt_schedule(
     """``config`` with training lengths that fit ``n_train`` rows, and what was changed."""
     if not config.adapt_schedule:
         return config, []
-    notes: list[str] = []
-    kept: list[str] = []
-    given = config.given
-    train, search = config.train, config.search
-    batch = min(train.batch_size, max(1, n_train // MIN_STEPS_PER_EPOCH))
-    if batch < train.batch_size:
-        steps = math.ceil(n_train / train.batch_size)
-        if "batch_size" in given:
-            kept.append(f"--batch-size {train.batch_size} kept as given ({steps} steps per epoch of "
-                        f"{n_train} rows; without it the batch would be {batch})")  # fmt: skip
-        else:
-            notes.append(f"batch size {train.batch_size} → {batch}, so that an epoch of {n_train} rows "
-                         f"has {math.ceil(n_train / batch)} steps")  # fmt: skip
-            train = replace(train, batch_size=batch)
-    steps = math.ceil(train.epochs * math.ceil(n_train / train.batch_size))
-    if train.max_steps is None and steps < MIN_FINETUNE_STEPS:
-        if "epochs" in given:
-            kept.append(f"--epochs {train.epochs:g} kept as given ({steps} fine-tune steps; without it "
-                        f"the build would train at least {MIN_FINETUNE_STEPS})")  # fmt: skip
-        else:
-            epochs = MIN_FINETUNE_STEPS / math.ceil(n_train / train.batch_size)
-            notes.append(f"fine-tune epochs {train.epochs:g} → {epochs:.1f} ({MIN_FINETUNE_STEPS} steps; "
-                         f"{train.epochs:g} epochs were {steps})")  # fmt: skip
-            train = replace(train, epochs=epochs)
+    notes: list[str] = []  # what was changed
+    kept: list[str] = []  # what would have been changed, had the user not given it
+    train = _batch(config.train, n_train, "batch_size" in config.given, notes, kept)
+    train = _epochs(train, n_train, "epochs" in config.given, notes, kept)
+    search = config.search
     if config.needs_search and not search.stops_after_warmup:  # the prior estimator has no rounds
         search_rows = n_train - max(2, round(n_train * config.search_holdout))
         if search.max_rows is not None:
             search_rows = min(search_rows, search.max_rows)
         per_epoch = max(1, math.ceil(search_rows / train.batch_size))
-        scoring = (search.epochs - search.warmup_epochs) * per_epoch
-        rounds = scoring // search.das_turn
-        if rounds < MIN_SEARCH_ROUNDS and given & {"das_turn", "search_epochs"}:
-            kept.append(f"--das-turn {search.das_turn} / --search-epochs {search.epochs} kept as given "
-                        f"({rounds} bandit rounds; without them at least {MIN_SEARCH_ROUNDS})")  # fmt: skip
-        elif rounds < MIN_SEARCH_ROUNDS:
-            das_turn = max(1, scoring // MIN_SEARCH_ROUNDS)
-            epochs = search.epochs
-            while (epochs - search.warmup_epochs) * per_epoch // das_turn < MIN_SEARCH_ROUNDS:
-                epochs += 1
-            notes.append(f"search: candidates scored every {das_turn} steps (was {search.das_turn}) over "
-                         f"{epochs} epochs (was {search.epochs}), for at least {MIN_SEARCH_ROUNDS} bandit "
-                         "rounds")  # fmt: skip
-            search = replace(search, das_turn=das_turn, epochs=epochs)
+        given = bool(config.given & {"das_turn", "search_epochs"})
+        search = _search_rounds(search, per_epoch, given, notes, kept)
     for note in notes:
         echo(f"small data: {note}")
     if notes:
@@ -84,3 +53,67 @@ def adapt_schedule(
     for note in kept:
         echo(f"small data: {note}")
     return replace(config, train=train, search=search, schedule_changes=tuple(notes)), notes
+
+
+def _batch(train: TrainConfig, n_train: int, given: bool, notes: list[str], kept: list[str]) -> TrainConfig:
+    """A batch small enough for :data:`MIN_STEPS_PER_EPOCH` steps per epoch."""
+    batch = min(train.batch_size, max(1, n_train // MIN_STEPS_PER_EPOCH))
+    if batch == train.batch_size:
+        return train
+    if given:
+        steps = math.ceil(n_train / train.batch_size)
+        kept.append(
+            f"--batch-size {train.batch_size} kept as given ({steps} steps per epoch of {n_train} rows; "
+            f"without it the batch would be {batch})"
+        )
+        return train
+    notes.append(
+        f"batch size {train.batch_size} → {batch}, so that an epoch of {n_train} rows has "
+        f"{math.ceil(n_train / batch)} steps"
+    )
+    return replace(train, batch_size=batch)
+
+
+def _epochs(train: TrainConfig, n_train: int, given: bool, notes: list[str], kept: list[str]) -> TrainConfig:
+    """Enough epochs for :data:`MIN_FINETUNE_STEPS` fine-tune steps (unless ``max_steps`` is set)."""
+    per_epoch = math.ceil(n_train / train.batch_size)
+    steps = math.ceil(train.epochs * per_epoch)
+    if train.max_steps is not None or steps >= MIN_FINETUNE_STEPS:
+        return train
+    if given:
+        kept.append(
+            f"--epochs {train.epochs:g} kept as given ({steps} fine-tune steps; without it the build "
+            f"would train at least {MIN_FINETUNE_STEPS})"
+        )
+        return train
+    epochs = MIN_FINETUNE_STEPS / per_epoch
+    notes.append(
+        f"fine-tune epochs {train.epochs:g} → {epochs:.1f} ({MIN_FINETUNE_STEPS} steps; "
+        f"{train.epochs:g} epochs were {steps})"
+    )
+    return replace(train, epochs=epochs)
+
+
+def _search_rounds(
+    search: SearchConfig, per_epoch: int, given: bool, notes: list[str], kept: list[str]
+) -> SearchConfig:
+    """A bandit search that scores candidates often enough for :data:`MIN_SEARCH_ROUNDS` rounds."""
+    scoring = (search.epochs - search.warmup_epochs) * per_epoch
+    rounds = scoring // search.das_turn
+    if rounds >= MIN_SEARCH_ROUNDS:
+        return search
+    if given:
+        kept.append(
+            f"--das-turn {search.das_turn} / --search-epochs {search.epochs} kept as given ({rounds} "
+            f"bandit rounds; without them at least {MIN_SEARCH_ROUNDS})"
+        )
+        return search
+    das_turn = max(1, scoring // MIN_SEARCH_ROUNDS)
+    epochs = search.epochs
+    while (epochs - search.warmup_epochs) * per_epoch // das_turn < MIN_SEARCH_ROUNDS:
+        epochs += 1
+    notes.append(
+        f"search: candidates scored every {das_turn} steps (was {search.das_turn}) over {epochs} "
+        f"epochs (was {search.epochs}), for at least {MIN_SEARCH_ROUNDS} bandit rounds"
+    )
+    return replace(search, das_turn=das_turn, epochs=epochs)

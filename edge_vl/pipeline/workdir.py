@@ -64,10 +64,16 @@ class WorkDir:
         if state_file.is_file():
             state = json.loads(state_file.read_text(encoding="utf-8"))
             if state.get("fingerprint") != digest:
-                changed = [name for name, sha in model_file_hashes(config.model_dir).items()
-                           if state.get("model_files", {}).get(name) not in (None, sha)]  # fmt: skip
-                what = (f"the model file(s) {', '.join(changed)} changed since it started" if changed
-                        else "other settings or data")  # fmt: skip
+                changed = [
+                    name
+                    for name, sha in model_file_hashes(config.model_dir).items()
+                    if state.get("model_files", {}).get(name) not in (None, sha)
+                ]
+                what = (
+                    f"the model file(s) {', '.join(changed)} changed since it started"
+                    if changed
+                    else "other settings or data"
+                )
                 raise BundleError(
                     f"{path} holds an unfinished build with {what}; rerun it with the same model, data and "
                     "settings to resume, or pass --restart to discard it"
@@ -133,8 +139,18 @@ def fingerprint(config: BuildConfig, data: TrainingData, hash_cache: Path | None
     for rows in (data.train, data.evals):
         h.update(data_fingerprint(rows).encode())
     # what does not change the result (the device may differ between a run and its resumption)
-    unrelated = ("out", "overwrite", "restart", "progress", "measure_latency", "report_variants", "sign_key",
-                 "sign_release", "device", "given")  # fmt: skip
+    unrelated = (
+        "out",
+        "overwrite",
+        "restart",
+        "progress",
+        "measure_latency",
+        "report_variants",
+        "sign_key",
+        "sign_release",
+        "device",
+        "given",
+    )
     settings = {k: v for k, v in asdict(config).items() if k not in unrelated}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()

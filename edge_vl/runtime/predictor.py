@@ -101,48 +101,54 @@ class Predictor:
             bundle = read_bundle(bundle, verify=False, trust=trust)
         self.bundle = bundle
         manifest = bundle.manifest
-        loaded = manifest.loaded_files()
-        bundle.verify_files(skip=loaded)  # the rest is verified as it is read, below
+        bundle.verify_files(skip=manifest.loaded_files())  # the rest is verified as it is read, below
         self.max_image_pixels = int(max_image_pixels)
         self.labels = bundle.labels
         self.head_kind = manifest.head.kind
         self.image_spec = manifest.preprocessing.image
-        text_spec = manifest.preprocessing.text
-        self.text_encoder = None
-        if text_spec is not None:
-            tokenizer = _utf8(bundle.read_verified(text_spec.tokenizer), text_spec.tokenizer)
-            self.text_encoder = TextEncoder(
-                tokenizer, text_spec, source=f"{bundle.path}/{text_spec.tokenizer}"
-            )
+        self.text_encoder = self._text_encoder()
         self.input_names = [spec.name for spec in manifest.model.inputs]
-
         check_bundle_runtime(manifest, bundle.path)
-        core = openvino_core()  # checks the CPU before OpenVINO loads any CPU kernel
         config = compile_config(performance_hint, threads, _INFERENCE_PRECISION[manifest.model.precision])
         if cache_dir:  # per compile: the Core is shared by every model of the process
             config["CACHE_DIR"] = str(cache_dir)
-        #: the verified IR weights: OpenVINO computes from this memory, which must outlive the models
-        self._weights: list[np.ndarray] = []
-        self.model = self._read_model(core, manifest.model.xml, manifest.model.bin)
-        self.compiled = _compile(core, self.model, config, bundle.path / manifest.model.xml)
-        width = self.compiled.outputs[0].get_partial_shape()[-1]
-        if not width.is_static or width.get_length() != len(self.labels):
-            raise BundleError(f"{bundle.path}: the model outputs {width} scores, but the manifest has "
-                              f"{len(self.labels)} labels")  # fmt: skip
-        #: (text length, compiled model), shortest first; the full-length model is last
-        self.buckets: list[tuple[int, Any]] = []
-        if text_buckets and self.text_encoder is not None:
-            for bucket in manifest.model.text_buckets:
-                model = self._read_model(core, bucket.xml, bucket.bin)
-                self.buckets.append((bucket.length, _compile(core, model, config, bundle.path / bucket.xml)))
-            self.buckets.sort(key=lambda b: b[0])
-        if self.text_encoder is not None:
-            self.buckets.append((self.text_encoder.max_length, self.compiled))
+        self._compile_models(config, text_buckets)
         self._local = threading.local()
         if warmup:
             for length, _ in self.buckets or [(0, None)]:
                 self.run(self.dummy_inputs(text_length=length or None))
         trust.record(bundle.signature)  # loaded: an older release of this key is refused from now on
+
+    def _text_encoder(self) -> TextEncoder | None:
+        """The bundle's tokenizer, from its verified bytes (None for image-only models)."""
+        spec = self.bundle.manifest.preprocessing.text
+        if spec is None:
+            return None
+        tokenizer = _utf8(self.bundle.read_verified(spec.tokenizer), spec.tokenizer)
+        return TextEncoder(tokenizer, spec, source=f"{self.bundle.path}/{spec.tokenizer}")
+
+    def _compile_models(self, config: dict[str, Any], text_buckets: bool) -> None:
+        """Compile the verified IR (and its text buckets) and check its output width."""
+        manifest, where = self.bundle.manifest, self.bundle.path
+        core = openvino_core()  # checks the CPU before OpenVINO loads any CPU kernel
+        #: the verified IR weights: OpenVINO computes from this memory, which must outlive the models
+        self._weights: list[np.ndarray] = []
+        self.model = self._read_model(core, manifest.model.xml, manifest.model.bin)
+        self.compiled = _compile(core, self.model, config, where / manifest.model.xml)
+        width = self.compiled.outputs[0].get_partial_shape()[-1]
+        if not width.is_static or width.get_length() != len(self.labels):
+            raise BundleError(
+                f"{where}: the model outputs {width} scores, but the manifest has {len(self.labels)} labels"
+            )
+        #: (text length, compiled model), shortest first; the full-length model is last
+        self.buckets: list[tuple[int, Any]] = []
+        if text_buckets and self.text_encoder is not None:
+            for bucket in manifest.model.text_buckets:
+                model = self._read_model(core, bucket.xml, bucket.bin)
+                self.buckets.append((bucket.length, _compile(core, model, config, where / bucket.xml)))
+            self.buckets.sort(key=lambda b: b[0])
+        if self.text_encoder is not None:
+            self.buckets.append((self.text_encoder.max_length, self.compiled))
 
     # -- public API -----------------------------------------------------------------------
     def predict(self, image: ImageInput, text: str | None = None) -> Prediction:

@@ -59,10 +59,10 @@ class UnicodeTable:
         self.words = re.compile(f"[{punctuation}]|[^{whitespace}{punctuation}]+")
         #: characters whose decomposition holds a kept (not stripped) character that NFD reorders
         reordered = {
-            cp for cp in {*self.nfd, *self.combining} if any(
-                ord(x) in self.combining and ord(x) not in self.marks for x in self.nfd.get(cp, chr(cp))
-            )
-        }  # fmt: skip
+            cp
+            for cp in {*self.nfd, *self.combining}
+            if any(ord(x) in self.combining and ord(x) not in self.marks for x in self.nfd.get(cp, chr(cp)))
+        }
         self.needs_reordering = _class_re(runs_of(reordered))
 
     @classmethod

@@ -204,8 +204,12 @@ class TrainLoop:
                 bar.set_postfix(loss=f"{self.mean_loss:.4f}")
                 if log_every and (self.step % log_every == 0 or self.done):
                     rate = (self.step - first) / (time.perf_counter() - started)
-                    print(f"{description}: step {self.step}/{self.last_step}, loss {self.mean_loss:.4f}, "
-                          f"{rate:.2f} steps/s", file=sys.stderr, flush=True)  # fmt: skip
+                    print(
+                        f"{description}: step {self.step}/{self.last_step}, loss {self.mean_loss:.4f}, "
+                        f"{rate:.2f} steps/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             bar.close()
         self.model.eval()

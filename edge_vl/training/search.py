@@ -121,10 +121,6 @@ class GateBandit:
         candidates = self.candidates()
         return self.update(candidates, [evaluate(c) for c in candidates])
 
-    def top_k(self) -> list[int]:
-        """The k layers with the largest gates (most redundant), sorted by index."""
-        return sorted(torch.topk(self.gates, self.k).indices.tolist())
-
     def ranking(self) -> list[int]:
         """All layers from most to least redundant by the gates."""
         return rank_by(self.gates.tolist())
@@ -188,8 +184,12 @@ def prior_uncertainty(
     if not 0 < k < n_layers:
         return Uncertainty(rows, resamples, k, decided=True, pick_frequency=1.0)
     generator = torch.Generator().manual_seed(seed + 3)
-    counts = torch.stack([torch.bincount(torch.randint(rows, (rows,), generator=generator), minlength=rows)
-                          for _ in range(resamples)]).double()  # fmt: skip
+    counts = torch.stack(
+        [
+            torch.bincount(torch.randint(rows, (rows,), generator=generator), minlength=rows)
+            for _ in range(resamples)
+        ]
+    ).double()
     means = counts @ table.double().T / rows  # resamples × layers
     last, first_kept = order[k - 1], order[k]
     gaps = means[:, first_kept] - means[:, last]
@@ -252,8 +252,9 @@ def run_search(
     search = _Search(family, model, train_data, val_data, k, config, train_config, placement)
     checkpointer = None
     if checkpoint_dir is not None:
-        checkpointer = Checkpointer(checkpoint_dir, every=checkpoint_every, should_stop=should_stop,
-                                    extra=search.state_dict)  # fmt: skip
+        checkpointer = Checkpointer(
+            checkpoint_dir, every=checkpoint_every, should_stop=should_stop, extra=search.state_dict
+        )
         restored = checkpointer.restore(search.loop)
         if restored is not None:
             search.load_state_dict(restored)
@@ -265,8 +266,9 @@ def run_search(
         elif placement.any(should_stop()):
             raise Interrupted(f"search interrupted at step {loop.step}/{loop.last_step}")
 
-    search.loop.run(before_step=search.before_step, after_step=after_step, progress=progress,
-                    description="DAS search")  # fmt: skip
+    search.loop.run(
+        before_step=search.before_step, after_step=after_step, progress=progress, description="DAS search"
+    )
     return search.result()
 
 
@@ -282,16 +284,24 @@ class _Search:
         das_step = (
             min(config.das_step, math.comb(self.n_layers, k)) if 0 < k < self.n_layers else config.das_step
         )
-        self.bandit = GateBandit(self.n_layers, k, das_step=das_step, gate_lr=config.gate_lr,
-                                 seed=train_config.seed + 1)  # fmt: skip
+        self.bandit = GateBandit(
+            self.n_layers, k, das_step=das_step, gate_lr=config.gate_lr, seed=train_config.seed + 1
+        )
         steps_per_epoch = math.ceil(len(train_data) / train_config.batch_size)
         # the search has its own length and LR schedule, as in the authors' search scripts; the
         # prior estimator stops after the warm-up (and its prior round) but keeps that schedule, so
         # its warm-up trains exactly as the gates' and effects' searches do
         stop_after = config.warmup_epochs * steps_per_epoch if config.stops_after_warmup else None
         total = config.epochs * steps_per_epoch
-        self.loop = TrainLoop(family, model, train_data, train_config, total_steps=total,
-                              stop_after=stop_after, placement=placement)  # fmt: skip
+        self.loop = TrainLoop(
+            family,
+            model,
+            train_data,
+            train_config,
+            total_steps=total,
+            stop_after=stop_after,
+            placement=placement,
+        )
         self.val_data = val_data.to(placement.device)
         self.val_generator = torch.Generator().manual_seed(train_config.seed + 2)
         self.fixed_val = self.held_out(config.val_batch_size)
@@ -302,9 +312,14 @@ class _Search:
 
     # -- checkpointed state -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"bandit": self.bandit.state_dict(), "val_generator": self.val_generator.get_state(),
-                "count": self.count, "rounds": self.rounds, "prior_done": self.prior_done,
-                "losses": self.losses}  # fmt: skip
+        return {
+            "bandit": self.bandit.state_dict(),
+            "val_generator": self.val_generator.get_state(),
+            "count": self.count,
+            "rounds": self.rounds,
+            "prior_done": self.prior_done,
+            "losses": self.losses,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bandit.load_state_dict(state["bandit"])
@@ -345,9 +360,14 @@ class _Search:
         rows = min(self.config.prior_rows, len(self.val_data))
         batch = self.held_out(rows)
         table = torch.stack([self.row_losses(batch, rows, (i,)) for i in range(self.n_layers)])
-        return {"kind": "prior", "candidates": [[i] for i in range(self.n_layers)], "step": step,
-                "losses": table.mean(1).tolist(), "rows": rows,
-                "uncertainty": to_json(prior_uncertainty(table, self.k, seed=self.seed))}  # fmt: skip
+        return {
+            "kind": "prior",
+            "candidates": [[i] for i in range(self.n_layers)],
+            "step": step,
+            "losses": table.mean(1).tolist(),
+            "rows": rows,
+            "uncertainty": to_json(prior_uncertainty(table, self.k, seed=self.seed)),
+        }
 
     def bandit_round(self, step: int, epoch: int) -> dict[str, Any]:
         if self.config.mode == "paper":
@@ -389,9 +409,17 @@ class _Search:
         self.family.set_skipped(self.model, skipped)
         prior = self.config.estimator == "prior"
         return SearchRecord(
-            k=self.k, skipped=tuple(skipped), gates=tuple(self.bandit.gates.tolist()), ranking=tuple(ranking),
-            rounds=tuple(self.rounds), steps=self.loop.step, train_rows=self.train_rows,
-            val_rows=len(self.val_data), effects=tuple(-e for e in scores["effects"]),
-            estimator=self.config.estimator, redundancy=tuple(redundancy), losses=tuple(self.losses),
+            k=self.k,
+            skipped=tuple(skipped),
+            gates=tuple(self.bandit.gates.tolist()),
+            ranking=tuple(ranking),
+            rounds=tuple(self.rounds),
+            steps=self.loop.step,
+            train_rows=self.train_rows,
+            val_rows=len(self.val_data),
+            effects=tuple(-e for e in scores["effects"]),
+            estimator=self.config.estimator,
+            redundancy=tuple(redundancy),
+            losses=tuple(self.losses),
             uncertainty=_uncertainty(self.rounds) if prior else None,
-        )  # fmt: skip
+        )

@@ -24,7 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from edge_vl.bundle import read_bundle
 from edge_vl.fileio import write_text_atomic
+from edge_vl.schema import to_json
 from examples.benchmarks.recorded import REPO, portable, this_command
 
 
@@ -49,25 +51,27 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
             check=True,
         )
     wall = time.perf_counter() - started
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = read_bundle(bundle).manifest
+    plan, training = manifest.skip_plan, manifest.training
+    sureness = plan.search.uncertainty if plan.search else None
     row = {
         "run": name,
         "commit": commit,
         # as anyone reruns it: "python", no machine's folders
         "command": " ".join(["python" if a == sys.executable else portable(a) for a in command]),
         "wall_seconds": round(wall, 1),
-        "train_seconds": manifest["training"]["seconds"],
-        "skipped": manifest["skip_plan"]["skipped"],
-        "eval_accuracy": manifest["metrics"]["eval_accuracy"],
-        "eval_examples": manifest["metrics"]["eval_examples"],
-        "lr": manifest["training"]["lr"],
-        "epochs": manifest["training"]["epochs"],
+        "train_seconds": training.seconds,
+        "skipped": list(plan.skipped),
+        "eval_accuracy": manifest.metrics.eval_accuracy,
+        "eval_examples": manifest.metrics.eval_examples,
+        "lr": training.lr,
+        "epochs": training.epochs,
         # what ranked the layers when a search chose them (None: the skip set was given)
-        "search_estimator": (manifest["skip_plan"].get("search_config") or {}).get("estimator"),
-        "search_seconds": manifest["skip_plan"].get("search_seconds"),  # of train_seconds
+        "search_estimator": (plan.search_config or {}).get("estimator"),
+        "search_seconds": plan.search_seconds,  # of train_seconds
         # das, or das-undecided when the search's data did not separate its pick (issue #37)
-        "method": manifest["skip_plan"]["method"],
-        "search_uncertainty": (manifest["skip_plan"].get("search") or {}).get("uncertainty"),
+        "method": plan.method,
+        "search_uncertainty": to_json(sureness) if sureness else None,
         "machine": machine(),  # wall times of runs on different machines do not compare
     }
     write_text_atomic(result_file, json.dumps(row, indent=2))  # a killed run leaves none

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import json
 import platform
 import sys
@@ -53,7 +54,6 @@ import torch
 from edge_vl.converters import export, temporary_export
 from edge_vl.converters.precision import quantize_int8
 
-from edge_vl.budget import counted_macs, with_eager_attention
 from edge_vl.bundle import read_bundle
 from edge_vl.config import resolve_model_dir
 from edge_vl.fileio import write_text_atomic
@@ -65,6 +65,7 @@ from edge_vl.timing import compile_latency, interleaved, spread, throughput
 from edge_vl.training.architectures import InputShape, family_for
 from edge_vl.training.architectures.quiet import quiet_transformers
 from edge_vl.training.compare import compare_with_torch, rebuild_torch_model
+from edge_vl.training.flops import counted_macs, with_eager_attention
 from examples.benchmarks.recorded import portable
 from examples.benchmarks.seed_spread import MIN_PICKS, run_key  # examples/benchmarks/seed_spread.py
 from examples.benchmarks.transfer import recipe_label  # examples/benchmarks/transfer.py
@@ -239,16 +240,16 @@ def speed_clip_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
 
 def demo_bundle(bundle: Path, runs: int, model: str | None) -> dict[str, Any]:
     """Part b."""
-    manifest = read_bundle(bundle).data
+    manifest = read_bundle(bundle).manifest
     where = portable(str(Path(bundle).resolve()))
     compare = {**compare_with_torch(bundle, runs=runs, source=model), "bundle": where}  # no machine's folders
     return {
         "bundle": where,
-        "eval_accuracy": manifest["metrics"]["eval_accuracy"],
-        "eval_examples": manifest["metrics"]["eval_examples"],
-        "skipped": manifest["architecture"]["skipped"],
-        "arms": len(manifest["architecture"]["layers"]),
-        "retained_macs_fraction": manifest["cost"]["retained_fraction"],
+        "eval_accuracy": manifest.metrics.eval_accuracy,
+        "eval_examples": manifest.metrics.eval_examples,
+        "skipped": list(manifest.architecture.skipped),
+        "arms": len(manifest.architecture.layers),
+        "retained_macs_fraction": manifest.cost.retained_fraction,
         "compare": compare,
     }
 
@@ -662,8 +663,32 @@ def _pct(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}%}"
 
 
+def bar_chart(values: dict[str, float], xlabel: str) -> str:
+    """Horizontal bars, one per entry (label left of the bar, value right of it), as a standalone SVG."""
+    from edge_vl.report import COLOURS
+
+    top = max(values.values()) or 1.0
+    label_w, row_h = 300, 22
+    width, height = 640 + label_w - 72, 24 + row_h * len(values) + 28
+    out = []
+    for j, (name, value) in enumerate(values.items()):
+        y = 16 + j * row_h
+        bar = value / top * (width - label_w - 70)
+        colour = COLOURS[j % len(COLOURS)]
+        label = html.escape(name)
+        out.append(f'<text x="{label_w - 8}" y="{y + 14}" text-anchor="end" font-size="12">{label}</text>')
+        size = f'width="{bar:.1f}" height="{row_h - 6}"'
+        out.append(f'<rect x="{label_w}" y="{y + 3}" {size} fill="{colour}"/>')
+        out.append(f'<text x="{label_w + bar + 6:.1f}" y="{y + 14}" font-size="11">{value:.3g}</text>')
+    out.append(f'<text x="{label_w}" y="{height - 8}" font-size="12">{html.escape(xlabel)}</text>')
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">' + "".join(out) + "</svg>"
+    )
+
+
 def plots(results: dict[str, Any], out: Path) -> None:
-    from edge_vl.report import bar_chart, xy_chart
+    from edge_vl.report import xy_chart
 
     if results.get("vilt_b32"):
         rows = results["vilt_b32"]["rows"]

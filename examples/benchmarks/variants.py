@@ -41,6 +41,7 @@ from edge_vl.data import read_examples
 from edge_vl.demo import FULL_DEMO, QUICK_DEMO, write_easy_vqa_manifests
 from edge_vl.errors import Interrupted
 from edge_vl.fileio import write_text_atomic
+from edge_vl.manifest import Manifest
 from edge_vl.pipeline import build, package_versions, prepare, read_data
 from edge_vl.report import write_report
 from edge_vl.runtime.cpu import machine_info
@@ -181,18 +182,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return BuildConfig(model_dir=args.model, train_data=train, eval_data=evals, out=work / name,
                            train=train_cfg, search=search_cfg, progress=False, **plan)  # fmt: skip
 
-    manifests: dict[str, dict] = {}
+    manifests: dict[str, Manifest] = {}
     partial: list[dict[str, Any]] = []
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def record(name: str, m: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def record(name: str, m: Manifest | None, seconds: float) -> dict[str, Any]:
+        assert m is not None  # a build returns no manifest only on ranks other than 0
         manifests[name] = m
-        row = {"variant": name, "eval_accuracy": m["metrics"]["eval_accuracy"],
-                "retained_macs_fraction": m["cost"]["retained_fraction"],
-                "skipped": m["architecture"]["skipped"],
-                "latency_ms": m["metrics"].get("latency_ms", {}).get("retained"),
-                "trainable_parameters": m["training"]["trainable_parameters"],
-                "trainable_fraction": m["training"]["trainable_fraction"],
+        latency = m.metrics.latency_ms
+        row = {"variant": name, "eval_accuracy": m.metrics.eval_accuracy,
+                "retained_macs_fraction": m.cost.retained_fraction,
+                "skipped": list(m.architecture.skipped),
+                "latency_ms": latency.retained if latency else None,
+                "trainable_parameters": m.training.trainable_parameters,
+                "trainable_fraction": m.training.trainable_fraction,
                 "seconds": round(seconds)}  # fmt: skip
         partial.append(row)  # a crash later on keeps what was measured
         write_text_atomic(args.out / "variants.partial.json", json.dumps(partial, indent=2) + "\n")
@@ -222,14 +225,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return previous
         finished = work / name
         if (finished / "manifest.json").is_file():  # built by an earlier run with this --work
-            manifest = read_bundle(finished).data
+            manifest = read_bundle(finished).manifest
             method = "given" if plan.get("skip_layers") is not None else "das"
             check_same_settings(manifest, config(name), n_train, method=method, what=str(finished))
-            if not planned(manifest["architecture"]["skipped"], plan):
-                raise SystemExit(f"{finished} skips {manifest['architecture']['skipped']}, not what this "
-                                 f"run plans for {name} ({plan}): use another --work")  # fmt: skip
+            skipped = list(manifest.architecture.skipped)
+            if not planned(skipped, plan):
+                raise SystemExit(f"{finished} skips {skipped}, not what this run plans for {name} ({plan}): "
+                                 "use another --work")  # fmt: skip
             print(f"[{name}] finished earlier in {finished}", flush=True)
-            return record(name, manifest, manifest["training"]["seconds"])
+            return record(name, manifest, manifest.training.seconds or 0.0)
         started = time.perf_counter()
         try:
             result = build(config(name, **plan), echo=lambda line: print(f"[{name}] {line}", flush=True))
@@ -239,14 +243,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return record(name, result.manifest, time.perf_counter() - started)
 
     if args.das_bundle is not None:  # the demo's bundle, already built with these settings
-        manifest = read_bundle(args.das_bundle).data
+        manifest = read_bundle(args.das_bundle).manifest
         check_same_settings(manifest, config("das"), n_train)
-        das = record("das", manifest, manifest["training"]["seconds"])
-        das["measured"] = manifest["created"]  # its latency is from its own build, not this run
+        das = record("das", manifest, manifest.training.seconds or 0.0)
+        das["measured"] = manifest.created  # its latency is from its own build, not this run
     else:  # the demo's bundle, with the precision measured too (``eval_accuracy`` is the torch one)
         das = variant("das", skip_count=args.k, text_buckets=settings.text_buckets, precision=args.precision)
     rows = [majority(train, evals), variant("petl-only", skip_layers=[]), das]
-    n_layers = len(manifests["das"]["architecture"]["layers"])
+    n_layers = len(manifests["das"].architecture.layers)
     rng = random.Random(args.seed)
     das_k = len(das["skipped"])
     for r, skip_layers in enumerate(random_sets(rng, n_layers, das_k, args.random_sets, das["skipped"])):
@@ -267,8 +271,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "date": date, "command": command,
         "machine": {**machine_info(), "python": platform.python_version()},
         "versions": package_versions(), "model": str(args.model), "settings": settings.__dict__,
-        "train_examples": manifests["das"]["metrics"]["train_examples"],
-        "eval_examples": manifests["das"]["metrics"]["eval_examples"],
+        "train_examples": manifests["das"].metrics.train_examples,
+        "eval_examples": manifests["das"].metrics.eval_examples,
         "k": das_k, "arms": n_layers, "rows": rows, "seed": args.seed, "lr": args.lr,
         "reused_from": [portable(str(path)) for path in args.reuse] or None,
         "runs": {**{d: c for d, c in runs.items() if d in taken_over}, date: command},
@@ -371,7 +375,7 @@ def sweep_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def check_same_settings(
-    manifest: dict[str, Any],
+    manifest: Manifest,
     config: BuildConfig,
     n_train: int,
     *,
@@ -380,18 +384,18 @@ def check_same_settings(
 ) -> None:
     """Refuse a bundle (``--das-bundle``, or one an earlier run left in ``--work``) not built with
     the settings of the other variants."""
-    training, plan = manifest["training"], manifest.get("skip_plan", {})
+    training, plan = manifest.training, manifest.skip_plan
     expected = {
-        "skip plan": (method, plan.get("method")),
-        "training rows": (n_train, manifest["metrics"]["train_examples"]),
-        "epochs": (config.train.epochs, training["epochs"]),
-        "batch size": (config.train.batch_size, training["batch_size"]),
-        "seed": (config.train.seed, training["seed"]),
-        "lr": (config.train.lr, training["lr"]),
-        "loss": (config.train.loss, training["loss"]),
+        "skip plan": (method, plan.method),
+        "training rows": (n_train, manifest.metrics.train_examples),
+        "epochs": (config.train.epochs, training.epochs),
+        "batch size": (config.train.batch_size, training.batch_size),
+        "seed": (config.train.seed, training.seed),
+        "lr": (config.train.lr, training.lr),
+        "loss": (config.train.loss, training.loss),
     }
     if method == "das":
-        expected["search"] = (config.search.to_dict(), plan.get("search_config"))
+        expected["search"] = (config.search.to_dict(), plan.search_config)
     wrong = [f"{k}: {got!r} (variants use {want!r})" for k, (want, got) in expected.items() if want != got]
     if wrong:
         raise SystemExit(f"{what} was built with other settings: " + "; ".join(wrong))

@@ -31,13 +31,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import mini_data as data
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from edge_vl.fileio import write_atomic
 from examples.benchmarks.recorded import this_command
+from examples.pretraining import mini_data as data
 
 DEFAULT_CACHE = Path.home() / ".cache" / "edge-vl" / "pretrain"
 

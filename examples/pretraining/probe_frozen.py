@@ -29,13 +29,13 @@ import sys
 import time
 from pathlib import Path
 
-import mini_data as data
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from edge_vl.fileio import write_text_atomic
 from examples.benchmarks.recorded import this_command
+from examples.pretraining import mini_data as data
 from examples.pretraining.pretrain_mini import (
     DEFAULT_CACHE,
     EVAL_KINDS,

@@ -78,9 +78,13 @@ class ArchitectureFamily(ABC):
         cls: Any = self.model_class()  # a transformers model class (from_pretrained)
         try:
             model = cls.from_pretrained(
-                model_dir, local_files_only=True, trust_remote_code=False, dtype=torch.float32,
-                ignore_mismatched_sizes=True, **label_maps(labels),
-            )  # fmt: skip
+                model_dir,
+                local_files_only=True,
+                trust_remote_code=False,
+                dtype=torch.float32,
+                ignore_mismatched_sizes=True,
+                **label_maps(labels),
+            )
         except (OSError, ValueError) as e:
             raise ModelError(f"{model_dir}: cannot load a {cls.__name__} checkpoint ({e})") from e
         model.classifier.apply(model._init_weights)
@@ -114,10 +118,14 @@ class ArchitectureFamily(ABC):
     def input_specs(self, model: HFModel, shape: InputShape) -> list[TensorSpec]:
         """Exported inputs (default: token ids and mask at the fixed text length, fixed-size pixels)."""
         h, w = shape.image
-        text = [] if shape.text_length is None else [
-            TensorSpec("input_ids", (-1, shape.text_length), "int64"),
-            TensorSpec("attention_mask", (-1, shape.text_length), "int64"),
-        ]  # fmt: skip
+        text = (
+            []
+            if shape.text_length is None
+            else [
+                TensorSpec("input_ids", (-1, shape.text_length), "int64"),
+                TensorSpec("attention_mask", (-1, shape.text_length), "int64"),
+            ]
+        )
         return [*text, TensorSpec("pixel_values", (-1, 3, h, w), "float32")]
 
     @abstractmethod
@@ -265,9 +273,11 @@ class ArchitectureFamily(ABC):
             raise ModelError(f"{source}: the tokenizer has no fast (tokenizer.json) version")
         tok.backend_tokenizer.save(str(out_dir / "tokenizer.json"))
         return TextSpec(
-            tokenizer="tokenizer.json", max_length=int(max_length), pad_id=int(tok.pad_token_id),
+            tokenizer="tokenizer.json",
+            max_length=int(max_length),
+            pad_id=int(tok.pad_token_id),
             pad_token=str(tok.pad_token),
-        )  # fmt: skip
+        )
 
 
 class PositionalInputs(nn.Module):

@@ -56,19 +56,41 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
         projection_dim=16,
-        text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                         max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=16,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        ),
     ),
     "b32": dict(
         projection_dim=512,
-        text_config=dict(hidden_size=512, num_hidden_layers=12, num_attention_heads=8, intermediate_size=2048,
-                         max_position_embeddings=77),
-        vision_config=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                           intermediate_size=3072, image_size=224, patch_size=32),
+        text_config=dict(
+            hidden_size=512,
+            num_hidden_layers=12,
+            num_attention_heads=8,
+            intermediate_size=2048,
+            max_position_embeddings=77,
+        ),
+        vision_config=dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            image_size=224,
+            patch_size=32,
+        ),
     ),
-}  # fmt: skip
+}
 
 
 class CLIPClassifier(CLIPModel):
@@ -216,10 +238,13 @@ class ClipFamily(ArchitectureFamily):
         size = cfg.get("size", {"shortest_edge": vision.image_size})
         shortest = size.get("shortest_edge", max(crop)) if isinstance(size, dict) else int(size)
         return default_image_spec(
-            crop, shortest_edge=shortest, resample=pil_resample_name(cfg.get("resample", 3)),
-            mean=cfg.get("image_mean", CLIP_MEAN), std=cfg.get("image_std", CLIP_STD),
+            crop,
+            shortest_edge=shortest,
+            resample=pil_resample_name(cfg.get("resample", 3)),
+            mean=cfg.get("image_mean", CLIP_MEAN),
+            std=cfg.get("image_std", CLIP_STD),
             rescale_factor=cfg.get("rescale_factor", 1 / 255),
-        )  # fmt: skip
+        )
 
     def text_length(self, model: HFModel) -> int | None:
         if model.has_prompt_head:
@@ -228,6 +253,10 @@ class ClipFamily(ArchitectureFamily):
 
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
         text = {**settings["text_config"], "vocab_size": vocab_size}
-        config = CLIPConfig(text_config=text, vision_config=settings["vision_config"],
-                            projection_dim=settings["projection_dim"], **label_maps(labels))  # fmt: skip
+        config = CLIPConfig(
+            text_config=text,
+            vision_config=settings["vision_config"],
+            projection_dim=settings["projection_dim"],
+            **label_maps(labels),
+        )
         return CLIPClassifier(config)

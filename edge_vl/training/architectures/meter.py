@@ -34,12 +34,25 @@ LITE_MEAN, LITE_STD = 127 / 255, 128 / 255
 #: random-weight configurations for tests (the encoders are small and random too)
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        hidden_size=32, num_fusion_layers=2, num_attention_heads=4, intermediate_size=64, max_text_length=12,
-        image_size=64, load_pretrained_encoders=False,
-        text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                         max_position_embeddings=64, type_vocab_size=2, vocab_size=0, pad_token_id=0),
+        hidden_size=32,
+        num_fusion_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_text_length=12,
+        image_size=64,
+        load_pretrained_encoders=False,
+        text_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            type_vocab_size=2,
+            vocab_size=0,
+            pad_token_id=0,
+        ),
     ),
-}  # fmt: skip
+}
 
 
 class BertAdaptedLayer(SkippableLayer):

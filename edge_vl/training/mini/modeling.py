@@ -277,8 +277,16 @@ def text_encoder_dir() -> Path:
 def minilm_config() -> dict[str, Any]:
     """The MiniLM-L6 BertConfig (fixed here so a config builds without the package)."""
     return {
-        "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12, "intermediate_size": 1536,
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
-        "max_position_embeddings": 512, "type_vocab_size": 2, "vocab_size": 30522, "layer_norm_eps": 1e-12,
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+        "intermediate_size": 1536,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "vocab_size": 30522,
+        "layer_norm_eps": 1e-12,
         "pad_token_id": 0,
-    }  # fmt: skip
+    }
