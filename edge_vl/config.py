@@ -238,6 +238,9 @@ class BuildConfig:
     device: str = "auto"
     #: mixed precision of training on CUDA: ``off``, ``bf16``, ``fp16`` (with a gradient scaler)
     amp: str = "off"
+    #: the precision the bundle's answers keep on the eval rows: below the calibrated score that
+    #: reaches it, the bundle says "not sure" (:mod:`edge_vl.runtime.calibration`); 0: never
+    target_precision: float = 0.99
     #: fit training lengths to small data (:mod:`edge_vl.pipeline.schedule`)
     adapt_schedule: bool = True
     #: what :func:`~edge_vl.pipeline.schedule.adapt_schedule` changed (recorded in the manifest)
@@ -280,5 +283,9 @@ class BuildConfig:
         if self.sign_release is not None and self.sign_key is None:
             raise ValueError("a release number is signed with the bundle: give --sign-key with --release")
         check_choice(self.train.loss, LOSSES, "loss")
+        if not 0 <= self.target_precision <= 1:
+            raise ValueError(
+                f"target_precision must be within [0, 1] (0: never abstain), got {self.target_precision}"
+            )
         if not 0 < self.search_holdout < 1:
             raise ValueError(f"search_holdout must be in (0, 1), got {self.search_holdout}")

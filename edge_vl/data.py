@@ -75,6 +75,47 @@ def read_examples(path: str | Path, *, check_images: bool = True, require_text: 
     return examples
 
 
+#: what a folder of images to predict may hold (other files are left out)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def iter_inputs(path: str | Path, *, require_text: bool = True, text: str | None = None) -> Iterator[Example]:
+    """Rows to predict, one at a time (a million rows cost no more memory than one): a ``.jsonl``
+    or ``.csv`` manifest like the build's (``label`` optional: when present, it is kept), or a
+    folder of images in name order, each asked ``text``. Images are not opened here: the
+    prediction of a row whose image is bad reports it in its place.
+
+    Raises:
+        DataError: a missing file or folder, a bad row (file and line), a folder without ``text``
+            for a model that needs one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if require_text and not text:
+            raise DataError(
+                "predicting a folder of images needs the question to ask each (--text)", path=str(path)
+            )
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise DataError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder", path=str(path))
+        for image in images:
+            yield Example(image=image, text=text or "", label="", manifest=str(path))
+        return
+    if not path.is_file():
+        raise DataError("data manifest or image folder not found", path=str(path))
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = _jsonl_rows(path)
+    elif suffix == ".csv":
+        rows = _csv_rows(path, require_text, require_label=False)
+    else:
+        raise DataError(
+            f"unsupported manifest type {suffix!r}; expected .jsonl, .csv or a folder", path=str(path)
+        )
+    for line, row in rows:
+        yield _to_example(row, path, line, None, require_text, require_label=False)
+
+
 def write_jsonl(examples: Iterable[Example], path: str | Path) -> Path:
     """Write examples as a JSONL manifest with image paths relative to the manifest when possible
     (atomically: a reader, e.g. another run sharing the directory, never sees half a file)."""
@@ -115,8 +156,10 @@ def _jsonl_rows(path: Path) -> Iterable[tuple[int, object]]:
 CSV_DELIMITERS = (",", ";", "\t")
 
 
-def _csv_rows(path: Path, require_text: bool = True) -> Iterable[tuple[int, object]]:
-    needed = required_fields(require_text)
+def _csv_rows(
+    path: Path, require_text: bool = True, require_label: bool = True
+) -> Iterable[tuple[int, object]]:
+    needed = [f for f in required_fields(require_text) if require_label or f != "label"]
     with _open_text(path) as f:
         lines = _utf8_lines(f, path)
         header = next(lines, "")
@@ -166,7 +209,12 @@ def _utf8_lines(f, path: Path) -> Iterator[str]:
 
 
 def _to_example(
-    row: object, path: Path, line: int, checked: dict[Path, str] | None, require_text: bool = True
+    row: object,
+    path: Path,
+    line: int,
+    checked: dict[Path, str] | None,
+    require_text: bool = True,
+    require_label: bool = True,
 ) -> Example:
     """One validated row; its image is decoded and hashed unless ``checked`` (image → sha256) is
     None or already holds it."""
@@ -176,7 +224,8 @@ def _to_example(
 
     if not isinstance(row, dict):
         raise fail(f"row must be an object with fields {list(FIELDS)}, got {type(row).__name__}")
-    for field in required_fields(require_text):
+    needed = required_fields(require_text)
+    for field in needed if require_label else [f for f in needed if f != "label"]:
         if field not in row:
             raise fail(f"missing field {field!r}")
         value = row[field]
@@ -191,9 +240,10 @@ def _to_example(
             checked[image] = _check_image(image, fail, windows=_windows_style(row["image"]))
         digest = checked[image]
     text = row["text"] if require_text else ""
-    return Example(
-        image=image, text=text, label=row["label"], manifest=str(path), line=line, image_sha256=digest
-    )
+    label = row.get("label") if require_label else (row.get("label") or "")
+    if not isinstance(label, str):
+        raise fail(f"field 'label' must be a string, got {type(label).__name__}")
+    return Example(image=image, text=text, label=label, manifest=str(path), line=line, image_sha256=digest)
 
 
 def _image_path(raw: str, manifest: Path) -> Path:

@@ -96,6 +96,7 @@ class MissingExtraError(EdgeVLError):
         "build": "torch, transformers, nncf",
         "signing": "cryptography",
         "demo": "easy-vqa",
+        "metrics": "prometheus_client",
     }
 
     def __init__(self, feature: str, extra: str = "build"):

@@ -21,6 +21,8 @@ MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "signature.json"
 #: 2: ``manifest_sha256``, typed schema, every loaded file listed in ``files``
 FORMAT_VERSION = 2
+#: the confusion matrix is recorded for at most this many labels
+MAX_CONFUSION_LABELS = 50
 #: how a skip plan was made (:class:`SkipPlan`)
 SKIP_METHODS = ("given", "budget", "das", "das-undecided")
 #: model inputs the runtime can feed: pixels, and one value per text token
@@ -207,6 +209,11 @@ class Metrics:
     parity_max_abs: float | None = None
     parity_samples: int | None = None
     latency_ms: Latency | None = None
+    #: confusion[i][j]: eval rows of label i answered j (labels in ``head.labels`` order; up to
+    #: :data:`MAX_CONFUSION_LABELS` labels)
+    confusion: tuple[tuple[int, ...], ...] | None = None
+    #: (share of eval rows answered, accuracy on them) when only the most confident are answered
+    coverage_curve: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -326,9 +333,63 @@ class Training:
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What the data check found worth a look."""
+    """What the data check found worth a look, and the eval data's fingerprint (rows and image
+    bytes: :func:`edge_vl.data.data_fingerprint`), so ``edge-vl eval`` can tell the same data."""
 
     warnings: tuple[str, ...] = ()
+    eval_fingerprint: str | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Temperature scaling of the logits (:mod:`edge_vl.runtime.calibration`), fitted on the
+    build's eval rows; ``ece_after`` is cross-fitted."""
+
+    temperature: float
+    rows: int
+    ece_before: float
+    ece_after: float
+
+    def __post_init__(self) -> None:
+        check(self.temperature > 0, "temperature must be positive")
+
+
+@dataclass(frozen=True)
+class Abstention:
+    """Below ``threshold`` (a calibrated score) the bundle says "not sure"; chosen for
+    ``target_precision`` on the build's eval rows (``coverage`` and ``precision`` cross-fitted)."""
+
+    target_precision: float
+    threshold: float
+    coverage: float | None = None
+    precision: float | None = None
+
+    def __post_init__(self) -> None:
+        check(
+            0 < self.target_precision <= 1 and 0 <= self.threshold <= 1, "precision and threshold in [0, 1]"
+        )
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of a signal's reference values between inner bin edges (outer bins open)."""
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        check(len(self.counts) == len(self.edges) + 1, "a histogram has one more count than edges")
+
+
+@dataclass(frozen=True)
+class ReferenceProfile:
+    """What normal inputs and answers look like, from the build's eval rows
+    (:func:`edge_vl.runtime.signals.reference_profile`): drift monitoring compares with it."""
+
+    rows: int
+    signals: dict[str, Histogram]
+    labels: dict[str, int]
+    abstain_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -353,6 +414,9 @@ class Manifest:
     skip_plan: SkipPlan
     precision_choice: dict[str, Any] | None = None
     data: DataInfo | None = None
+    calibration: Calibration | None = None
+    abstention: Abstention | None = None
+    reference: ReferenceProfile | None = None
     manifest_sha256: str = ""
 
     def __post_init__(self) -> None:

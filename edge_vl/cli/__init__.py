@@ -14,7 +14,7 @@ import os
 import click
 
 from edge_vl._version import __version__
-from edge_vl.cli import build_commands, device_commands
+from edge_vl.cli import build_commands, device_commands, operations
 from edge_vl.errors import EdgeVLError
 
 
@@ -41,6 +41,8 @@ def cli() -> None:
       edge-vl predict BUNDLE photo.png "what color is the shape?"
       edge-vl info BUNDLE
       edge-vl bench BUNDLE
+      edge-vl eval BUNDLE rows.jsonl --min-accuracy 0.95     (on the target PC)
+      edge-vl monitor BUNDLE monitor.db                      (drift triggers)
     """
 
 
@@ -52,6 +54,8 @@ for command in (
     device_commands.bench,
     device_commands.keygen,
     device_commands.sign,
+    operations.evaluate_command,
+    operations.monitor,
 ):
     cli.add_command(command)
 

@@ -16,6 +16,7 @@ from edge_vl.cli.options import (
     input_options,
     parse_indices,
     plan_options,
+    reliability_options,
     train_options,
 )
 from edge_vl.config import BuildConfig, default
@@ -43,6 +44,7 @@ def require_build_extra(command: str) -> None:
 @plan_options
 @train_options
 @finetune_options
+@reliability_options
 @click.option(
     "--overwrite",
     is_flag=True,

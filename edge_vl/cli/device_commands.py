@@ -27,20 +27,58 @@ min_release_option = click.option(
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.argument("image", type=click.Path(path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path), required=False)
 @click.argument("text", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction as JSON.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="OpenVINO inference threads.")
 @click.option(
     "--top", type=click.IntRange(min=1), default=5, show_default=True, help="Scores to list (text output)."
 )
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Answer many rows instead of IMAGE: a JSONL/CSV manifest (image, text) or a folder of images "
+    "(each asked --text); streamed, answers in input order.",
+)
+@click.option(
+    "--text",
+    "question",
+    default=None,
+    help="With --data FOLDER: the question asked about every image.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --data: write the answers to this JSONL (or .csv) file instead of stdout; refused if it "
+    "exists, written whole or not at all.",
+)
 @trusted_key_option
 @min_release_option
-def predict(bundle, image, text, as_json, threads, top, trusted_keys, min_release) -> None:
-    """Answer TEXT about IMAGE with BUNDLE (runs on OpenVINO, no torch needed). Bundles with a
-    prompt head (CLIP --prompts) classify the image alone and take no TEXT."""
+@click.pass_context
+def predict(
+    ctx, bundle, image, text, as_json, threads, top, data, question, out, trusted_keys, min_release
+) -> None:
+    """Answer TEXT about IMAGE with BUNDLE (runs on OpenVINO, no torch needed), or every row of
+    --data. Bundles with a prompt head (CLIP --prompts) classify the image alone and take no TEXT."""
     from edge_vl.runtime.predictor import Predictor
 
+    if data is not None:
+        if image is not None:
+            raise click.UsageError("give IMAGE [TEXT] or --data, not both")
+        from edge_vl.cli.operations import batch_predict
+
+        keys = list(trusted_keys) or None
+        predictor = Predictor(bundle, threads=threads, trusted_keys=keys, min_release=min_release,
+                              performance_hint="throughput")  # fmt: skip
+        failed = batch_predict(predictor, data, out, question)
+        if failed:
+            click.echo(f"error: {failed} row(s) could not be read (their error is in the results)", err=True)
+            ctx.exit(1)
+        return
+    if image is None:
+        raise click.UsageError("give IMAGE (and TEXT), or --data ROWS")
     keys = list(trusted_keys) or None
     predictor = Predictor(bundle, threads=threads, trusted_keys=keys, min_release=min_release)
     if text is None and predictor.text_encoder is not None:
@@ -51,7 +89,8 @@ def predict(bundle, image, text, as_json, threads, top, trusted_keys, min_releas
     if as_json:
         click.echo(json.dumps(prediction.to_dict(), indent=2))
         return
-    click.echo(f"{prediction.label}\t{prediction.score:.4f}")
+    sure = " (not sure: check it)" if prediction.abstained else ""
+    click.echo(f"{prediction.label}\t{prediction.score:.4f}{sure}")
     for label, score in sorted(prediction.scores.items(), key=lambda kv: -kv[1])[:top]:
         click.echo(f"  {score:.4f}  {label}")
 

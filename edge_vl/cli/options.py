@@ -227,6 +227,17 @@ train_options = combine(
     click.option("--quiet", is_flag=True, help="No progress bars."),
 )
 
+reliability_options = combine(
+    click.option(
+        "--target-precision",
+        type=click.FloatRange(0, 1),
+        default=default(BuildConfig, "target_precision"),
+        show_default=True,
+        help="Precision the bundle's answers keep on the eval rows: below the calibrated score that reaches "
+        "it the bundle says 'not sure' (0: always answer).",
+    ),
+)
+
 
 def given_on_command_line(names: tuple[str, ...]) -> frozenset[str]:
     """Which of ``names`` the user typed (or set through the environment), not left at their default."""
@@ -267,6 +278,7 @@ BUILD_FIELDS = {
         "sign_release",
         "device",
         "amp",
+        "target_precision",
     )
 }
 

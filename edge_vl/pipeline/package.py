@@ -19,6 +19,7 @@ from edge_vl.errors import ExportError
 from edge_vl.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
+    MAX_CONFUSION_LABELS,
     Architecture,
     Cost,
     DataInfo,
@@ -32,6 +33,7 @@ from edge_vl.manifest import (
     Training,
 )
 from edge_vl.output import staged_bundle
+from edge_vl.pipeline.calibrate import Reliability, reliability
 from edge_vl.pipeline.prepare import Prepared
 from edge_vl.report import REPORT_HTML, write_report
 from edge_vl.runtime.profiles import loadable_profiles
@@ -60,6 +62,7 @@ def package_stage(
     eval_accuracy = finetune.accuracy(logits, prep.eval_data.labels)
     loss = summary.final_loss
     echo(f"fine-tune: {summary.steps} steps, final loss {loss:.4f}, eval accuracy {eval_accuracy:.4f}")
+    sure = reliability(config, prep, logits.numpy(), score_kind(config.train.loss), echo)
     versions = package_versions()
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
         if prep.tokenizer_file is not None:
@@ -79,7 +82,15 @@ def package_stage(
                 f"{latency.full:.2f} ms with no layer skipped"
             )
         files = Packaged(
-            exported, precision, choice, buckets, latency, runtime_for(config, staging), versions
+            exported,
+            precision,
+            choice,
+            buckets,
+            latency,
+            runtime_for(config, staging),
+            versions,
+            sure,
+            confusion_of(logits, prep.eval_data.labels, len(prep.labels)),
         )
         draft = manifest_for(config, prep, model, plan, summary, files, eval_accuracy, started, staging)
         write_report(staging, draft, config.report_variants, name=Path(config.out).name)
@@ -92,6 +103,16 @@ def package_stage(
     echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest.files)} files)")
     echo(f"report: {Path(config.out) / REPORT_HTML}")
     return manifest
+
+
+def confusion_of(logits, labels, n_labels: int) -> tuple[tuple[int, ...], ...] | None:
+    """The eval rows' confusion matrix (rows: true label; columns: answer), for few enough labels."""
+    if n_labels > MAX_CONFUSION_LABELS:
+        return None
+    matrix = [[0] * n_labels for _ in range(n_labels)]
+    for truth, answer in zip(labels.tolist(), logits.argmax(-1).tolist(), strict=True):
+        matrix[truth][answer] += 1
+    return tuple(tuple(row) for row in matrix)
 
 
 def text_buckets(config, prep, model, inputs, sample, staging, precision, versions, echo) -> list[TextBucket]:
@@ -130,6 +151,8 @@ class Packaged:
     latency: Latency | None
     runtime: RuntimeInfo
     versions: dict[str, str]
+    reliability: Reliability
+    confusion: tuple[tuple[int, ...], ...] | None
 
 
 # long: one constructor call, field by field, so the manifest's shape reads top to bottom
@@ -176,7 +199,10 @@ def manifest_for(
         preprocessing=prep.preprocessing,
         head=family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
         files=file_entries(staging),
-        data=DataInfo(warnings=tuple(prep.warnings)),
+        data=DataInfo(warnings=tuple(prep.warnings), eval_fingerprint=files.reliability.eval_fingerprint),
+        calibration=files.reliability.calibration,
+        abstention=files.reliability.abstention,
+        reference=files.reliability.reference,
         metrics=Metrics(
             eval_accuracy=eval_accuracy,
             eval_examples=prep.n_eval,
@@ -185,6 +211,8 @@ def manifest_for(
             parity_max_abs=exported.parity_max_abs,
             parity_samples=exported.parity_samples,
             latency_ms=files.latency,
+            confusion=files.confusion,
+            coverage_curve=tuple(files.reliability.coverage_curve),
         ),
         cost=Cost(
             unit="MACs (batch 1; matmuls and convolutions)",

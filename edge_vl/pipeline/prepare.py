@@ -25,6 +25,8 @@ class Prepared:
     shape: Any
     #: what the data check found worth a look (printed, and recorded in the manifest and report)
     warnings: list[str]
+    #: the eval rows as read (their images and texts give the drift reference profile)
+    eval_examples: list[Any]
     train_data: Any  # EncodedData
     eval_data: Any
     n_train: int
@@ -88,6 +90,7 @@ def prepare(
         preprocessing=preprocessing,
         shape=shape,
         warnings=data.warnings,
+        eval_examples=list(data.evals),
         train_data=encoded(train_examples),
         eval_data=encoded(eval_examples, keep_pixels=True),
         n_train=len(train_examples),

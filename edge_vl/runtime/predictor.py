@@ -12,7 +12,9 @@ compiled model itself is thread-safe.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,13 @@ import numpy as np
 from edge_vl.bundle import Bundle, read_bundle
 from edge_vl.choices import PERFORMANCE_HINTS
 from edge_vl.errors import BundleError, ClosedError, InputError
+from edge_vl.manifest import Abstention
+from edge_vl.runtime.calibration import scores_of
 from edge_vl.runtime.cpu import openvino_core
-from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, preprocess_images
+from edge_vl.runtime.monitor import MonitorStore
+from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, load_image, pixels_of
 from edge_vl.runtime.profiles import check_bundle_runtime
+from edge_vl.runtime.signals import Signals, image_stats
 from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 from edge_vl.signing import TrustPolicy
 
@@ -35,14 +41,18 @@ _INFERENCE_PRECISION = {"fp32": "f32", "fp16": "f32", "int8": "f32"}
 
 @dataclass(frozen=True)
 class Prediction:
-    """The answer for one input: best ``label``, its ``score``, and ``scores`` for every label."""
+    """The answer for one input: best ``label``, its ``score``, and ``scores`` for every label —
+    calibrated when the bundle carries a calibration (temperature scaling). ``abstained``: the
+    score is below the abstain threshold, so the bundle is not sure; ``label`` is then its best
+    guess, for a person to check."""
 
     label: str
     score: float
     scores: dict[str, float] = field(repr=False)
+    abstained: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "score": self.score, "scores": self.scores}
+        return {"label": self.label, "score": self.score, "abstained": self.abstained, "scores": self.scores}
 
 
 class Predictor:
@@ -68,6 +78,12 @@ class Predictor:
         release_state: a JSON file where this device records the newest release it loaded per key
             and refuses older ones (anti-rollback; default: ``EDGE_VL_RELEASE_STATE``). Needs
             trusted keys.
+        abstain_below: answers whose (calibrated) score is below this are marked ``abstained``.
+            Default: the threshold the build chose for its target precision, if it chose one; 0
+            never abstains.
+        monitor: a SQLite file (or :class:`~edge_vl.runtime.monitor.MonitorStore`) where every
+            prediction's signals are recorded for drift monitoring (``edge-vl monitor``); no image
+            or text is stored.
     """
 
     def __init__(
@@ -83,6 +99,8 @@ class Predictor:
         trusted_keys: Sequence[Any] | str | Path | None = None,
         min_release: int | None = None,
         release_state: str | Path | None = None,
+        abstain_below: float | None = None,
+        monitor: str | Path | MonitorStore | None = None,
     ):
         if performance_hint not in PERFORMANCE_HINTS:
             raise InputError(f"performance_hint must be one of {PERFORMANCE_HINTS}, got {performance_hint!r}")
@@ -114,6 +132,14 @@ class Predictor:
             config["CACHE_DIR"] = str(cache_dir)
         self._compile_models(config, text_buckets)
         self._local = threading.local()
+        self.temperature = manifest.calibration.temperature if manifest.calibration else 1.0
+        self.abstain_below = _threshold(abstain_below, manifest.abstention)
+        self.monitor = MonitorStore(monitor) if isinstance(monitor, (str, Path)) else monitor
+        #: called with every batch's signals and its latency (ms): the monitor store, metrics
+        self.observers: list[Callable[[list[Signals], float], None]] = []
+        if self.monitor is not None:
+            store, name = self.monitor, str(bundle.path)
+            self.observers.append(lambda signals, _ms: store.record(signals, bundle=name))
         if warmup:
             for length, _ in self.buckets or [(0, None)]:
                 self.run(self.dummy_inputs(text_length=length or None))
@@ -159,32 +185,91 @@ class Predictor:
         self, images: Sequence[ImageInput], texts: Sequence[str] | None = None
     ) -> list[Prediction]:
         """Answer several pairs in one inference call."""
-        return [self._to_prediction(row) for row in self.scores(images, texts)]
+        feed, stats = self.prepare_with_stats(images, texts)
+        started = time.perf_counter()
+        logits = self.run(feed)
+        return self.finish(logits, feed, stats, (time.perf_counter() - started) * 1e3)
 
     def logits(self, images: Sequence[ImageInput], texts: Sequence[str] | None = None) -> np.ndarray:
         """Raw model outputs, shape ``(N, num_labels)``: for parity checks and custom heads."""
         return self.run(self.prepare(images, texts))
 
     def scores(self, images: Sequence[ImageInput], texts: Sequence[str] | None = None) -> np.ndarray:
-        """Per-label scores (sigmoid or softmax of the logits, as the head was trained)."""
-        return _activate(self.logits(images, texts), self.head_kind)
+        """Per-label scores (sigmoid or softmax of the logits, as the head was trained), calibrated
+        when the bundle carries a temperature."""
+        return self.scores_of(self.logits(images, texts))
+
+    def scores_of(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated per-label scores of raw ``logits``."""
+        if self.head_kind not in ("sigmoid", "softmax"):
+            raise BundleError(
+                f"unknown head kind {self.head_kind!r} in manifest; expected 'sigmoid' or 'softmax'"
+            )
+        return scores_of(logits, self.head_kind, self.temperature).astype(np.float32)
 
     def prepare(
         self, images: Sequence[ImageInput], texts: Sequence[str] | None = None
     ) -> dict[str, np.ndarray]:
         """Preprocess inputs into the named arrays the model takes."""
+        return self.prepare_with_stats(images, texts)[0]
+
+    def prepare_with_stats(
+        self, images: Sequence[ImageInput], texts: Sequence[str] | None = None
+    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, float, float]]]:
+        """:meth:`prepare`, and each image's (width, height, brightness, contrast) as decoded."""
         if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
             raise InputError("images must be a list of images; use predict() for a single image")
         if not images:
             raise InputError("no images given")
-        feed = {"pixel_values": preprocess_images(images, self.image_spec, max_pixels=self.max_image_pixels)}
         if self.text_encoder is not None:
             if texts is None:
                 raise InputError("this model needs a text for every image")
             if isinstance(texts, str) or len(texts) != len(images):
                 raise InputError(f"got {len(images)} images but texts is not a list of {len(images)} strings")
+        decoded = [
+            load_image(im, self.image_spec.background, max_pixels=self.max_image_pixels) for im in images
+        ]
+        feed = {"pixel_values": np.stack([pixels_of(im, self.image_spec) for im in decoded])}
+        if self.text_encoder is not None and texts is not None:
             feed.update(self.text_encoder.encode(texts))
-        return {name: feed[name] for name in self.input_names}
+        return {name: feed[name] for name in self.input_names}, [image_stats(im) for im in decoded]
+
+    def finish(
+        self,
+        logits: np.ndarray,
+        feed: Mapping[str, np.ndarray],
+        stats: Sequence[tuple[int, int, float, float]],
+        latency_ms: float = 0.0,
+    ) -> list[Prediction]:
+        """Predictions from a batch's logits; the batch's signals go to every observer."""
+        predictions = [self._to_prediction(row) for row in self.scores_of(logits)]
+        if self.observers:
+            batch = self.signals(predictions, feed, stats)
+            for observe in self.observers:
+                try:
+                    observe(batch, latency_ms)
+                except Exception as e:  # monitoring must never stop the answers
+                    warnings.warn(
+                        f"edge-vl monitoring failed and was skipped for this batch: {e}", stacklevel=2
+                    )
+        return predictions
+
+    def signals(
+        self,
+        predictions: Sequence[Prediction],
+        feed: Mapping[str, np.ndarray],
+        stats: Sequence[tuple[int, int, float, float]],
+    ) -> list[Signals]:
+        """Each prediction's :class:`~edge_vl.runtime.signals.Signals` (no image or text)."""
+        out = []
+        for i, (p, (width, height, brightness, contrast)) in enumerate(zip(predictions, stats, strict=True)):
+            tokens = unknown = None
+            if self.text_encoder is not None and "input_ids" in feed:
+                tokens, unknown = self.text_encoder.stats(feed["input_ids"][i], feed["attention_mask"][i])
+            out.append(
+                Signals(p.label, p.score, p.abstained, width, height, brightness, contrast, tokens, unknown)
+            )
+        return out
 
     def close(self) -> None:
         """Release the OpenVINO infer requests, then the compiled models; the Predictor cannot
@@ -266,6 +351,7 @@ class Predictor:
             label=self.labels[best],
             score=float(row[best]),
             scores={label: float(s) for label, s in zip(self.labels, row, strict=False)},
+            abstained=bool(row[best] < self.abstain_below),
         )
 
 
@@ -317,10 +403,10 @@ def compile_config(
     return config
 
 
-def _activate(logits: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits))
-    if kind == "softmax":
-        z = np.exp(logits - logits.max(axis=-1, keepdims=True))
-        return z / z.sum(axis=-1, keepdims=True)
-    raise BundleError(f"unknown head kind {kind!r} in manifest; expected 'sigmoid' or 'softmax'")
+def _threshold(given: float | None, abstention: Abstention | None) -> float:
+    """The abstain threshold: the one given, else the build's, else none (0)."""
+    if given is None:
+        return abstention.threshold if abstention is not None else 0.0
+    if isinstance(given, bool) or not isinstance(given, (int, float)) or not 0 <= given <= 1:
+        raise InputError(f"abstain_below must be a score between 0 and 1, got {given!r}")
+    return float(given)

@@ -139,7 +139,11 @@ def to_rgb(im: Image.Image, background: Sequence[int] = (255, 255, 255)) -> Imag
 
 def preprocess_image(image: ImageInput, spec: ImageSpec, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """One image → float32 array of shape ``(3, H, W)`` following ``spec``."""
-    im = load_image(image, spec.background, max_pixels=max_pixels)
+    return pixels_of(load_image(image, spec.background, max_pixels=max_pixels), spec)
+
+
+def pixels_of(im: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """A decoded RGB image (:func:`load_image`) → float32 ``(3, H, W)`` following ``spec``."""
     h, w = spec.size
     resample = RESAMPLE[spec.resample]
     if spec.shortest_edge is not None:

@@ -20,6 +20,7 @@ import numpy as np
 from edge_vl.errors import BundleError, InputError, MissingExtraError
 from edge_vl.manifest import TEXT_INPUTS as TEXT_INPUTS
 from edge_vl.manifest import TextSpec
+from edge_vl.runtime.signals import text_stats
 from edge_vl.runtime.wordpiece import Unsupported, WordPieceTokenizer
 
 #: longer texts are refused (``InputError``): this bounds the work and memory one text can cost
@@ -45,6 +46,18 @@ class TextEncoder:
                 raise BundleError(f"{source}: not a tokenizer file edge-vl can read ({e})") from None
             self._wordpiece = None
             self._library = _library_tokenizer(tokenizer_json, spec, source)
+
+    def stats(self, ids: np.ndarray, mask: np.ndarray) -> tuple[int, float]:
+        """(tokens of an encoded text, share of them that are unknown), special tokens left out."""
+        unknown: int | None
+        if self._wordpiece is not None:
+            special, unknown = self._wordpiece.special_count, self._wordpiece.unk
+        else:
+            processor = self._library.post_processor
+            special = processor.num_special_tokens_to_add(False) if processor is not None else 0
+            name = getattr(self._library.model, "unk_token", None)
+            unknown = self._library.token_to_id(name) if name else None
+        return text_stats(ids, mask, special, unknown)
 
     @classmethod
     def from_spec(cls, directory: str | Path, spec: TextSpec) -> TextEncoder:
