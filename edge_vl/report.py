@@ -91,6 +91,11 @@ def report_data(manifest: Manifest, variants: Sequence[dict[str, Any]] = ()) -> 
         "gate_history": [r["gates"] for r in search.rounds if "gates" in r] if search else [],
         "warnings": list(manifest.data.warnings) if manifest.data else [],
         "variants": [variant_from_manifest(manifest), *variants],
+        "labels": list(manifest.head.labels),
+        "calibration": to_json(manifest.calibration) if manifest.calibration else None,
+        "abstention": to_json(manifest.abstention) if manifest.abstention else None,
+        "schedule_changes": list(manifest.training.schedule_changes),
+        "bundle_bytes": sum(f.size for f in manifest.files.values()),
     }
 
 
@@ -148,8 +153,74 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report", name:
     parts += ["<h2>Accuracy against compute</h2>", scatter_chart(data["variants"], majority)]
     parts += ["<h2>Variants</h2>", _variants_table(data["variants"])]
     parts += _latency_section(m.get("latency_ms"))
+    parts += _classes_section(data)
+    parts += _reliability_section(data)
     parts += ["<h2>What was skipped and why</h2>", _layers_table(data)]
+    if data.get("schedule_changes"):
+        items = "".join(f"<li>{_e(c)}</li>" for c in data["schedule_changes"])
+        parts += ["<h2>What small data changed</h2>", f"<ul>{items}</ul>"]
+    parts += ["<h2>Next steps</h2>", _next_steps(name or "BUNDLE")]
     return _page(title, parts)
+
+
+def _classes_section(data: dict[str, Any]) -> list[str]:
+    """Per-class precision and recall, and the confusion matrix, on the eval rows."""
+    confusion = data["metrics"].get("confusion")
+    if not confusion:
+        return []
+    labels = data["labels"]
+    rows = []
+    for i, label in enumerate(labels):
+        answered, actual = sum(r[i] for r in confusion), sum(confusion[i])
+        precision = f"{confusion[i][i] / answered:.4f}" if answered else "–"
+        recall = f"{confusion[i][i] / actual:.4f}" if actual else "–"
+        rows.append((label, str(actual), precision, recall))
+    matrix = [(label, *map(str, row)) for label, row in zip(labels, confusion, strict=True)]
+    return [
+        "<h2>Per class, on the eval rows</h2>",
+        _table(["label", "rows", "precision", "recall"], rows),
+        "<h3>Confusion matrix (rows: true label, columns: answer)</h3>",
+        _table(["", *labels], matrix),
+    ]
+
+
+def _reliability_section(data: dict[str, Any]) -> list[str]:
+    """How far the scores can be trusted: calibration, the abstain threshold, accuracy by coverage."""
+    calibration, abstention = data.get("calibration"), data.get("abstention")
+    if not calibration:
+        return ["<h2>Scores</h2>", "<p>No calibration: too few eval rows to fit one (raw scores).</p>"]
+    fitted = f"temperature {calibration['temperature']:.3f}, fitted on {calibration['rows']} eval rows"
+    error = f"{calibration['ece_before']:.4f} → {calibration['ece_after']:.4f} (cross-fitted)"
+    rows = [("calibration", fitted), ("expected calibration error", error)]
+    if abstention:
+        coverage, precision = abstention.get("coverage"), abstention.get("precision")
+        threshold = (
+            f"{abstention['threshold']:.4f} (target precision {abstention['target_precision']:g}; "
+            f"cross-fitted: answers {_share(coverage)} of the rows, {_share(precision)} of them right)"
+        )
+        rows.append(("'not sure' below a score of", threshold))
+    parts = ["<h2>Scores: calibration and 'not sure'</h2>", _table(None, rows)]
+    curve = data["metrics"].get("coverage_curve")
+    if curve:
+        points = {"eval rows": [(c, a, "") for c, a in curve]}
+        chart = xy_chart(points, "share of rows answered (most confident first)", "accuracy of those",
+                         joined=["eval rows"], legend=False, x_span=(0.0, 1.05))  # fmt: skip
+        parts.append(chart)
+    return parts
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _next_steps(bundle: str) -> str:
+    steps = [
+        f"edge-vl eval {bundle} your-rows.jsonl --min-accuracy 0.95   # on the target PC: a pilot's gate",
+        f"edge-vl bench {bundle}                                      # speed and memory there",
+        f'Predictor("{bundle}", monitor="monitor.db")             # record signals in production',
+        f"edge-vl monitor {bundle} monitor.db                         # drift triggers (exit code 3)",
+    ]
+    return "<pre>" + "\n".join(_e(step) for step in steps) + "</pre>"
 
 
 def _gate_section(data: dict[str, Any]) -> list[str]:
@@ -254,6 +325,7 @@ def _summary(data: dict[str, Any], name: str) -> list[tuple[str, str]]:
             f"{t['trainable_parameters']:,} of {t['total_parameters']:,} ({t['trainable_fraction']:.2%})",
         ),
         ("training", f"{t['steps']} steps; build took {t['seconds']} s"),
+        ("bundle size", f"{data.get('bundle_bytes', 0) / 1e6:.1f} MB"),
         ("torch ↔ OpenVINO parity", f"max |diff| {m['parity_max_abs']:.2e} on {m['parity_samples']} inputs"),
     ]
     if sureness := data["plan"].get("uncertainty"):
