@@ -221,6 +221,9 @@ class BuildConfig:
     calibration_size: int = 300
     #: a target profile (:func:`edge_vl.bench.read_target_profile`): precision is chosen for it
     target_profile: dict[str, Any] | None = None
+    #: square input size in pixels instead of the checkpoint's (fewer image tokens: less work in
+    #: every layer that sees them); None: the checkpoint's
+    image_size: int | None = None
     #: shorter text lengths to export too; the Predictor runs each input on the shortest that fits
     text_buckets: Sequence[int] = ()
     #: extra rows for the report's accuracy-vs-MACs comparison (see :mod:`edge_vl.report`)

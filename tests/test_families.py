@@ -148,3 +148,28 @@ def test_low_rank_updates_start_as_the_layer_they_wrap_and_are_counted(tmp_path)
     one = {k: v[:1] for k, v in inputs.items()}
     counted = counted_macs(lambda: family.forward(updated, one))
     assert abs(costs.retained([]) - counted) / counted < 0.02
+
+
+def test_another_image_size_builds_exports_and_predicts_at_that_size(checkpoint, shapes_data, tmp_path):
+    """``--image-size``: the bundle takes the new size (recorded, preprocessed at it), the export
+    matches torch at it (the build's parity check), and more pixels cost more MACs."""
+    family, directory = checkpoint
+
+    def build(name: str, *extra: str) -> dict:
+        args = build_args(directory, shapes_data, tmp_path / name, "--skip-layers", "1", "--max-steps", "2")
+        result = CliRunner().invoke(cli, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads((tmp_path / name / "manifest.json").read_text())
+
+    small = build("default")
+    size = 2 * small["preprocessing"]["image"]["size"][0]
+    large = build("double", "--image-size", str(size))
+    assert large["preprocessing"]["image"]["size"] == [size, size]
+    assert large["metrics"]["parity_max_abs"] <= 1e-4
+    assert large["cost"]["full_model"] > small["cost"]["full_model"]  # 4x the pixels, more image tokens
+    example = read_examples(shapes_data[1])[0]
+    assert (
+        Predictor(tmp_path / "double").predict(example.image, example.text).label in large["head"]["labels"]
+    )
+    bad = CliRunner().invoke(cli, build_args(directory, shapes_data, tmp_path / "bad", "--image-size", "33"))
+    assert bad.exit_code == 2 and "multiples of" in bad.output

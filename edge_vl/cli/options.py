@@ -55,6 +55,13 @@ input_options = combine(
         type=click.Path(dir_okay=False, path_type=Path),
         help="Evaluation manifest, same format; its accuracy goes into the bundle's manifest.",
     ),
+    click.option(
+        "--image-size",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Feed the model square images of this many pixels instead of the checkpoint's size (a "
+        "multiple of its patch size): fewer image tokens, less work; recorded in the bundle.",
+    ),
 )
 
 plan_options = combine(
@@ -279,6 +286,7 @@ BUILD_FIELDS = {
         "device",
         "amp",
         "target_precision",
+        "image_size",
     )
 }
 

@@ -70,7 +70,13 @@ def prepare(
         with quiet_transformers():
             text = family.save_tokenizer(Path(config.model_dir), work, text_length)
         encoder, tokenizer_file = TextEncoder.from_spec(work, text), work / text.tokenizer
-    preprocessing = Preprocessing(image=family.image_spec(Path(config.model_dir), model), text=text)
+    image = family.image_spec(Path(config.model_dir), model)
+    if config.image_size is not None:
+        checkpoint = image.size[0]
+        image = family.resized(image, config.image_size, model)
+        echo(f"image size: {config.image_size} × {config.image_size} pixels (--image-size; the checkpoint "
+             f"takes {checkpoint})")  # fmt: skip
+    preprocessing = Preprocessing(image=image, text=text)
     shape = InputShape.of(preprocessing)
     echo(f"model: {family.name} from {config.model_dir}, {len(family.layers(model))} skippable layers")
     calibration = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -139,6 +139,22 @@ class ArchitectureFamily(ABC):
     @abstractmethod
     def text_length(self, model: HFModel) -> int | None:
         """The fixed text length of the exported model; None for image-only models."""
+
+    def image_size_step(self, model: HFModel) -> int:
+        """Input sizes the model takes are multiples of this (its patch size, or its image encoder's
+        stride)."""
+        return 32
+
+    def resized(self, spec: ImageSpec, size: int, model: HFModel) -> ImageSpec:
+        """``spec`` at ``size`` × ``size`` pixels instead of the checkpoint's (``--image-size``): the
+        model interpolates its image position embeddings (ViLT, CLIP and edge-vl-mini do), and
+        fewer pixels mean fewer image tokens, so less work in every layer that sees them."""
+        step = self.image_size_step(model)
+        if size < step or size % step:
+            raise ModelError(f"--image-size {size}: {self.name} models take multiples of {step} pixels")
+        return replace(
+            spec, size=(size, size), shortest_edge=size if spec.shortest_edge is not None else None
+        )
 
     def input_shape(self, model_dir: Path, model: HFModel) -> InputShape:
         height, width = self.image_spec(model_dir, model).size

@@ -186,7 +186,9 @@ class ClipFamily(ArchitectureFamily):
         return ClipAdaptedLayer(layer, layer.layer_norm1.normalized_shape[0], config)
 
     def forward(self, model: HFModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        pooled = model.vision_model(pixel_values=inputs["pixel_values"]).pooler_output
+        pixels = inputs["pixel_values"]
+        other_size = pixels.shape[-1] != model.config.vision_config.image_size  # --image-size
+        pooled = model.vision_model(pixel_values=pixels, interpolate_pos_encoding=other_size).pooler_output
         i = F.normalize(model.visual_projection(pooled), dim=-1)
         if model.has_prompt_head:
             return model.logit_scale.exp() * i @ model.label_embeddings.T
@@ -229,6 +231,9 @@ class ClipFamily(ArchitectureFamily):
             ),
             skip=tuple(layer.skip_adapter.macs(n) for layer, (n, _) in zip(layers, sizes, strict=True)),
         )
+
+    def image_size_step(self, model: HFModel) -> int:
+        return int(model.config.vision_config.patch_size)
 
     def image_spec(self, model_dir: Path, model: HFModel) -> ImageSpec:
         cfg = read_image_processor_config(model_dir)

@@ -173,6 +173,9 @@ class ViltFamily(ArchitectureFamily):
     def text_length(self, model: HFModel) -> int:
         return int(model.config.max_position_embeddings)
 
+    def image_size_step(self, model: HFModel) -> int:
+        return int(model.config.patch_size)
+
     def random_model(self, settings: dict[str, Any], vocab_size: int, labels: Sequence[str]) -> nn.Module:
         from transformers import ViltConfig, ViltForQuestionAnswering
 

@@ -15,12 +15,14 @@ The forward is deterministic and traceable, and it is what training, evaluation 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from transformers import BertConfig, BertModel, PretrainedConfig, PreTrainedModel
 from transformers.models.bert.modeling_bert import BertLayer
 
@@ -211,9 +213,19 @@ class EdgeVLMiniModel(PreTrainedModel):
 
     def embed_image(self, image_features: torch.Tensor) -> torch.Tensor:
         """Grid features → image tokens in the fusion width (projection, position, modality, LN)."""
-        image = self.image_proj(image_features) + self.image_pos
+        image = self.image_proj(image_features) + self.position_embeddings(image_features.shape[1])
         image_types = torch.ones_like(image[..., 0], dtype=torch.long)
         return self.dropout(self.image_norm(image + self.modality_embeddings(image_types)))
+
+    def position_embeddings(self, tokens: int) -> torch.Tensor:
+        """The image grid's position embeddings for ``tokens`` grid cells: the trained ones, or them
+        bilinearly interpolated to another square grid (inputs of another size, ``--image-size``)."""
+        if tokens == self.image_pos.shape[1]:
+            return self.image_pos
+        grid, side = self.config.image_grid, math.isqrt(tokens)
+        square = self.image_pos.transpose(1, 2).reshape(1, -1, grid, grid)
+        resized = F.interpolate(square, size=(side, side), mode="bilinear", align_corners=True)
+        return resized.flatten(2).transpose(1, 2)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """``(B, 3, S, S)`` → ``(B, grid², 320)`` grid features of the (frozen) image encoder."""
