@@ -153,7 +153,7 @@ def test_low_rank_updates_start_as_the_layer_they_wrap_and_are_counted(tmp_path)
 def test_another_image_size_builds_exports_and_predicts_at_that_size(checkpoint, shapes_data, tmp_path):
     """``--image-size``: the bundle takes the new size (recorded, preprocessed at it), the export
     matches torch at it (the build's parity check), and more pixels cost more MACs."""
-    family, directory = checkpoint
+    _, directory = checkpoint
 
     def build(name: str, *extra: str) -> dict:
         args = build_args(directory, shapes_data, tmp_path / name, "--skip-layers", "1", "--max-steps", "2")
