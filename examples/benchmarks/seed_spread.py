@@ -70,7 +70,8 @@ UNRECORDED_EPOCHS = 1.7
 def run_setting(run: dict) -> str:
     """The fine-tune settings a run's accuracy depends on besides set and seed: runs recorded without
     "lr" were built at 1e-3, without "epochs" with ``UNRECORDED_EPOCHS``."""
-    return f"lr {run.get('lr', 1e-3):g}, {run.get('epochs', UNRECORDED_EPOCHS):g} epochs"
+    setting = f"lr {run.get('lr', 1e-3):g}, {run.get('epochs', UNRECORDED_EPOCHS):g} epochs"
+    return setting + (f", {run['image_size']} px" if run.get("image_size") else "")
 
 
 def das_key(spec: str, estimator: str) -> str:
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one thread each")
     parser.add_argument("--task", choices=TASKS, default="easy-vqa", help="easy-vqa: the demo")
     parser.add_argument("--epochs", type=float, help="fine-tune epochs (default: the build's)")
+    parser.add_argument("--image-size", type=int, help="input size in pixels (default: the checkpoint's)")
     parser.add_argument(
         "--search-estimator", choices=ESTIMATORS, help="what ranks layers in das runs (default: the build's)"
     )
@@ -205,7 +207,9 @@ def main() -> None:
         train, evaluation = write_task(args.task, args.work.resolve() / f"data-{args.task}")
         build = [*build[:-1], "--data", str(train), "--eval-data", str(evaluation)]
     default_epochs = FULL_DEMO.epochs if args.task == "easy-vqa" else TrainConfig().epochs
-    setting = run_setting({"lr": args.lr, "epochs": args.epochs or default_epochs})
+    setting = run_setting(
+        {"lr": args.lr, "epochs": args.epochs or default_epochs, "image_size": args.image_size}
+    )
     estimator = args.search_estimator or SearchConfig().estimator
     reused = {run_key(r): r for f in args.reuse for r in json.loads(f.read_text())["runs"]}
     specs = {spec: spec for spec in args.sets}  # skip set → the label its runs record as "set"
@@ -225,6 +229,7 @@ def main() -> None:
             else:
                 command = [*build, "--seed", str(seed), "--lr", f"{args.lr:g}"]
                 command += ["--epochs", f"{args.epochs:g}"] if args.epochs else []
+                command += ["--image-size", str(args.image_size)] if args.image_size else []
                 if spec.startswith("das"):
                     command += ["--search-estimator", args.search_estimator] if args.search_estimator else []
                     command += ["--skip-count", spec.removeprefix("das:")] if ":" in spec else []
@@ -233,6 +238,7 @@ def main() -> None:
                 name = f"skip{spec.replace(',', '-').replace(':', '')}-seed{seed}"
                 # runs of other settings get their own folders (a finished folder is read back)
                 name += f"-{args.epochs:g}ep" if args.epochs else ""
+                name += f"-{args.image_size}px" if args.image_size else ""
                 searched = spec.startswith("das") and args.search_estimator
                 name += f"-{args.search_estimator}" if searched else ""
                 name = name if args.task == "easy-vqa" else f"{args.task}-{name}"
