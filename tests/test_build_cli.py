@@ -186,7 +186,7 @@ def test_help_describes_options(command):
         for option in ("--model", "--data", "--eval-data", "--skip-layers", "--out", "--epochs", "--demo"):
             assert option in result.output
     elif command == "predict":
-        assert "--json" in result.output and "BUNDLE IMAGE [TEXT]" in result.output
+        assert "--json" in result.output and "BUNDLE [IMAGE] [TEXT]" in result.output
     elif command:
         assert "BUNDLE" in result.output
 

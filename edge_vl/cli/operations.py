@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from edge_vl.cli.device_commands import min_release_option, trusted_key_option
+from edge_vl.cli.options import min_release_option, trusted_key_option
 
 #: exit code when an acceptance gate (``eval --min-accuracy``) or a drift trigger (``monitor``) fails
 EXIT_GATE = 3

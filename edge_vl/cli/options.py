@@ -10,6 +10,22 @@ import click
 from edge_vl.choices import AMP_MODES, ESTIMATORS, LOSSES, SEARCH_MODES
 from edge_vl.config import BuildConfig, SearchConfig, TrainConfig, default
 
+trusted_key_option = click.option(
+    "--trusted-key",
+    "trusted_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Accept the bundle only if it is signed by this Ed25519 public key (repeatable; default: "
+    "the keys in EDGE_VL_TRUSTED_KEYS, if set).",
+)
+min_release_option = click.option(
+    "--min-release",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse signed bundles with a lower release number (anti-rollback; default: "
+    "EDGE_VL_MIN_RELEASE, if set). Needs a trusted key.",
+)
+
 #: the model used when --model is not given (shipped inside edge-vl)
 DEFAULT_MODEL = "edge-vl-mini"
 

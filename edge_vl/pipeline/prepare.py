@@ -57,26 +57,14 @@ def prepare(
     from edge_vl.runtime.tokenize import TextEncoder
     from edge_vl.training.architectures import family_for_checkpoint
     from edge_vl.training.architectures.base import InputShape
-    from edge_vl.training.architectures.quiet import quiet_transformers
     from edge_vl.training.encoded import encode_examples
 
     train_examples, eval_examples, labels = data.train, data.evals, data.labels
     echo(f"data: {len(train_examples)} training and {len(eval_examples)} eval rows, {len(labels)} labels")
     family = family_for_checkpoint(config.model_dir)
     model = load_adapted(family, config, labels)
-    text_length = family.text_length(model)
-    text = encoder = tokenizer_file = None
-    if text_length is not None:  # image-only models (a prompt head) take no text
-        with quiet_transformers():
-            text = family.save_tokenizer(Path(config.model_dir), work, text_length)
-        encoder, tokenizer_file = TextEncoder.from_spec(work, text), work / text.tokenizer
-    image = family.image_spec(Path(config.model_dir), model)
-    if config.image_size is not None:
-        checkpoint = image.size[0]
-        image = family.resized(image, config.image_size, model)
-        echo(f"image size: {config.image_size} × {config.image_size} pixels (--image-size; the checkpoint "
-             f"takes {checkpoint})")  # fmt: skip
-    preprocessing = Preprocessing(image=image, text=text)
+    preprocessing, tokenizer_file = _preprocessing(config, family, model, work, echo)
+    encoder = TextEncoder.from_spec(work, preprocessing.text) if preprocessing.text is not None else None
     shape = InputShape.of(preprocessing)
     echo(f"model: {family.name} from {config.model_dir}, {len(family.layers(model))} skippable layers")
     calibration = None
@@ -109,6 +97,26 @@ def prepare(
         target_scale=target_scale(config.target_profile, echo) if config.target_profile else None,
         placement=placement,
     )
+
+
+def _preprocessing(config: BuildConfig, family: Any, model: Any, work: Path, echo: Callable[[str], None]):
+    """The bundle's preprocessing (the checkpoint's tokenizer saved into ``work``; the image size
+    given by ``--image-size``, else the checkpoint's) and the saved tokenizer's path."""
+    from edge_vl.training.architectures.quiet import quiet_transformers
+
+    text_length = family.text_length(model)
+    text = tokenizer_file = None
+    if text_length is not None:  # image-only models (a prompt head) take no text
+        with quiet_transformers():
+            text = family.save_tokenizer(Path(config.model_dir), work, text_length)
+        tokenizer_file = work / text.tokenizer
+    image = family.image_spec(Path(config.model_dir), model)
+    if config.image_size is not None:
+        checkpoint = image.size[0]
+        image = family.resized(image, config.image_size, model)
+        echo(f"image size: {config.image_size} × {config.image_size} pixels (--image-size; the checkpoint "
+             f"takes {checkpoint})")  # fmt: skip
+    return Preprocessing(image=image, text=text), tokenizer_file
 
 
 def load_adapted(family, config: BuildConfig, labels: Sequence[str]):

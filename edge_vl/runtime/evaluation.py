@@ -90,7 +90,14 @@ def evaluate(
 
 
 def _summary(
-    predictor, examples, labels, confusion, latencies, errors, abstained, answered_right
+    predictor: Predictor,
+    examples: Sequence[Example],
+    labels: list[str],
+    confusion: np.ndarray,
+    latencies: list[float],
+    errors: list[str],
+    abstained: int,
+    answered_right: int,
 ) -> Evaluation:
     scored = int(confusion.sum())
     right = int(np.trace(confusion))
