@@ -203,8 +203,14 @@ def _reliability_section(data: dict[str, Any]) -> list[str]:
     curve = data["metrics"].get("coverage_curve")
     if curve:
         points = {"eval rows": [(c, a, "") for c, a in curve]}
-        chart = xy_chart(points, "share of rows answered (most confident first)", "accuracy of those",
-                         joined=["eval rows"], legend=False, x_span=(0.0, 1.05))  # fmt: skip
+        chart = xy_chart(
+            points,
+            "share of rows answered (most confident first)",
+            "accuracy of those",
+            joined=["eval rows"],
+            legend=False,
+            x_span=(0.0, 1.05),
+        )
         parts.append(chart)
     return parts
 

@@ -56,8 +56,9 @@ def predict(
         from edge_vl.cli.operations import batch_predict
 
         keys = list(trusted_keys) or None
-        predictor = Predictor(bundle, threads=threads, trusted_keys=keys, min_release=min_release,
-                              performance_hint="throughput")  # fmt: skip
+        predictor = Predictor(
+            bundle, threads=threads, trusted_keys=keys, min_release=min_release, performance_hint="throughput"
+        )
         failed = batch_predict(predictor, data, out, question)
         if failed:
             click.echo(f"error: {failed} row(s) could not be read (their error is in the results)", err=True)

@@ -47,17 +47,23 @@ def reliability(
         fit = calibrate(logits, labels, kind, target)
         temperature = fit.temperature
         calibration = Calibration(fit.temperature, fit.rows, fit.ece_before, fit.ece_after)
-        echo(f"calibration: temperature {fit.temperature:.3f}; expected calibration error "
-             f"{fit.ece_before:.4f} → {fit.ece_after:.4f} (cross-fitted, {fit.rows} eval rows)")  # fmt: skip
+        echo(
+            f"calibration: temperature {fit.temperature:.3f}; expected calibration error "
+            f"{fit.ece_before:.4f} → {fit.ece_after:.4f} (cross-fitted, {fit.rows} eval rows)"
+        )
         if fit.threshold is not None and target is not None:
             threshold = fit.threshold
             abstention = Abstention(target, fit.threshold, fit.coverage, fit.precision)
-            echo(f"abstention: below a score of {fit.threshold:.4f} the bundle says 'not sure' (target "
-                 f"precision {target:g}; cross-fitted: it answers {fit.coverage:.1%} of the rows, "
-                 f"{fit.precision} of them right)")  # fmt: skip
+            echo(
+                f"abstention: below a score of {fit.threshold:.4f} the bundle says 'not sure' (target "
+                f"precision {target:g}; cross-fitted: it answers {fit.coverage:.1%} of the rows, "
+                f"{fit.precision} of them right)"
+            )
         elif target is not None:
-            echo(f"abstention: no score threshold reaches precision {config.target_precision:g} on the eval "
-                 "rows; the bundle always answers")  # fmt: skip
+            echo(
+                f"abstention: no score threshold reaches precision {config.target_precision:g} on the eval "
+                "rows; the bundle always answers"
+            )
     else:
         echo(f"calibration: skipped ({len(labels)} eval rows; it needs at least {MIN_CALIBRATION_ROWS})")
     scores = scores_of(logits, kind, temperature)
@@ -93,6 +99,14 @@ def _signals(prep: Prepared, best: np.ndarray, confidence: np.ndarray, threshold
         if encoder is not None and "input_ids" in rows:
             tokens, unknown = encoder.stats(rows["input_ids"][i].numpy(), rows["attention_mask"][i].numpy())
         label = prep.labels[int(best[i])]
-        out.append(Signals(label, float(confidence[i]), bool(confidence[i] < threshold), *stats[ex.image],
-                           text_tokens=tokens, unknown_rate=unknown))  # fmt: skip
+        out.append(
+            Signals(
+                label,
+                float(confidence[i]),
+                bool(confidence[i] < threshold),
+                *stats[ex.image],
+                text_tokens=tokens,
+                unknown_rate=unknown,
+            )
+        )
     return out

@@ -114,8 +114,10 @@ def _preprocessing(config: BuildConfig, family: Any, model: Any, work: Path, ech
     if config.image_size is not None:
         checkpoint = image.size[0]
         image = family.resized(image, config.image_size, model)
-        echo(f"image size: {config.image_size} × {config.image_size} pixels (--image-size; the checkpoint "
-             f"takes {checkpoint})")  # fmt: skip
+        echo(
+            f"image size: {config.image_size} × {config.image_size} pixels (--image-size; the checkpoint "
+            f"takes {checkpoint})"
+        )
     return Preprocessing(image=image, text=text), tokenizer_file
 
 

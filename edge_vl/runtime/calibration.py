@@ -135,10 +135,15 @@ def calibrate(
         coverage = float(answered.mean()) if n else None
         precision = float(right.sum() / answered.sum()) if answered.any() else None
     return CalibrationFit(
-        temperature=temperature, rows=n, ece_before=ece(before[0], correct_all),
-        ece_after=ece(conf_after, correct_all), target_precision=target_precision, threshold=threshold,
-        coverage=coverage, precision=precision,
-    )  # fmt: skip
+        temperature=temperature,
+        rows=n,
+        ece_before=ece(before[0], correct_all),
+        ece_after=ece(conf_after, correct_all),
+        target_precision=target_precision,
+        threshold=threshold,
+        coverage=coverage,
+        precision=precision,
+    )
 
 
 def accuracy_by_coverage(

@@ -68,8 +68,10 @@ def evaluate(
     labels = list(predictor.labels)
     unknown = sorted({ex.label for ex in examples} - set(labels))
     if unknown:
-        raise DataError(f"labels {unknown} are not among the bundle's answers ({', '.join(labels)})",
-                        path=examples[0].manifest or None)  # fmt: skip
+        raise DataError(
+            f"labels {unknown} are not among the bundle's answers ({', '.join(labels)})",
+            path=examples[0].manifest or None,
+        )
     index = {label: i for i, label in enumerate(labels)}
     confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
     latencies, errors, abstained, answered_right = [], [], 0, 0
@@ -104,8 +106,14 @@ def _summary(
     classes = []
     for i, label in enumerate(labels):
         predicted, actual = int(confusion[:, i].sum()), int(confusion[i].sum())
-        classes.append(ClassReport(label, actual, confusion[i, i] / predicted if predicted else None,
-                                   confusion[i, i] / actual if actual else None))  # fmt: skip
+        classes.append(
+            ClassReport(
+                label,
+                actual,
+                confusion[i, i] / predicted if predicted else None,
+                confusion[i, i] / actual if actual else None,
+            )
+        )
     lat = np.asarray(latencies or [0.0])
     manifest = predictor.bundle.manifest
     build_fingerprint = manifest.data.eval_fingerprint if manifest.data else None
