@@ -230,6 +230,18 @@ def test_no_function_in_edge_vl_is_over_60_lines_without_a_reason():
     assert not long, long
 
 
+def test_the_library_is_laid_out_by_the_formatter_alone():
+    """No ``# fmt: skip`` in ``edge_vl/`` or ``converters/``: ruff format decides their layout."""
+    marked = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for folder in ("edge_vl", "converters")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if line.rstrip().endswith("# fmt: skip")
+    ]
+    assert not marked, marked
+
+
 def test_renaming_a_manifest_field_makes_the_type_checker_name_every_reader(tmp_path):
     """The manifest is typed from build to device: rename ``Metrics.eval_accuracy`` in the schema and
     mypy (not a test run) reports each module that reads or writes it."""
