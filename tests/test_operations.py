@@ -312,3 +312,21 @@ def test_prometheus_endpoint_on_loopback(reliable, sample, tmp_path):
     assert "edge_vl_inference_seconds_count 3.0" in text
     assert "edge_vl_answers_total{label=" in text and "edge_vl_abstentions_total" in text
     assert 'edge_vl_drift_psi{signal="brightness"}' in text
+
+
+def test_operations_benchmark_measures_a_bundle_and_renders_its_results_section(reliable, tmp_path):
+    """``examples/benchmarks/operations.py`` (part o of RESULTS.md) runs on a bundle end to end."""
+    from examples.benchmarks.results import operations_section
+
+    bundle, (_, evals) = reliable
+    out = tmp_path / "operations.json"
+    command = [sys.executable, "-m", "examples.benchmarks.operations", str(bundle), "--eval", str(evals)]
+    result = subprocess.run([*command, "--threads", "1", "--out", str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    measured = json.loads(out.read_text())
+    assert measured["throughput"]["rows"] == 32 and measured["throughput"]["identical_answers"]
+    assert [m["rows"] for m in measured["memory"]] == [32, 32]  # 1,000 rows asked, 32 there
+    assert len(measured["drift"]["clean_triggers"]) == 20 and "darker" in measured["drift"]["shifts"]
+    section = "\n".join(operations_section(measured))
+    assert "streamed" in section and "| darker |" in section

@@ -7,7 +7,7 @@ triggers fire on clean and on shifted inputs.
 
 Parts (all on this machine, OpenVINO, 2 threads unless ``--threads``):
 
-- *throughput*: the first ``--rows`` eval rows answered one by one (``Predictor.predict``, latency
+- *throughput*: the eval rows (or the first ``--rows``) answered one by one (``Predictor.predict``, latency
   hint) and streamed (:func:`edge_vl.runtime.stream.predict_stream`, throughput hint, decoding
   overlapping inference); rows per second of each, whether every answer is the same, and the peak
   resident memory of a stream of 1,000 rows and of all rows (each in a fresh process).
@@ -184,7 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bundle", type=Path)
     parser.add_argument("--eval", type=Path, required=True, help="the bundle's eval rows (JSONL or CSV)")
-    parser.add_argument("--rows", type=int, default=1000, help="rows of the throughput comparison")
+    parser.add_argument("--rows", type=int, default=None, help="rows of the throughput comparison [all]")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

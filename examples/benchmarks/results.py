@@ -477,6 +477,8 @@ def render(results: dict[str, Any]) -> str:
         ]
         lines += speed_table(d["rows"], text_tokens=False)
         lines += ["", "![CLIP ViT-B/32 image tower batch-1 latency](clip_b32_latency.svg)", ""]
+    if results.get("operations"):
+        lines += operations_section(results["operations"])
     if results.get("processes"):
         lines += processes_section(results["processes"])
     c = results.get("flops")
@@ -499,6 +501,51 @@ def render(results: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def operations_section(o: dict[str, Any]) -> list[str]:
+    """Part o of RESULTS.md: the demo bundle after deployment — batch throughput, memory,
+    calibration and abstention, drift triggers."""
+    t, c = o["throughput"], o["calibration"]
+    fit, abstain = c["calibration"], c["abstention"]
+    memory = ", ".join(f"{m['peak_rss_mb']:.0f} MB after {m['rows']:,} rows" for m in o["memory"])
+    lines = [
+        "## o) After deployment: batch prediction, calibration, drift",
+        "",
+        f"`{o['bundle']}` on {o['machine']['cpu']}. {_measured(o)}",
+        "",
+        f"- **Batch prediction**: {t['rows']:,} eval rows one by one (`Predictor.predict`) at "
+        f"{t['one_by_one_rows_per_s']:.0f} rows/s, streamed (`predict_stream`, async infer requests) at "
+        f"{t['streamed_rows_per_s']:.0f} rows/s: **{t['speedup']:.2f}×**, answers "
+        f"{'identical' if t['identical_answers'] else 'NOT identical'}. Peak resident memory of a "
+        f"fresh process streaming: {memory}.",
+    ]
+    if fit:
+        lines.append(
+            f"- **Calibration** (temperature {fit['temperature']:.3f}, fitted on {fit['rows']:,} eval rows): "
+            f"expected calibration error {fit['ece_before']:.4f} before, {fit['ece_after']:.4f} after "
+            "(cross-fitted: fitted on one half, measured on the other, both ways)."
+        )
+    if abstain:
+        lines.append(
+            f"- **Abstention** for precision {abstain['target_precision']:g}: threshold "
+            f"{abstain['threshold']:.4f}; cross-fitted, the bundle answers {abstain['coverage']:.1%} of the "
+            f"rows, {abstain['precision']:.4f} of them right. On the device, all eval rows at that "
+            f"threshold: {c['answered']:.1%} answered, {c['precision_of_answered']:.4f} right (in-sample: "
+            f"the threshold was chosen on these rows); accuracy without abstaining {c['accuracy']:.4f}."
+        )
+    d = o["drift"]
+    clean = sum(1 for fired in d["clean_triggers"] if fired)
+    lines += [
+        f"- **Drift** (windows of {d['window']} predictions against the bundle's reference profile): "
+        f"{clean} of {d['clean_windows']} bootstrap windows of clean eval rows fired a trigger.",
+        "",
+        "| shifted inputs | triggers that fired |",
+        "|---|---|",
+    ]
+    for kind, shift in d["shifts"].items():
+        lines.append(_table_row([kind, ", ".join(shift["triggers"]) or "none"]))
+    return [*lines, ""]
 
 
 def processes_section(p: dict[str, Any]) -> list[str]:
@@ -785,15 +832,21 @@ def main() -> None:
                    help="seed_spread.json of examples/benchmarks/seed_spread.py (part s)")  # fmt: skip
     p.add_argument("--transfer", type=Path, default=HERE / "results" / "transfer" / "transfer.json",
                    help="transfer.json of examples/benchmarks/transfer.py (part t)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k,p,s,t")
+    p.add_argument("--operations", type=Path, default=HERE / "results" / "operations" / "demo.json",
+                   help="demo.json of examples/benchmarks/operations.py (part o)")  # fmt: skip
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k,o,p,s,t")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - set("abcdkpst"):
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k,p,s,t, got {args.parts!r}")
-    inputs = {"p": (args.processes, "processes.py"), "s": (args.seed_spread, "seed_spread.py"),
-              "t": (args.transfer, "transfer.py")}  # fmt: skip
+    if not parts or parts - set("abcdkopst"):
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k,o,p,s,t, got {args.parts!r}")
+    inputs = {
+        "o": (args.operations, "operations.py"),
+        "p": (args.processes, "processes.py"),
+        "s": (args.seed_spread, "seed_spread.py"),
+        "t": (args.transfer, "transfer.py"),
+    }
     for part, (path, script) in inputs.items():
         if part in parts and not path.is_file():
             p.error(f"{path} is not a file: run examples/benchmarks/{script}")
@@ -816,6 +869,8 @@ def main() -> None:
     if "p" in parts:
         measured = json.loads(args.processes.read_text())
         results["processes"] = {**measured, "date": measured["measured"]}
+    if "o" in parts:
+        results["operations"] = json.loads(args.operations.read_text())
     if "s" in parts:
         results["seed_spread"] = json.loads(args.seed_spread.read_text())
     if "t" in parts:
