@@ -216,7 +216,8 @@ def _reliability_section(data: dict[str, Any]) -> list[str]:
 
 
 def _share(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
+    # two decimals: 98.99 % must not read as a 99 % target met
+    return "–" if value is None else f"{value:.2%}"
 
 
 def _next_steps(bundle: str) -> str:

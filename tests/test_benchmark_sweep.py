@@ -372,7 +372,7 @@ def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts
     assert "| fixed | lr 0.0001, 1.7 epochs | 1 | [0] | 0.9200 | c |" in text
 
 
-def test_precision_here_quantizes_a_bundle_and_scores_both_precisions(tiny_bundle, shapes_data, tmp_path):
+def test_precision_here_scores_fp32_fp16_weights_and_int8_of_a_bundle(tiny_bundle, shapes_data, tmp_path):
     import subprocess
 
     from edge_vl import Predictor
@@ -380,7 +380,8 @@ def test_precision_here_quantizes_a_bundle_and_scores_both_precisions(tiny_bundl
     out, work = tmp_path / "precision.json", tmp_path / "int8"
     command = [*module("precision_here"), str(tiny_bundle),
                "--train", str(shapes_data[0]), "--eval", str(shapes_data[1]), "--calibration", "8",
-               "--runs", "3", "--threads", "1", "--work", str(work), "--out", str(out)]  # fmt: skip
+               "--runs", "3", "--threads", "1", "--cold-starts", "1", "--work", str(work),
+               "--out", str(out)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     report = json.loads(out.read_text())
     rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
@@ -392,6 +393,10 @@ def test_precision_here_quantizes_a_bundle_and_scores_both_precisions(tiny_bundl
     assert 0 <= report["accuracy"]["int8"] <= 1 and 0 <= report["int8_agreement_with_fp32"] <= 1
     assert (report["calibration_rows"], report["eval_rows"]) == (8, len(rows))
     assert report["int8_speedup"] > 0 and report["reference_graph"]["int8_layers"] > 0
+    weights = report["weights_bytes"]  # FP16 weights: half the file, the same graph
+    assert 0.4 < weights["fp16"] / weights["fp32"] < 0.6 and 0 <= report["fp16_agreement_with_fp32"] <= 1
+    cold = report["cold_start_ms"]
+    assert set(cold) == {"fp32", "fp16", "int8"} and min(cold.values()) > 0
     assert (work / "model-int8.xml").is_file()  # kept for a rerun
 
     def quantizes(calibration: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -87,6 +88,8 @@ def test_the_build_records_calibration_reference_and_eval_fingerprint(reliable):
     assert manifest.metrics.confusion is not None and sum(map(sum, manifest.metrics.confusion)) == 32
     report = (bundle / "report.html").read_text()
     assert "calibration" in report and "confusion matrix" in report.lower() and "Next steps" in report
+    # the abstention's precision with two decimals: 98.99 % must not read as a 99 % target met
+    assert manifest.abstention is not None and re.search(r"\d\.\d\d% of them right", report), report
 
 
 def test_eval_reproduces_the_build_accuracy_and_gates(reliable, tmp_path):
@@ -327,6 +330,8 @@ def test_operations_benchmark_measures_a_bundle_and_renders_its_results_section(
     measured = json.loads(out.read_text())
     assert measured["throughput"]["rows"] == 32 and measured["throughput"]["identical_answers"]
     assert [m["rows"] for m in measured["memory"]] == [32, 32]  # 1,000 rows asked, 32 there
+    for m in measured["memory"]:
+        assert 0 < m["rss_loaded_mb"] <= m["peak_rss_mb"] and 0 < m["rss_after_mb"] <= m["peak_rss_mb"]
     assert len(measured["drift"]["clean_triggers"]) == 20 and "darker" in measured["drift"]["shifts"]
     section = "\n".join(operations_section(measured))
     assert "streamed" in section and "| darker |" in section

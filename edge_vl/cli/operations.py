@@ -105,7 +105,7 @@ def _print_evaluation(report) -> None:
         answered = (
             "" if report.answered_accuracy is None else f"; {report.answered_accuracy:.4f} of the rest right"
         )
-        click.echo(f"not sure       {report.abstained} rows{answered}")
+        click.echo(f"not sure       {report.abstained} row{'' if report.abstained == 1 else 's'}{answered}")
     lat = report.latency_ms
     click.echo(
         f"latency (ms)   p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f} (per row, streamed)"

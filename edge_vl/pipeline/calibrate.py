@@ -54,10 +54,11 @@ def reliability(
         if fit.threshold is not None and target is not None:
             threshold = fit.threshold
             abstention = Abstention(target, fit.threshold, fit.coverage, fit.precision)
+            right = "none" if fit.precision is None else f"{fit.precision:.2%}"
             echo(
                 f"abstention: below a score of {fit.threshold:.4f} the bundle says 'not sure' (target "
                 f"precision {target:g}; cross-fitted: it answers {fit.coverage:.1%} of the rows, "
-                f"{fit.precision} of them right)"
+                f"{right} of them right)"
             )
         elif target is not None:
             echo(

@@ -9,8 +9,10 @@ Parts (all on this machine, OpenVINO, 2 threads unless ``--threads``):
 
 - *throughput*: the eval rows (or the first ``--rows``) answered one by one (``Predictor.predict``, latency
   hint) and streamed (:func:`edge_vl.runtime.stream.predict_stream`, throughput hint, decoding
-  overlapping inference); rows per second of each, whether every answer is the same, and the peak
-  resident memory of a stream of 1,000 rows and of all rows (each in a fresh process).
+  overlapping inference); rows per second of each, whether every answer is the same, and the
+  resident memory of a stream of 1,000 rows and of all rows (each in a fresh process): the peak,
+  and the resident size once the model is loaded and after the stream (the peak alone may be set
+  while the model compiles, hiding growth).
 - *calibration*: the bundle's recorded calibration and abstention, and, with the recorded
   threshold, the precision and coverage of the answered rows on all eval rows.
 - *drift*: the eval rows' signals recorded through the Predictor, then 20 bootstrap windows of 500
@@ -77,12 +79,17 @@ from edge_vl.runtime.predictor import Predictor
 from edge_vl.runtime.stream import predict_stream
 bundle, data, n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rows = read_examples(data, check_images=False)[:n]
+def rss_mb():  # resident now (Linux); the peak alone may be set while the model compiles
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
 p = Predictor(bundle, threads=threads, performance_hint="throughput")
 text = p.text_encoder is not None
+loaded = rss_mb()
 for _ in predict_stream(p, ((r.image, r.text if text else None) for r in rows)):
     pass
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"rows": len(rows), "peak_rss_mb": peak}))
+print(json.dumps({"rows": len(rows), "peak_rss_mb": peak, "rss_loaded_mb": loaded, "rss_after_mb": rss_mb()}))
 """
 
 

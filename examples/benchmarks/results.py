@@ -508,7 +508,11 @@ def operations_section(o: dict[str, Any]) -> list[str]:
     calibration and abstention, drift triggers."""
     t, c = o["throughput"], o["calibration"]
     fit, abstain = c["calibration"], c["abstention"]
-    memory = ", ".join(f"{m['peak_rss_mb']:.0f} MB after {m['rows']:,} rows" for m in o["memory"])
+    memory = "; ".join(
+        f"{m['rows']:,} rows: {m['rss_loaded_mb']:.0f} MB loaded, {m['rss_after_mb']:.0f} MB after, "
+        f"peak {m['peak_rss_mb']:.0f} MB"
+        for m in o["memory"]
+    )
     lines = [
         "## o) After deployment: batch prediction, calibration, drift",
         "",
@@ -517,8 +521,8 @@ def operations_section(o: dict[str, Any]) -> list[str]:
         f"- **Batch prediction**: {t['rows']:,} eval rows one by one (`Predictor.predict`) at "
         f"{t['one_by_one_rows_per_s']:.0f} rows/s, streamed (`predict_stream`, async infer requests) at "
         f"{t['streamed_rows_per_s']:.0f} rows/s: **{t['speedup']:.2f}×**, answers "
-        f"{'identical' if t['identical_answers'] else 'NOT identical'}. Peak resident memory of a "
-        f"fresh process streaming: {memory}.",
+        f"{'identical' if t['identical_answers'] else 'NOT identical'}. Resident memory of a "
+        f"fresh process streaming ({memory}).",
     ]
     if fit:
         lines.append(
