@@ -22,6 +22,7 @@ import numpy as np
 from edge_vl.converters.export import save_model
 
 from edge_vl.errors import ExportError
+from edge_vl.manifest import PrecisionCandidate, PrecisionChoice
 from edge_vl.runtime.cpu import openvino_core
 
 #: what ``auto`` compares (FP16 weights only shrink the file on CPUs: OpenVINO computes in f32/bf16)
@@ -165,11 +166,11 @@ def select_precision(
     max_accuracy_drop: float,
     latency_scale: Mapping[str, float] | None = None,
     echo: Callable[[str], None] = print,
-) -> tuple[str, dict[str, Any]]:
+) -> PrecisionChoice:
     """Export, evaluate and time the candidates of ``requested`` (``auto``: FP32 and INT8; a
     precision: it and FP32), install the chosen one as ``out_dir/model.xml``. ``latency_scale``
-    (per precision) predicts latency on a target machine from latency here. Returns the chosen
-    precision and the record of the choice for the manifest.
+    (per precision) predicts latency on a target machine from latency here. Returns the choice
+    as the manifest records it.
 
     Raises:
         ExportError: a requested precision lost more than ``max_accuracy_drop`` of FP32's accuracy.
@@ -211,15 +212,14 @@ def select_precision(
         )
     install(chosen, out_dir)
     echo(f"precision: {reason}")
-    record = {
-        "requested": requested,
-        "chosen": chosen.precision,
-        "reason": reason,
-        "max_accuracy_drop": max_accuracy_drop,
-        "vnni": vnni,
-        "candidates": [c.to_dict() for c in candidates],
-    }
-    return chosen.precision, record
+    return PrecisionChoice(
+        requested=requested,
+        chosen=chosen.precision,
+        reason=reason,
+        max_accuracy_drop=max_accuracy_drop,
+        vnni=vnni,
+        candidates=tuple(PrecisionCandidate(**c.to_dict()) for c in candidates),
+    )
 
 
 def numpy_batches(data, names: Sequence[str], size: int) -> Callable[[], Iterable[dict[str, np.ndarray]]]:

@@ -355,6 +355,46 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class PrecisionCandidate:
+    """One precision the build exported and measured: OpenVINO's answers on the eval rows and its
+    batch-1 latency (here, or predicted for the target machine)."""
+
+    precision: str
+    accuracy: float
+    #: share of eval rows whose top-1 answer equals the FP32 model's
+    agreement_with_fp32: float
+    latency_ms: float
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class PrecisionTarget:
+    """The machine a precision was chosen for (``--target-profile``)."""
+
+    cpu: str | None = None
+    #: per precision: latency there / latency here, from the two machines' reference graphs
+    latency_scale: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """How the build chose the shipped model's precision (any ``--precision`` but ``fp32``)."""
+
+    requested: str
+    chosen: str
+    reason: str
+    max_accuracy_drop: float
+    vnni: bool
+    candidates: tuple[PrecisionCandidate, ...]
+    target: PrecisionTarget | None = None
+
+    @property
+    def chosen_accuracy(self) -> float | None:
+        """The shipped model's accuracy on the eval rows as OpenVINO answered them in the build."""
+        return next((c.accuracy for c in self.candidates if c.precision == self.chosen), None)
+
+
+@dataclass(frozen=True)
 class Abstention:
     """Below ``threshold`` (a calibrated score) the bundle says "not sure"; chosen for
     ``target_precision`` on the build's eval rows (``coverage`` and ``precision`` cross-fitted)."""
@@ -412,12 +452,19 @@ class Manifest:
     training: Training
     cost: Cost
     skip_plan: SkipPlan
-    precision_choice: dict[str, Any] | None = None
+    precision_choice: PrecisionChoice | None = None
     data: DataInfo | None = None
     calibration: Calibration | None = None
     abstention: Abstention | None = None
     reference: ReferenceProfile | None = None
     manifest_sha256: str = ""
+
+    @property
+    def shipped_accuracy(self) -> float:
+        """The build's eval accuracy of the model this bundle ships: the torch model's for FP32 (the
+        export matches it to the parity check), the converted candidate's for FP16 or INT8."""
+        chosen = self.precision_choice.chosen_accuracy if self.precision_choice else None
+        return self.metrics.eval_accuracy if chosen is None else chosen
 
     def __post_init__(self) -> None:
         for name in self.files:

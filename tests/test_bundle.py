@@ -289,3 +289,34 @@ def test_a_manifest_written_by_an_earlier_build_still_loads():
     assert manifest.skip_plan.search.estimator == "gates" and manifest.skip_plan.search.uncertainty is None
     assert manifest.architecture.skipped == (0, 3, 10, 11)
     assert "0.9575" in render_html(report_data(manifest))
+
+
+def test_a_converted_bundle_is_compared_with_its_own_accuracy():
+    """An FP16 or INT8 bundle answers as its converted model did in the build, not as the torch
+    model: `eval` on the device compares with that candidate's accuracy (the precision record is
+    typed and round-trips)."""
+    import dataclasses
+
+    from edge_vl.manifest import Manifest
+    from edge_vl.schema import parse, to_json
+
+    path = Path(__file__).parent / "data" / "manifest-2026-11-30.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert parse(Manifest, data).shipped_accuracy == pytest.approx(0.9575, abs=1e-4)  # FP32: torch's
+    data["precision_choice"] = {
+        "requested": "auto", "chosen": "int8", "reason": "int8: fastest", "max_accuracy_drop": 0.05,
+        "vnni": True, "target": {"cpu": "Old CPU", "latency_scale": {"fp32": 1.5, "int8": 2.5}},
+        "candidates": [
+            {"precision": "fp32", "accuracy": 0.9575, "agreement_with_fp32": 1.0, "latency_ms": 10.0,
+             "size_bytes": 100},
+            {"precision": "int8", "accuracy": 0.9401, "agreement_with_fp32": 0.97, "latency_ms": 5.0,
+             "size_bytes": 30},
+        ],
+    }  # fmt: skip
+    manifest = parse(Manifest, data)
+    assert manifest.shipped_accuracy == 0.9401 and manifest.precision_choice is not None
+    assert manifest.precision_choice.target is not None and manifest.precision_choice.target.cpu == "Old CPU"
+    assert to_json(manifest)["precision_choice"] == data["precision_choice"]
+    bare = dataclasses.replace(manifest.precision_choice, candidates=())  # falls back to torch's
+    fallback = dataclasses.replace(manifest, precision_choice=bare).shipped_accuracy
+    assert fallback == manifest.metrics.eval_accuracy

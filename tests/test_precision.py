@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,15 @@ def test_auto_precision_build_records_both_candidates_and_follows_its_numbers(
     assert ("FakeQuantize" in ops) == (precision["chosen"] == "int8")
     example = read_examples(shapes_data[1])[0]
     assert Predictor(out).predict(example.image, example.text).label in manifest["head"]["labels"]
+    # the typed record, and `eval` on the device compares with the shipped model's own accuracy
+    choice = read_bundle(out).manifest.precision_choice
+    assert choice is not None and choice.chosen == precision["chosen"]
+    assert choice.chosen_accuracy == by_name[precision["chosen"]]["accuracy"]
+    evaluated = CliRunner().invoke(cli, ["eval", str(out), str(shapes_data[1]), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["build_accuracy"] == choice.chosen_accuracy
+    assert report["accuracy"] == pytest.approx(choice.chosen_accuracy, abs=1e-4)
 
 
 def test_int8_is_refused_when_it_loses_more_than_allowed(tmp_path, tiny_checkpoint, shapes_data):

@@ -7,10 +7,10 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edge_vl._version import __version__
 from edge_vl.bundle import file_entries, finalize_manifest
@@ -27,6 +27,8 @@ from edge_vl.manifest import (
     Manifest,
     Metrics,
     ModelSpec,
+    PrecisionChoice,
+    PrecisionTarget,
     RuntimeInfo,
     SkipPlan,
     TextBucket,
@@ -146,7 +148,7 @@ class Packaged:
 
     exported: ExportResult
     precision: str
-    precision_choice: dict[str, Any] | None
+    precision_choice: PrecisionChoice | None
     buckets: list[TextBucket]
     latency: Latency | None
     runtime: RuntimeInfo
@@ -239,8 +241,10 @@ def manifest_for(
     )
 
 
-def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo):
-    """``(precision, record)``: FP32 as exported, or the candidate :func:`edge_vl.converters.precision.
+def choose_precision(
+    config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo
+) -> tuple[str, PrecisionChoice | None]:
+    """``(precision, choice)``: FP32 as exported, or the candidate :func:`edge_vl.converters.precision.
     select_precision` measures best here (or on the target profile's machine)."""
     if config.precision == "fp32":
         return "fp32", None
@@ -250,7 +254,7 @@ def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path
     names = [spec.name for spec in inputs]
     target = config.target_profile
     vnni = has_int8_dot_product(target["machine"]["flags"] if target else None)
-    precision, record = select_precision(
+    choice = select_precision(
         config.precision,
         fp32_xml,
         staging,
@@ -264,8 +268,8 @@ def choose_precision(config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path
         echo=echo,
     )
     if target:
-        record["target"] = {"cpu": target["machine"].get("cpu"), "latency_scale": prep.target_scale}
-    return precision, record
+        choice = replace(choice, target=PrecisionTarget(target["machine"].get("cpu"), prep.target_scale))
+    return choice.chosen, choice
 
 
 def runtime_for(config: BuildConfig, staging: Path) -> RuntimeInfo:

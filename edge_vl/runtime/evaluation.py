@@ -43,7 +43,8 @@ class Evaluation:
     #: confusion[i][j]: rows of true label i answered j
     confusion: list[list[int]]
     latency_ms: dict[str, float]
-    #: the build's eval accuracy, and whether these rows are the build's eval rows
+    #: the build's eval accuracy of the shipped model (of its precision's candidate when the build
+    #: converted it to FP16 or INT8), and whether these rows are the build's eval rows
     build_accuracy: float | None
     same_data_as_build: bool | None
     fingerprint: str = ""
@@ -128,7 +129,7 @@ def _summary(
         labels=labels,
         confusion=confusion.tolist(),
         latency_ms={f"p{q}": float(np.percentile(lat, q)) for q in (50, 90, 99)},
-        build_accuracy=manifest.metrics.eval_accuracy,
+        build_accuracy=manifest.shipped_accuracy,
         same_data_as_build=None if build_fingerprint is None else build_fingerprint == fingerprint,
         fingerprint=fingerprint,
         errors=errors,
