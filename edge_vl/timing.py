@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +172,19 @@ def interleaved(
             contenders[name]()
             times[name].append((time.perf_counter() - t0) * 1e3)
     return times
+
+
+def interleaved_ir_latency(
+    models: Mapping[str, str | Path], feed: Mapping[str, np.ndarray], runs: int, threads: int | None = None
+) -> dict[str, list[float]]:
+    """Batch-1 wall times (ms) of each IR on ``feed`` in :func:`interleaved` rounds, so that a noisy
+    spell of the machine slows them alike instead of deciding which one looks faster."""
+    inputs = dict(feed)
+    compiled = {name: compile_latency(xml, threads) for name, xml in models.items()}
+    requests = {name: c.create_infer_request() for name, c in compiled.items()}
+    contenders: dict[str, Callable[[], Any]] = {n: partial(r.infer, inputs) for n, r in requests.items()}
+    try:
+        return interleaved(contenders, runs)
+    finally:
+        contenders.clear()
+        requests.clear()  # before ``compiled`` (see compile_latency)

@@ -140,9 +140,18 @@ def test_int8_bundles_get_no_text_buckets(tmp_path, tiny_checkpoint, shapes_data
     assert manifest["model"]["precision"] == "int8" and not manifest["model"].get("text_buckets")
 
 
-def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_checkpoint, shapes_data):
-    import json
+def test_interleaved_ir_latency_times_every_model_every_round(tiny_bundle, shapes_data):
+    from edge_vl.timing import interleaved_ir_latency
 
+    example = read_examples(shapes_data[1])[0]
+    with Predictor(tiny_bundle) as predictor:
+        feed = predictor.prepare([example.image], [example.text])
+        xml = tiny_bundle / predictor.bundle.manifest.model.xml
+    times = interleaved_ir_latency({"a": xml, "b": str(xml)}, feed, runs=3, threads=1)
+    assert set(times) == {"a", "b"} and all(len(t) == 3 and min(t) > 0 for t in times.values())
+
+
+def test_target_profile_drives_the_precision_choice(tmp_path, tiny_bundle, tiny_checkpoint, shapes_data):
     profile = tmp_path / "target.json"
     result = CliRunner().invoke(
         cli, ["bench", str(tiny_bundle), "--duration", "0.2", "--target-profile", str(profile)]

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from edge_vl._version import __version__
 from edge_vl.bundle import file_entries, finalize_manifest
 from edge_vl.config import BuildConfig, model_source
@@ -284,12 +286,19 @@ def runtime_for(config: BuildConfig, staging: Path) -> RuntimeInfo:
     return runtime
 
 
+#: interleaved rounds that time the retained against the full model in a build
+LATENCY_ROUNDS = 30
+
+
 def measure_latency(family, model, inputs, sample, retained_xml: Path, precision: str) -> Latency:
     """Median batch-1 latency (ms, this machine) of the exported retained model and of the same
-    model with no layer skipped."""
-    from edge_vl.converters import latency_with_skipped
-    from edge_vl.timing import median_latency_ms
+    model with no layer skipped, timed in interleaved rounds (timed one after the other, a noisy
+    spell could make the retained model look no faster)."""
+    from edge_vl.converters.export import temporary_export
+    from edge_vl.timing import interleaved_ir_latency
 
     feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
-    full_ms = latency_with_skipped(family, model, inputs, sample, [])
-    return Latency(retained=median_latency_ms(retained_xml, feed), full=full_ms, precision=precision)
+    with temporary_export(family, model, inputs, sample, []) as full_xml:
+        times = interleaved_ir_latency({"retained": retained_xml, "full": full_xml}, feed, LATENCY_ROUNDS)
+    median = {name: float(np.median(t)) for name, t in times.items()}
+    return Latency(retained=median["retained"], full=median["full"], precision=precision)

@@ -35,7 +35,7 @@ from edge_vl.fileio import write_text_atomic
 from edge_vl.pipeline import package_versions
 from edge_vl.runtime.cpu import has_int8_dot_product, machine_info, openvino_core
 from edge_vl.runtime.predictor import Predictor
-from edge_vl.timing import compile_latency, interleaved, precision_probe, spread
+from edge_vl.timing import compile_latency, interleaved_ir_latency, precision_probe, spread
 from examples.benchmarks.recorded import portable, this_command
 from examples.benchmarks.variants import label_indices
 
@@ -89,13 +89,8 @@ def main() -> None:
             cold = {name: cold_start_ms(xml, args.threads, args.cold_starts) for name, xml in models.items()}
             answers = {name: evaluate(xml, batches()) for name, xml in models.items()}
             feed = predictor.prepare([evals[0].image], [evals[0].text])
-            compiled = {name: compile_latency(xml, args.threads) for name, xml in models.items()}
-            requests = {name: c.create_infer_request() for name, c in compiled.items()}
             print(f"timing batch 1, {args.runs} interleaved rounds", flush=True)
-            contenders = {name: (lambda r=r: r.infer(feed)) for name, r in requests.items()}
-            times = interleaved(contenders, args.runs)
-            contenders.clear()
-            requests.clear()  # before ``compiled`` (see edge_vl.timing.compile_latency)
+            times = interleaved_ir_latency(models, feed, args.runs, args.threads)
     latency = {name: spread(t) for name, t in times.items()}
     report = {
         "command": this_command(),
