@@ -50,9 +50,8 @@ WINDOW = 500
 
 def throughput(bundle: Path, rows: list[Example], threads: int) -> dict[str, Any]:
     """Rows per second one by one and streamed, and whether they answer alike."""
-    takes_text = Predictor(bundle, threads=threads, warmup=False).text_encoder is not None
-    pairs = [(r.image, r.text if takes_text else None) for r in rows]
     with Predictor(bundle, threads=threads) as one:
+        pairs = [(r.image, r.text if one.text_encoder is not None else None) for r in rows]
         started = time.perf_counter()
         single = [one.predict(image, text) for image, text in pairs]
         single_s = time.perf_counter() - started

@@ -756,7 +756,7 @@ def _pct(value: float | None, digits: int = 2) -> str:
 
 def bar_chart(values: dict[str, float], xlabel: str) -> str:
     """Horizontal bars, one per entry (label left of the bar, value right of it), as a standalone SVG."""
-    from edge_vl.report import COLOURS
+    from edge_vl.charts import COLOURS
 
     top = max(values.values()) or 1.0
     label_w, row_h = 300, 22
@@ -779,7 +779,7 @@ def bar_chart(values: dict[str, float], xlabel: str) -> str:
 
 
 def plots(results: dict[str, Any], out: Path) -> None:
-    from edge_vl.report import xy_chart
+    from edge_vl.charts import xy_chart
 
     if results.get("vilt_b32"):
         rows = results["vilt_b32"]["rows"]
