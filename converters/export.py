@@ -22,7 +22,7 @@ from torch import nn
 
 from edge_vl.errors import ExportError
 from edge_vl.fileio import free_space
-from edge_vl.manifest import TensorSpec
+from edge_vl.manifest import FoldedTexts, TensorSpec
 from edge_vl.runtime.cpu import openvino_core
 from edge_vl.training.architectures.base import ArchitectureFamily
 from edge_vl.training.architectures.quiet import quiet_transformers
@@ -54,8 +54,11 @@ def export(
     name: str = "model",
     tolerance: float = FP32_TOLERANCE,
     versions: Mapping[str, str] | None = None,
+    folded: FoldedTexts | None = None,
 ) -> ExportResult:
     """Convert ``model`` (its current skip set) to ``out_dir/name.xml`` and check parity on ``sample``.
+    With ``folded``, the text tower's output for those texts is a constant of the graph, which takes
+    ``text_index`` (:mod:`edge_vl.folding`).
 
     Raises:
         ExportError: conversion or saving failed, or OpenVINO's logits differ from torch's by more
@@ -64,7 +67,7 @@ def export(
     import openvino as ov
 
     model.eval()
-    module = family.export_module(model, [spec.name for spec in inputs]).eval()
+    module = family.export_module(model, [spec.name for spec in inputs], folded).eval()
     example = tuple(sample[spec.name][:2] for spec in inputs)
     try:
         with torch.no_grad(), quiet_transformers(), warnings.catch_warnings():
@@ -86,7 +89,13 @@ def export(
         ov_model.set_rt_info(str(value), ["edge_vl", key])
     xml = Path(out_dir) / f"{name}.xml"
     save_model(ov_model, xml)
-    max_abs = parity(module, xml, {s.name: sample[s.name] for s in inputs}, tolerance=tolerance)
+    reference = None
+    if folded is not None:  # compare with the model that runs its text tower, not the folded module
+        with torch.no_grad(), quiet_transformers():
+            reference = family.forward(model, dict(sample)).numpy()
+    max_abs = parity(
+        module, xml, {s.name: sample[s.name] for s in inputs}, tolerance=tolerance, reference=reference
+    )
     width = int(ov_model.outputs[0].get_partial_shape()[1].get_length())
     return ExportResult(
         xml=xml,
@@ -98,13 +107,21 @@ def export(
     )
 
 
-def parity(module: nn.Module, xml: Path, sample: Mapping[str, torch.Tensor], *, tolerance: float) -> float:
+def parity(
+    module: nn.Module,
+    xml: Path,
+    sample: Mapping[str, torch.Tensor],
+    *,
+    tolerance: float,
+    reference: np.ndarray | None = None,
+) -> float:
     """Max |torch − OpenVINO| over ``sample``, OpenVINO pinned to f32; raises if above
     ``tolerance`` times the logits' scale (their largest magnitude, at least 1): float32 rounding
-    grows with the size of the values, and a fixed bound failed a sound export."""
+    grows with the size of the values, and a fixed bound failed a sound export. ``reference``:
+    torch's logits computed otherwise (default: ``module`` on ``sample``)."""
     compiled = openvino_core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     with torch.no_grad():
-        expected = module(*sample.values()).numpy()
+        expected = module(*sample.values()).numpy() if reference is None else reference
     got = compiled({k: v.numpy() for k, v in sample.items()})[0]
     max_abs = float(np.max(np.abs(expected - got)))
     scale = max(1.0, float(np.max(np.abs(expected))))
@@ -128,7 +145,7 @@ def save_model(model, xml: Path, *, compress_to_fp16: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def temporary_export(family, model, inputs, sample, skipped: Sequence[int]) -> Iterator[Path]:
+def temporary_export(family, model, inputs, sample, skipped: Sequence[int], folded=None) -> Iterator[Path]:
     """Export ``model`` with the layers ``skipped`` to a temporary directory and yield the IR path
     (parity-checked like any export); the model's own skip set is restored afterwards. For timing
     variants of a model (full vs retained) without writing them anywhere."""
@@ -136,16 +153,16 @@ def temporary_export(family, model, inputs, sample, skipped: Sequence[int]) -> I
     try:
         with tempfile.TemporaryDirectory() as tmp:
             family.set_skipped(model, skipped)
-            yield export(family, model, inputs, sample, Path(tmp)).xml
+            yield export(family, model, inputs, sample, Path(tmp), folded=folded).xml
     finally:
         family.set_skipped(model, before)
 
 
-def latency_with_skipped(family, model, inputs, sample, skipped: Sequence[int]) -> float:
+def latency_with_skipped(family, model, inputs, sample, skipped: Sequence[int], folded=None) -> float:
     """Median batch-1 latency (ms, this machine) of ``model`` exported with the layers ``skipped``;
     the model's own skip set is restored afterwards."""
     from edge_vl.timing import median_latency_ms
 
     feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
-    with temporary_export(family, model, inputs, sample, skipped) as xml:
+    with temporary_export(family, model, inputs, sample, skipped, folded) as xml:
         return median_latency_ms(xml, feed)

@@ -53,6 +53,12 @@ class LayerCosts:
             self.skip[i] if i in s else self.layer[i] + self.petl[i] for i in range(self.n_layers)
         )
 
+    def free(self, layers: Sequence[int]) -> LayerCosts:
+        """These costs with ``layers`` costing nothing whether kept or skipped (a folded text tower)."""
+        gone = set(layers)
+        zero = lambda values: tuple(0 if i in gone else v for i, v in enumerate(values))  # noqa: E731
+        return LayerCosts(self.base, zero(self.layer), zero(self.petl), zero(self.skip))
+
     def saving(self, i: int) -> int:
         """MACs saved by skipping layer ``i`` of the adapted model."""
         return self.layer[i] + self.petl[i] - self.skip[i]

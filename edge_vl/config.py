@@ -224,6 +224,8 @@ class BuildConfig:
     #: square input size in pixels instead of the checkpoint's (fewer image tokens: less work in
     #: every layer that sees them); None: the checkpoint's
     image_size: int | None = None
+    #: fold the text tower away when the training data asks few distinct texts (:mod:`edge_vl.folding`)
+    fold_text: bool = True
     #: shorter text lengths to export too; the Predictor runs each input on the shortest that fits
     text_buckets: Sequence[int] = ()
     #: extra rows for the report's accuracy-vs-MACs comparison (see :mod:`edge_vl.report`)

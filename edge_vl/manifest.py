@@ -25,9 +25,11 @@ FORMAT_VERSION = 2
 MAX_CONFUSION_LABELS = 50
 #: how a skip plan was made (:class:`SkipPlan`)
 SKIP_METHODS = ("given", "budget", "das", "das-undecided")
-#: model inputs the runtime can feed: pixels, and one value per text token
-MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "token_type_ids")
-TEXT_INPUTS = frozenset(MODEL_INPUTS[1:])
+#: model inputs the runtime can feed: pixels, one value per text token, or which folded text
+MODEL_INPUTS = ("pixel_values", "input_ids", "attention_mask", "token_type_ids", "text_index")
+TEXT_INPUTS = frozenset(MODEL_INPUTS[1:4])
+#: a build folds the text tower away when its data asks at most this many distinct texts
+MAX_FOLDED_TEXTS = 5
 _MAX_SIDE = 8192
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -70,6 +72,23 @@ class TextBucket:
 
 
 @dataclass(frozen=True)
+class FoldedTexts:
+    """The texts whose text-tower output the graph holds as constants (a task that asks one fixed
+    question, or a few): it takes ``text_index``, a text's position here, instead of token ids. The
+    device tokenizes a text and looks its ids up in ``token_ids``; any other text is refused."""
+
+    texts: tuple[str, ...]
+    #: each text's token ids as the bundle's tokenizer encodes them, padding left out
+    token_ids: tuple[tuple[int, ...], ...]
+
+    def __post_init__(self) -> None:
+        check(1 <= len(self.texts) <= MAX_FOLDED_TEXTS, f"texts must hold 1..{MAX_FOLDED_TEXTS} texts")
+        check(len(self.token_ids) == len(self.texts), "token_ids must have one entry per text")
+        check(len(set(self.token_ids)) == len(self.token_ids), "token_ids repeat a text")
+        check(all(self.token_ids), "token_ids must not be empty")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """The IR the runtime compiles, its inputs and outputs."""
 
@@ -79,6 +98,8 @@ class ModelSpec:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     text_buckets: tuple[TextBucket, ...] = ()
+    #: set when the text tower was folded away (the graph takes ``text_index``)
+    folded_texts: FoldedTexts | None = None
 
     def __post_init__(self) -> None:
         check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}")
@@ -87,6 +108,10 @@ class ModelSpec:
         check(set(names) <= set(MODEL_INPUTS), f"inputs {names} include names the runtime cannot feed")
         check(len(set(names)) == len(names), "inputs repeat a name")
         check(len(self.outputs) == 1 and len(self.outputs[0].shape) == 2, "outputs must be one (N, labels)")
+        folded = "text_index" in names
+        check(folded == (self.folded_texts is not None), "text_index is an input iff folded_texts is set")
+        check(not (folded and TEXT_INPUTS & set(names)), "a folded model takes no token inputs")
+        check(not (folded and self.text_buckets), "a folded model has no text buckets")
 
 
 @dataclass(frozen=True)
@@ -475,7 +500,7 @@ class Manifest:
             needed.append(self.preprocessing.text.tokenizer)
         unlisted = [name for name in needed if name not in self.files]
         check(not unlisted, f"files does not list {unlisted}, which the runtime loads")
-        takes_text = bool(TEXT_INPUTS & {spec.name for spec in self.model.inputs})
+        takes_text = bool((TEXT_INPUTS | {"text_index"}) & {spec.name for spec in self.model.inputs})
         check(
             takes_text == (self.preprocessing.text is not None),
             "model.inputs and preprocessing.text disagree on whether the model takes text",

@@ -177,12 +177,17 @@ def interleaved(
 def interleaved_ir_latency(
     models: Mapping[str, str | Path], feed: Mapping[str, np.ndarray], runs: int, threads: int | None = None
 ) -> dict[str, list[float]]:
-    """Batch-1 wall times (ms) of each IR on ``feed`` in :func:`interleaved` rounds, so that a noisy
-    spell of the machine slows them alike instead of deciding which one looks faster."""
-    inputs = dict(feed)
+    """Batch-1 wall times (ms) of each IR on ``feed`` (each IR takes the inputs it names) in
+    :func:`interleaved` rounds, so that a noisy spell of the machine slows them alike instead of
+    deciding which one looks faster."""
     compiled = {name: compile_latency(xml, threads) for name, xml in models.items()}
     requests = {name: c.create_infer_request() for name, c in compiled.items()}
-    contenders: dict[str, Callable[[], Any]] = {n: partial(r.infer, inputs) for n, r in requests.items()}
+    # ``feed`` may hold the inputs of several graphs (a folded one takes text_index, not tokens)
+    fed = {
+        n: {name: feed[name] for p in c.inputs for name in p.get_names() & feed.keys()}
+        for n, c in compiled.items()
+    }
+    contenders: dict[str, Callable[[], Any]] = {n: partial(r.infer, fed[n]) for n, r in requests.items()}
     try:
         return interleaved(contenders, runs)
     finally:

@@ -225,7 +225,7 @@ def test_latency_budget_is_measured_on_the_exported_graph(tmp_path, tiny_checkpo
 def test_latency_budget_for_a_target_profile_is_scaled_to_its_speed(tmp_path, tiny_checkpoint, shapes_data):
     from edge_vl.timing import precision_probe
 
-    probe = precision_probe(runs=20)
+    probe = precision_probe()
     slow = {"runtime_profile": "default", "machine": {"cpu": "slow box", "flags": {"AVX2": True}},
             "precision_probe": {**probe, "fp32_ms": probe["fp32_ms"] * 1000}}  # fmt: skip
     target = tmp_path / "slow.json"
@@ -238,6 +238,9 @@ def test_latency_budget_for_a_target_profile_is_scaled_to_its_speed(tmp_path, ti
     budget_here = _manifest(here)["skip_plan"]["budget"]
     budget_there = _manifest(there)["skip_plan"]["budget"]
     assert budget_here["on"] == "this machine" and budget_there["on"] == "slow box"
-    # the slow box runs the reference graph 1000x slower: so, predicted, does the model
-    ratio = budget_there["all_kept_ms"] / budget_here["all_kept_ms"]
-    assert 300 < ratio < 3000, ratio
+    # the slow box runs the reference graph 1000x slower: so, predicted, does the model. Each build
+    # times the model itself, so the two builds' own measurements are compared only loosely (a busy
+    # machine slows one build's timing more than the other's)
+    assert budget_here["scale"] == 1.0 and 300 < budget_there["scale"] < 3000, budget_there
+    measured_there = budget_there["all_kept_ms"] / budget_there["scale"]
+    assert budget_here["all_kept_ms"] / 3 < measured_there < budget_here["all_kept_ms"] * 3

@@ -297,6 +297,30 @@ def test_the_store_survives_two_writers_and_a_kill_mid_write(tmp_path):
     assert MonitorStore(store).count() == after + 1
 
 
+def test_the_store_writes_through_one_connection_and_a_forked_child_opens_its_own(tmp_path, monkeypatch):
+    opened = []
+    connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: opened.append(a) or connect(*a, **k))
+    store = MonitorStore(tmp_path / "m.db")
+    row = [Signals("a", 0.5, False, 1, 1, 0.5, 0.1)]
+    before = len(opened)
+    for _ in range(50):
+        store.record(row)
+    assert len(opened) - before == 1  # not one connection (and WAL set-up) per prediction
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's exit code is the assertion
+        try:
+            store.record([Signals("child", 0.5, False, 1, 1, 0.5, 0.1)])
+        finally:
+            os._exit(0 if store.count() == 51 else 1)
+    assert os.waitpid(child, 0)[1] == 0
+    store.record(row)  # the parent's connection still works
+    store.close()
+    assert [r["label"] for r in store.recent(2)] == ["child", "a"] and store.count() == 52
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_prometheus_endpoint_on_loopback(reliable, sample, tmp_path):
     from edge_vl.runtime.metrics import PrometheusMetrics
 

@@ -127,6 +127,7 @@ def info(bundle, as_json, trusted_keys, min_release) -> None:
         ("skipped layers", f"{list(arch.skipped) or 'none'} of {len(arch.layers)}"),
         ("precision", model.precision),
         ("inputs", ", ".join(f"{i.name} {list(i.shape)} {i.dtype}" for i in model.inputs)),
+        ("texts", folded_line(model.folded_texts)),
         ("labels", f"{len(m.labels)} ({m.head.kind}): {', '.join(m.labels)}"),
         ("eval accuracy", f"{metrics.eval_accuracy:.4f} on {metrics.eval_examples} rows"),
         ("MACs retained", f"{m.cost.retained_fraction:.1%} of the full model"),
@@ -139,6 +140,13 @@ def info(bundle, as_json, trusted_keys, min_release) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key:<{width}}  {value}")
+
+
+def folded_line(folded) -> str:
+    """What ``edge-vl info`` says about the texts a bundle takes."""
+    if folded is None:
+        return "any (the bundle runs its text tower, if it takes text)"
+    return "only " + "; ".join(repr(t) for t in folded.texts) + " (folded into the graph)"
 
 
 @click.command()

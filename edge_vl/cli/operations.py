@@ -178,13 +178,11 @@ def batch_predict(predictor, data: Path, out: Path | None, text: str | None) -> 
     from edge_vl.data import iter_inputs
     from edge_vl.runtime.stream import predict_stream
 
-    takes_text = predictor.text_encoder is not None
-    rows = iter_inputs(data, require_text=takes_text, text=text)
+    rows = iter_inputs(data, require_text=predictor.takes_text, text=text)
     fields = ("image", "text", "label", "score", "abstained", "error")
     failures = 0
     with _results_file(out, fields) as write, _progress(None, "predict") as bar:
-        feed = ((ex.image, ex.text if takes_text else None) for ex in rows)
-        for (image, question), result, _ms in predict_stream(predictor, feed):
+        for (image, question), result, _ms in predict_stream(predictor, predictor.inputs_of(rows)):
             row: dict[str, Any] = {"image": str(image), "text": question}
             if isinstance(result, Exception):
                 failures += 1

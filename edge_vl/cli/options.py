@@ -78,6 +78,13 @@ input_options = combine(
         help="Feed the model square images of this many pixels instead of the checkpoint's size (a "
         "multiple of its patch size): fewer image tokens, less work; recorded in the bundle.",
     ),
+    click.option(
+        "--fold-text/--no-fold-text",
+        default=default(BuildConfig, "fold_text"),
+        show_default=True,
+        help="When the training data asks at most 5 distinct texts (a fixed question), compute the text "
+        "tower's output once and ship the graph without it; the device then refuses other texts.",
+    ),
 )
 
 plan_options = combine(
@@ -303,6 +310,7 @@ BUILD_FIELDS = {
         "amp",
         "target_precision",
         "image_size",
+        "fold_text",
     )
 }
 

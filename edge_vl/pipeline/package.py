@@ -71,16 +71,16 @@ def package_stage(
     with staged_bundle(config.out, overwrite=config.overwrite) as staging:
         if prep.tokenizer_file is not None:
             shutil.copy(prep.tokenizer_file, staging / prep.tokenizer_file.name)
-        inputs = family.input_specs(model, prep.shape)
+        inputs = prep.input_specs(model)
         sample = prep.eval_data.batch(slice(0, config.parity_samples))
-        exported = export_ir(family, model, inputs, sample, staging, versions=versions)
+        exported = export_ir(family, model, inputs, sample, staging, versions=versions, folded=prep.folded)
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
         precision, choice = choose_precision(config, prep, inputs, exported.xml, staging, echo)
         buckets = text_buckets(config, prep, model, inputs, sample, staging, precision, versions, echo)
         latency = None
         if config.measure_latency:
             # the retained model at its precision; the full model is timed in fp32
-            latency = measure_latency(family, model, inputs, sample, exported.xml, precision)
+            latency = measure_latency(prep, model, sample, exported.xml, precision)
             echo(
                 f"latency: {latency.retained:.2f} ms (batch 1, this machine); "
                 f"{latency.full:.2f} ms with no layer skipped"
@@ -127,6 +127,8 @@ def text_buckets(config, prep, model, inputs, sample, staging, precision, versio
     lengths = [b for b in config.text_buckets if full and b < full]
     if config.text_buckets and full is None:
         echo("text buckets: not exported (this model takes no text)")
+    elif config.text_buckets and prep.folded is not None:
+        echo("text buckets: not exported (the text is folded into the graph, without its padding)")
     elif lengths and precision == "int8":
         echo("text buckets: not exported with int8 (separately quantized lengths change answers)")
     elif lengths:
@@ -199,6 +201,7 @@ def manifest_for(
             inputs=tuple(exported.inputs),
             outputs=tuple(exported.outputs),
             text_buckets=tuple(files.buckets),
+            folded_texts=prep.folded,
         ),
         preprocessing=prep.preprocessing,
         head=family.head(model, score_kind(config.train.loss), config.label_prompts(prep.labels)),
@@ -220,9 +223,9 @@ def manifest_for(
         ),
         cost=Cost(
             unit="MACs (batch 1; matmuls and convolutions)",
-            full_model=costs.full(),
+            full_model=prep.full_costs.full(),  # with its text tower, as the checkpoint runs
             retained_model=costs.retained(skipped),
-            retained_fraction=costs.retained(skipped) / costs.full(),
+            retained_fraction=costs.retained(skipped) / prep.full_costs.full(),
             per_layer=costs,
         ),
         skip_plan=plan,
@@ -290,15 +293,16 @@ def runtime_for(config: BuildConfig, staging: Path) -> RuntimeInfo:
 LATENCY_ROUNDS = 30
 
 
-def measure_latency(family, model, inputs, sample, retained_xml: Path, precision: str) -> Latency:
+def measure_latency(prep: Prepared, model, sample, retained_xml: Path, precision: str) -> Latency:
     """Median batch-1 latency (ms, this machine) of the exported retained model and of the same
-    model with no layer skipped, timed in interleaved rounds (timed one after the other, a noisy
-    spell could make the retained model look no faster)."""
+    model with no layer skipped and its text tower, timed in interleaved rounds (timed one after the
+    other, a noisy spell could make the retained model look no faster)."""
     from edge_vl.converters.export import temporary_export
     from edge_vl.timing import interleaved_ir_latency
 
-    feed = {spec.name: sample[spec.name][:1].numpy() for spec in inputs}
-    with temporary_export(family, model, inputs, sample, []) as full_xml:
+    inputs = prep.family.input_specs(model, prep.shape)  # the full model's: token inputs, not folded
+    feed = {spec.name: sample[spec.name][:1].numpy() for spec in [*inputs, *prep.input_specs(model)]}
+    with temporary_export(prep.family, model, inputs, sample, []) as full_xml:
         times = interleaved_ir_latency({"retained": retained_xml, "full": full_xml}, feed, LATENCY_ROUNDS)
     median = {name: float(np.median(t)) for name, t in times.items()}
     return Latency(retained=median["retained"], full=median["full"], precision=precision)

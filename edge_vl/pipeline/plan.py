@@ -52,7 +52,9 @@ def skip_plan(
     started = time.perf_counter()
     result = search_stage(config, prep, need.count, work, should_stop)
     seconds = time.perf_counter() - started  # this process's part of a resumed search
-    skipped = budget.select_within(result.ranking, need.count, need.limit, need.cost_of)
+    # a folded text tower is not in the graph: skipping its layers would save nothing
+    ranking = [i for i in result.ranking if i not in prep.free_layers]
+    skipped = budget.select_within(ranking, need.count, need.limit, need.cost_of)
     say_what_the_search_found(result, skipped, seconds, echo)
     return SkipPlan(
         method="das" if result.decided else "das-undecided",
@@ -89,13 +91,15 @@ def skip_budget(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]
         record = {"kind": "flops", "fraction": config.flops_budget, "limit_macs": limit}
         return SkipBudget(count, limit, costs.retained, record)
     if config.latency_budget_ms is not None:
-        latency = measure_latency_model(config, prep, echo)
+        latency, scale = measure_latency_model(config, prep, echo)
         limit = config.latency_budget_ms
         count = budget.min_layers_for(limit, latency.predict, savings, "latency")
         on = (config.target_profile or {}).get("machine", {}).get("cpu", "this machine")
         record = {"kind": "latency", "limit_ms": limit, **asdict(latency), "costs": None, "on": on}
+        record["scale"] = scale
         return SkipBudget(count, limit, latency.predict, record)
-    count = config.skip_count if config.skip_count is not None else n_layers // 3
+    arms = n_layers - len(prep.free_layers)
+    count = config.skip_count if config.skip_count is not None else arms // 3
     if not 0 <= count < n_layers:
         raise budget.BudgetError(
             f"--skip-count must be between 0 and {n_layers - 1} for {n_layers} layers, got {count}"
@@ -175,21 +179,23 @@ def search_stage(
 
 def measure_latency_model(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]):
     """Time the exported graph with every layer kept and every layer skipped (batch 1, this machine);
-    layers in between are interpolated by their MACs."""
+    layers in between are interpolated by their MACs. Returns the model and the factor its times were
+    scaled by (a target profile's speed against this machine's; 1.0 without one)."""
     from edge_vl.budget import LatencyModel
     from edge_vl.converters import latency_with_skipped
 
     family = prep.family
     model = load_adapted(family, config, prep.labels)
-    inputs = family.input_specs(model, prep.shape)
+    inputs = prep.input_specs(model)
     sample = prep.eval_data.batch(slice(0, 2))
     kept, skipped = (
-        latency_with_skipped(family, model, inputs, sample, layers)
+        latency_with_skipped(family, model, inputs, sample, layers, folded=prep.folded)
         for layers in ([], list(range(prep.costs.n_layers)))
     )
     echo(f"latency: {kept:.2f} ms with every layer kept, {skipped:.2f} ms with every layer skipped")
+    factor = 1.0
     if prep.target_scale:  # the budget is the target's: scale by its speed on the reference graph
         factor = prep.target_scale["int8" if config.precision == "int8" else "fp32"]
         kept, skipped = kept * factor, skipped * factor
         echo(f"latency: {kept:.2f} / {skipped:.2f} ms predicted on the target (× {factor:.2f})")
-    return LatencyModel(all_kept_ms=kept, all_skipped_ms=skipped, costs=prep.costs)
+    return LatencyModel(all_kept_ms=kept, all_skipped_ms=skipped, costs=prep.costs), factor

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +32,35 @@ class Prepared:
     n_train: int
     n_eval: int
     layer_names: list[str]
+    #: MACs per layer of the model the bundle ships (a folded text tower costs nothing)
     costs: Any  # LayerCosts
     tokenizer_file: Path | None
     model: Any = field(repr=False)
+    #: the texts folded into the graph (:mod:`edge_vl.folding`); None: the bundle runs its text tower
+    folded: Any = None  # FoldedTexts
+    #: MACs per layer of the full model as the checkpoint runs it (text tower included)
+    full_costs: Any = None
     #: training rows with raw inputs (as the exported model takes them), for INT8 calibration
     calibration_data: Any = None
     #: per-precision factors from latency here to latency on ``config.target_profile`` (measured once)
     target_scale: dict[str, float] | None = None
     #: where training runs (:class:`edge_vl.training.parallel.Placement`; None: this process's CPU)
     placement: Any = None
+
+    def input_specs(self, model) -> list[Any]:
+        """The exported graph's inputs: the family's, with ``text_index`` for the token inputs when
+        the text is folded."""
+        from edge_vl.manifest import TEXT_INPUTS, TensorSpec
+
+        specs = self.family.input_specs(model, self.shape)
+        if self.folded is None:
+            return specs
+        return [TensorSpec("text_index", (-1,), "int64")] + [s for s in specs if s.name not in TEXT_INPUTS]
+
+    @property
+    def free_layers(self) -> tuple[int, ...]:
+        """Layers the bundle does not run whether kept or skipped (a folded text tower)."""
+        return tuple(self.family.text_tower_layers(self.model)) if self.folded is not None else ()
 
     @property
     def placed(self) -> dict[str, Any]:
@@ -78,6 +98,12 @@ def prepare(
         data = encode_examples(examples, preprocessing.image, encoder, labels)
         return family.cache_frozen_features(model, data, **kwargs)
 
+    train_data, eval_data = encoded(train_examples), encoded(eval_examples, keep_pixels=True)
+    folded = fold_texts(config, family, model, train_examples, train_data, eval_data, echo)
+    if folded is not None:
+        train_data, eval_data, calibration = (
+            None if d is None else with_text_index(folded, d) for d in (train_data, eval_data, calibration)
+        )
     return Prepared(
         family=family,
         labels=labels,
@@ -85,18 +111,74 @@ def prepare(
         shape=shape,
         warnings=data.warnings,
         eval_examples=list(data.evals),
-        train_data=encoded(train_examples),
-        eval_data=encoded(eval_examples, keep_pixels=True),
+        train_data=train_data,
+        eval_data=eval_data,
         n_train=len(train_examples),
         n_eval=len(eval_examples),
         layer_names=family.layer_names(model),
-        costs=family.layer_costs(model, shape),
+        costs=shipped_costs(family, model, shape, folded),
+        full_costs=family.layer_costs(model, shape),
+        folded=folded,
         tokenizer_file=tokenizer_file,
         model=model,
         calibration_data=calibration,
         target_scale=target_scale(config.target_profile, echo) if config.target_profile else None,
         placement=placement,
     )
+
+
+def fold_texts(config: BuildConfig, family, model, train_examples, train_data, eval_data, echo):
+    """The texts to fold into the graph (:mod:`edge_vl.folding`), or None: when the training rows ask
+    few distinct texts, the family has a separate text tower, and the eval rows ask nothing else."""
+    from edge_vl.errors import InputError
+    from edge_vl.folding import text_index, texts_to_fold
+
+    if "input_ids" not in train_data.rows or not config.fold_text:
+        return None
+    rows = train_data.rows
+    folded = texts_to_fold(
+        [ex.text for ex in train_examples], rows["input_ids"].numpy(), rows["attention_mask"].numpy()
+    )
+    if folded is None:
+        return None
+    shown = "; ".join(repr(t) for t in folded.texts)
+    if not family.text_tower_layers(model):
+        echo(f"text: the data asks only {shown}, but edge-vl folds no text of {family.name} models (yet)")
+        return None
+    try:
+        text_index(folded, eval_data.rows["input_ids"].numpy(), eval_data.rows["attention_mask"].numpy())
+    except InputError:
+        echo(
+            f"text: the training data asks only {shown}, but the eval data asks other texts: the "
+            "text tower stays"
+        )
+        return None
+    echo(
+        f"text: every row asks {shown}: the text tower's output is computed once and folded into the "
+        "graph; the bundle answers only these texts (--no-fold-text keeps the tower)"
+    )
+    return folded
+
+
+def shipped_costs(family, model, shape, folded):
+    """MACs per layer of the graph the bundle ships: with a folded text, the text layers cost nothing
+    and the fusion sees the longest folded text's tokens instead of the padded length."""
+    if folded is None:
+        return family.layer_costs(model, shape)
+    length = max(len(ids) for ids in folded.token_ids)
+    costs = family.layer_costs(model, replace(shape, text_length=length))
+    return costs.free(family.text_tower_layers(model))
+
+
+def with_text_index(folded, data):
+    """``data`` with each row's ``text_index`` into ``folded`` (what a folded graph takes)."""
+    import torch
+
+    from edge_vl.folding import text_index
+    from edge_vl.training.encoded import EncodedData
+
+    index = text_index(folded, data.rows["input_ids"].numpy(), data.rows["attention_mask"].numpy())
+    return EncodedData({**data.rows, "text_index": torch.from_numpy(index)}, data.images)
 
 
 def _preprocessing(config: BuildConfig, family: Any, model: Any, work: Path, echo: Callable[[str], None]):

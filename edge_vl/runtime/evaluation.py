@@ -76,8 +76,9 @@ def evaluate(
     index = {label: i for i, label in enumerate(labels)}
     confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
     latencies, errors, abstained, answered_right = [], [], 0, 0
-    rows = ((ex.image, ex.text if predictor.text_encoder is not None else None) for ex in examples)
-    for ex, (_, result, ms) in zip(examples, predict_stream(predictor, rows), strict=True):
+    for ex, (_, result, ms) in zip(
+        examples, predict_stream(predictor, predictor.inputs_of(examples)), strict=True
+    ):
         if isinstance(result, InputError):
             errors.append(f"{ex.manifest}:{ex.line}: {result}")
             continue

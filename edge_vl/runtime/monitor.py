@@ -17,7 +17,9 @@ signal, and the abstention rate with the reference's; a trigger fires above its 
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,6 +48,12 @@ class MonitorStore:
             raise InputError(f"monitor store {self.path} is not a file")
         if not self.path.parent.is_dir():
             raise InputError(f"monitor store {self.path}: the folder {self.path.parent} does not exist")
+        #: the connection :meth:`record` writes through (one per process, opened on first use)
+        self._db: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        #: connections a parent opened before a fork: SQLite forbids using or closing them here
+        self._inherited: list[sqlite3.Connection] = []
         with self._connect() as db:
             columns = ", ".join(f"{c} REAL" for c in NUMERIC_SIGNALS)
             db.execute(
@@ -53,15 +61,26 @@ class MonitorStore:
                 f"bundle TEXT, label TEXT, abstained INTEGER, {columns})"
             )
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _open(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as e:
             raise InputError(f"monitor store {self.path}: cannot open it ({e})") from None
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise InputError(f"monitor store {self.path}: not a usable SQLite database ({e})") from None
+        return db
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own for one read (or the table's creation), closed afterwards."""
+        db = self._open()
+        try:
             yield db
         except sqlite3.ProgrammingError:
             raise
@@ -70,6 +89,16 @@ class MonitorStore:
         finally:
             db.close()
 
+    def _writer(self) -> sqlite3.Connection:
+        """This process's write connection: kept open, as every prediction writes (in a forked
+        child, the parent's connection is set aside unused and a new one opened)."""
+        if self._pid != os.getpid():
+            self._inherited += [self._db] if self._db is not None else []
+            self._db, self._pid, self._lock = None, os.getpid(), threading.Lock()
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
     def record(self, signals: Sequence[Signals], bundle: str = "") -> None:
         """Append ``signals`` (one transaction) and keep at most ``max_rows`` rows."""
         rows = [
@@ -77,12 +106,27 @@ class MonitorStore:
             for s in signals
         ]
         marks = ", ".join("?" * (1 + len(_COLUMNS)))
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany(f"INSERT INTO predictions (time, {', '.join(_COLUMNS)}) VALUES ({marks})", rows)
-            oldest = "DELETE FROM predictions WHERE id <= (SELECT MAX(id) FROM predictions) - ?"
-            db.execute(oldest, (self.max_rows,))
-            db.execute("COMMIT")
+        oldest = "DELETE FROM predictions WHERE id <= (SELECT MAX(id) FROM predictions) - ?"
+        with self._lock:
+            db = self._writer()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    f"INSERT INTO predictions (time, {', '.join(_COLUMNS)}) VALUES ({marks})", rows
+                )
+                db.execute(oldest, (self.max_rows,))
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                self.close()  # reopened by the next record: a replaced or repaired file works again
+                raise InputError(f"monitor store {self.path}: not a usable SQLite database ({e})") from None
+
+    def close(self) -> None:
+        """Close this process's write connection (a later :meth:`record` opens a new one)."""
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        elif self._db is not None:  # a parent's: never closed here (see _writer)
+            self._inherited.append(self._db)
+        self._db = None
 
     def recent(self, n: int) -> list[dict[str, Any]]:
         """The ``n`` most recent rows, oldest first."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import numpy as np
 from edge_vl.bundle import Bundle, read_bundle
 from edge_vl.choices import PERFORMANCE_HINTS
 from edge_vl.errors import BundleError, ClosedError, InputError
+from edge_vl.folding import text_index
 from edge_vl.manifest import Abstention
 from edge_vl.runtime.calibration import scores_of
 from edge_vl.runtime.cpu import openvino_core
@@ -135,6 +136,7 @@ class Predictor:
         self.temperature = manifest.calibration.temperature if manifest.calibration else 1.0
         self.abstain_below = _threshold(abstain_below, manifest.abstention)
         self.monitor = MonitorStore(monitor) if isinstance(monitor, (str, Path)) else monitor
+        self._owns_monitor = isinstance(monitor, (str, Path))  # a store the caller passed is theirs
         #: called with every batch's signals and its latency (ms): the monitor store, metrics
         self.observers: list[Callable[[list[Signals], float], None]] = []
         if self.monitor is not None:
@@ -177,6 +179,16 @@ class Predictor:
             self.buckets.append((self.text_encoder.max_length, self.compiled))
 
     # -- public API -----------------------------------------------------------------------
+    @property
+    def takes_text(self) -> bool:
+        """Whether the bundle's model takes a text with each image."""
+        return self.text_encoder is not None
+
+    def inputs_of(self, rows: Iterable[Any]) -> Iterator[tuple[ImageInput, str | None]]:
+        """``(image, text)`` of each row (anything with ``image`` and ``text``, such as
+        :class:`~edge_vl.data.Example`), the text left out when the bundle takes none."""
+        return ((row.image, row.text if self.takes_text else None) for row in rows)
+
     def predict(self, image: ImageInput, text: str | None = None) -> Prediction:
         """Answer one (image, text) pair."""
         return self.predict_batch([image], None if text is None else [text])[0]
@@ -232,6 +244,9 @@ class Predictor:
         feed = {"pixel_values": np.stack([pixels_of(im, self.image_spec) for im in decoded])}
         if self.text_encoder is not None and texts is not None:
             feed.update(self.text_encoder.encode(texts))
+            folded = self.bundle.manifest.model.folded_texts
+            if folded is not None:  # the graph holds these texts' tower output: look each text up
+                feed["text_index"] = text_index(folded, feed["input_ids"], feed["attention_mask"])
         return {name: feed[name] for name in self.input_names}, [image_stats(im) for im in decoded]
 
     def finish(
@@ -275,6 +290,8 @@ class Predictor:
         """Release the OpenVINO infer requests, then the compiled models; the Predictor cannot
         run afterwards. Also done when it is garbage-collected or leaves a ``with`` block."""
         self._local = threading.local()  # every thread's requests go before their compiled models
+        if getattr(self, "_owns_monitor", False) and self.monitor is not None:
+            self.monitor.close()
         self.buckets = []
         self.compiled = None
         self.model = None
@@ -339,7 +356,8 @@ class Predictor:
         feed = {}
         for spec in self.bundle.manifest.model.inputs:
             shape = [batch if d < 0 else d for d in spec.shape]
-            array = np.ones(shape, dtype=np.dtype(spec.dtype))
+            # ones, but text_index 0 (the first folded text; 1 may be out of range)
+            array = np.full(shape, spec.name != "text_index", dtype=np.dtype(spec.dtype))
             if text_length and spec.name in TEXT_INPUTS:
                 array[:, text_length:] = 0
             feed[spec.name] = array

@@ -51,7 +51,7 @@ WINDOW = 500
 def throughput(bundle: Path, rows: list[Example], threads: int) -> dict[str, Any]:
     """Rows per second one by one and streamed, and whether they answer alike."""
     with Predictor(bundle, threads=threads) as one:
-        pairs = [(r.image, r.text if one.text_encoder is not None else None) for r in rows]
+        pairs = list(one.inputs_of(rows))
         started = time.perf_counter()
         single = [one.predict(image, text) for image, text in pairs]
         single_s = time.perf_counter() - started
@@ -83,9 +83,8 @@ def rss_mb():  # resident now (Linux); the peak alone may be set while the model
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 p = Predictor(bundle, threads=threads, performance_hint="throughput")
-text = p.text_encoder is not None
 loaded = rss_mb()
-for _ in predict_stream(p, ((r.image, r.text if text else None) for r in rows)):
+for _ in predict_stream(p, p.inputs_of(rows)):
     pass
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": len(rows), "peak_rss_mb": peak, "rss_loaded_mb": loaded, "rss_after_mb": rss_mb()}))
@@ -107,13 +106,7 @@ def calibration(bundle: Path, rows: list[Example], threads: int) -> dict[str, An
     """The recorded calibration, and the answered rows' precision at the recorded threshold."""
     with Predictor(bundle, threads=threads, performance_hint="throughput") as predictor:
         manifest = predictor.bundle.manifest
-        takes_text = predictor.text_encoder is not None
-        answers = [
-            p
-            for _, p, _ in predict_stream(
-                predictor, ((r.image, r.text if takes_text else None) for r in rows)
-            )
-        ]
+        answers = [p for _, p, _ in predict_stream(predictor, predictor.inputs_of(rows))]
     right = np.array([a.label == r.label for a, r in zip(answers, rows, strict=True)])
     answered = np.array([not a.abstained for a in answers])
     return {
@@ -165,8 +158,8 @@ def drift(bundle: Path, rows: list[Example], threads: int, seed: int = 0) -> dic
         digits.append(path)
     store = MonitorStore(work / "clean.db", max_rows=10**6)
     with Predictor(bundle, threads=threads, performance_hint="throughput", monitor=store) as predictor:
-        takes_text = predictor.text_encoder is not None
-        for _ in predict_stream(predictor, ((r.image, r.text if takes_text else None) for r in rows)):
+        takes_text = predictor.takes_text
+        for _ in predict_stream(predictor, predictor.inputs_of(rows)):
             pass
         reference = predictor.bundle.manifest.reference
     recorded = store.recent(len(rows))

@@ -31,6 +31,8 @@ s) The fine-tune's seed spread on the demo (one skip set, several seeds), read f
    ``--seed-spread`` (``seed_spread.py``); part k then cites it under its single-seed rows.
 t) Transfer: PETL against full fine-tuning of edge-vl-mini checkpoints and PETL recipes, on
    easy-vqa and a second task, read from ``--transfer`` (``transfer.py``).
+i) Cheaper inputs: latency and MACs by image size, skip set and folded question, read from
+   ``--input-cost`` (``input_cost.py``, which times them).
 
 ``--parts a,b,c,d,k,p,s,t`` runs a subset (the others keep their previous results from ``RESULTS.json``);
 the header names the machine of the last timed run (a, b, c, d, k), not the one that re-read p, s or t.
@@ -477,6 +479,8 @@ def render(results: dict[str, Any]) -> str:
         ]
         lines += speed_table(d["rows"], text_tokens=False)
         lines += ["", "![CLIP ViT-B/32 image tower batch-1 latency](clip_b32_latency.svg)", ""]
+    if results.get("input_cost"):
+        lines += input_cost_section(results["input_cost"])
     if results.get("operations"):
         lines += operations_section(results["operations"])
     if results.get("processes"):
@@ -501,6 +505,57 @@ def render(results: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def input_cost_section(i: dict[str, Any]) -> list[str]:
+    """Part i of RESULTS.md: latency and MACs by image size, skip set and folded text
+    (``input_cost.py``), with the errors of the cost models a plan would use."""
+    lines = [
+        "## i) Cheaper inputs: image size, skip set, a folded question",
+        "",
+        f"On {i['machine']['cpu']}, FP32, batch 1, each model's contenders in one interleaved run of "
+        f"{i['runs']} rounds (`{i['command']}`, {i['measured']}). Speed-ups are against the same model "
+        "at its checkpoint's input size with no layer skipped. *per size*: latency interpolated by MACs "
+        "between the two endpoints measured at that size (every layer kept / skipped); *one line*: one "
+        "straight line through MACs fitted on the checkpoint size's endpoints only.",
+        "",
+    ]
+    names = {"demo": "The demo model (edge-vl-mini)", "vilt": "ViLT-B/32", "clip": "CLIP ViT-B/32 image"}
+    for key, title in names.items():
+        part = i.get(key)
+        if not part:
+            continue
+        lines += [f"**{title}** ({part['note']}).", "",
+                  "| size | skipped | GMACs | ms (p10–p90) | × full | error per size | error one line |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for r in part["size_rows"]:
+            lines.append(_table_row([
+                f"{r['image_size']} px", r["set"], f"{r['macs'] / 1e9:.3f}",
+                f"{r['median']:.2f} ({r['p10']:.2f}–{r['p90']:.2f})", f"{r['speedup_vs_full']:.2f}×",
+                f"{r['error_per_size']:+.1%}", f"{r['error_one_line']:+.1%}",
+            ]))  # fmt: skip
+        interior = [abs(r["error_per_size"]) for r in part["size_rows"] if r["set"] not in ("none", "all")]
+        lines += ["", f"Largest error of the per-size model on skip sets between the endpoints: "
+                  f"{max(interior):.1%}.", ""]  # fmt: skip
+    demo = i.get("demo")
+    if demo:
+        p = demo["fold_parity"]
+        lines += [
+            f"**A folded question** on the demo model, skip set {demo['skipped']}: the question "
+            f'"{demo["question"]}" ({demo["question_tokens"]} tokens of the {demo["text_length"]}-token '
+            f"text input) folded into the graph. On {p['rows']} eval rows asking it, folded against "
+            f"unfolded (OpenVINO FP32): max |logit difference| {p['max_abs']:.2e} (logits up to "
+            f"{p['logit_scale']:.1f}), {p['same_answers']} of {p['rows']} answers the same.",
+            "",
+            "| variant | GMACs | ms (p10–p90) | × full |",
+            "|---|---|---|---|",
+        ]
+        for r in demo["fold_rows"]:
+            lines.append(_table_row([r["variant"], f"{r['macs'] / 1e9:.3f}",
+                                     f"{r['median']:.2f} ({r['p10']:.2f}–{r['p90']:.2f})",
+                                     f"{r['speedup_vs_full']:.2f}×"]))  # fmt: skip
+        lines.append("")
+    return lines
 
 
 def operations_section(o: dict[str, Any]) -> list[str]:
@@ -838,14 +893,17 @@ def main() -> None:
                    help="transfer.json of examples/benchmarks/transfer.py (part t)")  # fmt: skip
     p.add_argument("--operations", type=Path, default=HERE / "results" / "operations" / "demo.json",
                    help="demo.json of examples/benchmarks/operations.py (part o)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,k,o,p,s,t")
+    p.add_argument("--input-cost", type=Path, default=HERE / "results" / "input_cost" / "vnni-epyc.json",
+                   help="a JSON file of examples/benchmarks/input_cost.py (part i)")  # fmt: skip
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,i,k,o,p,s,t")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - set("abcdkopst"):
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,k,o,p,s,t, got {args.parts!r}")
+    if not parts or parts - set("abcdikopst"):
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,i,k,o,p,s,t, got {args.parts!r}")
     inputs = {
+        "i": (args.input_cost, "input_cost.py"),
         "o": (args.operations, "operations.py"),
         "p": (args.processes, "processes.py"),
         "s": (args.seed_spread, "seed_spread.py"),
@@ -875,6 +933,8 @@ def main() -> None:
         results["processes"] = {**measured, "date": measured["measured"]}
     if "o" in parts:
         results["operations"] = json.loads(args.operations.read_text())
+    if "i" in parts:
+        results["input_cost"] = json.loads(args.input_cost.read_text())
     if "s" in parts:
         results["seed_spread"] = json.loads(args.seed_spread.read_text())
     if "t" in parts:

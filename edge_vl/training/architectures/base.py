@@ -21,7 +21,7 @@ from torch import nn
 from edge_vl.budget import LayerCosts
 from edge_vl.config import AdapterConfig
 from edge_vl.errors import ModelError
-from edge_vl.manifest import Head, ImageSpec, Preprocessing, TensorSpec, TextSpec
+from edge_vl.manifest import FoldedTexts, Head, ImageSpec, Preprocessing, TensorSpec, TextSpec
 from edge_vl.training.adapters import PREFIX, SkippableLayer
 
 #: a Hugging Face model: families reach its submodules by name (``model.vilt.encoder.layer``),
@@ -102,11 +102,29 @@ class ArchitectureFamily(ABC):
     def forward(self, model: HFModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic, traceable task forward: named input tensors → logits."""
 
-    def export_module(self, model: HFModel, names: Sequence[str]) -> nn.Module:
+    def export_module(
+        self, model: HFModel, names: Sequence[str], folded: FoldedTexts | None = None
+    ) -> nn.Module:
         """What :func:`edge_vl.converters.export` traces: a module taking the inputs ``names`` positionally
         and returning the logits (default: :meth:`forward`). A family overrides it only if export
-        needs more than its forward (a tower split, a patched submodule)."""
+        needs more than its forward (a tower split, a patched submodule). With ``folded``, the text
+        tower's states of those texts become constants and ``names`` has ``text_index`` instead of
+        the token inputs."""
+        if folded is not None:
+            return FoldedTextInputs(self, model, names, folded)
         return PositionalInputs(self, model, names)
+
+    def text_tower_layers(self, model: HFModel) -> range:
+        """The layers that see only the text, so compute the same for a fixed question: what folding
+        removes (:mod:`edge_vl.folding`). Empty: the family cannot fold its text (single-stream
+        models mix text and image from their first layer)."""
+        return range(0)
+
+    def text_states(
+        self, model: HFModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The text tower's output states, which :meth:`forward` accepts as ``text_states``."""
+        raise ModelError(f"{self.name} models have no separate text tower to fold")
 
     def head(self, model: HFModel, kind: str, prompts: Mapping[str, str] | None = None) -> Head:
         """The head's labels, with the score function ``kind`` its training loss implies
@@ -305,6 +323,36 @@ class PositionalInputs(nn.Module):
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
         return self.family.forward(self.model, dict(zip(self.names, tensors, strict=True)))
+
+
+class FoldedTextInputs(nn.Module):
+    """``family.forward`` on ``text_index`` and the image inputs: the text tower's states of the
+    folded texts are computed here once (with the model's trained adapters and skip set) and held as
+    constants, so the traced graph has no text tower and no padding tokens."""
+
+    def __init__(self, family: ArchitectureFamily, model: HFModel, names: Sequence[str], folded: FoldedTexts):
+        super().__init__()
+        self.family, self.model, self.names = family, model, list(names)
+        # as long as the longest folded text: only padding is cut, which every layer masks out
+        length = max(len(ids) for ids in folded.token_ids)
+        ids = torch.zeros(len(folded.token_ids), length, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, tokens in enumerate(folded.token_ids):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            mask[row, : len(tokens)] = 1
+        with torch.no_grad():
+            states = family.text_states(model.eval(), ids, mask)
+        self.register_buffer("ids", ids)
+        self.register_buffer("mask", mask)
+        self.register_buffer("states", states)
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        inputs = dict(zip(self.names, tensors, strict=True))
+        index = inputs.pop("text_index")
+        inputs.update(
+            input_ids=self.ids[index], attention_mask=self.mask[index], text_states=self.states[index]
+        )
+        return self.family.forward(self.model, inputs)
 
 
 def label_maps(labels: Sequence[str]) -> dict[str, Any]:

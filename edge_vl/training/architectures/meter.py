@@ -122,7 +122,14 @@ class MeterFamily(ArchitectureFamily):
             inputs["attention_mask"],
             pixel_values=inputs.get("pixel_values"),
             image_features=inputs.get("image_features"),
+            text_states=inputs.get("text_states"),
         )
+
+    def text_tower_layers(self, model: HFModel) -> range:
+        return range(len(model.text_encoder.encoder.layer))
+
+    def text_states(self, model: HFModel, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return model.encode_text(input_ids, attention_mask)
 
     def image_spec(self, model_dir: Path, model: HFModel) -> ImageSpec:
         return default_image_spec(
