@@ -102,6 +102,21 @@ def test_the_folded_bundle_costs_less_and_holds_no_text_tower(folded_and_not):
     assert (folded / a.model.bin).stat().st_size < (tower / b.model.bin).stat().st_size
 
 
+def test_bench_compares_a_folded_bundle_with_the_full_model_on_its_question(folded_and_not):
+    folded, _, _ = folded_and_not
+    args = ["bench", str(folded), "--duration", "0.2", "--compare", "torch", "--runs", "3", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    compare = json.loads(result.output)["compare"]
+    assert set(compare["latency_ms"]) == {
+        "openvino_retained",
+        "openvino_full",
+        "torch_retained",
+        "torch_full",
+    }
+    assert "text tower the bundle folded away" in compare["note"]
+
+
 def test_a_question_the_bundle_was_not_built_for_is_refused(folded_and_not, one_question):
     folded, _, _ = folded_and_not
     image = read_examples(one_question[1])[0].image

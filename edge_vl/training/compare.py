@@ -46,9 +46,12 @@ def compare_with_torch(
     family, model = rebuild_torch_model(predictor.bundle, source)
 
     feed = predictor.dummy_inputs(1)
-    torch_feed = {name: torch.from_numpy(array) for name, array in feed.items()}
+    full_feed = with_tokens(predictor, feed)  # the full model runs the text tower a folded bundle lacks
+    torch_feed = {name: torch.from_numpy(array) for name, array in full_feed.items()}
     inputs = family.input_specs(model, InputShape.of(manifest.preprocessing))
-    sample = {name: torch.from_numpy(array) for name, array in predictor.dummy_inputs(2).items()}
+    sample = {
+        name: torch.from_numpy(a) for name, a in with_tokens(predictor, predictor.dummy_inputs(2)).items()
+    }
 
     with temporary_export(family, model, inputs, sample, []) as full_xml:
         from edge_vl.timing import compile_latency
@@ -57,7 +60,7 @@ def compare_with_torch(
         full_request = full_model.create_infer_request()
 
         def full_call(request: Any = full_request) -> Any:  # bound now: full_request is deleted below
-            return request.infer(feed)
+            return request.infer(full_feed)
 
         contenders: dict[str, Callable[[], Any]] = {
             "openvino_retained": lambda: predictor.run(feed),
@@ -79,8 +82,20 @@ def compare_with_torch(
         "speedup_of_bundle": {
             name: ms / bundle_ms for name, ms in medians.items() if name != "openvino_retained"
         },
-        "note": "torch models carry fresh adapters (same work, other outputs); batch 1",
+        "note": "torch models carry fresh adapters (same work, other outputs); batch 1"
+        + ("; they run the text tower the bundle folded away" if manifest.model.folded_texts else ""),
     }
+
+
+def with_tokens(predictor: Any, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``feed`` as the unfolded model takes it: a folded bundle's ``text_index`` replaced by the
+    token ids of that folded text (other feeds unchanged)."""
+    folded = predictor.bundle.manifest.model.folded_texts
+    if folded is None or "text_index" not in feed:
+        return feed
+    texts = [folded.texts[int(i)] for i in feed["text_index"]]
+    rest = {name: array for name, array in feed.items() if name != "text_index"}
+    return {**rest, **predictor.text_encoder.encode(texts)}
 
 
 def torch_runner(family: Any, model: Any, skipped: list[int], feed: dict[str, Any]) -> Callable[[], Any]:
