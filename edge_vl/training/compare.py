@@ -71,19 +71,21 @@ def compare_with_torch(
         times = interleaved(contenders, runs)
         contenders.clear()
         del full_request  # before full_model (see edge_vl.timing.compile_latency)
+    note = "torch models carry fresh adapters (same work, other outputs); batch 1"
+    note += "; they run the text tower the bundle folded away" if manifest.model.folded_texts else ""
+    found = {"bundle": str(bundle), "runs": runs, "threads": threads, "skipped": list(arch.skipped)}
+    return {**found, **summary(times), "note": note}
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, Any]:
+    """Each contender's latency spread, and the bundle's speed-up over the others."""
     medians = {name: float(np.median(t)) for name, t in times.items()}
     bundle_ms = medians["openvino_retained"]
     return {
-        "bundle": str(bundle),
-        "runs": runs,
-        "threads": threads,
-        "skipped": list(arch.skipped),
         "latency_ms": {name: spread(t) for name, t in times.items()},
         "speedup_of_bundle": {
             name: ms / bundle_ms for name, ms in medians.items() if name != "openvino_retained"
         },
-        "note": "torch models carry fresh adapters (same work, other outputs); batch 1"
-        + ("; they run the text tower the bundle folded away" if manifest.model.folded_texts else ""),
     }
 
 

@@ -122,7 +122,9 @@ def size_rows(family, model, shape, sample, sizes, sets: dict[str, list[int]], r
     return rows
 
 
-def demo_part(bundle: Path, eval_data: Path, runs: int, rows_checked: int) -> dict[str, Any]:
+def demo_part(
+    bundle: Path, eval_data: Path, runs: int, rows_checked: int, sizes: list[int]
+) -> dict[str, Any]:
     """The demo model by image size and skip set, and with one question folded."""
     with Predictor(bundle, warmup=False) as predictor:
         manifest = predictor.bundle.manifest
@@ -134,7 +136,6 @@ def demo_part(bundle: Path, eval_data: Path, runs: int, rows_checked: int) -> di
     shape = InputShape.of(manifest.preprocessing)
     sample = {k: torch.from_numpy(v) for k, v in feed.items()}
     skip = list(manifest.architecture.skipped)
-    sizes = [128, 96, 64, 32]
     rows = size_rows(family, model, shape, sample, sizes, {"bundle": skip}, runs)
     folded = texts_to_fold([question], feed["input_ids"][:1], feed["attention_mask"][:1])
     assert folded is not None
@@ -207,12 +208,14 @@ def main() -> None:
     parser.add_argument("--parts", default="demo,vilt,clip", help="comma-separated: demo, vilt, clip")
     parser.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     parser.add_argument("--rows", type=int, default=200, help="eval rows for the folded parity check")
+    parser.add_argument("--sizes", default="128,96,64,32", help="the demo model's image sizes (pixels)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     parts = set(args.parts.split(","))
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if "demo" in parts:
-        results["demo"] = demo_part(args.bundle, args.eval, args.runs, args.rows)
+        sizes = [int(s) for s in args.sizes.split(",")]
+        results["demo"] = demo_part(args.bundle, args.eval, args.runs, args.rows, sizes)
     if "vilt" in parts:
         results["vilt"] = random_part(vilt_b32, [384, 288, 224, 160], 4, args.runs)
     if "clip" in parts:
