@@ -224,6 +224,9 @@ class BuildConfig:
     #: square input size in pixels instead of the checkpoint's (fewer image tokens: less work in
     #: every layer that sees them); None: the checkpoint's
     image_size: int | None = None
+    #: candidate square input sizes: with a FLOPs or latency budget, the compute plan
+    #: (:mod:`edge_vl.pipeline.compute_plan`) chooses the size and the skip set together
+    image_sizes: tuple[int, ...] = ()
     #: fold the text tower away when the training data asks few distinct texts (:mod:`edge_vl.folding`)
     fold_text: bool = True
     #: shorter text lengths to export too; the Predictor runs each input on the shortest that fits
@@ -259,6 +262,23 @@ class BuildConfig:
         """Whether the skip plan may run the DAS search (no fixed skip set, not a count of 0)."""
         return self.skip_layers is None and self.skip_count != 0
 
+    def check_image_sizes(self) -> None:
+        """``image_sizes`` needs a budget to choose by and excludes a fixed ``image_size``."""
+        if not self.image_sizes:
+            return
+        if len(set(self.image_sizes)) < 2:
+            raise ValueError(
+                f"image sizes: give at least two distinct sizes to choose from, got {list(self.image_sizes)}"
+            )
+        if self.image_size is not None:
+            raise ValueError(
+                "give either image_size (one size) or image_sizes (sizes to choose from), not both"
+            )
+        if self.flops_budget is None and self.latency_budget_ms is None:
+            raise ValueError(
+                "image sizes are chosen to meet a budget: give flops_budget or latency_budget_ms with them"
+            )
+
     def label_prompts(self, labels: Sequence[str]) -> dict[str, str] | None:
         """The prompt per label (``prompts`` entries win over ``prompt_template``), or None."""
         if self.prompts is None and self.prompt_template is None:
@@ -278,6 +298,7 @@ class BuildConfig:
             raise ValueError(
                 f"give at most one of skip_layers, skip_count, flops_budget, latency_budget_ms; got {given}"
             )
+        self.check_image_sizes()
         if self.flops_budget is not None and not 0 < self.flops_budget <= 1:
             raise ValueError(f"flops_budget must be a fraction in (0, 1], got {self.flops_budget}")
         check_choice(self.precision, BUILD_PRECISIONS, "precision")

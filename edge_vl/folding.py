@@ -13,7 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_vl.errors import InputError
-from edge_vl.manifest import MAX_FOLDED_TEXTS, FoldedTexts
+from edge_vl.manifest import MAX_FOLDED_TEXTS, TEXT_INPUTS, FoldedTexts, TensorSpec
+
+
+def folded_input_specs(specs: Sequence[TensorSpec]) -> list[TensorSpec]:
+    """A graph's inputs with its token inputs replaced by ``text_index``."""
+    return [TensorSpec("text_index", (-1,), "int64")] + [s for s in specs if s.name not in TEXT_INPUTS]
 
 
 def unpadded(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[tuple[int, ...]]:

@@ -87,6 +87,11 @@ class FoldedTexts:
         check(len(set(self.token_ids)) == len(self.token_ids), "token_ids repeat a text")
         check(all(self.token_ids), "token_ids must not be empty")
 
+    @property
+    def length(self) -> int:
+        """Tokens of the longest text: how long the folded graph's text part is."""
+        return max(len(ids) for ids in self.token_ids)
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -314,6 +319,47 @@ class SearchRecord:
 
 
 @dataclass(frozen=True)
+class SizeCandidate:
+    """One input size the compute plan scored: the skip set that meets the budget there, its cost,
+    and the held-out loss estimated for it (``feasible`` False: no skip set meets the budget)."""
+
+    size: int
+    feasible: bool
+    skipped: tuple[int, ...] = ()
+    #: the budget's unit: MACs (``flops``) or milliseconds (``latency``)
+    cost: float | None = None
+    #: held-out loss with nothing skipped after the warm-up at this size, and its standard error
+    base_loss: float | None = None
+    loss_se: float | None = None
+    #: ``base_loss`` plus each skipped layer's increase when skipped alone
+    estimated_loss: float | None = None
+    #: (cost, estimated loss) of skipping the 0, 1, 2, ... layers of least increase at this size
+    frontier: tuple[tuple[float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    """The compute plan's choice among input sizes (``--image-sizes``): every candidate it scored
+    and the one it chose: the cheapest whose estimated held-out loss is within noise of the lowest."""
+
+    chosen: int
+    candidates: tuple[SizeCandidate, ...]
+    #: ``flops`` (cost in MACs) or ``latency`` (cost in ms)
+    kind: str
+    #: the budget: a fraction of ``full_model_macs`` (flops) or milliseconds (latency)
+    limit: float
+    #: MACs of the full model at the checkpoint's own input size
+    full_model_macs: float
+
+    def __post_init__(self) -> None:
+        check(self.kind in ("flops", "latency"), "kind must be 'flops' or 'latency'")
+        check(
+            any(c.size == self.chosen and c.feasible for c in self.candidates),
+            "chosen must be a feasible candidate",
+        )
+
+
+@dataclass(frozen=True)
 class SkipPlan:
     """Which layers the retained model skips and why: ``given`` by the user, met by the ``budget``
     without skipping, or chosen by the search (``das``; ``das-undecided`` when its data did not
@@ -325,6 +371,8 @@ class SkipPlan:
     search: SearchRecord | None = None
     search_config: dict[str, Any] | None = None
     search_seconds: float | None = None
+    #: the input size chosen with the skip set (``--image-sizes``); None: one size was given
+    sizes: SizePlan | None = None
 
     def __post_init__(self) -> None:
         check(self.method in SKIP_METHODS, f"method must be one of {SKIP_METHODS}")

@@ -83,6 +83,7 @@ def report_data(manifest: Manifest, variants: Sequence[dict[str, Any]] = ()) -> 
             "skipped": list(arch.skipped),
             "estimator": search.estimator if search else None,
             "uncertainty": to_json(search.uncertainty) if search and search.uncertainty else None,
+            "sizes": to_json(plan.sizes) if plan.sizes else None,
         },
         "layers": layers,
         "gate_history": [r["gates"] for r in search.rounds if "gates" in r] if search else [],
@@ -149,6 +150,7 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report", name:
         items = "".join(f"<li>{escape(w)}</li>" for w in data["warnings"])
         parts += ["<h2>Data warnings</h2>", f"<ul>{items}</ul>"]
     parts += _gate_section(data)
+    parts += _compute_plan_section(data["plan"].get("sizes"))
     majority = m.get("majority_accuracy")
     parts += ["<h2>Accuracy against compute</h2>", scatter_chart(data["variants"], majority)]
     parts += ["<h2>Variants</h2>", _variants_table(data["variants"])]
@@ -161,6 +163,52 @@ def render_html(data: dict[str, Any], title: str = "edge-vl build report", name:
         parts += ["<h2>What small data changed</h2>", f"<ul>{items}</ul>"]
     parts += ["<h2>Next steps</h2>", _next_steps(name or "BUNDLE")]
     return _page(title, parts)
+
+
+def _compute_plan_section(sizes: dict[str, Any] | None) -> list[str]:
+    """The compute plan's candidates (``--image-sizes``): estimated held-out loss against cost per
+    input size, skipping 0, 1, 2, ... layers, with the budget and the choice."""
+    if not sizes:
+        return []
+    flops = sizes["kind"] == "flops"
+    unit, scale = ("GMACs", 1e-9) if flops else ("ms", 1.0)
+    limit = sizes["limit"] * sizes["full_model_macs"] * scale if flops else sizes["limit"]
+    series: dict[str, list[tuple[float, float, str]]] = {}
+    rows = []
+    for c in sizes["candidates"]:
+        label = f"{c['size']} px"
+        series[label] = [(cost * scale, loss, str(k)) for k, (cost, loss) in enumerate(c["frontier"])]
+        chosen = "chosen" if c["size"] == sizes["chosen"] else ""
+        if not c["feasible"]:
+            rows.append([label, "—", "budget not met", "—", "—", ""])
+            continue
+        skipped = ", ".join(map(str, c["skipped"])) or "none"
+        rows.append(
+            [
+                label,
+                skipped,
+                f"{c['cost'] * scale:.3g} {unit}",
+                f"{c['base_loss']:.4f}",
+                f"{c['estimated_loss']:.4f}",
+                chosen,
+            ]
+        )
+    header = ["input size", "skipped layers", "cost", "loss, nothing skipped", "estimated loss", ""]
+    chart = xy_chart(
+        {k: v for k, v in series.items() if v},
+        f"cost ({unit}, batch 1)",
+        "estimated held-out loss",
+        joined=list(series),
+        x_includes=limit,
+        reference={"budget": (limit, None)},
+    )
+    note = (
+        "<p>Each line is one input size; its dots skip 0, 1, 2, … layers, least loss increase first "
+        "(the numbers). The loss of a set is estimated as the loss with nothing skipped plus each "
+        "layer's increase when skipped alone, after a warm-up at that size; the fine-tune ran at the "
+        "chosen size only.</p>"
+    )
+    return ["<h2>Compute plan: input size and skipped layers</h2>", note, chart, _table(header, rows)]
 
 
 def _classes_section(data: dict[str, Any]) -> list[str]:

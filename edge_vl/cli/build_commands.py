@@ -78,6 +78,15 @@ def require_build_extra(command: str) -> None:
     "fastest within --max-accuracy-drop. fp16 halves the file; CPUs still compute in f32.",
 )
 @click.option(
+    "--image-sizes",
+    callback=parse_indices,
+    default=None,
+    metavar="A,B,...",
+    help="Input sizes (pixels, square) the build may choose among: with --flops-budget or "
+    "--latency-budget-ms it scores each size and its skip set on held-out rows and keeps the "
+    "lowest estimated loss that meets the budget (one warm-up per size). Instead of --image-size.",
+)
+@click.option(
     "--text-buckets",
     callback=parse_indices,
     default=None,

@@ -334,8 +334,9 @@ def build_config(params: dict, out: Path, skip_layers: list[int] | None = None) 
         extra["prompts"] = read_label_prompts(params["prompts"])
     if params.get("target_profile"):
         extra["target_profile"] = read_target_profile(params["target_profile"])
-    if params.get("text_buckets"):
-        extra["text_buckets"] = params["text_buckets"]
+    for key in ("text_buckets", "image_sizes"):
+        if params.get(key):
+            extra[key] = tuple(params[key])
     try:
         return BuildConfig(
             model_dir=Path(params["model_dir"] or DEFAULT_MODEL),

@@ -5,7 +5,8 @@ The orchestrator only sequences the stages, each a module with one job:
 0. :mod:`~edge_vl.pipeline.dataset` — read and check the data (nothing is written before this passes);
    :mod:`edge_vl.output` checks ``--out`` and locks it.
 1. :mod:`~edge_vl.pipeline.prepare` — load the checkpoint offline, encode every example once.
-2. :mod:`~edge_vl.pipeline.plan` — the skip set: given, or found by the DAS search.
+2. :mod:`~edge_vl.pipeline.plan` — the skip set: given, or found by the DAS search;
+   with ``--image-sizes``, :mod:`~edge_vl.pipeline.compute_plan` chooses the input size with it.
 3. :mod:`~edge_vl.pipeline.train` — fine-tune fresh adapters with that skip set.
 4. :mod:`~edge_vl.pipeline.package` — export (:mod:`converters`), manifest, report, atomic bundle.
 
@@ -28,8 +29,9 @@ from typing import Any
 from edge_vl.config import BuildConfig as BuildConfig
 from edge_vl.errors import BuildError, MissingExtraError
 from edge_vl.fileio import disk_full, free_space
-from edge_vl.manifest import Manifest
+from edge_vl.manifest import Manifest, SkipPlan
 from edge_vl.output import OutputLock, check_output
+from edge_vl.pipeline.compute_plan import compute_plan
 from edge_vl.pipeline.dataset import TrainingData as TrainingData
 from edge_vl.pipeline.dataset import build_inputs
 from edge_vl.pipeline.dataset import read_data as read_data
@@ -91,9 +93,7 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
         work = WorkDir.open(config, data, echo, placement=where)
         try:
             with stop_on_signals() as should_stop:
-                prep = prepare(config, data, work.path, echo, placement=where)
-                plan = work.plan() or skip_plan(config, prep, work.path, should_stop, echo)
-                work.update(plan=to_json(plan))
+                config, prep, plan = plan_stage(config, data, work, should_stop, echo, where)
                 model, summary = finetune_stage(config, prep, plan.skipped, work.path, should_stop, echo)
                 manifest = None
                 if where.is_main:  # export, parity check and bundle: on the CPU, once
@@ -114,6 +114,23 @@ def build(config: BuildConfig, *, echo: Callable[[str], None] = print) -> BuildR
         if where.is_main:
             work.remove()
     return BuildResult(bundle=Path(config.out), manifest=manifest, model=model, family=prep.family)
+
+
+def plan_stage(
+    config: BuildConfig, data: TrainingData, work: WorkDir, should_stop: Callable[[], bool], echo, where
+) -> tuple[BuildConfig, Prepared, SkipPlan]:
+    """The skip plan (with ``image_sizes``: and the input size) and the data prepared at that size;
+    a plan an earlier run of the build finished is reused. Returns the config at the chosen size."""
+    plan = work.plan()
+    if plan is None and config.image_sizes:
+        plan = compute_plan(config, data, work, should_stop, echo, placement=where)
+        work.update(plan=to_json(plan))
+    if plan is not None and plan.sizes is not None:  # train and export at the chosen size
+        config = replace(config, image_size=plan.sizes.chosen, image_sizes=())
+    prep = prepare(config, data, work.path, echo, placement=where)
+    plan = plan or skip_plan(config, prep, work.path, should_stop, echo)
+    work.update(plan=to_json(plan))
+    return config, prep, plan
 
 
 def _quiet(_: str) -> None:

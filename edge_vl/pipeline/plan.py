@@ -78,15 +78,18 @@ class SkipBudget:
     record: dict[str, Any]
 
 
-def skip_budget(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]) -> SkipBudget:
-    """The number of layers ``config`` asks to skip, directly or through a budget."""
+def skip_budget(
+    config: BuildConfig, prep: Prepared, echo: Callable[[str], None], *, full_macs: float | None = None
+) -> SkipBudget:
+    """The number of layers ``config`` asks to skip, directly or through a budget. A FLOPs budget
+    is a fraction of ``full_macs`` (default: the full model at ``prep``'s input size)."""
     from edge_vl import budget
 
     costs = prep.costs
     n_layers = costs.n_layers
     savings = [costs.saving(i) for i in range(n_layers)]
     if config.flops_budget is not None:
-        limit = config.flops_budget * costs.full()
+        limit = config.flops_budget * (costs.full() if full_macs is None else full_macs)
         count = budget.min_layers_for(limit, costs.retained, savings, "FLOPs")
         record = {"kind": "flops", "fraction": config.flops_budget, "limit_macs": limit}
         return SkipBudget(count, limit, costs.retained, record)
@@ -155,9 +158,15 @@ def search_split(config: BuildConfig, prep: Prepared):
 
 
 def search_stage(
-    config: BuildConfig, prep: Prepared, count: int, work: Path, should_stop: Callable[[], bool]
+    config: BuildConfig,
+    prep: Prepared,
+    count: int,
+    work: Path,
+    should_stop: Callable[[], bool],
+    *,
+    name: str = "search",
 ) -> SearchRecord:
-    """Run the DAS search on a held-out split of the training data (resumable)."""
+    """Run the DAS search on a held-out split of the training data (resumable from ``work/name``)."""
     from edge_vl.training.search import run_search
 
     train_data, val_data = search_split(config, prep)
@@ -170,7 +179,7 @@ def search_stage(
         config.search,
         config.train,
         progress=config.progress,
-        checkpoint_dir=work / "search",
+        checkpoint_dir=work / name,
         checkpoint_every=config.checkpoint_every,
         should_stop=should_stop,
         **prep.placed,

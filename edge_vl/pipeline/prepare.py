@@ -9,8 +9,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edge_vl.budget import LayerCosts
 from edge_vl.config import BuildConfig
-from edge_vl.manifest import Preprocessing
+from edge_vl.manifest import FoldedTexts, Preprocessing
 from edge_vl.pipeline.dataset import TrainingData
 
 
@@ -37,9 +38,9 @@ class Prepared:
     tokenizer_file: Path | None
     model: Any = field(repr=False)
     #: the texts folded into the graph (:mod:`edge_vl.folding`); None: the bundle runs its text tower
-    folded: Any = None  # FoldedTexts
+    folded: FoldedTexts | None = None
     #: MACs per layer of the full model as the checkpoint runs it (text tower included)
-    full_costs: Any = None
+    full_costs: LayerCosts | None = None
     #: training rows with raw inputs (as the exported model takes them), for INT8 calibration
     calibration_data: Any = None
     #: per-precision factors from latency here to latency on ``config.target_profile`` (measured once)
@@ -50,12 +51,10 @@ class Prepared:
     def input_specs(self, model) -> list[Any]:
         """The exported graph's inputs: the family's, with ``text_index`` for the token inputs when
         the text is folded."""
-        from edge_vl.manifest import TEXT_INPUTS, TensorSpec
+        from edge_vl.folding import folded_input_specs
 
         specs = self.family.input_specs(model, self.shape)
-        if self.folded is None:
-            return specs
-        return [TensorSpec("text_index", (-1,), "int64")] + [s for s in specs if s.name not in TEXT_INPUTS]
+        return specs if self.folded is None else folded_input_specs(specs)
 
     @property
     def free_layers(self) -> tuple[int, ...]:
@@ -165,8 +164,7 @@ def shipped_costs(family, model, shape, folded):
     and the fusion sees the longest folded text's tokens instead of the padded length."""
     if folded is None:
         return family.layer_costs(model, shape)
-    length = max(len(ids) for ids in folded.token_ids)
-    costs = family.layer_costs(model, replace(shape, text_length=length))
+    costs = family.layer_costs(model, replace(shape, text_length=folded.length))
     return costs.free(family.text_tower_layers(model))
 
 
@@ -197,7 +195,7 @@ def _preprocessing(config: BuildConfig, family: Any, model: Any, work: Path, ech
         checkpoint = image.size[0]
         image = family.resized(image, config.image_size, model)
         echo(
-            f"image size: {config.image_size} × {config.image_size} pixels (--image-size; the checkpoint "
+            f"image size: {config.image_size} × {config.image_size} pixels (the checkpoint "
             f"takes {checkpoint})"
         )
     return Preprocessing(image=image, text=text), tokenizer_file

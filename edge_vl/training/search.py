@@ -212,6 +212,14 @@ def prior_losses(rounds: Sequence[dict[str, Any]], n_layers: int) -> list[float]
     return [loss[i] for i in range(n_layers)]
 
 
+def prior_base_loss(rounds: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """The held-out loss with no layer skipped on the prior round's rows, and its standard error."""
+    prior = _prior(rounds)
+    if prior is None or "base_loss" not in prior:
+        raise ValueError("no prior round with a base loss in this search")
+    return float(prior["base_loss"]), float(prior["base_loss_se"])
+
+
 def redundancy_scores(rounds: Sequence[dict[str, Any]], gates: Sequence[float]) -> dict[str, list[float]]:
     """Each estimator's per-layer redundancy (higher: more redundant) from one search's record: the
     gates; minus the fitted effects (:func:`layer_effects`); with a prior round, minus each layer's
@@ -360,11 +368,16 @@ class _Search:
         rows = min(self.config.prior_rows, len(self.val_data))
         batch = self.held_out(rows)
         table = torch.stack([self.row_losses(batch, rows, (i,)) for i in range(self.n_layers)])
+        base = self.row_losses(batch, rows, ())
         return {
             "kind": "prior",
             "candidates": [[i] for i in range(self.n_layers)],
             "step": step,
             "losses": table.mean(1).tolist(),
+            # nothing skipped, same rows: what the compute plan adds each layer's increase to, and
+            # the standard error of that mean (what the plan takes as its noise)
+            "base_loss": float(base.mean()),
+            "base_loss_se": float(base.std() / math.sqrt(rows)) if rows > 1 else 0.0,
             "rows": rows,
             "uncertainty": to_json(prior_uncertainty(table, self.k, seed=self.seed)),
         }

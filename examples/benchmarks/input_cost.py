@@ -37,8 +37,9 @@ from edge_vl.converters import temporary_export
 
 from edge_vl.data import read_examples
 from edge_vl.fileio import write_text_atomic
-from edge_vl.folding import text_index, texts_to_fold
-from edge_vl.manifest import TEXT_INPUTS, TensorSpec
+from edge_vl.folding import folded_input_specs, text_index, texts_to_fold
+from edge_vl.manifest import TensorSpec
+from edge_vl.pipeline.prepare import shipped_costs
 from edge_vl.runtime.cpu import machine_info
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.timing import compile_latency, interleaved, spread
@@ -140,26 +141,21 @@ def demo_part(
     folded = texts_to_fold([question], feed["input_ids"][:1], feed["attention_mask"][:1])
     assert folded is not None
     index = torch.from_numpy(text_index(folded, feed["input_ids"], feed["attention_mask"]))
-    fold_inputs = [TensorSpec("text_index", (-1,), "int64")]
     native = shape.image[0]  # the bundle's input size: the eval rows' own pixels
     variants = {f"{native}px/none": (specs_at(family, model, shape, native), sample, [], None)}
     for size in dict.fromkeys((native, 64)):
         tokens = specs_at(family, model, shape, size)
-        folded_specs = fold_inputs + [s for s in tokens if s.name not in TEXT_INPUTS]
+        folded_specs = folded_input_specs(tokens)
         both = {**(sample if size == native else at_size(sample, size)), "text_index": index}
         variants[f"{size}px/bundle"] = (tokens, both, skip, None)
         variants[f"{size}px/bundle+folded"] = (folded_specs, both, skip, folded)
     times = time_exports(family, model, variants, runs)
-    parity = folded_parity(family, model, shape, sample, index, skip, folded, fold_inputs)
+    parity = folded_parity(family, model, shape, sample, index, skip, folded)
     full = float(np.median(times[f"{native}px/none"]))
     fold_rows = []
     for name, (_, _, skipped, fold_texts) in variants.items():
         size = int(name.split("px/")[0])
-        costs = family.layer_costs(model, InputShape((size, size), shape.text_length))
-        if fold_texts is not None:
-            length = max(len(ids) for ids in fold_texts.token_ids)
-            folded_shape = InputShape((size, size), length)
-            costs = family.layer_costs(model, folded_shape).free(family.text_tower_layers(model))
+        costs = shipped_costs(family, model, InputShape((size, size), shape.text_length), fold_texts)
         macs = costs.retained(skipped) if skipped else costs.full()
         fold_rows.append({"variant": name, "macs": macs, **spread(times[name]),
                           "speedup_vs_full": full / float(np.median(times[name]))})  # fmt: skip
@@ -171,13 +167,13 @@ def demo_part(
     }  # fmt: skip
 
 
-def folded_parity(family, model, shape, sample, index, skip, folded, fold_inputs) -> dict[str, Any]:
+def folded_parity(family, model, shape, sample, index, skip, folded) -> dict[str, Any]:
     """Max |logits| difference between the folded and the unfolded graph (OpenVINO FP32) on the
     eval rows of ``sample``, both exported with the bundle's skip set."""
     from edge_vl.runtime.cpu import openvino_core
 
     tokens = specs_at(family, model, shape, shape.image[0])
-    folded_specs = fold_inputs + [s for s in tokens if s.name not in TEXT_INPUTS]
+    folded_specs = folded_input_specs(tokens)
     both = {**sample, "text_index": index}
     outputs = []
     for specs, fold_texts in ((tokens, None), (folded_specs, folded)):

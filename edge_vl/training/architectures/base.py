@@ -334,8 +334,7 @@ class FoldedTextInputs(nn.Module):
         super().__init__()
         self.family, self.model, self.names = family, model, list(names)
         # as long as the longest folded text: only padding is cut, which every layer masks out
-        length = max(len(ids) for ids in folded.token_ids)
-        ids = torch.zeros(len(folded.token_ids), length, dtype=torch.long)
+        ids = torch.zeros(len(folded.token_ids), folded.length, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for row, tokens in enumerate(folded.token_ids):
             ids[row, : len(tokens)] = torch.tensor(tokens)
