@@ -406,3 +406,21 @@ def test_precision_here_scores_fp32_fp16_weights_and_int8_of_a_bundle(tiny_bundl
 
     assert not quantizes("8")  # same FP32 weights and calibration rows: the kept INT8 IR is reused
     assert quantizes("6")  # a kept IR made from other calibration rows is not
+
+
+def test_a_benchmark_build_that_stopped_keeps_its_progress_for_the_rerun(tmp_path):
+    """``run_build`` reruns an unfinished build in place: its work directory (the build's
+    checkpoints) and log are kept, not wiped, so the build resumes."""
+    import subprocess
+
+    from examples.benchmarks.processes import run_build
+
+    work = tmp_path / "runs" / "seed0" / ".bundle.work"
+    work.mkdir(parents=True)
+    (work / "state.pt").write_bytes(b"checkpoint")
+    (work.parent / "build.log").write_text("first part\n")
+    fails = [sys.executable, "-c", "print('second part'); raise SystemExit(1)"]
+    with pytest.raises(subprocess.CalledProcessError):
+        run_build("seed0", tmp_path / "runs", fails, {})
+    assert (work / "state.pt").read_bytes() == b"checkpoint"
+    assert (work.parent / "build.log").read_text() == "first part\nsecond part\n"

@@ -91,6 +91,21 @@ def test_the_folded_bundle_answers_as_the_model_with_its_text_tower(folded_and_n
     assert np.max(np.abs(got - expected)) <= 1e-4 * max(1.0, float(np.abs(expected).max()))
 
 
+def test_the_monitor_of_a_folded_bundle_records_the_text_signals(folded_and_not, one_question, tmp_path):
+    """The lookup replaces the tokens in what the graph takes, not in what the monitor sees."""
+    from edge_vl.runtime.monitor import MonitorStore
+
+    folded, tower, _ = folded_and_not
+    row = read_examples(one_question[1])[0]
+    recorded = []
+    for bundle in (folded, tower):
+        with Predictor(bundle, monitor=tmp_path / f"{bundle.name}.db") as predictor:
+            predictor.predict(row.image, row.text)
+        recorded.append(MonitorStore(tmp_path / f"{bundle.name}.db").recent(1)[0])
+    assert recorded[0]["text_tokens"] == recorded[1]["text_tokens"] > 0
+    assert recorded[0]["unknown_rate"] == recorded[1]["unknown_rate"] is not None
+
+
 def test_the_folded_bundle_costs_less_and_holds_no_text_tower(folded_and_not):
     folded, tower, _ = folded_and_not
     a, b = read_bundle(folded).manifest, read_bundle(tower).manifest

@@ -31,7 +31,7 @@ from edge_vl.runtime.cpu import openvino_core
 from edge_vl.runtime.monitor import MonitorStore
 from edge_vl.runtime.preprocess import MAX_PIXELS, ImageInput, load_image, pixels_of
 from edge_vl.runtime.profiles import check_bundle_runtime
-from edge_vl.runtime.signals import Signals, image_stats
+from edge_vl.runtime.signals import InputStats, Signals, image_stats
 from edge_vl.runtime.tokenize import TEXT_INPUTS, TextEncoder
 from edge_vl.signing import TrustPolicy
 
@@ -227,8 +227,9 @@ class Predictor:
 
     def prepare_with_stats(
         self, images: Sequence[ImageInput], texts: Sequence[str] | None = None
-    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, float, float]]]:
-        """:meth:`prepare`, and each image's (width, height, brightness, contrast) as decoded."""
+    ) -> tuple[dict[str, np.ndarray], list[InputStats]]:
+        """:meth:`prepare`, and each row's (width, height, brightness, contrast) of its image as
+        decoded and (tokens, unknown-token share) of its text (None without one)."""
         if isinstance(images, (str, Path, bytes)) or not isinstance(images, Sequence):
             raise InputError("images must be a list of images; use predict() for a single image")
         if not images:
@@ -242,24 +243,34 @@ class Predictor:
             load_image(im, self.image_spec.background, max_pixels=self.max_image_pixels) for im in images
         ]
         feed = {"pixel_values": np.stack([pixels_of(im, self.image_spec) for im in decoded])}
+        text: list[tuple[int | None, float | None]] = [(None, None)] * len(decoded)
         if self.text_encoder is not None and texts is not None:
             feed.update(self.text_encoder.encode(texts))
+            # from the tokens, before a folded graph's lookup replaces them
+            text = [
+                self.text_encoder.stats(*row)
+                for row in zip(feed["input_ids"], feed["attention_mask"], strict=True)
+            ]
             folded = self.bundle.manifest.model.folded_texts
             if folded is not None:  # the graph holds these texts' tower output: look each text up
                 feed["text_index"] = text_index(folded, feed["input_ids"], feed["attention_mask"])
-        return {name: feed[name] for name in self.input_names}, [image_stats(im) for im in decoded]
+        stats = [(*image_stats(im), *t) for im, t in zip(decoded, text, strict=True)]
+        return {name: feed[name] for name in self.input_names}, stats
 
     def finish(
         self,
         logits: np.ndarray,
         feed: Mapping[str, np.ndarray],
-        stats: Sequence[tuple[int, int, float, float]],
+        stats: Sequence[InputStats],
         latency_ms: float = 0.0,
     ) -> list[Prediction]:
-        """Predictions from a batch's logits; the batch's signals go to every observer."""
+        """Predictions from a batch's logits; the batch's signals (from ``stats``, see
+        :meth:`prepare_with_stats`) go to every observer. ``feed`` is what the model ran on."""
         predictions = [self._to_prediction(row) for row in self.scores_of(logits)]
         if self.observers:
-            batch = self.signals(predictions, feed, stats)
+            batch = [
+                Signals(p.label, p.score, p.abstained, *s) for p, s in zip(predictions, stats, strict=True)
+            ]
             for observe in self.observers:
                 try:
                     observe(batch, latency_ms)
@@ -268,23 +279,6 @@ class Predictor:
                         f"edge-vl monitoring failed and was skipped for this batch: {e}", stacklevel=2
                     )
         return predictions
-
-    def signals(
-        self,
-        predictions: Sequence[Prediction],
-        feed: Mapping[str, np.ndarray],
-        stats: Sequence[tuple[int, int, float, float]],
-    ) -> list[Signals]:
-        """Each prediction's :class:`~edge_vl.runtime.signals.Signals` (no image or text)."""
-        out = []
-        for i, (p, (width, height, brightness, contrast)) in enumerate(zip(predictions, stats, strict=True)):
-            tokens = unknown = None
-            if self.text_encoder is not None and "input_ids" in feed:
-                tokens, unknown = self.text_encoder.stats(feed["input_ids"][i], feed["attention_mask"][i])
-            out.append(
-                Signals(p.label, p.score, p.abstained, width, height, brightness, contrast, tokens, unknown)
-            )
-        return out
 
     def close(self) -> None:
         """Release the OpenVINO infer requests, then the compiled models; the Predictor cannot

@@ -47,6 +47,11 @@ class Signals:
         return {k: float(v) for k, v in values.items() if v is not None}
 
 
+#: a row's inputs as the signals see them: its image's (width, height, brightness, contrast) and
+#: its text's (tokens, unknown-token share), None without a text
+InputStats = tuple[int, int, float, float, int | None, float | None]
+
+
 def image_stats(im: Image.Image) -> tuple[int, int, float, float]:
     """(width, height, brightness, contrast) of a decoded RGB image, from a thumbnail of at most
     64 × 64 pixels (the same numbers whatever the image's size, for a few microseconds)."""

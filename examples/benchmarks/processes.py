@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -37,19 +36,21 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
     result_file = folder / "result.json"
     if result_file.exists():
         return json.loads(result_file.read_text())
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    # an unfinished build keeps its work directory: the same command resumes it
+    resumed = (folder / f".{bundle.name}.work").is_dir() or bundle.is_dir()
+    folder.mkdir(parents=True, exist_ok=True)
     commit = revision(env.get("PYTHONPATH") or REPO)
     started = time.perf_counter()
-    with (folder / "build.log").open("w") as log:
-        subprocess.run(
-            [*command, "--out", str(bundle)],
-            cwd=folder,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
+    if not bundle.is_dir():  # a run killed after its bundle was written only lacks the result
+        with (folder / "build.log").open("a") as log:
+            subprocess.run(
+                [*command, "--out", str(bundle)],
+                cwd=folder,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
     wall = time.perf_counter() - started
     manifest = read_bundle(bundle).manifest
     plan, training = manifest.skip_plan, manifest.training
@@ -59,7 +60,8 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "commit": commit,
         # as anyone reruns it: "python", no machine's folders
         "command": " ".join(["python" if a == sys.executable else portable(a) for a in command]),
-        "wall_seconds": round(wall, 1),
+        # a resumed run's wall time is only its last part
+        "wall_seconds": None if resumed else round(wall, 1),
         "train_seconds": training.seconds,
         "skipped": list(plan.skipped),
         "eval_accuracy": manifest.metrics.eval_accuracy,
