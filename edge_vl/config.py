@@ -278,6 +278,11 @@ class BuildConfig:
             raise ValueError(
                 "image sizes are chosen to meet a budget: give flops_budget or latency_budget_ms with them"
             )
+        if self.search.estimator != "prior":
+            raise ValueError(
+                "image sizes are scored with the prior estimator (each layer skipped alone after the "
+                f"warm-up); got search estimator {self.search.estimator!r}"
+            )
 
     def label_prompts(self, labels: Sequence[str]) -> dict[str, str] | None:
         """The prompt per label (``prompts`` entries win over ``prompt_template``), or None."""

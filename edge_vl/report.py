@@ -385,6 +385,17 @@ def _summary(data: dict[str, Any], name: str) -> list[tuple[str, str]]:
     ]
     if sureness := data["plan"].get("uncertainty"):
         summary.insert(4, ("how sure the search is", describe_uncertainty(parse(Uncertainty, sureness))))
+    if sizes := data["plan"].get("sizes"):
+        scored = ", ".join(str(s["size"]) for s in sizes["candidates"])
+        retained = c["retained_model"] / sizes["full_model_macs"]
+        summary.insert(
+            4,
+            (
+                "input size",
+                f"{sizes['chosen']} px, chosen by the compute plan among {scored} px; the retained model "
+                f"is {retained:.1%} of the full model's MACs at the checkpoint's size",
+            ),
+        )
     return summary
 
 

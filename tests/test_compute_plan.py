@@ -106,7 +106,11 @@ def test_a_planned_bundle_runs_at_the_chosen_size(tiny_checkpoint, shapes_data, 
     assert {c["size"] for c in sizes["candidates"]} == {32, 64}
     assert manifest["preprocessing"]["image"]["size"] == [sizes["chosen"]] * 2
     assert f"compute plan: chose {sizes['chosen']} px" in result.output
-    assert "Compute plan" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert (
+        "Compute plan" in report
+        and f"{sizes['chosen']} px, chosen by the compute plan among 32, 64 px" in report
+    )
     predictor = Predictor(out)
     image = shapes_data[1].parent / "images" / "0.png"
     assert predictor.predict(image, "what color is the shape?").label in manifest["head"]["labels"]
@@ -118,6 +122,10 @@ def test_a_planned_bundle_runs_at_the_chosen_size(tiny_checkpoint, shapes_data, 
         (["--image-sizes", "32,64"], "give flops_budget or latency_budget_ms"),
         (["--image-sizes", "64", "--flops-budget", "0.5"], "at least two distinct sizes"),
         (["--image-sizes", "32,64", "--image-size", "32", "--flops-budget", "0.5"], "not both"),
+        (
+            ["--image-sizes", "32,64", "--flops-budget", "0.5", "--search-estimator", "gates"],
+            "prior estimator",
+        ),
     ],
 )
 def test_image_sizes_without_a_budget_or_with_one_size_are_refused(

@@ -41,11 +41,6 @@ def compute_plan(
 ) -> SkipPlan:
     """Score every size of ``config.image_sizes`` (resumable: a finished size is kept in ``work``'s
     state) and return the chosen size's skip plan, with every candidate in its ``sizes`` record."""
-    if config.search.estimator != "prior":
-        raise BudgetError(
-            "--image-sizes scores sizes with the prior estimator (each layer skipped alone after the "
-            f"warm-up); got --search-estimator {config.search.estimator}"
-        )
     kind = "flops" if config.flops_budget is not None else "latency"
     done: dict[str, dict] = dict(work.state.get("sizes", {}))
     scored: dict[int, tuple[SizeCandidate, SkipPlan | None]] = {}
