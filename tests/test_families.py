@@ -171,5 +171,21 @@ def test_another_image_size_builds_exports_and_predicts_at_that_size(checkpoint,
     assert (
         Predictor(tmp_path / "double").predict(example.image, example.text).label in large["head"]["labels"]
     )
+    # the baseline a user would otherwise run: the checkpoint at its own size
+    args = [
+        "bench",
+        str(tmp_path / "double"),
+        "--duration",
+        "0.2",
+        "--compare",
+        "torch",
+        "--runs",
+        "3",
+        "--json",
+    ]
+    bench = CliRunner().invoke(cli, args)
+    assert bench.exit_code == 0, bench.output
+    note = json.loads(bench.output)["compare"]["note"]
+    assert f"the full model runs at the checkpoint's {size // 2} px" in note
     bad = CliRunner().invoke(cli, build_args(directory, shapes_data, tmp_path / "bad", "--image-size", "33"))
     assert bad.exit_code == 2 and "multiples of" in bad.output

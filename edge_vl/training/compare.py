@@ -2,8 +2,9 @@
 
 Four contenders on the same batch-1 inputs, timed interleaved (a fresh random order every round,
 with a short pause before each call) so that drift of the machine hits them alike: the bundle's
-retained model on OpenVINO, the full model (no layer skipped) exported to OpenVINO on the spot, and
-both in torch eager. The torch
+retained model on OpenVINO, the full model (no layer skipped, its text tower, the checkpoint's own
+input size: what a user would otherwise run) exported to OpenVINO on the spot, and both in torch
+eager. The torch
 models are rebuilt from the bundle's source checkpoint with freshly initialised adapters: the
 bundle carries no torch weights, and adapter values do not change the amount of work, so timings
 are those of the trained model but the torch outputs are not. Needs the ``build`` extra.
@@ -34,6 +35,7 @@ def compare_with_torch(
         import torch
     except ImportError:
         raise MissingExtraError("bench --compare torch", extra="build") from None
+    from edge_vl.config import resolve_model_dir
     from edge_vl.converters import temporary_export
     from edge_vl.runtime.predictor import Predictor
     from edge_vl.training.architectures.base import InputShape
@@ -45,13 +47,13 @@ def compare_with_torch(
         torch.set_num_threads(threads)
     family, model = rebuild_torch_model(predictor.bundle, source)
 
+    full_shape = family.input_shape(resolve_model_dir(source or arch.source), model)
     feed = predictor.dummy_inputs(1)
-    full_feed = with_tokens(predictor, feed)  # the full model runs the text tower a folded bundle lacks
-    torch_feed = {name: torch.from_numpy(array) for name, array in full_feed.items()}
-    inputs = family.input_specs(model, InputShape.of(manifest.preprocessing))
-    sample = {
-        name: torch.from_numpy(a) for name, a in with_tokens(predictor, predictor.dummy_inputs(2)).items()
-    }
+    full_feed = as_the_checkpoint_takes(predictor, feed, full_shape)
+    as_torch = lambda arrays: {name: torch.from_numpy(a) for name, a in arrays.items()}  # noqa: E731
+    torch_feed = as_torch(with_tokens(predictor, feed))  # the retained model at the bundle's size
+    inputs = family.input_specs(model, full_shape)
+    sample = as_torch(as_the_checkpoint_takes(predictor, predictor.dummy_inputs(2), full_shape))
 
     with temporary_export(family, model, inputs, sample, []) as full_xml:
         from edge_vl.timing import compile_latency
@@ -66,13 +68,15 @@ def compare_with_torch(
             "openvino_retained": lambda: predictor.run(feed),
             "openvino_full": full_call,
             "torch_retained": torch_runner(family, model, list(arch.skipped), torch_feed),
-            "torch_full": torch_runner(family, model, [], torch_feed),
+            "torch_full": torch_runner(family, model, [], as_torch(full_feed)),
         }
         times = interleaved(contenders, runs)
         contenders.clear()
         del full_request  # before full_model (see edge_vl.timing.compile_latency)
     note = "torch models carry fresh adapters (same work, other outputs); batch 1"
     note += "; they run the text tower the bundle folded away" if manifest.model.folded_texts else ""
+    if full_shape.image != InputShape.of(manifest.preprocessing).image:
+        note += f"; the full model runs at the checkpoint's {full_shape.image[0]} px"
     found = {"bundle": str(bundle), "runs": runs, "threads": threads, "skipped": list(arch.skipped)}
     return {**found, **summary(times), "note": note}
 
@@ -98,6 +102,15 @@ def with_tokens(predictor: Any, feed: dict[str, np.ndarray]) -> dict[str, np.nda
     texts = [folded.texts[int(i)] for i in feed["text_index"]]
     rest = {name: array for name, array in feed.items() if name != "text_index"}
     return {**rest, **predictor.text_encoder.encode(texts)}
+
+
+def as_the_checkpoint_takes(predictor: Any, feed: dict[str, np.ndarray], shape: Any) -> dict[str, np.ndarray]:
+    """``feed`` as the full model takes it: a folded text's token ids (:func:`with_tokens`), and
+    images at the checkpoint's own size ``shape.image`` (constant pixels, as the dummy inputs)."""
+    height, width = shape.image
+    out = with_tokens(predictor, feed)
+    pixels = out["pixel_values"]
+    return {**out, "pixel_values": np.ones((*pixels.shape[:-2], height, width), pixels.dtype)}
 
 
 def torch_runner(family: Any, model: Any, skipped: list[int], feed: dict[str, Any]) -> Callable[[], Any]:
