@@ -16,6 +16,7 @@ loss a little). The fine-tune then runs at the chosen size only.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -94,11 +95,13 @@ def score_size(
         say(f"not a candidate: {e}")
         return SizeCandidate(size=size, feasible=False), None, full
     # the search needs one arm to score; with nothing to skip the pick is empty
+    started = time.perf_counter()
     result = search_stage(config, prep, max(need.count, 1), work, should_stop, name=f"search-{size}px")
+    seconds = time.perf_counter() - started  # this process's part of a resumed search
     ranking = [i for i in result.ranking if i not in prep.free_layers]
     skipped = select_within(ranking, need.count, need.limit, need.cost_of) if need.count else []
     if need.count:
-        say_what_the_search_found(result, skipped, 0.0, say)
+        say_what_the_search_found(result, skipped, seconds, say)
     base, loss = estimated_loss(result, skipped)
     se = prior_base_loss(result.rounds)[1]
     frontier = tuple(
@@ -121,6 +124,7 @@ def score_size(
         budget=need.record,
         search=result,
         search_config=config.search.to_dict(),
+        search_seconds=round(seconds, 3),
     )
     return candidate, plan, full
 
