@@ -424,3 +424,30 @@ def test_a_benchmark_build_that_stopped_keeps_its_progress_for_the_rerun(tmp_pat
         run_build("seed0", tmp_path / "runs", fails, {})
     assert (work / "state.pt").read_bytes() == b"checkpoint"
     assert (work.parent / "build.log").read_text() == "first part\nsecond part\n"
+
+
+def test_the_compute_plan_benchmark_keeps_finished_seeds_and_builds_with_the_plan(
+    tmp_path, monkeypatch, capsys
+):
+    from examples.benchmarks import compute_plan as script
+
+    commands = []
+
+    def fake_build(name, work, command, env):
+        commands.append(command)
+        return {"run": name, "skipped": [1, 2], "eval_accuracy": 0.98}
+
+    def fake_measured(bundle, runs):
+        return {"plan": {"chosen": 64}, "compare": {"speedup_of_bundle": {"openvino_full": 1.7}}}
+
+    monkeypatch.setattr(script, "run_build", fake_build)
+    monkeypatch.setattr(script, "measured", fake_measured)
+    out = tmp_path / "plan.json"
+    for seeds in ("0", "0,1"):
+        argv = ["compute_plan.py", "--work", str(tmp_path / "w"), "--out", str(out), "--seeds", seeds]
+        monkeypatch.setattr(sys, "argv", argv)
+        script.main()
+    assert len(commands) == 2  # seed 0 was not built again
+    assert "--image-sizes" in commands[0] and "--flops-budget" in commands[0]
+    assert [r["seed"] for r in json.loads(out.read_text())["runs"]] == [0, 1]
+    assert "| 1 | 64 px | [1, 2] | 0.9800 | 1.70× |" in capsys.readouterr().out

@@ -1,0 +1,72 @@
+"""The compute plan on the demo task: a build that chooses input size and skip set under one
+budget, timed against OpenVINO FP32 of the full model at the checkpoint's input size (issue #33,
+acceptance 1). One build per seed, resumable; finished seeds are kept in ``--out``.
+
+    python -m examples.benchmarks.compute_plan --work <scratch>/plan --seeds 0,1,2 \\
+        --out examples/benchmarks/results/compute_plan/vnni-epyc.json
+
+Compare the accuracies with the PETL-only builds of ``seed_spread --sets none`` (same seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+from edge_vl.fileio import write_text_atomic
+from examples.benchmarks.processes import run_build
+from examples.benchmarks.recorded import portable, this_command
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for the builds (resumable)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file (finished seeds are kept)")
+    parser.add_argument("--seeds", default="0", help="comma-separated fine-tune seeds")
+    parser.add_argument("--image-sizes", default="64,96,128", help="the sizes the plan chooses among")
+    parser.add_argument("--flops-budget", default="0.5", help="fraction of the full model's MACs")
+    parser.add_argument("--runs", type=int, default=30, help="interleaved rounds of the latency comparison")
+    args = parser.parse_args()
+    found = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
+    done = {r["seed"] for r in found["runs"]}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for seed in (int(s) for s in args.seeds.split(",")):
+        if seed in done:
+            continue
+        command = [sys.executable, "-m", "edge_vl", "build", "--demo", "--seed", str(seed)]
+        command += ["--image-sizes", args.image_sizes, "--flops-budget", args.flops_budget]
+        print(f"seed {seed}: building (or resuming) …", flush=True)
+        row = run_build(f"plan-seed{seed}", args.work, command, env)
+        found["runs"].append(
+            {"seed": seed, **row, **measured(args.work / f"plan-seed{seed}" / "bundle", args.runs)}
+        )
+        found.update(
+            command=this_command(), measured=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.out, json.dumps(found, indent=2) + "\n")
+    print("| seed | size | skipped | accuracy | speed-up over the full model |\n|---|---|---|---|---|")
+    for r in found["runs"]:
+        speedup = r["compare"]["speedup_of_bundle"]["openvino_full"]
+        cells = [str(r["seed"]), f"{r['plan']['chosen']} px", str(r["skipped"]), f"{r['eval_accuracy']:.4f}"]
+        print("| " + " | ".join([*cells, f"{speedup:.2f}×"]) + " |")
+
+
+def measured(bundle: Path, runs: int) -> dict:
+    """The plan the build recorded, and ``bench --compare torch`` of its bundle (2 threads)."""
+    from edge_vl.bundle import read_bundle
+    from edge_vl.schema import to_json
+    from edge_vl.training.compare import compare_with_torch
+
+    plan = read_bundle(bundle).manifest.skip_plan.sizes
+    compare = compare_with_torch(bundle, runs=runs, threads=2)
+    compare["bundle"] = portable(str(bundle))  # no machine's folders in results
+    return {"plan": to_json(plan) if plan else None, "compare": compare}
+
+
+if __name__ == "__main__":
+    main()
