@@ -62,6 +62,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "command": " ".join(["python" if a == sys.executable else portable(a) for a in command]),
         # a resumed run's wall time is only its last part
         "wall_seconds": None if resumed else round(wall, 1),
+        "resumed": resumed,  # then ``commit`` is the last part's: earlier parts may be older
         "train_seconds": training.seconds,
         "skipped": list(plan.skipped),
         "eval_accuracy": manifest.metrics.eval_accuracy,

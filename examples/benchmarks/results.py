@@ -33,6 +33,8 @@ t) Transfer: PETL against full fine-tuning of edge-vl-mini checkpoints and PETL 
    easy-vqa and a second task, read from ``--transfer`` (``transfer.py``).
 i) Cheaper inputs: latency and MACs by image size, skip set and folded question, read from
    ``--input-cost`` (``input_cost.py``, which times them).
+l) The compute plan on the demo (input size and skip set under one budget), read from
+   ``--compute-plan`` (``compute_plan.py``, which builds and times it).
 
 ``--parts a,b,c,d,k,p,s,t`` runs a subset (the others keep their previous results from ``RESULTS.json``);
 the header names the machine of the last timed run (a, b, c, d, k), not the one that re-read p, s or t.
@@ -481,6 +483,8 @@ def render(results: dict[str, Any]) -> str:
         lines += ["", "![CLIP ViT-B/32 image tower batch-1 latency](clip_b32_latency.svg)", ""]
     if results.get("input_cost"):
         lines += input_cost_section(results["input_cost"])
+    if results.get("compute_plan"):
+        lines += compute_plan_section(results["compute_plan"])
     if results.get("operations"):
         lines += operations_section(results["operations"])
     if results.get("processes"):
@@ -505,6 +509,41 @@ def render(results: dict[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def compute_plan_section(plan: dict[str, Any]) -> list[str]:
+    """Part l of RESULTS.md: demo builds whose input size and skip set the compute plan chose,
+    each against OpenVINO FP32 of the full model at the checkpoint's size (``compute_plan.py``)."""
+    lines = [
+        "## l) The compute plan on the demo: input size and skipped layers under one budget",
+        "",
+        f"`{plan['command']}` ({plan['measured']}); each build's command is in the results file. Latency: "
+        "batch 1, 2 threads, the bundle and the full model (no layer skipped, 128 px) in one interleaved "
+        "run (`bench --compare torch`).",
+        "",
+        "| seed | chosen | skipped | eval accuracy | bundle ms | full model ms | × full |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in plan["runs"]:
+        lat, speedup = r["compare"]["latency_ms"], r["compare"]["speedup_of_bundle"]["openvino_full"]
+        lines.append(_table_row([
+            str(r["seed"]), f"{r['plan']['chosen']} px", str(r["skipped"]),
+            f"{r['eval_accuracy']:.4f} ({r['eval_examples']} rows)",
+            f"{lat['openvino_retained']['median']:.2f}", f"{lat['openvino_full']['median']:.2f}",
+            f"{speedup:.2f}×",
+        ]))  # fmt: skip
+    first = plan["runs"][0]
+    budget = first["plan"]["limit"] * first["plan"]["full_model_macs"] / 1e9
+    lines += ["", f"What the plan saw (seed {first['seed']}; budget {budget:.3f} GMACs):", "",
+              "| size | skipped | GMACs | held-out loss, nothing skipped | estimated loss |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for c in first["plan"]["candidates"]:
+        if c["feasible"]:
+            lines.append(_table_row([
+                f"{c['size']} px", str(c["skipped"]), f"{c['cost'] / 1e9:.3f}",
+                f"{c['base_loss']:.4f} ± {c['loss_se']:.4f}", f"{c['estimated_loss']:.4f}",
+            ]))  # fmt: skip
+    return [*lines, ""]
 
 
 def input_cost_section(i: dict[str, Any]) -> list[str]:
@@ -895,15 +934,18 @@ def main() -> None:
                    help="demo.json of examples/benchmarks/operations.py (part o)")  # fmt: skip
     p.add_argument("--input-cost", type=Path, default=HERE / "results" / "input_cost" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/input_cost.py (part i)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,i,k,o,p,s,t")
+    p.add_argument("--compute-plan", type=Path, default=HERE / "results" / "compute_plan" / "vnni-epyc.json",
+                   help="a JSON file of examples/benchmarks/compute_plan.py (part l)")  # fmt: skip
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,i,k,l,o,p,s,t")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - set("abcdikopst"):
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,i,k,o,p,s,t, got {args.parts!r}")
+    if not parts or parts - set("abcdiklopst"):
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,i,k,l,o,p,s,t, got {args.parts!r}")
     inputs = {
         "i": (args.input_cost, "input_cost.py"),
+        "l": (args.compute_plan, "compute_plan.py"),
         "o": (args.operations, "operations.py"),
         "p": (args.processes, "processes.py"),
         "s": (args.seed_spread, "seed_spread.py"),
@@ -935,6 +977,8 @@ def main() -> None:
         results["operations"] = json.loads(args.operations.read_text())
     if "i" in parts:
         results["input_cost"] = json.loads(args.input_cost.read_text())
+    if "l" in parts:
+        results["compute_plan"] = json.loads(args.compute_plan.read_text())
     if "s" in parts:
         results["seed_spread"] = json.loads(args.seed_spread.read_text())
     if "t" in parts:
