@@ -286,7 +286,10 @@ def test_the_store_survives_two_writers_and_a_kill_mid_write(tmp_path):
         assert w.wait(timeout=120) == 0
     assert MonitorStore(store).count() == 400
     victim = subprocess.Popen([sys.executable, "-c", WRITER, str(store), "100000", "c"])
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120  # a loaded machine (or a fresh venv's first import) starts late
+    while MonitorStore(store).count() <= 400 and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # killed while it writes, not before
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     after = MonitorStore(store).count()

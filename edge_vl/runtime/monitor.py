@@ -69,12 +69,27 @@ class MonitorStore:
         except sqlite3.Error as e:
             raise InputError(f"monitor store {self.path}: cannot open it ({e})") from None
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError as e:
             db.close()
             raise InputError(f"monitor store {self.path}: not a usable SQLite database ({e})") from None
         return db
+
+    @staticmethod
+    def _set_wal(db: sqlite3.Connection) -> None:
+        """WAL mode, retried while another process holds the lock: switching a new file to WAL can
+        fail at once with "database is locked" (SQLite's busy timeout does not cover it), so two
+        Predictors starting together on one store would otherwise lose one of them."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
