@@ -213,9 +213,10 @@ class BuildConfig:
     parity_samples: int = 8
     #: time the retained and the full exported model (batch 1) for the manifest and report
     measure_latency: bool = True
-    #: fp32, fp16 (weights), int8 (NNCF), or auto: the fastest within ``max_accuracy_drop`` of fp32
-    precision: str = "fp32"
-    #: accuracy (fraction) ``auto``/``int8`` may lose against fp32 on the eval data
+    #: fp16 (weights stored in half the bytes, computed in f32; fp32 is kept if they lose more than
+    #: ``max_accuracy_drop``), fp32, int8 (NNCF), or auto: the fastest within ``max_accuracy_drop``
+    precision: str = "fp16"
+    #: accuracy (fraction) fp16, ``auto`` or ``int8`` may lose against fp32 on the eval data
     max_accuracy_drop: float = 0.01
     #: training rows used to calibrate INT8
     calibration_size: int = 300

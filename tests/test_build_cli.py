@@ -25,7 +25,8 @@ def test_manifest_lists_exactly_the_skipped_layers(tiny_bundle):
     assert arch["skipped"] == SKIP
     assert arch["kept"] == [0, 2]
     assert arch["layers"] == [f"vilt.encoder.layer.{i}" for i in range(4)]
-    assert manifest["model"]["precision"] == "fp32"
+    assert manifest["model"]["precision"] == "fp16"  # the default, checked against fp32 on the eval rows
+    assert [c["precision"] for c in manifest["precision_choice"]["candidates"]] == ["fp32", "fp16"]
     bundle_files = {"model.xml", "model.bin", "tokenizer.json", "report.json", "report.html"}
     assert set(manifest["files"]) == bundle_files
     assert 0.0 <= manifest["metrics"]["eval_accuracy"] <= 1.0
@@ -63,6 +64,7 @@ def test_predictor_matches_torch_on_eight_inputs(tmp_path, tiny_checkpoint, shap
             skip_layers=SKIP,
             progress=False,
             train=TrainConfig(max_steps=6, batch_size=8),
+            precision="fp32",  # torch's own weights: the device must reproduce torch's logits
         ),
         echo=lambda _: None,
     )

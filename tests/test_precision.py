@@ -129,6 +129,44 @@ def test_text_buckets_follow_the_chosen_precision(tmp_path, tiny_checkpoint, sha
     assert predictor.predict(example.image, "red ?").label in manifest["head"]["labels"]
 
 
+def test_fp16_weights_that_change_the_answers_ship_fp32_with_a_warning(
+    tmp_path, tiny_checkpoint, shapes_data, monkeypatch
+):
+    """The default (fp16) must never fail a finished fine-tune: a lossy FP16 model falls back to FP32."""
+    from edge_vl.converters import precision
+
+    honest = precision.evaluate
+
+    def fp16_answers_wrong(xml, batches):
+        answers = honest(xml, batches)
+        return answers + 1 if "fp16" in Path(xml).name else answers
+
+    monkeypatch.setattr(precision, "evaluate", fp16_answers_wrong)
+    out = tmp_path / "b"
+    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1"))
+    assert result.exit_code == 0, result.output
+    assert "WARNING: fp32: fp16 was not within 1.0% of fp32's accuracy" in result.output
+    manifest = read_bundle(out).data
+    assert manifest["model"]["precision"] == "fp32" and manifest["precision_choice"]["chosen"] == "fp32"
+    assert not list(out.glob("model-*"))  # the refused candidate is not left in the bundle
+
+
+def test_int8_quantization_makes_no_second_openvino_core(tmp_path, tiny_bundle, shapes_data, monkeypatch):
+    """NNCF would make a Core per statistics pass; a second Core in one process can crash OpenVINO."""
+    import openvino as ov
+    from edge_vl.converters.precision import quantize_int8
+
+    example = read_examples(shapes_data[1])[0]
+    with Predictor(tiny_bundle) as predictor:  # the process's Core exists from here on
+        feed = predictor.prepare([example.image], [example.text])
+        xml = tiny_bundle / predictor.bundle.manifest.model.xml
+    made, real = [], ov.Core
+    monkeypatch.setattr(ov, "Core", lambda *args: made.append(args) or real(*args))
+    int8 = quantize_int8(xml, [feed] * 4, tmp_path, vnni=True, size=4)
+    assert made == [] and ov.Core is not real  # restored to what it was (here: the counter)
+    assert int8.with_suffix(".bin").stat().st_size > 0
+
+
 def test_int8_bundles_get_no_text_buckets(tmp_path, tiny_checkpoint, shapes_data):
     out = tmp_path / "b"
     args = build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1", "--text-buckets", "4",

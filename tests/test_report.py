@@ -45,7 +45,7 @@ def test_report_of_a_searched_build_renders_and_matches_the_manifest(tmp_path, t
     assert f"{lat['retained']:.2f}" in text
     assert not root.findall(f".//{XHTML}script")
     # what a reader needs before the numbers: which bundle, when, which precision, against what
-    assert out.name in text and manifest["created"] in text and "fp32 weights" in text
+    assert out.name in text and manifest["created"] in text and "fp16 weights" in text
     assert f"always answering the most frequent label: {manifest['metrics']['majority_accuracy']:.4f}" in text
     accuracy_chart = "".join(charts[1].itertext())
     assert "full model" in accuracy_chart and "most frequent label" in accuracy_chart

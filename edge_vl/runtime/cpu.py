@@ -97,7 +97,8 @@ def check_cpu(flags: dict[str, bool] | None = None, profile: RuntimeProfile | No
 def openvino_core():
     """The process's one ``openvino.Core``, created after :func:`check_cpu`.
 
-    Every compile and read goes through it: a second ``Core`` in one process can crash it
+    Every compile and read goes through it, NNCF's too (``converters.precision.
+    nncf_on_the_process_core``): a second ``Core`` in one process can crash it
     (openvinotoolkit/openvino#35338; seen here as a segfault after a few dozen compiles in the test
     suite). Per-model settings such as ``CACHE_DIR`` belong in ``compile_model``'s config, not on
     this shared object.
