@@ -89,11 +89,21 @@ def build_args(checkpoint: Path, data: tuple[Path, Path], out: Path, *extra: str
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_checkpoint, shapes_data) -> Path:
-    """A bundle built through the CLI with layers 1 and 3 skipped."""
+    """A bundle built through the CLI with layers 1 and 3 skipped (FP16 weights, the default)."""
+    return _tiny_build(tmp_path_factory, tiny_checkpoint, shapes_data, "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32_bundle(tmp_path_factory, tiny_checkpoint, shapes_data) -> Path:
+    """The same build with FP32 weights, for what converts them (the precision script)."""
+    return _tiny_build(tmp_path_factory, tiny_checkpoint, shapes_data, "tiny-fp32", "--precision", "fp32")
+
+
+def _tiny_build(tmp_path_factory, checkpoint: Path, data: tuple[Path, Path], name: str, *extra: str) -> Path:
     from edge_vl.cli import cli
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1,3"))
+    out = tmp_path_factory.mktemp("bundles") / name
+    result = CliRunner().invoke(cli, build_args(checkpoint, data, out, "--skip-layers", "1,3", *extra))
     assert result.exit_code == 0, result.output
     return out
 

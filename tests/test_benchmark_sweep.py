@@ -248,7 +248,7 @@ def test_question_templates_script_scores_a_bundle_per_template(tiny_bundle, sha
 
 
 def test_template_and_precision_scripts_refuse_eval_labels_the_bundle_cannot_answer(
-    tiny_bundle, shapes_data, tmp_path
+    tiny_bundle, tiny_fp32_bundle, shapes_data, tmp_path
 ):
     import subprocess
 
@@ -261,7 +261,7 @@ def test_template_and_precision_scripts_refuse_eval_labels_the_bundle_cannot_ans
     out = tmp_path / "out.json"
     for command in (
         [*module("question_templates"), "--eval", evals, "--bundle", f"tiny={tiny_bundle}"],
-        [*module("precision_here"), tiny_bundle, "--train", shapes_data[0], "--eval", evals,
+        [*module("precision_here"), tiny_fp32_bundle, "--train", shapes_data[0], "--eval", evals,
          "--calibration", "4", "--runs", "1", "--threads", "1"],
     ):  # fmt: skip
         command = [*map(str, command), "--out", str(out)]
@@ -372,20 +372,26 @@ def test_rerunning_a_part_that_reads_a_file_keeps_the_machine_of_the_timed_parts
     assert "| fixed | lr 0.0001, 1.7 epochs | 1 | [0] | 0.9200 | c |" in text
 
 
-def test_precision_here_scores_fp32_fp16_weights_and_int8_of_a_bundle(tiny_bundle, shapes_data, tmp_path):
+def test_precision_here_scores_fp32_fp16_weights_and_int8_of_a_bundle(
+    tiny_bundle, tiny_fp32_bundle, shapes_data, tmp_path
+):
     import subprocess
 
     from edge_vl import Predictor
 
+    refused = subprocess.run([*module("precision_here"), str(tiny_bundle), "--train", str(shapes_data[0]),
+                              "--eval", str(shapes_data[1]), "--out", str(tmp_path / "no.json")],
+                             capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert refused.returncode != 0 and "--precision fp32" in refused.stderr  # an fp16 bundle: says how
     out, work = tmp_path / "precision.json", tmp_path / "int8"
-    command = [*module("precision_here"), str(tiny_bundle),
+    command = [*module("precision_here"), str(tiny_fp32_bundle),
                "--train", str(shapes_data[0]), "--eval", str(shapes_data[1]), "--calibration", "8",
                "--runs", "3", "--threads", "1", "--cold-starts", "1", "--work", str(work),
                "--out", str(out)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
     report = json.loads(out.read_text())
     rows = [json.loads(line) for line in shapes_data[1].read_text().splitlines()]
-    with Predictor(tiny_bundle) as predictor:
+    with Predictor(tiny_fp32_bundle) as predictor:
         answers = [predictor.predict(shapes_data[1].parent / r["image"], r["text"]).label for r in rows]
     assert report["accuracy"]["fp32"] == pytest.approx(
         sum(a == r["label"] for a, r in zip(answers, rows, strict=True)) / len(rows)

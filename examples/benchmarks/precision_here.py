@@ -11,7 +11,8 @@ order each round), next to ``edge-vl bench --target-profile``'s reference-graph 
 is the median of ``--cold-starts`` read-and-compile runs from the files (the page cache warm: the
 cost of loading, not of the disk). Run it alone on the machine: other work skews the timing.
 
-    python -m examples.benchmarks.precision_here edge-vl-demo/bundle-full \\
+    edge-vl build --demo --precision fp32 --out <scratch>/fp32
+    python -m examples.benchmarks.precision_here <scratch>/fp32 \\
         --train edge-vl-demo/data-full/train.jsonl --eval edge-vl-demo/data-full/eval.jsonl \\
         --out examples/benchmarks/results/precision_here/avx2.json
 """
@@ -56,8 +57,8 @@ def main() -> None:
     vnni = has_int8_dot_product()
     with Predictor(args.bundle, threads=args.threads, warmup=False) as predictor:
         if predictor.bundle.manifest.model.precision != "fp32":
-            raise SystemExit(f"{args.bundle}: an FP32 bundle is needed, this one is "
-                             f"{predictor.bundle.manifest.model.precision}")  # fmt: skip
+            raise SystemExit(f"{args.bundle}: an FP32 bundle is needed (build it with --precision fp32), "
+                             f"this one is {predictor.bundle.manifest.model.precision}")  # fmt: skip
         fp32 = args.bundle / predictor.bundle.manifest.model.xml
         evals = read_examples(args.eval)[: args.limit]
         labels = np.array(label_indices(evals, predictor.labels, args.eval))  # before the slow part
