@@ -10,6 +10,7 @@ shows up at every reader in the type checker. Imports no torch.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +226,20 @@ class Latency:
     threads: int | None = None
     #: precision of the retained model (the full model is timed in fp32)
     precision: str | None = None
+    #: the full model's image size (height, width): the checkpoint's own, what a user would
+    #: otherwise run (None: bundles built before it was recorded timed it at the bundle's size)
+    full_image_size: tuple[int, int] | None = None
+
+    @property
+    def full_model(self) -> str:
+        """What the full model's time is of, for a reader."""
+        return full_model_words(self.full_image_size)
+
+
+def full_model_words(image_size: Sequence[int] | None) -> str:
+    """``full model (no layer skipped[, H×W px])``: the baseline a bundle's latency is compared with."""
+    size = f", {image_size[0]}×{image_size[1]} px" if image_size else ""
+    return f"full model (no layer skipped{size})"
 
 
 @dataclass(frozen=True)

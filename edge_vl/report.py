@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_vl.charts import escape, line_chart, scatter_chart, xy_chart
 from edge_vl.fileio import write_text_atomic
-from edge_vl.manifest import Manifest, SkipPlan, Uncertainty
+from edge_vl.manifest import Manifest, SkipPlan, Uncertainty, full_model_words
 from edge_vl.schema import parse, to_json
 
 REPORT_JSON = "report.json"
@@ -315,7 +315,7 @@ def _latency_section(lat: dict[str, Any] | None) -> list[str]:
         return []
     rows = [
         ("retained (this bundle)", f"{lat['retained']:.2f}"),
-        ("full model (no layer skipped)", f"{lat['full']:.2f}"),
+        (full_model_words(lat.get("full_image_size")), f"{lat['full']:.2f}"),
     ]
     return [
         "<h2>Latency</h2>",
@@ -387,7 +387,7 @@ def _summary(data: dict[str, Any], name: str) -> list[tuple[str, str]]:
         summary.insert(4, ("how sure the search is", describe_uncertainty(parse(Uncertainty, sureness))))
     if sizes := data["plan"].get("sizes"):
         scored = ", ".join(str(s["size"]) for s in sizes["candidates"])
-        retained = c["retained_model"] / sizes["full_model_macs"]
+        retained = c["retained_fraction"]  # of the full model at the checkpoint's size
         summary.insert(
             4,
             (

@@ -166,7 +166,13 @@ def test_another_image_size_builds_exports_and_predicts_at_that_size(checkpoint,
     large = build("double", "--image-size", str(size))
     assert large["preprocessing"]["image"]["size"] == [size, size]
     assert large["metrics"]["parity_max_abs"] <= 1e-4
-    assert large["cost"]["full_model"] > small["cost"]["full_model"]  # 4x the pixels, more image tokens
+    assert large["cost"]["retained_model"] > small["cost"]["retained_model"]  # 4x the pixels: more tokens
+    # the baseline a user would otherwise run, in the MACs and the build's timing: the checkpoint's size
+    assert large["cost"]["full_model"] == small["cost"]["full_model"]
+    half = size // 2
+    assert large["metrics"]["latency_ms"]["full_image_size"] == [half, half]
+    info = CliRunner().invoke(cli, ["info", str(tmp_path / "double")])
+    assert f"for the full model (no layer skipped, {half}×{half} px)" in info.output
     example = read_examples(shapes_data[1])[0]
     assert (
         Predictor(tmp_path / "double").predict(example.image, example.text).label in large["head"]["labels"]

@@ -116,7 +116,8 @@ def info(bundle, as_json, trusted_keys, min_release) -> None:
     arch, model, metrics = m.architecture, m.model, m.metrics
     latency = metrics.latency_ms
     where_built = (
-        f"{latency.retained:.2f} ms at batch 1 where built ({latency.full:.2f} ms with no layer skipped)"
+        f"{latency.retained:.2f} ms at batch 1 where built "
+        f"({latency.full:.2f} ms for the {latency.full_model})"
         if latency
         else "not recorded"
     )

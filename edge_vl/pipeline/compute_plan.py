@@ -26,7 +26,7 @@ from edge_vl.config import BuildConfig
 from edge_vl.manifest import SearchRecord, SizeCandidate, SizePlan, SkipPlan
 from edge_vl.pipeline.dataset import TrainingData
 from edge_vl.pipeline.plan import say_what_the_search_found, search_stage, skip_budget
-from edge_vl.pipeline.prepare import Prepared, prepare
+from edge_vl.pipeline.prepare import prepare
 from edge_vl.schema import parse, to_json
 from edge_vl.training.search import prior_base_loss
 
@@ -88,9 +88,10 @@ def score_size(
         echo(f"[{size} px] {line}")
 
     prep = prepare(config, data, work, say, placement=placement)
-    full = full_model_macs(config, prep)
+    assert prep.full_costs is not None
+    full = float(prep.full_costs.full())
     try:
-        need = skip_budget(config, prep, say, full_macs=full)
+        need = skip_budget(config, prep, say)
     except BudgetError as e:
         say(f"not a candidate: {e}")
         return SizeCandidate(size=size, feasible=False), None, full
@@ -127,13 +128,6 @@ def score_size(
         search_seconds=round(seconds, 3),
     )
     return candidate, plan, full
-
-
-def full_model_macs(config: BuildConfig, prep: Prepared) -> float:
-    """MACs of the full model at the checkpoint's own input size: what a FLOPs budget is a fraction
-    of, whichever size is scored."""
-    family, model = prep.family, prep.model
-    return float(family.layer_costs(model, family.input_shape(Path(config.model_dir), model)).full())
 
 
 def estimated_loss(result: SearchRecord, skipped: Sequence[int]) -> tuple[float, float]:

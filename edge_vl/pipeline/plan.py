@@ -78,18 +78,18 @@ class SkipBudget:
     record: dict[str, Any]
 
 
-def skip_budget(
-    config: BuildConfig, prep: Prepared, echo: Callable[[str], None], *, full_macs: float | None = None
-) -> SkipBudget:
+def skip_budget(config: BuildConfig, prep: Prepared, echo: Callable[[str], None]) -> SkipBudget:
     """The number of layers ``config`` asks to skip, directly or through a budget. A FLOPs budget
-    is a fraction of ``full_macs`` (default: the full model at ``prep``'s input size)."""
+    is a fraction of the full model's MACs at the checkpoint's own input size (``prep.full_costs``),
+    whatever size the bundle takes."""
     from edge_vl import budget
 
     costs = prep.costs
     n_layers = costs.n_layers
     savings = [costs.saving(i) for i in range(n_layers)]
     if config.flops_budget is not None:
-        limit = config.flops_budget * (costs.full() if full_macs is None else full_macs)
+        assert prep.full_costs is not None
+        limit = config.flops_budget * prep.full_costs.full()
         count = budget.min_layers_for(limit, costs.retained, savings, "FLOPs")
         record = {"kind": "flops", "fraction": config.flops_budget, "limit_macs": limit}
         return SkipBudget(count, limit, costs.retained, record)

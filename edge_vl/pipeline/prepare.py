@@ -39,7 +39,9 @@ class Prepared:
     model: Any = field(repr=False)
     #: the texts folded into the graph (:mod:`edge_vl.folding`); None: the bundle runs its text tower
     folded: FoldedTexts | None = None
-    #: MACs per layer of the full model as the checkpoint runs it (text tower included)
+    #: the full model's input shape: the checkpoint's own image size (what a user would otherwise run)
+    full_shape: Any = None
+    #: MACs per layer of the full model at ``full_shape``, as the checkpoint runs it (text tower included)
     full_costs: LayerCosts | None = None
     #: training rows with raw inputs (as the exported model takes them), for INT8 calibration
     calibration_data: Any = None
@@ -85,6 +87,7 @@ def prepare(
     preprocessing, tokenizer_file = _preprocessing(config, family, model, work, echo)
     encoder = TextEncoder.from_spec(work, preprocessing.text) if preprocessing.text is not None else None
     shape = InputShape.of(preprocessing)
+    full_shape = replace(shape, image=family.image_spec(Path(config.model_dir), model).size)
     echo(f"model: {family.name} from {config.model_dir}, {len(family.layers(model))} skippable layers")
     calibration = None
     if config.precision in ("int8", "auto"):
@@ -116,7 +119,8 @@ def prepare(
         n_eval=len(eval_examples),
         layer_names=family.layer_names(model),
         costs=shipped_costs(family, model, shape, folded),
-        full_costs=family.layer_costs(model, shape),
+        full_shape=full_shape,
+        full_costs=family.layer_costs(model, full_shape),
         folded=folded,
         tokenizer_file=tokenizer_file,
         model=model,
