@@ -232,3 +232,26 @@ def test_input_cost_benchmark_times_sizes_and_the_folded_question_and_renders_pa
     assert macs["64px/bundle+folded"] < macs["64px/bundle"] < macs["64px/none"]  # the tiny model's size
     text = "\n".join(input_cost_section(measured))
     assert "A folded question" in text and "| 64 px | bundle |" in text
+
+
+def test_fixed_question_benchmark_compares_a_folded_bundle_with_its_tower_and_renders_part_f(
+    folded_and_not, one_question
+):
+    """``examples/benchmarks/fixed_question.py`` (part f of RESULTS.md): its comparison on two small
+    bundles (the builds themselves are the CLI's, tested above)."""
+    from examples.benchmarks.fixed_question import compare
+    from examples.benchmarks.results import fixed_question_section
+
+    folded, tower, _ = folded_and_not
+    measured = compare(folded, tower, one_question[1], runs=2)
+    assert measured["same_answers"] == measured["rows"] == len(read_examples(one_question[1]))
+    assert measured["max_abs_logit_difference"] <= 1e-4 * max(1.0, measured["max_abs_logit"])
+    variants = measured["variants"]
+    assert variants["folded"]["macs"] < variants["text tower"]["macs"]
+    assert variants["folded"]["inputs"] == ["text_index", "pixel_values"]
+    with pytest.raises(SystemExit, match="must be folded"):
+        compare(tower, folded, one_question[1], runs=2)
+    fp16 = {"builds": {"folded": {"skipped": [1]}}, **measured}
+    results = {"command": "c", "measured": "m", "task": "t", "precisions": {"fp16": fp16}}
+    text = "\n".join(fixed_question_section(results))
+    assert "| fp16 | folded | text_index, pixel_values |" in text and "answers the same" in text

@@ -485,6 +485,8 @@ def render(results: dict[str, Any]) -> str:
         lines += input_cost_section(results["input_cost"])
     if results.get("compute_plan"):
         lines += compute_plan_section(results["compute_plan"])
+    if results.get("fixed_question"):
+        lines += fixed_question_section(results["fixed_question"])
     if results.get("operations"):
         lines += operations_section(results["operations"])
     if results.get("processes"):
@@ -595,6 +597,40 @@ def input_cost_section(i: dict[str, Any]) -> list[str]:
                                      f"{r['speedup_vs_full']:.2f}×"]))  # fmt: skip
         lines.append("")
     return lines
+
+
+def fixed_question_section(f: dict[str, Any]) -> list[str]:
+    """Part f of RESULTS.md: a fixed-question task built with and without its text tower
+    (``fixed_question.py``)."""
+    skipped = next(iter(f["precisions"].values()))["builds"]["folded"]["skipped"]
+    lines = [
+        "## f) A fixed question, built end to end: the text tower folded away",
+        "",
+        f'`{f["command"]}` ({f["measured"]}): {f["task"]} (every row asks "what digit is this?"), '
+        "the demo model (edge-vl-mini) fine-tuned with the same seed and skip set "
+        f"{skipped}, as the build does by default (the question folded into the graph) and with "
+        "`--no-fold-text`, each pair with FP16 weights (the default) and FP32. Answers and logits "
+        "through the Predictor on every eval row; latency at batch 1, each pair's graphs in one "
+        "interleaved run.",
+        "",
+        "| weights | bundle | inputs | eval accuracy | GMACs | ms (p10–p90) | × | MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for precision, p in f["precisions"].items():
+        tower_ms = p["variants"]["text tower"]["latency_ms"]["median"]
+        for name, v in p["variants"].items():
+            lat = v["latency_ms"]
+            lines.append(_table_row([
+                precision, name, ", ".join(v["inputs"]), f"{v['accuracy']:.4f}", f"{v['macs'] / 1e9:.3f}",
+                f"{lat['median']:.2f} ({lat['p10']:.2f}–{lat['p90']:.2f})",
+                f"{tower_ms / lat['median']:.2f}×", f"{v['bytes'] / 1e6:.1f}",
+            ]))  # fmt: skip
+        notes.append(
+            f"{precision}: {p['same_answers']} of {p['rows']} answers the same, max |logit difference| "
+            f"{p['max_abs_logit_difference']:.2e} (logits up to {p['max_abs_logit']:.1f})"
+        )
+    return [*lines, "", "Folded against the text tower, " + "; ".join(notes) + ".", ""]
 
 
 def operations_section(o: dict[str, Any]) -> list[str]:
@@ -936,14 +972,18 @@ def main() -> None:
                    help="a JSON file of examples/benchmarks/input_cost.py (part i)")  # fmt: skip
     p.add_argument("--compute-plan", type=Path, default=HERE / "results" / "compute_plan" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/compute_plan.py (part l)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,i,k,l,o,p,s,t")
+    p.add_argument("--fixed-question", type=Path,
+                   default=HERE / "results" / "fixed_question" / "vnni-epyc.json",
+                   help="a JSON file of examples/benchmarks/fixed_question.py (part f)")  # fmt: skip
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,f,i,k,l,o,p,s,t")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - set("abcdiklopst"):
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,i,k,l,o,p,s,t, got {args.parts!r}")
+    if not parts or parts - set("abcdfiklopst"):
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,f,i,k,l,o,p,s,t, got {args.parts!r}")
     inputs = {
+        "f": (args.fixed_question, "fixed_question.py"),
         "i": (args.input_cost, "input_cost.py"),
         "l": (args.compute_plan, "compute_plan.py"),
         "o": (args.operations, "operations.py"),
@@ -979,6 +1019,8 @@ def main() -> None:
         results["input_cost"] = json.loads(args.input_cost.read_text())
     if "l" in parts:
         results["compute_plan"] = json.loads(args.compute_plan.read_text())
+    if "f" in parts:
+        results["fixed_question"] = json.loads(args.fixed_question.read_text())
     if "s" in parts:
         results["seed_spread"] = json.loads(args.seed_spread.read_text())
     if "t" in parts:
