@@ -113,11 +113,15 @@ def compress_fp16_in_place(xml: Path) -> None:
         shutil.move(converted.with_suffix(suffix), xml.with_suffix(suffix))
 
 
-def evaluate(xml: Path, batches: Iterable[Mapping[str, np.ndarray]]) -> np.ndarray:
-    """Top-1 predictions of the IR on ``batches`` (OpenVINO CPU, f32 for non-quantized ops)."""
-
+def eval_logits(xml: Path, batches: Iterable[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """Logits of the IR on ``batches`` (OpenVINO CPU, f32 for non-quantized ops)."""
     compiled = openvino_core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.concatenate([np.argmax(compiled(dict(batch))[0], axis=-1) for batch in batches])
+    return np.concatenate([compiled(dict(batch))[0] for batch in batches])
+
+
+def evaluate(xml: Path, batches: Iterable[Mapping[str, np.ndarray]]) -> np.ndarray:
+    """Top-1 predictions of the IR on ``batches``."""
+    return np.argmax(eval_logits(xml, batches), axis=-1)
 
 
 def measure(
