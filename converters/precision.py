@@ -158,6 +158,12 @@ def choose(
     refused = [c for c in candidates if c not in ok]
     if required and best is fp32:
         reason = f"fp32: {required} was not within {max_accuracy_drop:.1%} of fp32's accuracy"
+    elif required == "fp16":  # a storage choice: CPUs compute in f32 either way, so no speed claim
+        reason = (
+            f"fp16 weights: accuracy {best.accuracy:.4f} against fp32's {fp32.accuracy:.4f} (within "
+            f"{max_accuracy_drop:.1%}), {best.size_bytes / 1e6:.1f} MB instead of "
+            f"{fp32.size_bytes / 1e6:.1f} MB"
+        )
     elif required:
         pace = "faster" if best.latency_ms < fp32.latency_ms else "NOT faster"
         reason = (

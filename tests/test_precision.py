@@ -36,6 +36,11 @@ def test_a_requested_precision_is_kept_if_accurate_enough_even_when_slower():
     assert chosen is slow_ok and "NOT faster" in reason
     chosen, reason = choose([fp32, _candidate("int8", 0.80, 5.0)], 0.01, required="int8")
     assert chosen is fp32 and "refused: int8" in reason
+    half = Candidate("fp16", Path("fp16.xml"), 0.9, 1.0, 12.0, 5_000_000)
+    chosen, reason = choose([Candidate("fp32", Path("fp32.xml"), 0.9, 1.0, 10.0, 10_000_000), half], 0.01,
+                            required="fp16")  # fmt: skip
+    assert chosen is half and reason.startswith("fp16 weights:") and "5.0 MB instead of 10.0 MB" in reason
+    assert "faster" not in reason  # FP16 only stores the weights smaller
 
 
 def test_auto_precision_build_records_both_candidates_and_follows_its_numbers(
