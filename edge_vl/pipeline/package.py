@@ -79,15 +79,8 @@ def package_stage(
         shipped = logits.numpy() if precision == "fp32" else shipped_logits(prep, inputs, exported.xml)
         sure = reliability(config, prep, shipped, score_kind(config.train.loss), echo)
         buckets = text_buckets(config, prep, model, inputs, sample, staging, precision, versions, echo)
-        latency = None
-        if config.measure_latency:
-            # the retained model at its precision; the full model is timed in fp32
-            latency = measure_latency(prep, model, sample, exported.xml, precision)
-            height, width = prep.full_shape.image
-            echo(
-                f"latency: {latency.retained:.2f} ms (batch 1, this machine); {latency.full:.2f} ms "
-                f"for the full model (no layer skipped, {height}×{width} pixels)"
-            )
+        measure = config.measure_latency
+        latency = timed(prep, model, sample, exported.xml, precision, echo) if measure else None
         files = Packaged(
             exported,
             precision,
@@ -110,6 +103,17 @@ def package_stage(
     echo(f"bundle: {Path(config.out)} ({MANIFEST_NAME} + {len(manifest.files)} files)")
     echo(f"report: {Path(config.out) / REPORT_HTML}")
     return manifest
+
+
+def timed(prep: Prepared, model, sample, xml: Path, precision: str, echo) -> Latency:
+    """:func:`measure_latency` (the retained model at its precision, the full model in fp32), logged."""
+    latency = measure_latency(prep, model, sample, xml, precision)
+    height, width = prep.full_shape.image
+    echo(
+        f"latency: {latency.retained:.2f} ms (batch 1, this machine); {latency.full:.2f} ms "
+        f"for the full model (no layer skipped, {height}×{width} pixels)"
+    )
+    return latency
 
 
 def shipped_logits(prep: Prepared, inputs, xml: Path) -> np.ndarray:
