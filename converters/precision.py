@@ -133,8 +133,9 @@ def measure(
     feed: Mapping[str, np.ndarray],
     latency: Callable[[Path, Mapping[str, np.ndarray]], float],
 ) -> tuple[Candidate, np.ndarray]:
-    """The candidate's accuracy, agreement with FP32 and latency, and its predictions."""
-    predictions = evaluate(xml, batches())
+    """The candidate's accuracy, agreement with FP32 and latency, and its logits."""
+    logits = eval_logits(xml, batches())
+    predictions = np.argmax(logits, axis=-1)
     return Candidate(
         precision=precision,
         xml=xml,
@@ -142,7 +143,7 @@ def measure(
         agreement_with_fp32=1.0 if reference is None else float(np.mean(predictions == reference)),
         latency_ms=latency(xml, feed),
         size_bytes=xml.stat().st_size + xml.with_suffix(".bin").stat().st_size,
-    ), predictions
+    ), logits
 
 
 def choose(
@@ -195,11 +196,11 @@ def select_precision(
     max_accuracy_drop: float,
     latency_scale: Mapping[str, float] | None = None,
     echo: Callable[[str], None] = print,
-) -> PrecisionChoice:
+) -> tuple[PrecisionChoice, np.ndarray]:
     """Export, evaluate and time the candidates of ``requested`` (``auto``: FP32 and INT8; a
     precision: it and FP32), install the chosen one as ``out_dir/model.xml``. ``latency_scale``
     (per precision) predicts latency on a target machine from latency here. Returns the choice
-    as the manifest records it.
+    as the manifest records it and the chosen model's logits on the eval batches.
 
     Raises:
         ExportError: requested INT8 lost more than ``max_accuracy_drop`` of FP32's accuracy (FP16
@@ -213,6 +214,7 @@ def select_precision(
 
     feed = {n: v[:1] for n, v in next(iter(eval_batches())).items()}
     candidates: list[Candidate] = []
+    logits: dict[str, np.ndarray] = {}
     reference = None
     for name in AUTO_CANDIDATES if requested == "auto" else ("fp32", requested):
         if name == "fp32":
@@ -227,8 +229,8 @@ def select_precision(
                 f"({'VNNI' if vnni else 'no VNNI: overflow fix on'})"
             )
             xml = quantize_int8(fp32_xml, calibration(), out_dir, vnni=vnni, size=calibration_size)
-        candidate, predictions = measure(name, xml, eval_batches, labels, reference, feed, latency_ms(name))
-        reference = predictions if name == "fp32" else reference
+        candidate, logits[name] = measure(name, xml, eval_batches, labels, reference, feed, latency_ms(name))
+        reference = np.argmax(logits[name], axis=-1) if name == "fp32" else reference
         candidates.append(candidate)
         echo(
             f"precision: {name} accuracy {candidate.accuracy:.4f}, top-1 agreement with fp32 "
@@ -251,7 +253,7 @@ def select_precision(
         max_accuracy_drop=max_accuracy_drop,
         vnni=vnni,
         candidates=tuple(PrecisionCandidate(**c.to_dict()) for c in candidates),
-    )
+    ), logits[chosen.precision]
 
 
 def numpy_batches(data, names: Sequence[str], size: int) -> Callable[[], Iterable[dict[str, np.ndarray]]]:

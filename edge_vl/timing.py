@@ -176,19 +176,16 @@ def interleaved(
 
 def interleaved_ir_latency(
     models: Mapping[str, str | Path],
-    feed: Mapping[str, np.ndarray],
+    feeds: Mapping[str, Mapping[str, np.ndarray]],
     runs: int,
     threads: int | None = None,
-    *,
-    own_feeds: Mapping[str, Mapping[str, np.ndarray]] | None = None,
 ) -> dict[str, list[float]]:
-    """Batch-1 wall times (ms) of each IR on ``feed`` (each IR takes the inputs it names; an IR in
-    ``own_feeds`` takes its own, e.g. images of another size) in :func:`interleaved` rounds, so that
-    a noisy spell of the machine slows them alike instead of deciding which one looks faster."""
+    """Batch-1 wall times (ms) of each IR on its feed ``feeds[name]`` in :func:`interleaved` rounds,
+    so that a noisy spell of the machine slows them alike instead of deciding which one looks
+    faster. A feed may hold more inputs than its IR names (one shared feed for a folded graph,
+    which takes ``text_index``, and its tower, which takes tokens); each IR takes those it names."""
     compiled = {name: compile_latency(xml, threads) for name, xml in models.items()}
     requests = {name: c.create_infer_request() for name, c in compiled.items()}
-    # ``feed`` may hold the inputs of several graphs (a folded one takes text_index, not tokens)
-    feeds = {n: (own_feeds or {}).get(n, feed) for n in compiled}
     fed = {
         n: {name: feeds[n][name] for p in c.inputs for name in p.get_names() & feeds[n].keys()}
         for n, c in compiled.items()

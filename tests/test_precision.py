@@ -140,13 +140,13 @@ def test_fp16_weights_that_change_the_answers_ship_fp32_with_a_warning(
     """The default (fp16) must never fail a finished fine-tune: a lossy FP16 model falls back to FP32."""
     from edge_vl.converters import precision
 
-    honest = precision.evaluate
+    honest = precision.eval_logits
 
     def fp16_answers_wrong(xml, batches):
-        answers = honest(xml, batches)
-        return answers + 1 if "fp16" in Path(xml).name else answers
+        logits = honest(xml, batches)  # FP16: every row's scores moved on by one label
+        return np.roll(logits, 1, axis=-1) if "fp16" in Path(xml).name else logits
 
-    monkeypatch.setattr(precision, "evaluate", fp16_answers_wrong)
+    monkeypatch.setattr(precision, "eval_logits", fp16_answers_wrong)
     out = tmp_path / "b"
     result = CliRunner().invoke(cli, build_args(tiny_checkpoint, shapes_data, out, "--skip-layers", "1"))
     assert result.exit_code == 0, result.output
@@ -190,7 +190,7 @@ def test_interleaved_ir_latency_times_every_model_every_round(tiny_bundle, shape
     with Predictor(tiny_bundle) as predictor:
         feed = predictor.prepare([example.image], [example.text])
         xml = tiny_bundle / predictor.bundle.manifest.model.xml
-    times = interleaved_ir_latency({"a": xml, "b": str(xml)}, feed, runs=3, threads=1)
+    times = interleaved_ir_latency({"a": xml, "b": str(xml)}, {"a": feed, "b": feed}, runs=3, threads=1)
     assert set(times) == {"a", "b"} and all(len(t) == 3 and min(t) > 0 for t in times.values())
 
 

@@ -103,3 +103,19 @@ def test_unfreeze_recipe_trains_only_the_named_parts_of_the_fusion_layers(transf
     text_layers = family.layer_lists(model)[0]
     assert not any(p.requires_grad for layer in text_layers for n, p in layer.named_parameters()
                    if not n.startswith("edgevl_") and ".edgevl_" not in n)  # fmt: skip
+
+
+def test_benchmark_data_goes_only_into_a_folder_of_its_own(tmp_path):
+    from examples.benchmarks.tasks import write_task
+
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "train.jsonl").write_text("theirs\n")
+    with pytest.raises(SystemExit, match="no edge-vl benchmark wrote"):
+        write_task("easy-vqa", users, train_size=4, eval_size=4)
+    assert (users / "train.jsonl").read_text() == "theirs\n"
+    ours = tmp_path / "work" / "data"
+    train, _ = write_task("easy-vqa", ours, train_size=4, eval_size=4)
+    assert len(train.read_text().splitlines()) == 4
+    train2, _ = write_task("easy-vqa", ours, train_size=4, eval_size=4)  # a rerun reuses its own folder
+    assert train2 == train

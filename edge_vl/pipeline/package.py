@@ -74,9 +74,10 @@ def package_stage(
         sample = prep.eval_data.batch(slice(0, config.parity_samples))
         exported = export_ir(family, model, inputs, sample, staging, versions=versions, folded=prep.folded)
         echo(f"export: {exported.xml.name}, OpenVINO vs torch max |diff| {exported.parity_max_abs:.2e}")
-        precision, choice = choose_precision(config, prep, inputs, exported.xml, staging, echo)
-        # calibration, "not sure" and the drift reference describe the answers the device gives
-        shipped = logits.numpy() if precision == "fp32" else shipped_logits(prep, inputs, exported.xml)
+        precision, choice, ir_logits = choose_precision(config, prep, inputs, exported.xml, staging, echo)
+        # calibration, "not sure" and the drift reference describe the answers the device gives:
+        # FP16 and INT8 weights shift the logits a little, so the shipped IR's where it was evaluated
+        shipped = logits.numpy() if ir_logits is None else ir_logits
         sure = reliability(config, prep, shipped, score_kind(config.train.loss), echo)
         buckets = text_buckets(config, prep, model, inputs, sample, staging, precision, versions, echo)
         measure = config.measure_latency
@@ -114,13 +115,6 @@ def timed(prep: Prepared, model, sample, xml: Path, precision: str, echo) -> Lat
         f"for the full model (no layer skipped, {height}×{width} pixels)"
     )
     return latency
-
-
-def shipped_logits(prep: Prepared, inputs, xml: Path) -> np.ndarray:
-    """The installed model's logits on the eval rows: FP16 and INT8 weights shift them a little."""
-    from edge_vl.converters.precision import eval_logits, numpy_batches
-
-    return eval_logits(xml, numpy_batches(prep.eval_data, [spec.name for spec in inputs], 64)())
 
 
 def confusion_of(logits, labels, n_labels: int) -> tuple[tuple[int, ...], ...] | None:
@@ -262,18 +256,19 @@ def manifest_for(
 
 def choose_precision(
     config: BuildConfig, prep: Prepared, inputs, fp32_xml: Path, staging: Path, echo
-) -> tuple[str, PrecisionChoice | None]:
-    """``(precision, choice)``: FP32 as exported, or the candidate :func:`edge_vl.converters.precision.
-    select_precision` measures best here (or on the target profile's machine)."""
+) -> tuple[str, PrecisionChoice | None, np.ndarray | None]:
+    """``(precision, choice, logits)``: FP32 as exported, or the candidate :func:`edge_vl.converters.
+    precision.select_precision` measures best here (or on the target profile's machine), with its
+    logits on the eval rows."""
     if config.precision == "fp32":
-        return "fp32", None
+        return "fp32", None, None
     from edge_vl.converters.precision import numpy_batches, select_precision
     from edge_vl.runtime.cpu import has_int8_dot_product
 
     names = [spec.name for spec in inputs]
     target = config.target_profile
     vnni = has_int8_dot_product(target["machine"]["flags"] if target else None)
-    choice = select_precision(
+    choice, logits = select_precision(
         config.precision,
         fp32_xml,
         staging,
@@ -288,7 +283,7 @@ def choose_precision(
     )
     if target:
         choice = replace(choice, target=PrecisionTarget(target["machine"].get("cpu"), prep.target_scale))
-    return choice.chosen, choice
+    return choice.chosen, choice, logits
 
 
 def runtime_for(config: BuildConfig, staging: Path) -> RuntimeInfo:
@@ -319,7 +314,9 @@ def measure_latency(prep: Prepared, model, sample, retained_xml: Path, precision
 
     full_inputs = prep.family.input_specs(model, prep.full_shape)  # token inputs, not folded
     full_sample = dict(sample)
-    if prep.full_shape.image != prep.shape.image:  # the eval images, resized as the checkpoint takes them
+    # the eval images at the checkpoint's size: real pixels for the export's parity check (bilinear,
+    # not the Predictor's resample of the original files; the values do not change the timing)
+    if prep.full_shape.image != prep.shape.image:
         pixels = sample["pixel_values"]
         full_sample["pixel_values"] = torch.nn.functional.interpolate(
             pixels, size=prep.full_shape.image, mode="bilinear", align_corners=False
@@ -332,9 +329,7 @@ def measure_latency(prep: Prepared, model, sample, retained_xml: Path, precision
         )
     }
     with temporary_export(prep.family, model, full_inputs, full_sample, []) as full_xml:
-        times = interleaved_ir_latency(
-            {"retained": retained_xml, "full": full_xml}, {}, LATENCY_ROUNDS, own_feeds=feeds
-        )
+        times = interleaved_ir_latency({"retained": retained_xml, "full": full_xml}, feeds, LATENCY_ROUNDS)
     median = {name: float(np.median(t)) for name, t in times.items()}
     return Latency(
         retained=median["retained"],

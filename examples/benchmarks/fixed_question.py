@@ -83,7 +83,7 @@ def compare(folded: Path, tower: Path, evals: Path, runs: int) -> dict[str, Any]
             for name, path in (("folded", folded), ("text tower", tower))
         }
     labels = [list(manifests["folded"].head.labels).index(r.label) for r in rows]
-    times = interleaved_ir_latency(xmls, feed, runs)
+    times = interleaved_ir_latency(xmls, dict.fromkeys(xmls, feed), runs)
     return {
         "rows": len(rows),
         "max_abs_logit_difference": float(np.max(np.abs(got - expected))),

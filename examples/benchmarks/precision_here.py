@@ -91,7 +91,7 @@ def main() -> None:
             answers = {name: evaluate(xml, batches()) for name, xml in models.items()}
             feed = predictor.prepare([evals[0].image], [evals[0].text])
             print(f"timing batch 1, {args.runs} interleaved rounds", flush=True)
-            times = interleaved_ir_latency(models, feed, args.runs, args.threads)
+            times = interleaved_ir_latency(models, dict.fromkeys(models, feed), args.runs, args.threads)
     latency = {name: spread(t) for name, t in times.items()}
     report = {
         "command": this_command(),

@@ -21,21 +21,40 @@ from PIL import Image
 from edge_vl.data import Example, write_jsonl
 
 TASKS = ("easy-vqa", "digits", "digits-fixed")
+#: left in every data folder the benchmarks write; a non-empty folder without it is not ours to write to
+OWN_MARK = ".edge-vl-benchmark-data"
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def write_task(
     task: str, out: Path, *, train_size: int | None = None, eval_size: int | None = None
 ) -> tuple[Path, Path]:
-    """``(train.jsonl, eval.jsonl)`` of ``task`` in ``out`` (seeded subsets of the given sizes)."""
+    """``(train.jsonl, eval.jsonl)`` of ``task`` in ``out`` (seeded subsets of the given sizes).
+
+    Raises:
+        SystemExit: ``out`` holds files a benchmark did not write (a ``--work`` pointing at a
+            user's folder): their ``train.jsonl`` or ``images/`` would be overwritten or read.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    claim_data_folder(out)
     if task == "easy-vqa":
         from edge_vl.demo import write_easy_vqa_manifests
 
         return write_easy_vqa_manifests(out, train_size=train_size, eval_size=eval_size)
-    if task in ("digits", "digits-fixed"):
-        questions = digit_questions if task == "digits" else fixed_question
-        return write_digits(out, train_size=train_size, eval_size=eval_size, questions=questions)
-    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
+    questions = digit_questions if task == "digits" else fixed_question
+    return write_digits(out, train_size=train_size, eval_size=eval_size, questions=questions)
+
+
+def claim_data_folder(out: Path) -> None:
+    """Make ``out`` (or find it) as a benchmark's data folder, marked as ours; refuse a non-empty
+    folder without the mark."""
+    if out.is_dir() and any(out.iterdir()) and not (out / OWN_MARK).is_file():
+        raise SystemExit(
+            f"{out} holds files no edge-vl benchmark wrote (no {OWN_MARK}); give --work a new or empty folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OWN_MARK).touch()
 
 
 def digit_questions(digit: int, rng: random.Random) -> list[tuple[str, str]]:
