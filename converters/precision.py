@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from edge_vl.converters.export import save_model
 
+from edge_vl.build_records import PrecisionCandidate, PrecisionChoice
 from edge_vl.errors import ExportError
-from edge_vl.manifest import PrecisionCandidate, PrecisionChoice
 from edge_vl.runtime.cpu import openvino_core
 
 #: what ``auto`` compares (FP16 weights only shrink the file on CPUs: OpenVINO computes in f32/bf16)

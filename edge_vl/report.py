@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_vl.build_records import SkipPlan, Uncertainty, full_model_words
 from edge_vl.charts import escape, line_chart, scatter_chart, xy_chart
 from edge_vl.fileio import write_text_atomic
-from edge_vl.manifest import Manifest, SkipPlan, Uncertainty, full_model_words
+from edge_vl.manifest import Manifest
 from edge_vl.schema import parse, to_json
 
 REPORT_JSON = "report.json"

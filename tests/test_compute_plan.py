@@ -13,9 +13,9 @@ from PIL import Image
 
 from edge_vl import Predictor
 from edge_vl.budget import BudgetError
+from edge_vl.build_records import SizeCandidate, SkipPlan
 from edge_vl.cli import cli
 from edge_vl.config import BuildConfig, TrainConfig
-from edge_vl.manifest import SizeCandidate, SkipPlan
 from edge_vl.pipeline import read_data
 from edge_vl.pipeline.compute_plan import choose_size, compute_plan
 from edge_vl.pipeline.workdir import WorkDir

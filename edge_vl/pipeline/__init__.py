@@ -26,10 +26,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edge_vl.build_records import SkipPlan
 from edge_vl.config import BuildConfig as BuildConfig
 from edge_vl.errors import BuildError, MissingExtraError
 from edge_vl.fileio import disk_full, free_space
-from edge_vl.manifest import Manifest, SkipPlan
+from edge_vl.manifest import Manifest
 from edge_vl.output import OutputLock, check_output
 from edge_vl.pipeline.compute_plan import compute_plan
 from edge_vl.pipeline.dataset import TrainingData as TrainingData

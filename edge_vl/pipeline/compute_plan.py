@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from edge_vl.budget import BudgetError, select_within
+from edge_vl.build_records import SearchRecord, SizeCandidate, SizePlan, SkipPlan
 from edge_vl.config import BuildConfig
-from edge_vl.manifest import SearchRecord, SizeCandidate, SizePlan, SkipPlan
 from edge_vl.pipeline.dataset import TrainingData
 from edge_vl.pipeline.plan import say_what_the_search_found, search_stage, skip_budget
 from edge_vl.pipeline.prepare import prepare

@@ -15,26 +15,28 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_vl._version import __version__
+from edge_vl.build_records import (
+    MAX_CONFUSION_LABELS,
+    Cost,
+    DataInfo,
+    Latency,
+    Metrics,
+    PrecisionChoice,
+    PrecisionTarget,
+    SkipPlan,
+    Training,
+)
 from edge_vl.bundle import file_entries, finalize_manifest
 from edge_vl.config import BuildConfig, model_source
 from edge_vl.errors import ExportError
 from edge_vl.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
-    MAX_CONFUSION_LABELS,
     Architecture,
-    Cost,
-    DataInfo,
-    Latency,
     Manifest,
-    Metrics,
     ModelSpec,
-    PrecisionChoice,
-    PrecisionTarget,
     RuntimeInfo,
-    SkipPlan,
     TextBucket,
-    Training,
 )
 from edge_vl.output import staged_bundle
 from edge_vl.pipeline.calibrate import Reliability, reliability

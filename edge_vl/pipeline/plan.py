@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_vl.build_records import SearchRecord, SkipPlan
 from edge_vl.config import BuildConfig
 from edge_vl.errors import DataError, ModelError
-from edge_vl.manifest import SearchRecord, SkipPlan
 from edge_vl.pipeline.prepare import Prepared, load_adapted
 from edge_vl.report import describe_uncertainty
 

@@ -15,11 +15,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edge_vl.build_records import SkipPlan
 from edge_vl.config import BuildConfig
 from edge_vl.data import data_fingerprint
 from edge_vl.errors import BundleError
 from edge_vl.fileio import write_json_atomic
-from edge_vl.manifest import SkipPlan
 from edge_vl.pipeline.dataset import TrainingData
 from edge_vl.schema import parse
 

@@ -56,9 +56,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from edge_vl.build_records import Boundary, SearchRecord, Uncertainty
 from edge_vl.config import SearchConfig, TrainConfig
 from edge_vl.errors import Interrupted
-from edge_vl.manifest import Boundary, SearchRecord, Uncertainty
 from edge_vl.schema import parse, to_json
 from edge_vl.training.architectures.base import ArchitectureFamily
 from edge_vl.training.encoded import EncodedData
