@@ -457,3 +457,27 @@ def test_the_compute_plan_benchmark_keeps_finished_seeds_and_builds_with_the_pla
     assert "--image-sizes" in commands[0] and "--flops-budget" in commands[0]
     assert [r["seed"] for r in json.loads(out.read_text())["runs"]] == [0, 1]
     assert "| 1 | 64 px | [1, 2] | 0.9800 | 1.70× |" in capsys.readouterr().out
+
+
+def test_the_compute_plan_benchmark_runs_another_task_and_times_finished_bundles_again(tmp_path, monkeypatch):
+    from examples.benchmarks import compute_plan as script
+
+    commands, timed = [], []
+    monkeypatch.setattr(script, "run_build", lambda name, work, command, env: commands.append(command) or {
+        "run": name, "skipped": [], "eval_accuracy": 0.9})  # fmt: skip
+    monkeypatch.setattr(script, "measured", lambda bundle, runs: timed.append(bundle) or {
+        "plan": None, "compare": {"speedup_of_bundle": {"openvino_full": 1.0 + len(timed)}}})  # fmt: skip
+    out, work = tmp_path / "plan.json", tmp_path / "w"
+    argv = ["compute_plan.py", "--work", str(work), "--out", str(out), "--task", "digits-fixed"]
+    monkeypatch.setattr(sys, "argv", argv)
+    script.main()
+    command = commands[0]
+    assert "--demo" not in command and Path(command[command.index("--data") + 1]).is_file()
+    assert json.loads(out.read_text())["task"] == "digits-fixed"
+    monkeypatch.setattr(sys, "argv", [*argv[:-1], "easy-vqa"])
+    with pytest.raises(SystemExit):  # a results file of another task is not mixed into
+        script.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--measure-only"])
+    script.main()
+    assert len(commands) == 1 and timed == [work / "plan-seed0" / "bundle"] * 2
+    assert json.loads(out.read_text())["runs"][0]["compare"]["speedup_of_bundle"]["openvino_full"] == 3.0

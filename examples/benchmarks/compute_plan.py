@@ -1,11 +1,12 @@
-"""The compute plan on the demo task: a build that chooses input size and skip set under one
-budget, timed against OpenVINO FP32 of the full model at the checkpoint's input size (issue #33,
-acceptance 1). One build per seed, resumable; finished seeds are kept in ``--out``.
+"""The compute plan on a task (the demo by default): a build that chooses input size and skip set
+under one budget, timed against OpenVINO FP32 of the full model at the checkpoint's input size
+(issue #33, acceptances 1 and 2). One build per seed, resumable; finished seeds are kept in ``--out``.
 
     python -m examples.benchmarks.compute_plan --work <scratch>/plan --seeds 0,1,2 \\
         --out examples/benchmarks/results/compute_plan/vnni-epyc.json
 
-Compare the accuracies with the PETL-only builds of ``seed_spread --sets none`` (same seeds).
+Compare the accuracies with the PETL-only builds of ``seed_spread --sets none`` (same seeds and
+``--task``). ``--measure-only`` times the finished bundles again (e.g. once nothing else runs).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import argparse
 import datetime as dt
 import json
 import os
-import sys
 from pathlib import Path
 
 from edge_vl.fileio import write_text_atomic
 from examples.benchmarks.processes import run_build
 from examples.benchmarks.recorded import portable, this_command
+from examples.benchmarks.tasks import TASKS, build_command
 
 
 def main() -> None:
@@ -30,30 +31,46 @@ def main() -> None:
     parser.add_argument("--image-sizes", default="64,96,128", help="the sizes the plan chooses among")
     parser.add_argument("--flops-budget", default="0.5", help="fraction of the full model's MACs")
     parser.add_argument("--runs", type=int, default=30, help="interleaved rounds of the latency comparison")
+    parser.add_argument("--task", choices=TASKS, default="easy-vqa", help="easy-vqa: the demo")
+    parser.add_argument(
+        "--measure-only", action="store_true", help="time the finished seeds' bundles again; build nothing"
+    )
     args = parser.parse_args()
-    found = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
+    found = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": [], "task": args.task}
+    if found.get("task", "easy-vqa") != args.task:
+        parser.error(f"--out {args.out} holds runs of {found.get('task', 'easy-vqa')}, not {args.task}")
+    if args.measure_only:
+        for run in found["runs"]:
+            print(f"seed {run['seed']}: timing again …", flush=True)
+            run.update(measured(args.work / f"plan-seed{run['seed']}" / "bundle", args.runs))
+            save(args.out, found)
     done = {r["seed"] for r in found["runs"]}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    for seed in (int(s) for s in args.seeds.split(",")):
-        if seed in done:
-            continue
-        command = [sys.executable, "-m", "edge_vl", "build", "--demo", "--seed", str(seed)]
+    seeds = [] if args.measure_only else [int(s) for s in args.seeds.split(",")]
+    for seed in (s for s in seeds if s not in done):
+        command = [*build_command(args.task, args.work), "--seed", str(seed)]
         command += ["--image-sizes", args.image_sizes, "--flops-budget", args.flops_budget]
         print(f"seed {seed}: building (or resuming) …", flush=True)
         row = run_build(f"plan-seed{seed}", args.work, command, env)
         found["runs"].append(
             {"seed": seed, **row, **measured(args.work / f"plan-seed{seed}" / "bundle", args.runs)}
         )
-        found.update(
-            command=this_command(), measured=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        )
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(args.out, json.dumps(found, indent=2) + "\n")
+        save(args.out, found)
     print("| seed | size | skipped | accuracy | speed-up over the full model |\n|---|---|---|---|---|")
     for r in found["runs"]:
         speedup = r["compare"]["speedup_of_bundle"]["openvino_full"]
-        cells = [str(r["seed"]), f"{r['plan']['chosen']} px", str(r["skipped"]), f"{r['eval_accuracy']:.4f}"]
+        size = f"{r['plan']['chosen']} px" if r["plan"] else "one size"  # a build without a size plan
+        cells = [str(r["seed"]), size, str(r["skipped"]), f"{r['eval_accuracy']:.4f}"]
         print("| " + " | ".join([*cells, f"{speedup:.2f}×"]) + " |")
+
+
+def save(out: Path, found: dict) -> None:
+    """Write the results with the command and time that made them (after every seed)."""
+    found.update(
+        command=this_command(), measured=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(found, indent=2) + "\n")
 
 
 def measured(bundle: Path, runs: int) -> dict:

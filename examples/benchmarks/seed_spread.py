@@ -26,7 +26,6 @@ import json
 import os
 import random
 import statistics
-import sys
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from edge_vl.demo import FULL_DEMO
 from edge_vl.fileio import write_text_atomic
 from examples.benchmarks.processes import run_build
 from examples.benchmarks.recorded import this_command
-from examples.benchmarks.tasks import TASKS, write_task
+from examples.benchmarks.tasks import TASKS, build_command
 
 DEMO_ARMS = 12
 
@@ -202,10 +201,7 @@ def main() -> None:
             parser.error(f"--reuse {path}: no such file")
     seeds = [int(s) for s in args.seeds.split(",")]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    build = [sys.executable, "-m", "edge_vl", "build", "--demo"]
-    if args.task != "easy-vqa":
-        train, evaluation = write_task(args.task, args.work.resolve() / f"data-{args.task}")
-        build = [*build[:-1], "--data", str(train), "--eval-data", str(evaluation)]
+    build = build_command(args.task, args.work)
     default_epochs = FULL_DEMO.epochs if args.task == "easy-vqa" else TrainConfig().epochs
     setting = run_setting(
         {"lr": args.lr, "epochs": args.epochs or default_epochs, "image_size": args.image_size}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 from PIL import Image
@@ -44,6 +45,16 @@ def write_task(
         return write_easy_vqa_manifests(out, train_size=train_size, eval_size=eval_size)
     questions = digit_questions if task == "digits" else fixed_question
     return write_digits(out, train_size=train_size, eval_size=eval_size, questions=questions)
+
+
+def build_command(task: str, work: Path) -> list[str]:
+    """``edge-vl build`` on ``task`` with edge-vl-mini, the demo's model: ``--demo`` for easy-vqa
+    (its full setting), else the task's rows written to ``work/data-TASK`` and the build's defaults."""
+    command = [sys.executable, "-m", "edge_vl", "build"]
+    if task == "easy-vqa":
+        return [*command, "--demo"]
+    train, evals = write_task(task, work.resolve() / f"data-{task}")
+    return [*command, "--data", str(train), "--eval-data", str(evals)]
 
 
 def claim_data_folder(out: Path) -> None:
