@@ -481,3 +481,15 @@ def test_the_compute_plan_benchmark_runs_another_task_and_times_finished_bundles
     script.main()
     assert len(commands) == 1 and timed == [work / "plan-seed0" / "bundle"] * 2
     assert json.loads(out.read_text())["runs"][0]["compare"]["speedup_of_bundle"]["openvino_full"] == 3.0
+
+
+def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against_smaller_inputs():
+    from examples.benchmarks.token_reduction import measure
+
+    result = measure([32, 24, 16], [1], runs=2, preset="tiny")  # 16 patches; 9 and 4 kept
+    assert result["parity_keep_every_patch"] < 1e-5  # keeping every patch is the tower itself
+    rows = {r["graph"]: r for r in result["rows"]}
+    assert list(rows) == ["32 px", "24 px", "16 px", "32 px, 9 patches after layer 1",
+                          "32 px, 4 patches after layer 1"]  # fmt: skip
+    assert rows["16 px"]["macs"] < rows["32 px, 4 patches after layer 1"]["macs"] < rows["32 px"]["macs"]
+    assert all(r["median"] > 0 for r in rows.values())

@@ -27,7 +27,6 @@ import contextlib
 import json
 import tempfile
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +35,14 @@ import torch
 from edge_vl.converters import temporary_export
 
 from edge_vl.data import read_examples
-from edge_vl.fileio import write_text_atomic
 from edge_vl.folding import folded_input_specs, text_index, texts_to_fold
 from edge_vl.manifest import TensorSpec
 from edge_vl.pipeline.prepare import shipped_costs
-from edge_vl.runtime.cpu import machine_info
 from edge_vl.runtime.predictor import Predictor
 from edge_vl.timing import compile_latency, interleaved, spread
 from edge_vl.training.architectures import InputShape
 from edge_vl.training.compare import rebuild_torch_model
-from examples.benchmarks.recorded import portable, this_command
+from examples.benchmarks.recorded import portable, write_timed_results
 from examples.benchmarks.results import clip_b32, vilt_b32
 
 
@@ -216,12 +213,7 @@ def main() -> None:
         results["vilt"] = random_part(vilt_b32, [384, 288, 224, 160], 4, args.runs)
     if "clip" in parts:
         results["clip"] = random_part(clip_b32, [224, 160, 128, 96], 4, args.runs)
-    results.update(
-        command=this_command(), runs=args.runs, machine=machine_info(),
-        measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )  # fmt: skip
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(results, indent=1) + "\n")
+    write_timed_results(args.out, results, args.runs)
     print(f"wrote {args.out}")
 
 

@@ -3,8 +3,11 @@ machine's folders. No torch import, so light scripts (``processes.py``) can use 
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,3 +36,17 @@ def this_command() -> str:
     else:
         head = [portable(str(script))]
     return " ".join(["python", *head, *map(portable, sys.argv[1:])])
+
+
+def write_timed_results(out: Path, results: dict[str, Any], runs: int) -> None:
+    """Write the results of timed runs to ``out`` (atomically), stamped with the command, the
+    rounds, the machine and the time that made them."""
+    from edge_vl.fileio import write_text_atomic
+    from edge_vl.runtime.cpu import machine_info
+
+    results.update(
+        command=this_command(), runs=runs, machine=machine_info(),
+        measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(results, indent=1) + "\n")

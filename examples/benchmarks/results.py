@@ -210,14 +210,14 @@ def speed_vilt_b32(runs: int, throughput_seconds: float) -> dict[str, Any]:
     return {"runs": runs, "int8_overflow_fix": not has_int8_dot_product(), "rows": rows}
 
 
-def clip_b32(work: Path, seed: int = 0, n_labels: int = 10):
-    """A random-weight CLIP ViT-B/32 checkpoint with a prompt head over ``n_labels`` prompts
-    (adapters inserted): the image tower alone, as a prompt-head bundle runs it."""
+def clip_b32(work: Path, seed: int = 0, n_labels: int = 10, preset: str = "b32"):
+    """A random-weight CLIP ViT-B/32 checkpoint (or another ``preset``) with a prompt head over
+    ``n_labels`` prompts (adapters inserted): the image tower alone, as a prompt-head bundle runs it."""
     family = family_for("clip")
     labels = [f"label{i}" for i in range(n_labels)]
     with quiet_transformers():
         family.random_checkpoint(work / "clip-b32", vocab=["a", "photo", "of", *labels], labels=labels,
-                                 preset="b32", seed=seed)  # fmt: skip
+                                 preset=preset, seed=seed)  # fmt: skip
         model = family.load(work / "clip-b32", labels, prompts={x: f"a photo of a {x}" for x in labels})
     family.insert_adapters(model)
     family.freeze(model)
