@@ -47,6 +47,7 @@ import contextlib
 import html
 import json
 import platform
+import statistics
 import sys
 import tempfile
 from datetime import datetime, timezone
@@ -516,8 +517,10 @@ def render(results: dict[str, Any]) -> str:
 def compute_plan_section(plan: dict[str, Any]) -> list[str]:
     """Part l of RESULTS.md: demo builds whose input size and skip set the compute plan chose,
     each against OpenVINO FP32 of the full model at the checkpoint's size (``compute_plan.py``)."""
+    task = plan.get("task", "easy-vqa")
     lines = [
-        "## l) The compute plan on the demo: input size and skipped layers under one budget",
+        f"## l) The compute plan on {'the demo' if task == 'easy-vqa' else task}: input size and skipped "
+        "layers under one budget",
         "",
         f"`{plan['command']}` ({plan['measured']}); each build's command is in the results file. Latency: "
         "batch 1, 2 threads, the bundle and the full model (no layer skipped, 128 px) in one interleaved "
@@ -534,6 +537,8 @@ def compute_plan_section(plan: dict[str, Any]) -> list[str]:
             f"{lat['openvino_retained']['median']:.2f}", f"{lat['openvino_full']['median']:.2f}",
             f"{speedup:.2f}×",
         ]))  # fmt: skip
+    if plan.get("petl_only"):
+        lines += plan_against_petl(plan)
     first = plan["runs"][0]
     budget = first["plan"]["limit"] * first["plan"]["full_model_macs"] / 1e9
     lines += ["", f"What the plan saw (seed {first['seed']}; budget {budget:.3f} GMACs):", "",
@@ -546,6 +551,35 @@ def compute_plan_section(plan: dict[str, Any]) -> list[str]:
                 f"{c['base_loss']:.4f} ± {c['loss_se']:.4f}", f"{c['estimated_loss']:.4f}",
             ]))  # fmt: skip
     return [*lines, ""]
+
+
+def plan_against_petl(plan: dict[str, Any]) -> list[str]:
+    """Issue #33's acceptance 1 (or 2 on another task): the plan's builds against PETL-only builds
+    (adapters, nothing skipped, the checkpoint's size), means over seeds, with the bars it sets."""
+    task = plan.get("task", "easy-vqa")
+    petl = [r for r in plan["petl_only"]["runs"] if r.get("task", "easy-vqa") == task and not r["skipped"]
+            and not r.get("image_size")]  # fmt: skip
+    if not petl:
+        return []
+    ours = [r["eval_accuracy"] for r in plan["runs"]]
+    theirs = [r["eval_accuracy"] for r in petl]
+    speedups = [r["compare"]["speedup_of_bundle"]["openvino_full"] for r in plan["runs"]]
+    gap = 100 * (statistics.fmean(ours) - statistics.fmean(theirs))
+
+    def mean_std(values: list[float]) -> str:
+        std = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        return f"{statistics.fmean(values):.4f}{std} ({len(values)} seed{'s' * (len(values) > 1)})"
+
+    few = min(len(ours), len(theirs)) < 3
+    speedup = statistics.fmean(speedups)
+    return [
+        "",
+        "Against PETL-only (adapters, no layer skipped, the checkpoint's size; "
+        f"`{plan['petl_only']['command']}`): PETL-only {mean_std(theirs)}, the plan {mean_std(ours)}: "
+        f"**{gap:+.2f} points** (bar: no more than 1 point below); the plan's bundles run "
+        f"**{speedup:.2f}×** the full model on average (bar: 1.5×)."
+        + (" Fewer than 3 seeds a side: not yet the issue's comparison." if few else ""),
+    ]
 
 
 def input_cost_section(i: dict[str, Any]) -> list[str]:
@@ -972,6 +1006,8 @@ def main() -> None:
                    help="a JSON file of examples/benchmarks/input_cost.py (part i)")  # fmt: skip
     p.add_argument("--compute-plan", type=Path, default=HERE / "results" / "compute_plan" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/compute_plan.py (part l)")  # fmt: skip
+    p.add_argument("--petl-only", type=Path, default=HERE / "results" / "compute_plan" / "petl_only.json",
+                   help="seed_spread.py --sets none at full size: part l's baseline, if present")  # fmt: skip
     p.add_argument("--fixed-question", type=Path,
                    default=HERE / "results" / "fixed_question" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/fixed_question.py (part f)")  # fmt: skip
@@ -1019,6 +1055,8 @@ def main() -> None:
         results["input_cost"] = json.loads(args.input_cost.read_text())
     if "l" in parts:
         results["compute_plan"] = json.loads(args.compute_plan.read_text())
+        if args.petl_only.is_file():
+            results["compute_plan"]["petl_only"] = json.loads(args.petl_only.read_text())
     if "f" in parts:
         results["fixed_question"] = json.loads(args.fixed_question.read_text())
     if "s" in parts:
