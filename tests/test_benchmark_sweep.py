@@ -483,7 +483,9 @@ def test_the_compute_plan_benchmark_runs_another_task_and_times_finished_bundles
     assert json.loads(out.read_text())["runs"][0]["compare"]["speedup_of_bundle"]["openvino_full"] == 3.0
 
 
-def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against_smaller_inputs():
+def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against_smaller_inputs(
+    results_script,
+):
     from examples.benchmarks.token_reduction import measure
 
     result = measure([32, 24, 16], [1], runs=2, preset="tiny")  # 16 patches; 9 and 4 kept
@@ -493,6 +495,9 @@ def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against
                           "32 px, 4 patches after layer 1"]  # fmt: skip
     assert rows["16 px"]["macs"] < rows["32 px, 4 patches after layer 1"]["macs"] < rows["32 px"]["macs"]
     assert all(r["median"] > 0 for r in rows.values())
+    result.update(runs=2, command="c", measured="m", machine={"cpu": "CPU"})
+    text = "\n".join(results_script.token_reduction_section(result))
+    assert "| 32 px, 4 patches after layer 1 |" in text and "random weights: speed only" in text
 
 
 def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(results_script):

@@ -34,7 +34,10 @@ t) Transfer: PETL against full fine-tuning of edge-vl-mini checkpoints and PETL 
 i) Cheaper inputs: latency and MACs by image size, skip set and folded question, read from
    ``--input-cost`` (``input_cost.py``, which times them).
 l) The compute plan on the demo (input size and skip set under one budget), read from
-   ``--compute-plan`` (``compute_plan.py``, which builds and times it).
+   ``--compute-plan`` (``compute_plan.py``, which builds and times it), against PETL-only builds
+   (``--petl-only``, ``seed_spread.py --sets none``).
+r) Image tokens pruned inside the CLIP image tower against a smaller input, read from
+   ``--token-reduction`` (``token_reduction.py``, which times them).
 
 ``--parts a,b,c,d,k,p,s,t`` runs a subset (the others keep their previous results from ``RESULTS.json``);
 the header names the machine of the last timed run (a, b, c, d, k), not the one that re-read p, s or t.
@@ -488,6 +491,8 @@ def render(results: dict[str, Any]) -> str:
         lines += compute_plan_section(results["compute_plan"])
     if results.get("fixed_question"):
         lines += fixed_question_section(results["fixed_question"])
+    if results.get("token_reduction"):
+        lines += token_reduction_section(results["token_reduction"])
     if results.get("operations"):
         lines += operations_section(results["operations"])
     if results.get("processes"):
@@ -631,6 +636,29 @@ def input_cost_section(i: dict[str, Any]) -> list[str]:
                                      f"{r['speedup_vs_full']:.2f}×"]))  # fmt: skip
         lines.append("")
     return lines
+
+
+def token_reduction_section(r: dict[str, Any]) -> list[str]:
+    """Part r of RESULTS.md: the CLIP tower keeping the patches [CLS] attends to most after a layer,
+    against the same tower fed a smaller image (``token_reduction.py``)."""
+    lines = [
+        "## r) Image tokens pruned inside the network, against a smaller input",
+        "",
+        f"The CLIP ViT-B/32 image tower ({r['note']}) on {r['machine']['cpu']}, FP32, batch 1, every graph "
+        f"in one interleaved run of {r['runs']} rounds (`{r['command']}`, {r['measured']}). *after layer L*: "
+        "the tower at 224 px keeps [CLS] and the patches [CLS] attends to most from layer L on (static "
+        "`TopK` + `Gather`); keeping every patch reproduces the tower to "
+        f"{r['parity_keep_every_patch']:.1e}.",
+        "",
+        "| graph | GMACs | ms (p10–p90) | × full |",
+        "|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        ms = f"{row['median']:.2f} ({row['p10']:.2f}–{row['p90']:.2f})"
+        lines.append(
+            _table_row([row["graph"], f"{row['macs'] / 1e9:.2f}", ms, f"{row['speedup_vs_full']:.2f}×"])
+        )
+    return [*lines, ""]
 
 
 def fixed_question_section(f: dict[str, Any]) -> list[str]:
@@ -1008,18 +1036,22 @@ def main() -> None:
                    help="a JSON file of examples/benchmarks/compute_plan.py (part l)")  # fmt: skip
     p.add_argument("--petl-only", type=Path, default=HERE / "results" / "compute_plan" / "petl_only.json",
                    help="seed_spread.py --sets none at full size: part l's baseline, if present")  # fmt: skip
+    p.add_argument("--token-reduction", type=Path,
+                   default=HERE / "results" / "token_reduction" / "vnni-epyc.json",
+                   help="a JSON file of examples/benchmarks/token_reduction.py (part r)")  # fmt: skip
     p.add_argument("--fixed-question", type=Path,
                    default=HERE / "results" / "fixed_question" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/fixed_question.py (part f)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,f,i,k,l,o,p,s,t")
+    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,f,i,k,l,o,p,r,s,t")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - set("abcdfiklopst"):
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,f,i,k,l,o,p,s,t, got {args.parts!r}")
+    if not parts or parts - set("abcdfikloprst"):
+        p.error(f"--parts takes a comma-separated subset of a,b,c,d,f,i,k,l,o,p,r,s,t, got {args.parts!r}")
     inputs = {
         "f": (args.fixed_question, "fixed_question.py"),
+        "r": (args.token_reduction, "token_reduction.py"),
         "i": (args.input_cost, "input_cost.py"),
         "l": (args.compute_plan, "compute_plan.py"),
         "o": (args.operations, "operations.py"),
@@ -1059,6 +1091,8 @@ def main() -> None:
             results["compute_plan"]["petl_only"] = json.loads(args.petl_only.read_text())
     if "f" in parts:
         results["fixed_question"] = json.loads(args.fixed_question.read_text())
+    if "r" in parts:
+        results["token_reduction"] = json.loads(args.token_reduction.read_text())
     if "s" in parts:
         results["seed_spread"] = json.loads(args.seed_spread.read_text())
     if "t" in parts:
