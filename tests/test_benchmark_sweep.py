@@ -503,7 +503,7 @@ def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against
 def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(results_script):
     candidate = {"size": 64, "feasible": True, "skipped": [1], "cost": 2e8, "base_loss": 0.2, "loss_se": 0.01,
                  "estimated_loss": 0.25}  # fmt: skip
-    plan = {"chosen": 64, "limit": 0.5, "full_model_macs": 4e8, "candidates": [candidate]}
+    plan = {"chosen": 64, "kind": "flops", "limit": 0.5, "full_model_macs": 4e8, "candidates": [candidate]}
 
     def run(seed: int, accuracy: float, speedup: float) -> dict:
         latency = {"openvino_retained": {"median": 10 / speedup}, "openvino_full": {"median": 10.0}}
@@ -514,9 +514,10 @@ def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(res
     petl = [{"seed": s, "skipped": [], "eval_accuracy": a} for s, a in enumerate([0.99, 0.98, 0.97])]
     petl.append({"seed": 0, "skipped": [], "eval_accuracy": 0.5, "image_size": 64})  # not full size
     petl.append({"seed": 0, "skipped": [], "eval_accuracy": 0.5, "task": "digits"})  # another task
-    results = {"command": "c", "measured": "m", "runs": [run(0, 0.97, 1.6), run(1, 0.95, 1.8)],
-               "petl_only": {"command": "p", "runs": petl}}  # fmt: skip
-    text = "\n".join(results_script.compute_plan_section(results))
+    plans = {"command": "c", "measured": "m", "runs": [run(0, 0.97, 1.6), run(1, 0.95, 1.8)]}
+    stored = {"plans": [plans], "petl_only": [{"command": "p", "runs": petl}]}
+    text = "\n".join(results_script.compute_plan_section(stored))
+    assert "### The demo, `--flops-budget 0.5`" in text
     assert "PETL-only 0.9800 ± 0.0100 (3 seeds), the plan 0.9600 ± 0.0141 (2 seeds)" in text
     assert "**-2.00 points**" in text and "**1.70×**" in text
     assert "Fewer than 3 seeds a side" in text

@@ -519,13 +519,24 @@ def render(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compute_plan_section(plan: dict[str, Any]) -> list[str]:
-    """Part l of RESULTS.md: demo builds whose input size and skip set the compute plan chose,
-    each against OpenVINO FP32 of the full model at the checkpoint's size (``compute_plan.py``)."""
+def compute_plan_section(stored: dict[str, Any]) -> list[str]:
+    """Part l of RESULTS.md: builds whose input size and skip set the compute plan chose, one table
+    per results file, against PETL-only builds of the same task where there are some."""
+    plans = stored.get("plans", [stored])  # RESULTS.json of before several files: one plan
+    lines = ["## l) The compute plan: input size and skipped layers under one budget", ""]
+    for plan in plans:
+        lines += one_plan(plan, stored.get("petl_only") or [])
+    return lines
+
+
+def one_plan(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> list[str]:
+    """Part l's table of one ``compute_plan.py`` results file, each build against OpenVINO FP32 of
+    the full model at the checkpoint's size."""
     task = plan.get("task", "easy-vqa")
+    first = plan["runs"][0]["plan"]
+    budget = f"`{'--flops-budget' if first['kind'] == 'flops' else '--latency-budget-ms'} {first['limit']:g}`"
     lines = [
-        f"## l) The compute plan on {'the demo' if task == 'easy-vqa' else task}: input size and skipped "
-        "layers under one budget",
+        f"### {'The demo' if task == 'easy-vqa' else task}, {budget}",
         "",
         f"`{plan['command']}` ({plan['measured']}); each build's command is in the results file. Latency: "
         "batch 1, 2 threads, the bundle and the full model (no layer skipped, 128 px) in one interleaved "
@@ -542,8 +553,7 @@ def compute_plan_section(plan: dict[str, Any]) -> list[str]:
             f"{lat['openvino_retained']['median']:.2f}", f"{lat['openvino_full']['median']:.2f}",
             f"{speedup:.2f}×",
         ]))  # fmt: skip
-    if plan.get("petl_only"):
-        lines += plan_against_petl(plan)
+    lines += plan_against_petl(plan, petl_only)
     first = plan["runs"][0]
     budget = first["plan"]["limit"] * first["plan"]["full_model_macs"] / 1e9
     lines += ["", f"What the plan saw (seed {first['seed']}; budget {budget:.3f} GMACs):", "",
@@ -558,12 +568,18 @@ def compute_plan_section(plan: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def plan_against_petl(plan: dict[str, Any]) -> list[str]:
+def plan_against_petl(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> list[str]:
     """Issue #33's acceptance 1 (or 2 on another task): the plan's builds against PETL-only builds
     (adapters, nothing skipped, the checkpoint's size), means over seeds, with the bars it sets."""
     task = plan.get("task", "easy-vqa")
-    petl = [r for r in plan["petl_only"]["runs"] if r.get("task", "easy-vqa") == task and not r["skipped"]
-            and not r.get("image_size")]  # fmt: skip
+    full_size = [
+        (f["command"], r)
+        for f in petl_only
+        for r in f["runs"]
+        if not r["skipped"] and not r.get("image_size")
+    ]
+    petl = [r for _, r in full_size if r.get("task", "easy-vqa") == task]
+    commands = sorted({command for command, r in full_size if r in petl})
     if not petl:
         return []
     ours = [r["eval_accuracy"] for r in plan["runs"]]
@@ -580,7 +596,7 @@ def plan_against_petl(plan: dict[str, Any]) -> list[str]:
     return [
         "",
         "Against PETL-only (adapters, no layer skipped, the checkpoint's size; "
-        f"`{plan['petl_only']['command']}`): PETL-only {mean_std(theirs)}, the plan {mean_std(ours)}: "
+        f"{', '.join(f'`{c}`' for c in commands)}): PETL-only {mean_std(theirs)}, the plan {mean_std(ours)}: "
         f"**{gap:+.2f} points** (bar: no more than 1 point below); the plan's bundles run "
         f"**{speedup:.2f}×** the full model on average (bar: 1.5×)."
         + (" Fewer than 3 seeds a side: not yet the issue's comparison." if few else ""),
@@ -1032,10 +1048,12 @@ def main() -> None:
                    help="demo.json of examples/benchmarks/operations.py (part o)")  # fmt: skip
     p.add_argument("--input-cost", type=Path, default=HERE / "results" / "input_cost" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/input_cost.py (part i)")  # fmt: skip
-    p.add_argument("--compute-plan", type=Path, default=HERE / "results" / "compute_plan" / "vnni-epyc.json",
-                   help="a JSON file of examples/benchmarks/compute_plan.py (part l)")  # fmt: skip
-    p.add_argument("--petl-only", type=Path, default=HERE / "results" / "compute_plan" / "petl_only.json",
-                   help="seed_spread.py --sets none at full size: part l's baseline, if present")  # fmt: skip
+    plans = HERE / "results" / "compute_plan"
+    p.add_argument("--compute-plan", type=Path, nargs="+",
+                   default=sorted(f for f in plans.glob("*.json") if not f.name.startswith("petl_only")),
+                   help="JSON files of examples/benchmarks/compute_plan.py (part l)")  # fmt: skip
+    p.add_argument("--petl-only", type=Path, nargs="*", default=sorted(plans.glob("petl_only*.json")),
+                   help="seed_spread.py --sets none files at full size: part l's baselines")  # fmt: skip
     p.add_argument("--token-reduction", type=Path,
                    default=HERE / "results" / "token_reduction" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/token_reduction.py (part r)")  # fmt: skip
@@ -1053,7 +1071,6 @@ def main() -> None:
         "f": (args.fixed_question, "fixed_question.py"),
         "r": (args.token_reduction, "token_reduction.py"),
         "i": (args.input_cost, "input_cost.py"),
-        "l": (args.compute_plan, "compute_plan.py"),
         "o": (args.operations, "operations.py"),
         "p": (args.processes, "processes.py"),
         "s": (args.seed_spread, "seed_spread.py"),
@@ -1062,6 +1079,11 @@ def main() -> None:
     for part, (path, script) in inputs.items():
         if part in parts and not path.is_file():
             p.error(f"{path} is not a file: run examples/benchmarks/{script}")
+    if "l" in parts and not args.compute_plan:
+        p.error("no --compute-plan file: run examples/benchmarks/compute_plan.py")
+    for path in args.compute_plan + args.petl_only if "l" in parts else []:
+        if not path.is_file():
+            p.error(f"{path} is not a file: run examples/benchmarks/compute_plan.py or seed_spread.py")
     if "k" in parts and not args.variants.is_file():
         p.error(f"--variants {args.variants} is not a file: run examples/benchmarks/variants.py --sweep 1-6")
     if parts & {"b", "k"} and not (args.demo_bundle / "manifest.json").is_file():
@@ -1086,9 +1108,10 @@ def main() -> None:
     if "i" in parts:
         results["input_cost"] = json.loads(args.input_cost.read_text())
     if "l" in parts:
-        results["compute_plan"] = json.loads(args.compute_plan.read_text())
-        if args.petl_only.is_file():
-            results["compute_plan"]["petl_only"] = json.loads(args.petl_only.read_text())
+        results["compute_plan"] = {
+            "plans": [json.loads(path.read_text()) for path in args.compute_plan],
+            "petl_only": [json.loads(path.read_text()) for path in args.petl_only],
+        }
     if "f" in parts:
         results["fixed_question"] = json.loads(args.fixed_question.read_text())
     if "r" in parts:
