@@ -521,3 +521,12 @@ def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(res
     assert "PETL-only 0.9800 ± 0.0100 (3 seeds), the plan 0.9600 ± 0.0141 (2 seeds)" in text
     assert "**-2.00 points**" in text and "**1.70×**" in text
     assert "Fewer than 3 seeds a side" in text
+
+
+def test_a_build_from_a_snapshot_records_the_commit_its_commit_file_names(tmp_path):
+    from examples.benchmarks.processes import revision
+
+    assert revision(tmp_path) == ""  # no git checkout, no COMMIT file: nothing made up
+    (tmp_path / "COMMIT").write_text("0123456789abcdef\n")
+    assert revision(tmp_path) == "0123456 (snapshot)"
+    assert not revision(ROOT).endswith("(snapshot)")  # a checkout: git's answer

@@ -93,9 +93,13 @@ def machine() -> str:
 
 
 def revision(tree: str | Path) -> str:
-    """The commit a build runs (a dirty tree gets a ``+``)."""
+    """The commit a build runs (a dirty tree gets a ``+``); for a snapshot that is no git checkout
+    (``git archive``), the commit its ``COMMIT`` file names, else ``""``."""
     git = ["git", "-C", str(tree)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    snapshot = Path(tree) / "COMMIT"
+    if head.returncode != 0 and snapshot.is_file():
+        return snapshot.read_text().strip()[:7] + " (snapshot)"
     dirty = subprocess.run(
         [*git, "status", "--porcelain", "--", "edge_vl", "converters"], capture_output=True, text=True
     )
