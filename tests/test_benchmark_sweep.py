@@ -502,8 +502,15 @@ def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against
 
 def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(results_script):
     candidate = {"size": 64, "feasible": True, "skipped": [1], "cost": 2e8, "base_loss": 0.2, "loss_se": 0.01,
-                 "estimated_loss": 0.25}  # fmt: skip
-    plan = {"chosen": 64, "kind": "flops", "limit": 0.5, "full_model_macs": 4e8, "candidates": [candidate]}
+                 "estimated_loss": 0.25, "frontier": [[2.5e8, 0.2], [2e8, 0.25]]}  # fmt: skip
+    full = {**candidate, "size": 128, "skipped": [1, 2], "frontier": [[4e8, 0.1]]}
+    plan = {
+        "chosen": 64,
+        "kind": "flops",
+        "limit": 0.5,
+        "full_model_macs": 4e8,
+        "candidates": [candidate, full],
+    }
 
     def run(seed: int, accuracy: float, speedup: float) -> dict:
         latency = {"openvino_retained": {"median": 10 / speedup}, "openvino_full": {"median": 10.0}}
@@ -521,6 +528,10 @@ def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(res
     assert "PETL-only 0.9800 ± 0.0100 (3 seeds), the plan 0.9600 ± 0.0141 (2 seeds)" in text
     assert "**-2.00 points**" in text and "**1.70×**" in text
     assert "Fewer than 3 seeds a side" in text
+    # next to the fixed configurations of its task, each at the plan's own cost of that size
+    assert "| 64 px, nothing skipped | 0.5000 (1 seed) | 0.250 |" in text
+    assert "| 128 px, nothing skipped | 0.9800 ± 0.0100 (3 seeds) | 0.400 |" in text
+    assert "| the plan: 64 px, skip [1] | 0.9600 ± 0.0141 (2 seeds) | 0.200 |" in text
 
 
 def test_a_build_from_a_snapshot_records_the_commit_its_commit_file_names(tmp_path):

@@ -600,7 +600,40 @@ def plan_against_petl(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> 
         f"**{gap:+.2f} points** (bar: no more than 1 point below); the plan's bundles run "
         f"**{speedup:.2f}×** the full model on average (bar: 1.5×)."
         + (" Fewer than 3 seeds a side: not yet the issue's comparison." if few else ""),
-    ]
+        *against_fixed(plan, [r for f in petl_only for r in f["runs"] if r.get("task", "easy-vqa") == task],
+                       mean_std),
+    ]  # fmt: skip
+
+
+def against_fixed(plan: dict[str, Any], fixed: list[dict[str, Any]], mean_std: Any) -> list[str]:
+    """The plan's picks next to the fixed configurations measured on its task (adapters, nothing
+    skipped, by image size), each at its MACs under the plan's own cost model (the first point of
+    that size's frontier, seed 0's plan)."""
+    first = plan["runs"][0]["plan"]
+    cost = {
+        c["size"]: c["frontier"][0][0] for c in first["candidates"] if c["feasible"] and c.get("frontier")
+    }
+    full = max(cost, default=None)
+    by_size: dict[int, list[float]] = {}
+    for r in fixed:
+        if not r["skipped"] and full is not None:
+            by_size.setdefault(r.get("image_size") or full, []).append(r["eval_accuracy"])
+    if len(by_size) < 2:
+        return []
+    lines = ["", "| configuration | eval accuracy | GMACs |", "|---|---|---|"]
+    for size, accuracies in sorted(by_size.items()):
+        if size in cost:
+            lines.append(
+                _table_row([f"{size} px, nothing skipped", mean_std(accuracies), f"{cost[size] / 1e9:.3f}"])
+            )
+    picks: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in plan["runs"]:
+        picks.setdefault((r["plan"]["chosen"], str(r["skipped"])), []).append(r)
+    for (size, skipped), runs in sorted(picks.items()):
+        chosen = next(c for c in runs[0]["plan"]["candidates"] if c["size"] == size)
+        row = [f"the plan: {size} px, skip {skipped}", mean_std([r["eval_accuracy"] for r in runs])]
+        lines.append(_table_row([*row, f"{chosen['cost'] / 1e9:.3f}"]))
+    return lines
 
 
 def input_cost_section(i: dict[str, Any]) -> list[str]:
