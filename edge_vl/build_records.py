@@ -177,6 +177,26 @@ class SizePlan:
             "chosen must be a feasible candidate",
         )
 
+    @property
+    def decided(self) -> bool:
+        """Whether the chosen size also scored the lowest estimated loss. If not, the plan took a
+        cheaper size whose higher loss the held-out rows could not tell from noise: a bet."""
+        return self.doubt() is None
+
+    def doubt(self) -> str | None:
+        """Why the choice is a bet, not a finding (None: the chosen size scored the lowest loss)."""
+        scored = [c for c in self.candidates if c.feasible and c.estimated_loss is not None]
+        chosen = next(c for c in scored if c.size == self.chosen)
+        lowest = min(scored, key=lambda c: c.estimated_loss or 0.0)
+        if (chosen.estimated_loss or 0.0) <= (lowest.estimated_loss or 0.0):
+            return None
+        return (
+            f"{chosen.size} px scored a higher held-out loss than {lowest.size} px "
+            f"({chosen.estimated_loss:.4f} against {lowest.estimated_loss:.4f}), a difference the held-out "
+            "rows cannot tell from noise, so the plan took the cheaper size: a bet, not a finding (compare "
+            f"with --image-size {lowest.size}, or give more data)"
+        )
+
 
 @dataclass(frozen=True)
 class SkipPlan:

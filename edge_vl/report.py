@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_vl.build_records import SkipPlan, Uncertainty, full_model_words
+from edge_vl.build_records import SizePlan, SkipPlan, Uncertainty, full_model_words
 from edge_vl.charts import escape, line_chart, scatter_chart, xy_chart
 from edge_vl.fileio import write_text_atomic
 from edge_vl.manifest import Manifest
@@ -394,7 +394,8 @@ def _summary(data: dict[str, Any], name: str) -> list[tuple[str, str]]:
             (
                 "input size",
                 f"{sizes['chosen']} px, chosen by the compute plan among {scored} px; the retained model "
-                f"is {retained:.1%} of the full model's MACs at the checkpoint's size",
+                f"is {retained:.1%} of the full model's MACs at the checkpoint's size"
+                + (f". {doubt[0].upper()}{doubt[1:]}." if (doubt := parse(SizePlan, sizes).doubt()) else ""),
             ),
         )
     return summary

@@ -4,6 +4,7 @@ from held-out losses after a warm-up at each size."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from edge_vl import Predictor
 from edge_vl.budget import BudgetError
-from edge_vl.build_records import SizeCandidate, SkipPlan
+from edge_vl.build_records import SizeCandidate, SizePlan, SkipPlan
 from edge_vl.cli import cli
 from edge_vl.config import BuildConfig, TrainConfig
 from edge_vl.pipeline import read_data
@@ -92,6 +93,29 @@ def test_the_choice_is_the_cheapest_within_noise_of_the_lowest_estimated_loss():
     assert choose_size([cheap, SizeCandidate(160, False)]) == cheap
     with pytest.raises(BudgetError, match="no input size of 160 px"):
         choose_size([SizeCandidate(160, False)])
+
+
+def test_a_cheaper_size_taken_over_a_lower_loss_is_said_to_be_a_bet():
+    """Within noise is not the same as as good: a choice the held-out rows cannot support says so."""
+    from edge_vl.pipeline.compute_plan import say_the_choice
+
+    cheap = SizeCandidate(64, True, (), cost=1.0, base_loss=0.21, loss_se=0.05, estimated_loss=0.21)
+    good = SizeCandidate(128, True, (1,), cost=2.0, base_loss=0.10, loss_se=0.05, estimated_loss=0.20)
+    plan = dict(candidates=(cheap, good), kind="flops", limit=0.5, full_model_macs=4.0)
+    assert choose_size([cheap, good]) == cheap
+    bet, sure = SizePlan(chosen=64, **plan), SizePlan(chosen=128, **plan)
+    assert not bet.decided and sure.decided and sure.doubt() is None
+    lines: list[str] = []
+    say_the_choice(bet, lines.append)
+    assert lines[-1] == (
+        "compute plan: WARNING: 64 px scored a higher held-out loss than 128 px (0.2100 against 0.2000), "
+        "a difference the held-out rows cannot tell from noise, so the plan took the cheaper size: a bet, "
+        "not a finding (compare with --image-size 128, or give more data)"
+    )
+    lines.clear()
+    say_the_choice(SizePlan(chosen=64, **{**plan, "candidates": (cheap, replace(good, estimated_loss=0.3))}),
+                   lines.append)  # fmt: skip
+    assert "WARNING" not in "\n".join(lines)  # the cheapest also scored lowest: no bet
 
 
 def test_a_planned_bundle_runs_at_the_chosen_size(tiny_checkpoint, shapes_data, tmp_path):

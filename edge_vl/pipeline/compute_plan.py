@@ -59,7 +59,6 @@ def compute_plan(
     limit = config.flops_budget if kind == "flops" else config.latency_budget_ms
     plan = scored[chosen.size][1]
     assert plan is not None and limit is not None  # a feasible candidate has a plan
-    say_the_choice(candidates, chosen, kind, echo)
     sizes = SizePlan(
         chosen=chosen.size,
         candidates=tuple(sorted(candidates, key=lambda c: c.size)),
@@ -67,6 +66,7 @@ def compute_plan(
         limit=limit,
         full_model_macs=float(work.state["sizes_full_model_macs"]),
     )
+    say_the_choice(sizes, echo)
     return replace(plan, sizes=sizes)
 
 
@@ -160,13 +160,12 @@ def choose_size(candidates: Sequence[SizeCandidate]) -> SizeCandidate:
     return min((c for c in feasible if as_good(c)), key=lambda c: (c.cost or 0.0, c.size))
 
 
-def say_the_choice(
-    candidates: Sequence[SizeCandidate], chosen: SizeCandidate, kind: str, echo: Callable[[str], None]
-) -> None:
-    """The build log's table of candidates and the choice."""
-    unit = "GMACs" if kind == "flops" else "ms"
-    scale = 1e-9 if kind == "flops" else 1.0
-    for c in sorted(candidates, key=lambda c: -c.size):
+def say_the_choice(sizes: SizePlan, echo: Callable[[str], None]) -> None:
+    """The build log's table of candidates and the choice, with a warning when it is a bet."""
+    unit = "GMACs" if sizes.kind == "flops" else "ms"
+    scale = 1e-9 if sizes.kind == "flops" else 1.0
+    chosen = next(c for c in sizes.candidates if c.size == sizes.chosen)
+    for c in sorted(sizes.candidates, key=lambda c: -c.size):
         if not c.feasible:
             echo(f"compute plan: {c.size} px: the budget cannot be met")
             continue
@@ -179,3 +178,5 @@ def say_the_choice(
         f"compute plan: chose {chosen.size} px, skip {list(chosen.skipped) or 'none'} (the cheapest "
         "whose estimated loss is within two standard errors of the lowest)"
     )
+    if doubt := sizes.doubt():
+        echo(f"compute plan: WARNING: {doubt}")
