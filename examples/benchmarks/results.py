@@ -587,10 +587,6 @@ def plan_against_petl(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> 
     speedups = [r["compare"]["speedup_of_bundle"]["openvino_full"] for r in plan["runs"]]
     gap = 100 * (statistics.fmean(ours) - statistics.fmean(theirs))
 
-    def mean_std(values: list[float]) -> str:
-        std = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-        return f"{statistics.fmean(values):.4f}{std} ({len(values)} seed{'s' * (len(values) > 1)})"
-
     few = min(len(ours), len(theirs)) < 3
     speedup = statistics.fmean(speedups)
     return [
@@ -600,12 +596,17 @@ def plan_against_petl(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> 
         f"**{gap:+.2f} points** (bar: no more than 1 point below); the plan's bundles run "
         f"**{speedup:.2f}×** the full model on average (bar: 1.5×)."
         + (" Fewer than 3 seeds a side: not yet the issue's comparison." if few else ""),
-        *against_fixed(plan, [r for f in petl_only for r in f["runs"] if r.get("task", "easy-vqa") == task],
-                       mean_std),
+        *against_fixed(plan, [r for f in petl_only for r in f["runs"] if r.get("task", "easy-vqa") == task]),
     ]  # fmt: skip
 
 
-def against_fixed(plan: dict[str, Any], fixed: list[dict[str, Any]], mean_std: Any) -> list[str]:
+def mean_std(values: list[float]) -> str:
+    """``mean ± std (n seeds)`` of accuracies over seeds (no std for one)."""
+    std = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.4f}{std} ({len(values)} seed{'s' * (len(values) > 1)})"
+
+
+def against_fixed(plan: dict[str, Any], fixed: list[dict[str, Any]]) -> list[str]:
     """The plan's picks next to the fixed configurations measured on its task (adapters, nothing
     skipped, by image size), each at its MACs under the plan's own cost model (the first point of
     that size's frontier, seed 0's plan)."""
