@@ -7,6 +7,7 @@ Typed like the device contract (:mod:`edge_vl.manifest`, which holds them) and p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,7 +160,7 @@ class SizeCandidate:
 @dataclass(frozen=True)
 class SizePlan:
     """The compute plan's choice among input sizes (``--image-sizes``): every candidate it scored
-    and the one it chose: the cheapest whose estimated held-out loss is within noise of the lowest."""
+    and the one it chose: the lowest estimated held-out loss."""
 
     chosen: int
     candidates: tuple[SizeCandidate, ...]
@@ -179,22 +180,28 @@ class SizePlan:
 
     @property
     def decided(self) -> bool:
-        """Whether the chosen size also scored the lowest estimated loss. If not, the plan took a
-        cheaper size whose higher loss the held-out rows could not tell from noise: a bet."""
+        """Whether the held-out rows set the chosen size apart from every other feasible size (its
+        estimated loss lower by more than two standard errors). If not, the choice is a bet."""
         return self.doubt() is None
 
     def doubt(self) -> str | None:
-        """Why the choice is a bet, not a finding (None: the chosen size scored the lowest loss)."""
+        """Why the choice is a bet, not a finding (None: the rows separate it from every other size)."""
         scored = [c for c in self.candidates if c.feasible and c.estimated_loss is not None]
         chosen = next(c for c in scored if c.size == self.chosen)
-        lowest = min(scored, key=lambda c: c.estimated_loss or 0.0)
-        if (chosen.estimated_loss or 0.0) <= (lowest.estimated_loss or 0.0):
+        loss = chosen.estimated_loss or 0.0
+
+        def noise(c: SizeCandidate) -> float:
+            return 2 * math.hypot(c.loss_se or 0.0, chosen.loss_se or 0.0)
+
+        close = [c for c in scored if c is not chosen and (c.estimated_loss or 0.0) <= loss + noise(c)]
+        if not close:
             return None
+        other = min(close, key=lambda c: c.estimated_loss or 0.0)
         return (
-            f"{chosen.size} px scored a higher held-out loss than {lowest.size} px "
-            f"({chosen.estimated_loss:.4f} against {lowest.estimated_loss:.4f}), a difference the held-out "
-            "rows cannot tell from noise, so the plan took the cheaper size: a bet, not a finding (compare "
-            f"with --image-size {lowest.size}, or give more data)"
+            f"the held-out rows cannot tell {chosen.size} px (estimated loss {loss:.4f}) from "
+            f"{other.size} px ({other.estimated_loss:.4f}), a difference within two standard errors, so "
+            f"{chosen.size} px is a bet, not a finding (compare with --image-size {other.size}, or give more "
+            "data)"
         )
 
 

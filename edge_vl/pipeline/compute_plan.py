@@ -8,14 +8,14 @@ less than the pretraining size, so edge-vl departs from the paper here: it runs 
 skipped alone on the same held-out rows — and estimates a skip set's loss at that size as the
 loss with nothing skipped plus each skipped layer's increase. Per size, the skip set is the one the
 budget needs (its cost measured at that size: MACs, or two exported graphs timed for latency).
-Across sizes, the held-out rows decide only what they can tell apart: the cheapest size whose
-estimate is within two standard errors of the lowest wins (more pixels nearly always lower the
-loss a little). The fine-tune then runs at the chosen size only.
+Across sizes the lowest estimate wins, and the plan says when the held-out rows cannot tell it from
+another size's. (An earlier rule took the cheapest size within two standard errors of the lowest;
+on small data that meant the smallest size, which lost after fine-tuning: docs/benchmarks.md, part l.)
+The fine-tune then runs at the chosen size only.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -141,8 +141,7 @@ def estimated_loss(result: SearchRecord, skipped: Sequence[int]) -> tuple[float,
 
 
 def choose_size(candidates: Sequence[SizeCandidate]) -> SizeCandidate:
-    """The cheapest feasible candidate whose estimated loss is within two standard errors of the
-    lowest (the errors of the two base losses, combined).
+    """The feasible candidate with the lowest estimated loss (on a tie, the cheaper).
 
     Raises:
         BudgetError: no size meets the budget.
@@ -151,13 +150,7 @@ def choose_size(candidates: Sequence[SizeCandidate]) -> SizeCandidate:
     if not feasible:
         sizes = ", ".join(str(c.size) for c in candidates)
         raise BudgetError(f"no input size of {sizes} px meets the budget, whatever layers are skipped")
-    best = min(feasible, key=lambda c: c.estimated_loss or 0.0)
-
-    def as_good(c: SizeCandidate) -> bool:
-        noise = 2 * math.hypot(c.loss_se or 0.0, best.loss_se or 0.0)
-        return (c.estimated_loss or 0.0) <= (best.estimated_loss or 0.0) + noise
-
-    return min((c for c in feasible if as_good(c)), key=lambda c: (c.cost or 0.0, c.size))
+    return min(feasible, key=lambda c: (c.estimated_loss or 0.0, c.cost or 0.0, c.size))
 
 
 def say_the_choice(sizes: SizePlan, echo: Callable[[str], None]) -> None:
@@ -175,8 +168,8 @@ def say_the_choice(sizes: SizePlan, echo: Callable[[str], None]) -> None:
             f"{c.estimated_loss:.4f} estimated"
         )
     echo(
-        f"compute plan: chose {chosen.size} px, skip {list(chosen.skipped) or 'none'} (the cheapest "
-        "whose estimated loss is within two standard errors of the lowest)"
+        f"compute plan: chose {chosen.size} px, skip {list(chosen.skipped) or 'none'} (the lowest "
+        "estimated loss)"
     )
     if doubt := sizes.doubt():
         echo(f"compute plan: WARNING: {doubt}")

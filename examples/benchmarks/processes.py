@@ -69,6 +69,7 @@ def run_build(name: str, work: Path, command: list[str], env: dict[str, str]) ->
         "eval_examples": manifest.metrics.eval_examples,
         "lr": training.lr,
         "epochs": training.epochs,
+        "final_loss": training.final_loss,  # the fine-tune's last training loss
         # only when the run asked for one: runs at the checkpoint's size keep their setting's key
         **({"image_size": manifest.preprocessing.image.size[0]} if "--image-size" in command else {}),
         # what ranked the layers when a search chose them (None: the skip set was given)
