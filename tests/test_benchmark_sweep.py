@@ -532,6 +532,12 @@ def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(res
     assert "| 64 px, nothing skipped | 0.5000 (1 seed) | 0.250 |" in text
     assert "| 128 px, nothing skipped | 0.9800 ± 0.0100 (3 seeds) | 0.400 |" in text
     assert "| the plan: 64 px, skip [1] | 0.9600 ± 0.0141 (2 seeds) | 0.200 |" in text
+    # which rule made the choices, read from the candidates each run recorded
+    assert "Each choice is the size with the lowest estimated loss" in text
+    lower = {**plan, "candidates": [candidate, {**full, "estimated_loss": 0.24}]}  # 64 px is not the lowest
+    older = {**plans, "runs": [{**r, "plan": lower} for r in plans["runs"]]}
+    text = "\n".join(results_script.compute_plan_section({"plans": [older]}))
+    assert "2 of 2 choices are a cheaper size" in text
 
 
 def test_a_build_from_a_snapshot_records_the_commit_its_commit_file_names(tmp_path):

@@ -12,14 +12,12 @@ Compare the accuracies with the PETL-only builds of ``seed_spread --sets none`` 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 from pathlib import Path
 
-from edge_vl.fileio import write_text_atomic
 from examples.benchmarks.processes import run_build
-from examples.benchmarks.recorded import portable, this_command
+from examples.benchmarks.recorded import portable, write_results
 from examples.benchmarks.tasks import TASKS, build_command
 
 
@@ -43,7 +41,7 @@ def main() -> None:
         for run in found["runs"]:
             print(f"seed {run['seed']}: timing again …", flush=True)
             run.update(measured(args.work / f"plan-seed{run['seed']}" / "bundle", args.runs))
-            save(args.out, found)
+            write_results(args.out, found)
     done = {r["seed"] for r in found["runs"]}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     seeds = [] if args.measure_only else [int(s) for s in args.seeds.split(",")]
@@ -55,22 +53,13 @@ def main() -> None:
         found["runs"].append(
             {"seed": seed, **row, **measured(args.work / f"plan-seed{seed}" / "bundle", args.runs)}
         )
-        save(args.out, found)
+        write_results(args.out, found)
     print("| seed | size | skipped | accuracy | speed-up over the full model |\n|---|---|---|---|---|")
     for r in found["runs"]:
         speedup = r["compare"]["speedup_of_bundle"]["openvino_full"]
         size = f"{r['plan']['chosen']} px" if r["plan"] else "one size"  # a build without a size plan
         cells = [str(r["seed"]), size, str(r["skipped"]), f"{r['eval_accuracy']:.4f}"]
         print("| " + " | ".join([*cells, f"{speedup:.2f}×"]) + " |")
-
-
-def save(out: Path, found: dict) -> None:
-    """Write the results with the command and time that made them (after every seed)."""
-    found.update(
-        command=this_command(), measured=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(found, indent=2) + "\n")
 
 
 def measured(bundle: Path, runs: int) -> dict:

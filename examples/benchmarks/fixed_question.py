@@ -15,7 +15,6 @@ minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
@@ -24,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_vl.fileio import write_text_atomic
 from examples.benchmarks.processes import run_build
-from examples.benchmarks.recorded import portable, this_command
-from examples.benchmarks.tasks import write_task
+from examples.benchmarks.recorded import portable, write_results
+from examples.benchmarks.tasks import build_command, data_folder
 
 VARIANTS = {"folded": [], "text tower": ["--no-fold-text"]}
 
@@ -41,15 +39,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=30, help="interleaved rounds of the latency comparison")
     args = parser.parse_args()
-    train, evals = write_task("digits-fixed", args.work / "data")
+    evals = data_folder("digits-fixed", args.work) / "eval.jsonl"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    results: dict[str, Any] = {"command": this_command(), "task": "digits-fixed", "precisions": {}}
+    results: dict[str, Any] = {"task": "digits-fixed", "precisions": {}}
     for precision in args.precisions.split(","):
         bundles, rows = {}, {}
         for name, extra in VARIANTS.items():
             run = name.replace(" ", "-")
-            command = [sys.executable, "-m", "edge_vl", "build"]  # no --model: edge-vl-mini, the demo's
-            command += ["--data", str(train.resolve()), "--eval-data", str(evals.resolve())]
+            command = build_command("digits-fixed", args.work)
             command += ["--skip-layers", args.skip_layers, "--seed", str(args.seed)]
             command += ["--precision", precision, "--quiet", *extra]
             print(f"{precision}, {name}: building (or resuming) …", flush=True)
@@ -57,9 +54,7 @@ def main() -> None:
             bundles[name] = args.work / precision / run / "bundle"
         measured = compare(bundles["folded"], bundles["text tower"], evals, args.runs)
         results["precisions"][precision] = {"builds": rows, **measured}
-    results["measured"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results)
     for precision, r in results["precisions"].items():
         print(precision, json.dumps({k: v for k, v in r.items() if k != "builds"}, indent=2))
 

@@ -38,15 +38,19 @@ def this_command() -> str:
     return " ".join(["python", *head, *map(portable, sys.argv[1:])])
 
 
-def write_timed_results(out: Path, results: dict[str, Any], runs: int) -> None:
-    """Write the results of timed runs to ``out`` (atomically), stamped with the command, the
-    rounds, the machine and the time that made them."""
+def write_results(out: Path, results: dict[str, Any], **stamp: Any) -> None:
+    """Write ``results`` to ``out`` (atomically, making its folder), stamped with the command and
+    the time that made them and any further ``stamp`` fields."""
     from edge_vl.fileio import write_text_atomic
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    results.update(command=this_command(), measured=now, **stamp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, json.dumps(results, indent=2) + "\n")
+
+
+def write_timed_results(out: Path, results: dict[str, Any], runs: int) -> None:
+    """:func:`write_results` of timed runs: also the rounds and the machine."""
     from edge_vl.runtime.cpu import machine_info
 
-    results.update(
-        command=this_command(), runs=runs, machine=machine_info(),
-        measured=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    )  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(results, indent=1) + "\n")
+    write_results(out, results, runs=runs, machine=machine_info())

@@ -82,6 +82,8 @@ from examples.benchmarks.variants import sweep_table  # examples/benchmarks/vari
 HERE = Path(__file__).parent
 VILT_ANSWERS = 3129  # the VQAv2 answer set of the public checkpoint
 VILT_VOCAB = 30522  # bert-base-uncased
+#: the parts of RESULTS.md this script writes, by letter (the module docstring says what each holds)
+PARTS = tuple("abcdfikloprst")
 
 
 def vilt_b32(work: Path, seed: int = 0):
@@ -540,7 +542,7 @@ def one_plan(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> list[str]
         "",
         f"`{plan['command']}` ({plan['measured']}); each build's command is in the results file. Latency: "
         "batch 1, 2 threads, the bundle and the full model (no layer skipped, 128 px) in one interleaved "
-        "run (`bench --compare torch`).",
+        "run (`bench --compare torch`). " + which_rule(plan["runs"]),
         "",
         "| seed | chosen | skipped | eval accuracy | bundle ms | full model ms | × full |",
         "|---|---|---|---|---|---|---|",
@@ -566,6 +568,20 @@ def one_plan(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> list[str]
                 f"{c['base_loss']:.4f} ± {c['loss_se']:.4f}", f"{c['estimated_loss']:.4f}",
             ]))  # fmt: skip
     return [*lines, ""]
+
+
+def which_rule(runs: list[dict[str, Any]]) -> str:
+    """Which of the plan's two rules each run's choice fits, read from its recorded candidates."""
+    lowest = 0
+    for r in runs:
+        feasible = [c for c in r["plan"]["candidates"] if c["feasible"]]
+        lowest += min(feasible, key=lambda c: (c["estimated_loss"], c["cost"]))["size"] == r["plan"]["chosen"]
+    if lowest == len(runs):
+        return "Each choice is the size with the lowest estimated loss, the plan's rule since e20b75e."
+    return (
+        f"{len(runs) - lowest} of {len(runs)} choices are a cheaper size within two standard errors of the "
+        "lowest estimated loss: the plan's rule before e20b75e."
+    )
 
 
 def plan_against_petl(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> list[str]:
@@ -1094,13 +1110,13 @@ def main() -> None:
     p.add_argument("--fixed-question", type=Path,
                    default=HERE / "results" / "fixed_question" / "vnni-epyc.json",
                    help="a JSON file of examples/benchmarks/fixed_question.py (part f)")  # fmt: skip
-    p.add_argument("--parts", default="a,b,c,d,k", help="comma-separated subset of a,b,c,d,f,i,k,l,o,p,r,s,t")
+    p.add_argument("--parts", default="a,b,c,d,k", help=f"comma-separated subset of {','.join(PARTS)}")
     p.add_argument("--runs", type=int, default=30, help="interleaved rounds")
     p.add_argument("--throughput-seconds", type=float, default=4.0)
     args = p.parse_args()
     parts = {part.strip() for part in args.parts.split(",") if part.strip()}
-    if not parts or parts - set("abcdfikloprst"):
-        p.error(f"--parts takes a comma-separated subset of a,b,c,d,f,i,k,l,o,p,r,s,t, got {args.parts!r}")
+    if not parts or parts - set(PARTS):
+        p.error(f"--parts takes a comma-separated subset of {','.join(PARTS)}, got {args.parts!r}")
     inputs = {
         "f": (args.fixed_question, "fixed_question.py"),
         "r": (args.token_reduction, "token_reduction.py"),

@@ -53,8 +53,13 @@ def build_command(task: str, work: Path) -> list[str]:
     command = [sys.executable, "-m", "edge_vl", "build"]
     if task == "easy-vqa":
         return [*command, "--demo"]
-    train, evals = write_task(task, work.resolve() / f"data-{task}")
+    train, evals = write_task(task, data_folder(task, work))
     return [*command, "--data", str(train), "--eval-data", str(evals)]
+
+
+def data_folder(task: str, work: Path) -> Path:
+    """Where :func:`build_command` writes ``task``'s rows under ``work``."""
+    return work.resolve() / f"data-{task}"
 
 
 def claim_data_folder(out: Path) -> None:
