@@ -459,7 +459,9 @@ def test_the_compute_plan_benchmark_keeps_finished_seeds_and_builds_with_the_pla
     assert "| 1 | 64 px | [1, 2] | 0.9800 | 1.70× |" in capsys.readouterr().out
 
 
-def test_the_compute_plan_benchmark_runs_another_task_and_times_finished_bundles_again(tmp_path, monkeypatch):
+def test_the_compute_plan_benchmark_runs_another_task_and_times_finished_bundles_again(
+    tmp_path, monkeypatch, capsys
+):
     from examples.benchmarks import compute_plan as script
 
     commands, timed = [], []
@@ -477,6 +479,12 @@ def test_the_compute_plan_benchmark_runs_another_task_and_times_finished_bundles
     monkeypatch.setattr(sys, "argv", [*argv[:-1], "easy-vqa"])
     with pytest.raises(SystemExit):  # a results file of another task is not mixed into
         script.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--measure-only", "--work", str(tmp_path / "elsewhere")])
+    with pytest.raises(SystemExit):  # a --work without the bundles: says where it looked
+        script.main()
+    assert f"no bundle in {tmp_path / 'elsewhere' / 'plan-seed0' / 'bundle'}" in capsys.readouterr().err
+    (work / "plan-seed0" / "bundle").mkdir(parents=True)
+    (work / "plan-seed0" / "bundle" / "manifest.json").write_text("{}")
     monkeypatch.setattr(sys, "argv", [*argv, "--measure-only"])
     script.main()
     assert len(commands) == 1 and timed == [work / "plan-seed0" / "bundle"] * 2

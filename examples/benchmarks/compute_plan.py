@@ -38,9 +38,12 @@ def main() -> None:
     if found.get("task", "easy-vqa") != args.task:
         parser.error(f"--out {args.out} holds runs of {found.get('task', 'easy-vqa')}, not {args.task}")
     if args.measure_only:
-        for run in found["runs"]:
+        bundles = [args.work / f"plan-seed{run['seed']}" / "bundle" for run in found["runs"]]
+        if missing := [str(b) for b in bundles if not (b / "manifest.json").is_file()]:
+            parser.error(f"--measure-only: no bundle in {', '.join(missing)}; give the builds' --work")
+        for run, bundle in zip(found["runs"], bundles, strict=True):
             print(f"seed {run['seed']}: timing again …", flush=True)
-            run.update(measured(args.work / f"plan-seed{run['seed']}" / "bundle", args.runs))
+            run.update(measured(bundle, args.runs))
             write_results(args.out, found)
     done = {r["seed"] for r in found["runs"]}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
