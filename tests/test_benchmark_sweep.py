@@ -498,6 +498,7 @@ def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against
 
     result = measure([32, 24, 16], [1], runs=2, preset="tiny")  # 16 patches; 9 and 4 kept
     assert result["parity_keep_every_patch"] < 1e-5  # keeping every patch is the tower itself
+    assert result["parity_openvino_pruned"] < 1e-4  # the exported pruned graphs compute what torch does
     rows = {r["graph"]: r for r in result["rows"]}
     assert list(rows) == ["32 px", "24 px", "16 px", "32 px, 9 patches after layer 1",
                           "32 px, 4 patches after layer 1"]  # fmt: skip
@@ -506,6 +507,7 @@ def test_token_reduction_keeps_the_patches_cls_attends_to_and_times_them_against
     result.update(runs=2, command="c", measured="m", machine={"cpu": "CPU"})
     text = "\n".join(results_script.token_reduction_section(result))
     assert "| 32 px, 4 patches after layer 1 |" in text and "random weights: speed only" in text
+    assert "OpenVINO's pruned graphs (f32, as timed) compute what torch's do" in text
 
 
 def test_the_plan_part_compares_means_over_seeds_with_petl_only_at_full_size(results_script):

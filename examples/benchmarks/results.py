@@ -714,7 +714,12 @@ def token_reduction_section(r: dict[str, Any]) -> list[str]:
         f"in one interleaved run of {r['runs']} rounds (`{r['command']}`, {r['measured']}). *after layer L*: "
         "the tower at 224 px keeps [CLS] and the patches [CLS] attends to most from layer L on (static "
         "`TopK` + `Gather`); keeping every patch reproduces the tower to "
-        f"{r['parity_keep_every_patch']:.1e}.",
+        f"{r['parity_keep_every_patch']:.1e}"
+        + (
+            f", and OpenVINO's pruned graphs (f32, as timed) compute what torch's do to {ov:.1e}."
+            if (ov := r.get("parity_openvino_pruned")) is not None
+            else "."
+        ),
         "",
         "| graph | GMACs | ms (p10–p90) | × full |",
         "|---|---|---|---|",

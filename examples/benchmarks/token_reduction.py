@@ -29,7 +29,7 @@ from edge_vl.converters import temporary_export
 from edge_vl.converters.export import save_model
 from torch import nn
 
-from edge_vl.timing import interleaved_ir_latency, spread
+from edge_vl.timing import compile_latency, interleaved_ir_latency, spread
 from edge_vl.training.architectures import InputShape
 from examples.benchmarks.input_cost import at_size, specs_at
 from examples.benchmarks.recorded import write_timed_results
@@ -81,6 +81,7 @@ def measure(sizes: list[int], afters: list[int], runs: int, preset: str = "b32")
     every smaller size's patch count, in one interleaved run (``preset``: the random CLIP's size)."""
     import openvino as ov
 
+    ov_parity = 0.0  # OpenVINO's pruned graphs against torch's, the largest |difference|
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         family, model, _, sample, shape = clip_b32(Path(tmp), preset=preset)
         patch = model.config.vision_config.patch_size
@@ -102,6 +103,10 @@ def measure(sizes: list[int], afters: list[int], runs: int, preset: str = "b32")
                 pruned = KeepTopPatches(model, after, (size // patch) ** 2).eval()
                 xmls[name] = Path(tmp) / f"pruned-{after}-{size}.xml"
                 save_model(ov.convert_model(pruned, example_input=(full_pixels,)), xmls[name])
+                with torch.no_grad():
+                    expected = pruned(full_pixels).numpy()
+                got = compile_latency(xmls[name], threads=2)([full_pixels.numpy()])[0]  # f32, as timed
+                ov_parity = max(ov_parity, float(np.abs(got - expected).max()))
                 feeds[name], macs[name] = (
                     {"pixel_values": full_pixels.numpy()},
                     pruned_macs(costs[big], costs[size], after),
@@ -121,6 +126,7 @@ def measure(sizes: list[int], afters: list[int], runs: int, preset: str = "b32")
     return {
         "rows": rows,
         "parity_keep_every_patch": parity,
+        "parity_openvino_pruned": ov_parity,
         "note": "random weights: speed only",
     }
 
