@@ -537,12 +537,14 @@ def one_plan(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> list[str]
     task = plan.get("task", "easy-vqa")
     first = plan["runs"][0]["plan"]
     budget = f"`{'--flops-budget' if first['kind'] == 'flops' else '--latency-budget-ms'} {first['limit']:g}`"
+    rule = which_rule(plan["runs"])
     lines = [
-        f"### {'The demo' if task == 'easy-vqa' else task}, {budget}",
+        f"### {'The demo' if task == 'easy-vqa' else task}, {budget}"
+        + ("" if rule.startswith("Each") else ", the plan's earlier rule"),
         "",
         f"`{plan['command']}` ({plan['measured']}); each build's command is in the results file. Latency: "
         "batch 1, 2 threads, the bundle and the full model (no layer skipped, 128 px) in one interleaved "
-        "run (`bench --compare torch`). " + which_rule(plan["runs"]),
+        "run (`bench --compare torch`). " + rule,
         "",
         "| seed | chosen | skipped | eval accuracy | bundle ms | full model ms | × full |",
         "|---|---|---|---|---|---|---|",
