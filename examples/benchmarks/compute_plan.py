@@ -48,8 +48,9 @@ def main() -> None:
     done = {r["seed"] for r in found["runs"]}
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     seeds = [] if args.measure_only else [int(s) for s in args.seeds.split(",")]
+    base = build_command(args.task, args.work) if set(seeds) - done else []  # writes the task's rows once
     for seed in (s for s in seeds if s not in done):
-        command = [*build_command(args.task, args.work), "--seed", str(seed)]
+        command = [*base, "--seed", str(seed)]
         command += ["--image-sizes", args.image_sizes, "--flops-budget", args.flops_budget]
         print(f"seed {seed}: building (or resuming) …", flush=True)
         row = run_build(f"plan-seed{seed}", args.work, command, env)

@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=30, help="interleaved rounds of the latency comparison")
     args = parser.parse_args()
+    base = build_command("digits-fixed", args.work)  # writes the task's rows once
     evals = data_folder("digits-fixed", args.work) / "eval.jsonl"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     results: dict[str, Any] = {"task": "digits-fixed", "precisions": {}}
@@ -46,8 +47,7 @@ def main() -> None:
         bundles, rows = {}, {}
         for name, extra in VARIANTS.items():
             run = name.replace(" ", "-")
-            command = build_command("digits-fixed", args.work)
-            command += ["--skip-layers", args.skip_layers, "--seed", str(args.seed)]
+            command = [*base, "--skip-layers", args.skip_layers, "--seed", str(args.seed)]
             command += ["--precision", precision, "--quiet", *extra]
             print(f"{precision}, {name}: building (or resuming) …", flush=True)
             rows[name] = run_build(run, args.work / precision, command, env)

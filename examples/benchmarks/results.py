@@ -574,10 +574,14 @@ def one_plan(plan: dict[str, Any], petl_only: list[dict[str, Any]]) -> list[str]
 
 def which_rule(runs: list[dict[str, Any]]) -> str:
     """Which of the plan's two rules each run's choice fits, read from its recorded candidates."""
+    from edge_vl.build_records import SizeCandidate
+    from edge_vl.pipeline.compute_plan import choose_size
+    from edge_vl.schema import parse
+
     lowest = 0
     for r in runs:
-        feasible = [c for c in r["plan"]["candidates"] if c["feasible"]]
-        lowest += min(feasible, key=lambda c: (c["estimated_loss"], c["cost"]))["size"] == r["plan"]["chosen"]
+        candidates = [parse(SizeCandidate, c) for c in r["plan"]["candidates"]]
+        lowest += choose_size(candidates).size == r["plan"]["chosen"]
     if lowest == len(runs):
         return "Each choice is the size with the lowest estimated loss, the plan's rule since e20b75e."
     return (
