@@ -649,13 +649,14 @@ def against_fixed(plan: dict[str, Any], fixed: list[dict[str, Any]]) -> list[str
             lines.append(
                 _table_row([f"{size} px, nothing skipped", mean_std(accuracies), f"{cost[size] / 1e9:.3f}"])
             )
-    picks: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    picks: dict[tuple[int, float], list[dict[str, Any]]] = {}  # seeds whose picks cost the same, together
     for r in plan["runs"]:
-        picks.setdefault((r["plan"]["chosen"], str(r["skipped"])), []).append(r)
-    for (size, skipped), runs in sorted(picks.items()):
-        chosen = next(c for c in runs[0]["plan"]["candidates"] if c["size"] == size)
-        row = [f"the plan: {size} px, skip {skipped}", mean_std([r["eval_accuracy"] for r in runs])]
-        lines.append(_table_row([*row, f"{chosen['cost'] / 1e9:.3f}"]))
+        chosen = next(c for c in r["plan"]["candidates"] if c["size"] == r["plan"]["chosen"])
+        picks.setdefault((chosen["size"], round(chosen["cost"] / 1e6)), []).append(r)
+    for (size, mmacs), runs in sorted(picks.items()):
+        sets = " / ".join(dict.fromkeys(str(r["skipped"]) for r in runs))
+        row = [f"the plan: {size} px, skip {sets}", mean_std([r["eval_accuracy"] for r in runs])]
+        lines.append(_table_row([*row, f"{mmacs / 1e3:.3f}"]))
     return lines
 
 
