@@ -3,7 +3,7 @@ under one budget, timed against OpenVINO FP32 of the full model at the checkpoin
 (issue #33, acceptances 1 and 2). One build per seed, resumable; finished seeds are kept in ``--out``.
 
     python -m examples.benchmarks.compute_plan --work <scratch>/plan --seeds 0,1,2 \\
-        --out examples/benchmarks/results/compute_plan/vnni-epyc.json
+        --out examples/benchmarks/results/compute_plan/demo-flops050.json
 
 Compare the accuracies with the PETL-only builds of ``seed_spread --sets none`` (same seeds and
 ``--task``). ``--measure-only`` times the finished bundles again (e.g. once nothing else runs).
