@@ -649,7 +649,7 @@ def against_fixed(plan: dict[str, Any], fixed: list[dict[str, Any]]) -> list[str
             lines.append(
                 _table_row([f"{size} px, nothing skipped", mean_std(accuracies), f"{cost[size] / 1e9:.3f}"])
             )
-    picks: dict[tuple[int, float], list[dict[str, Any]]] = {}  # seeds whose picks cost the same, together
+    picks: dict[tuple[int, int], list[dict[str, Any]]] = {}  # (size, MMACs): seeds whose picks cost the same
     for r in plan["runs"]:
         chosen = next(c for c in r["plan"]["candidates"] if c["size"] == r["plan"]["chosen"])
         picks.setdefault((chosen["size"], round(chosen["cost"] / 1e6)), []).append(r)
